@@ -1,0 +1,94 @@
+import { ConfigError, configLoad } from '../config/load.ts';
+import { ExitCode } from '../exit-codes.ts';
+import { builtinExtensions } from '../extensions/index.ts';
+import { loggerFor, loggingCreate } from '../log/logger.ts';
+import { loadAddon, type NativeAddon } from '../native/addon.ts';
+import { Controller } from '../supervisor/controller.ts';
+import { appVersion } from '../version.ts';
+
+export interface RunOptions {
+  readonly configPath?: string | undefined;
+}
+
+/** Leaves room inside systemd's and the CLI's 2 s stop contract for flushing and exit. */
+const STOP_BUDGET_MS = 1500;
+const HARD_EXIT_MS = 1900;
+
+/**
+ * Runs the supervisor until SIGTERM or SIGINT, then exits the process: 0 after an orderly
+ * stop, 1 if the stop overran, 70 on an internal fault, 78 on invalid configuration.
+ */
+export async function supervisorRun(options: RunOptions): Promise<never> {
+  let loaded: ReturnType<typeof configLoad>;
+  try {
+    loaded = configLoad({ path: options.configPath });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`multihead: ${error.message}\n`);
+    process.exit(ExitCode.config);
+  }
+  const { config } = loaded;
+  const logging = loggingCreate({ level: config.log.level, ringSize: config.log.ringSize });
+  const log = loggerFor(logging.logger, 'main');
+  const exit = (code: number): never => {
+    logging.flush();
+    process.exit(code);
+  };
+
+  let addon: NativeAddon;
+  try {
+    addon = loadAddon();
+  } catch (error) {
+    log.fatal({ err: error }, (error as Error).message);
+    return exit(ExitCode.software);
+  }
+
+  log.info(
+    {
+      version: appVersion,
+      addon: addon.version(),
+      node: process.version,
+      configFile: loaded.file ?? null,
+      deviceId: config.device.id,
+      deviceName: config.device.name,
+    },
+    `multihead ${appVersion} starting as ${config.device.id} (${config.device.name})`,
+  );
+
+  const controller = new Controller({
+    config,
+    logger: logging.logger,
+    logRing: logging.ring,
+    addon,
+    extensions: builtinExtensions,
+    stopTimeoutMs: STOP_BUDGET_MS,
+  });
+
+  const shutdown = async (reason: string, code: number): Promise<never> => {
+    setTimeout(() => {
+      log.error(`shutdown overran ${HARD_EXIT_MS} ms; exiting now`);
+      exit(ExitCode.failure);
+    }, HARD_EXIT_MS).unref();
+    const clean = await controller.stop(reason);
+    return exit(clean ? code : ExitCode.failure);
+  };
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => void shutdown(`received ${signal}`, ExitCode.ok));
+  }
+  const fault = (error: unknown): void => {
+    log.fatal({ err: error }, `internal error: ${(error as Error)?.message ?? String(error)}`);
+    void shutdown('internal error', ExitCode.software);
+  };
+  process.once('uncaughtException', fault);
+  process.once('unhandledRejection', fault);
+
+  try {
+    await controller.start();
+  } catch (error) {
+    log.fatal({ err: error }, (error as Error).message);
+    return exit(ExitCode.software);
+  }
+  // Runs until a signal handler exits the process.
+  return new Promise<never>(() => {});
+}

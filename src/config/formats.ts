@@ -1,0 +1,216 @@
+import { isIP } from 'node:net';
+import { isAbsolute } from 'node:path';
+
+/**
+ * Value checks shared by the schema. Each throws an Error whose message says what is
+ * allowed ("must be ..."), so a config error can name key, value and rule in one line.
+ * Coercion turns the strings that environment variables carry into typed values.
+ */
+export interface Format {
+  readonly name: string;
+  /** What is allowed, in words; documented in the schema and quoted in errors. */
+  readonly rule: string;
+  readonly validate: (value: unknown) => void;
+  readonly coerce?: (raw: string) => unknown;
+}
+
+function fail(rule: string): never {
+  throw new Error(rule);
+}
+
+const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/** MQTT topic levels must not contain wildcards or separators, and names reach the screen. */
+const TOPIC_SAFE = /^[^/+#\p{Cc}]{1,64}$/u;
+const CONNECTOR = /^[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*$/;
+const MODE = /^(preferred|\d{2,5}x\d{2,5}(@\d{1,3}(\.\d{1,3})?)?)$/;
+const HOSTNAME =
+  /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const LED_NAME = /^[A-Za-z0-9_:.+-]{1,64}$/;
+const MQTT_PROTOCOLS = ['mqtt:', 'mqtts:', 'ws:', 'wss:'];
+
+function parseJsonOr(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+function splitList(raw: string): unknown {
+  const trimmed = raw.trim();
+  if (trimmed.startsWith('[')) return parseJsonOr(trimmed);
+  return trimmed === '' ? [] : trimmed.split(',').map((item) => item.trim());
+}
+
+export const deviceId: Format = {
+  name: 'device-id',
+  rule: 'must be empty (derive from /etc/machine-id) or 1-64 of A-Z a-z 0-9 _ - starting with a letter or digit',
+  validate(value) {
+    if (value === '') return;
+    if (typeof value !== 'string' || !DEVICE_ID.test(value)) fail(deviceId.rule);
+  },
+};
+
+export const displayName: Format = {
+  name: 'display-name',
+  rule: 'must be empty (use the hostname) or 1-64 printable characters without / + #',
+  validate(value) {
+    if (value === '') return;
+    if (typeof value !== 'string' || !TOPIC_SAFE.test(value)) fail(displayName.rule);
+  },
+};
+
+export const groupList: Format = {
+  name: 'group-list',
+  rule: 'must be a list of distinct group names, each 1-64 of A-Z a-z 0-9 _ - (comma-separated in the environment)',
+  coerce: splitList,
+  validate(value) {
+    if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && DEVICE_ID.test(g))) fail(groupList.rule);
+    if (new Set(value).size !== value.length) fail('must not name the same group twice');
+  },
+};
+
+export interface OutputSetting {
+  connector: string;
+  mode: string;
+  enabled?: boolean;
+}
+
+/** `auto` drives every connected connector at its preferred mode; a list pins connectors and modes. */
+export const outputs: Format = {
+  name: 'outputs',
+  rule: 'must be "auto" or a list of {"connector": "HDMI-A-1", "mode": "preferred" | "WxH" | "WxH@Hz", "enabled": true|false}',
+  coerce: (raw) => (raw.trim() === 'auto' ? 'auto' : parseJsonOr(raw)),
+  validate(value) {
+    if (value === 'auto') return;
+    const rule = outputs.rule;
+    if (!Array.isArray(value) || value.length === 0) fail(rule);
+    const seen = new Set<string>();
+    for (const [i, item] of value.entries()) {
+      if (typeof item !== 'object' || item === null || Array.isArray(item))
+        fail(`${rule}; entry ${i} is not an object`);
+      const { connector, mode, enabled, ...rest } = item as Record<string, unknown>;
+      const extra = Object.keys(rest);
+      if (extra.length > 0) fail(`${rule}; entry ${i} has unknown field "${extra[0]}"`);
+      if (typeof connector !== 'string' || !CONNECTOR.test(connector)) {
+        fail(`${rule}; entry ${i} needs a connector name such as "HDMI-A-1"`);
+      }
+      if (typeof mode !== 'string' || !MODE.test(mode)) {
+        fail(`${rule}; entry ${i} (${connector}) has mode ${JSON.stringify(mode)}`);
+      }
+      if (enabled !== undefined && typeof enabled !== 'boolean')
+        fail(`${rule}; entry ${i} (${connector}) "enabled" must be true or false`);
+      if (seen.has(connector)) fail(`${rule}; connector ${connector} is listed twice`);
+      seen.add(connector);
+    }
+  },
+};
+
+export const drmDevice: Format = {
+  name: 'drm-device',
+  rule: 'must be "auto" (first card with a connected display) or a path such as /dev/dri/card0',
+  validate(value) {
+    if (value === 'auto') return;
+    if (typeof value !== 'string' || !/^\/dev\/dri\/card\d+$/.test(value)) fail(drmDevice.rule);
+  },
+};
+
+export const mqttUrl: Format = {
+  name: 'mqtt-url',
+  rule: 'must be empty (MQTT off) or a broker URL: mqtt://, mqtts://, ws:// or wss:// with a host',
+  validate(value) {
+    if (value === '') return;
+    const rule = mqttUrl.rule;
+    if (typeof value !== 'string') fail(rule);
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      fail(rule);
+    }
+    if (!MQTT_PROTOCOLS.includes(url.protocol) || url.hostname === '') fail(rule);
+  },
+};
+
+export const text: Format = {
+  name: 'text',
+  rule: 'must be a string of at most 4096 characters',
+  validate(value) {
+    if (typeof value !== 'string' || value.length > 4096) fail(text.rule);
+  },
+};
+
+export const topicPrefix: Format = {
+  name: 'topic-prefix',
+  rule: 'must be topic levels of A-Z a-z 0-9 _ - separated by /, without wildcards or a leading or trailing /',
+  validate(value) {
+    if (typeof value !== 'string' || !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(value) || value.length > 128) {
+      fail(topicPrefix.rule);
+    }
+  },
+};
+
+export const optionalAbsolutePath: Format = {
+  name: 'optional-absolute-path',
+  rule: 'must be empty or an absolute file path',
+  validate(value) {
+    if (value === '') return;
+    if (typeof value !== 'string' || !isAbsolute(value) || value.includes('\0')) fail(optionalAbsolutePath.rule);
+  },
+};
+
+export const absolutePath: Format = {
+  name: 'absolute-path',
+  rule: 'must be an absolute path',
+  validate(value) {
+    if (typeof value !== 'string' || !isAbsolute(value) || value.includes('\0')) fail(absolutePath.rule);
+  },
+};
+
+export const bindAddress: Format = {
+  name: 'bind-address',
+  rule: 'must be an IP address (127.0.0.1 loopback only, 0.0.0.0 or :: for the LAN) or a hostname',
+  validate(value) {
+    if (typeof value !== 'string' || (isIP(value) === 0 && !HOSTNAME.test(value))) fail(bindAddress.rule);
+  },
+};
+
+function integerIn(name: string, min: number, max: number): Format {
+  const rule = `must be an integer from ${min} to ${max}`;
+  return {
+    name,
+    rule,
+    coerce: (raw) => (/^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : raw),
+    validate(value) {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) fail(rule);
+    },
+  };
+}
+
+export const port = integerIn('tcp-port', 0, 65535);
+export const ringSize = integerIn('ring-size', 10, 100_000);
+
+export const ledNames: Format = {
+  name: 'led-names',
+  rule: 'must be a list of LED names as found in /sys/class/leds, e.g. ["led0"] (comma-separated in the environment)',
+  coerce: splitList,
+  validate(value) {
+    if (
+      !Array.isArray(value) ||
+      !value.every((n) => typeof n === 'string' && LED_NAME.test(n) && n !== '.' && n !== '..')
+    ) {
+      fail(ledNames.rule);
+    }
+  },
+};
+
+export function oneOf(name: string, allowed: readonly string[]): Format {
+  const rule = `must be one of ${allowed.join(', ')}`;
+  return {
+    name,
+    rule,
+    validate(value) {
+      if (typeof value !== 'string' || !allowed.includes(value)) fail(rule);
+    },
+  };
+}

@@ -1,0 +1,179 @@
+import * as f from './formats.ts';
+
+/** One documented configuration key. Every key has a default, a format, an env var and a doc. */
+export interface Setting<T = unknown> {
+  readonly doc: string;
+  readonly format: f.Format;
+  readonly default: T;
+  readonly env: string;
+  /** Never printed: masked in `config show`, in error messages and in logs. */
+  readonly sensitive?: boolean;
+}
+
+export interface SettingTree {
+  readonly [key: string]: Setting | SettingTree;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const DEFAULT_CONFIG_PATH = '/etc/multihead/config.json';
+export const CONFIG_PATH_ENV = 'MULTIHEAD_CONFIG';
+
+/**
+ * The single source of truth for configuration. Layers, lowest first: these defaults,
+ * the config file, environment variables, then the fleet's MQTT desired state.
+ */
+export const schema = {
+  device: {
+    id: {
+      doc: 'Stable device identifier used in MQTT topics. Empty derives "mh-" plus 12 hex digits of /etc/machine-id.',
+      format: f.deviceId,
+      default: '',
+      env: 'MULTIHEAD_DEVICE_ID',
+    },
+    name: {
+      doc: 'Human-readable name shown on slates, the status page and fleet dashboards. Empty uses the hostname.',
+      format: f.displayName,
+      default: '',
+      env: 'MULTIHEAD_DEVICE_NAME',
+    },
+    groups: {
+      doc: 'Fleet groups this device answers to on <prefix>/group/<group>/cmd/...',
+      format: f.groupList,
+      default: [] as string[],
+      env: 'MULTIHEAD_DEVICE_GROUPS',
+    },
+  },
+  display: {
+    device: {
+      doc: 'KMS device to drive: "auto" picks the first card with a connected connector.',
+      format: f.drmDevice,
+      default: 'auto',
+      env: 'MULTIHEAD_DISPLAY_DEVICE',
+    },
+  },
+  outputs: {
+    doc: 'Which connectors to drive. "auto": every connected connector at its preferred mode. Or a list such as [{"connector": "HDMI-A-1", "mode": "1920x1080@60"}] (JSON in the environment).',
+    format: f.outputs,
+    default: 'auto' as 'auto' | f.OutputSetting[],
+    env: 'MULTIHEAD_OUTPUTS',
+  },
+  mqtt: {
+    url: {
+      doc: 'Fleet broker URL (mqtt://, mqtts://, ws://, wss://). Empty keeps MQTT off.',
+      format: f.mqttUrl,
+      default: '',
+      env: 'MULTIHEAD_MQTT_URL',
+    },
+    username: {
+      doc: 'Broker user name.',
+      format: f.text,
+      default: '',
+      env: 'MULTIHEAD_MQTT_USERNAME',
+    },
+    password: {
+      doc: 'Broker password.',
+      format: f.text,
+      default: '',
+      env: 'MULTIHEAD_MQTT_PASSWORD',
+      sensitive: true,
+    },
+    prefix: {
+      doc: 'Topic root; the device lives under <prefix>/<device.id>/.',
+      format: f.topicPrefix,
+      default: 'multihead',
+      env: 'MULTIHEAD_MQTT_PREFIX',
+    },
+    ca: {
+      doc: 'PEM file of the CA that signs the broker certificate (mqtts/wss). Empty trusts the system store.',
+      format: f.optionalAbsolutePath,
+      default: '',
+      env: 'MULTIHEAD_MQTT_CA',
+    },
+    cert: {
+      doc: 'PEM client certificate file for mutual TLS.',
+      format: f.optionalAbsolutePath,
+      default: '',
+      env: 'MULTIHEAD_MQTT_CERT',
+    },
+    key: {
+      doc: 'PEM private key file for the client certificate.',
+      format: f.optionalAbsolutePath,
+      default: '',
+      env: 'MULTIHEAD_MQTT_KEY',
+    },
+  },
+  http: {
+    bind: {
+      doc: 'Address of the local status endpoint. Loopback by default; 0.0.0.0 or :: opens it to the LAN (then http.token is required).',
+      format: f.bindAddress,
+      default: '127.0.0.1',
+      env: 'MULTIHEAD_HTTP_BIND',
+    },
+    port: {
+      doc: 'TCP port of the local status endpoint (0 picks a free port).',
+      format: f.port,
+      default: 8780,
+      env: 'MULTIHEAD_HTTP_PORT',
+    },
+    token: {
+      doc: 'Bearer token required for non-loopback access to the status endpoint.',
+      format: f.text,
+      default: '',
+      env: 'MULTIHEAD_HTTP_TOKEN',
+      sensitive: true,
+    },
+  },
+  led: {
+    names: {
+      doc: 'Status LEDs under led.sysfsPath that show the device state. Empty: no LED.',
+      format: f.ledNames,
+      default: [] as string[],
+      env: 'MULTIHEAD_LED_NAMES',
+    },
+    sysfsPath: {
+      doc: 'Base directory of the Linux LED class.',
+      format: f.absolutePath,
+      default: '/sys/class/leds',
+      env: 'MULTIHEAD_LED_SYSFS_PATH',
+    },
+  },
+  dataDir: {
+    doc: 'Writable directory for media cache, state and logs (the data partition on the appliance).',
+    format: f.absolutePath,
+    default: '/var/lib/multihead',
+    env: 'MULTIHEAD_DATA_DIR',
+  },
+  log: {
+    level: {
+      doc: 'Lowest level written to the journal and kept in the in-memory ring.',
+      format: f.oneOf('log-level', LOG_LEVELS),
+      default: 'info' as LogLevel,
+      env: 'MULTIHEAD_LOG_LEVEL',
+    },
+    ringSize: {
+      doc: 'Recent log lines kept in memory for logs.get over MQTT and /logs over HTTP.',
+      format: f.ringSize,
+      default: 1000,
+      env: 'MULTIHEAD_LOG_RING_SIZE',
+    },
+  },
+} satisfies SettingTree;
+
+type ValuesOf<T> = T extends Setting<infer V> ? V : { -readonly [K in keyof T]: ValuesOf<T[K]> };
+
+/** The typed, validated configuration the supervisor runs with. */
+export type Config = ValuesOf<typeof schema>;
+
+export function isSetting(node: Setting | SettingTree): node is Setting {
+  return typeof (node as Setting).doc === 'string' && 'format' in node;
+}
+
+/** Every leaf key in schema order, as dotted paths ("mqtt.url"). */
+export function settingsFlat(tree: SettingTree = schema, prefix = ''): Array<[string, Setting]> {
+  return Object.entries(tree).flatMap(([name, node]) => {
+    const key = prefix + name;
+    return isSetting(node) ? [[key, node] as [string, Setting]] : settingsFlat(node, `${key}.`);
+  });
+}

@@ -1,0 +1,23 @@
+import { createRequire } from 'node:module';
+import type * as Native from '../../native/index.d.ts';
+
+export type NativeAddon = typeof Native;
+export type DrmDeviceInfo = Native.DrmDeviceInfo;
+
+const addonPath = new URL('../../native/multihead.node', import.meta.url);
+
+/**
+ * Loads the Rust addon built by `npm install`. A missing or foreign `.node` file is a
+ * packaging fault, so the error says how to rebuild rather than surfacing dlopen's text.
+ */
+export function loadAddon(): NativeAddon {
+  const require = createRequire(import.meta.url);
+  try {
+    return require(addonPath.pathname) as NativeAddon;
+  } catch (cause) {
+    throw new Error(
+      `native addon ${addonPath.pathname} could not be loaded (run "npm install" to build it): ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}

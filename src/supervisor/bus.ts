@@ -1,0 +1,44 @@
+import type { DrmDeviceInfo } from '../native/addon.ts';
+
+export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
+
+/** Every event on the bus, by name. Extensions talk to each other only through these. */
+export interface BusEvents {
+  'supervisor.state': { state: SupervisorState; reason?: string };
+  'display.ready': { mode: 'kms'; device: DrmDeviceInfo } | { mode: 'virtual'; reason: string };
+}
+
+export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;
+
+/**
+ * A typed, synchronous event bus. A listener that throws is reported and skipped, so one
+ * extension's bug cannot stop an event reaching the others.
+ */
+export class EventBus {
+  readonly #listeners = new Map<keyof BusEvents, Set<BusListener<never>>>();
+  readonly #onListenerError: (event: keyof BusEvents, error: unknown) => void;
+
+  constructor(onListenerError: (event: keyof BusEvents, error: unknown) => void) {
+    this.#onListenerError = onListenerError;
+  }
+
+  on<K extends keyof BusEvents>(event: K, listener: BusListener<K>): () => void {
+    let set = this.#listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(event, set);
+    }
+    set.add(listener as BusListener<never>);
+    return () => set.delete(listener as BusListener<never>);
+  }
+
+  emit<K extends keyof BusEvents>(event: K, payload: BusEvents[K]): void {
+    for (const listener of this.#listeners.get(event) ?? []) {
+      try {
+        (listener as BusListener<K>)(payload);
+      } catch (error) {
+        this.#onListenerError(event, error);
+      }
+    }
+  }
+}

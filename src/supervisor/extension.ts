@@ -1,0 +1,32 @@
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../log/logger.ts';
+import type { LogRing } from '../log/ring.ts';
+import type { NativeAddon } from '../native/addon.ts';
+import type { EventBus } from './bus.ts';
+
+/** What every extension is given: explicit dependencies, no globals. */
+export interface ExtensionContext {
+  readonly config: Config;
+  /** Already a child logger bound to the extension's name. */
+  readonly logger: Logger;
+  readonly bus: EventBus;
+  readonly addon: NativeAddon;
+  readonly logRing: LogRing;
+}
+
+/**
+ * A unit of the supervisor (display, MQTT, HTTP status, LED, ...). Started in order,
+ * stopped in reverse; `stop` must release everything `start` took.
+ */
+export interface Extension {
+  readonly name: string;
+  start(): Promise<void> | void;
+  stop(): Promise<void> | void;
+}
+
+export type ExtensionFactory = (context: ExtensionContext) => Extension;
+
+export interface ExtensionDefinition {
+  readonly name: string;
+  readonly create: ExtensionFactory;
+}
