@@ -45,6 +45,8 @@ function problemsLine(problems: readonly ConfigProblem[]): string {
 export interface ConfigLoadOptions {
   /** An explicit file (`--config`): it must exist. Without it, MULTIHEAD_CONFIG, then the default path if present. */
   readonly path?: string | undefined;
+  /** Where to look when no path is given; tests point it at a scratch directory. */
+  readonly defaultPath?: string;
   readonly env?: NodeJS.ProcessEnv;
   /** Apply environment variables (off for `config check FILE`, which judges the file alone). */
   readonly useEnv?: boolean;
@@ -97,7 +99,7 @@ export function configLoad(options: ConfigLoadOptions = {}): LoadedConfig {
   const problems: ConfigProblem[] = [];
 
   const explicit = options.path ?? (options.useEnv === false ? undefined : env[CONFIG_PATH_ENV] || undefined);
-  const file = explicit ?? DEFAULT_CONFIG_PATH;
+  const file = explicit ?? options.defaultPath ?? DEFAULT_CONFIG_PATH;
   const fileData = readConfigFile(file, explicit !== undefined, problems);
   const fileUsed = fileData === undefined ? undefined : file;
   if (fileData !== undefined) applyLayer(store, fileData, file, sources, problems);

@@ -1,0 +1,137 @@
+import test from 'ava';
+import { configLoad } from '../src/config/load.ts';
+import { displayPick } from '../src/extensions/display.ts';
+import { loggingCreate } from '../src/log/logger.ts';
+import { type DrmDeviceInfo, loadAddon } from '../src/native/addon.ts';
+import type { BusEvents } from '../src/supervisor/bus.ts';
+import { Controller, ExtensionStartError } from '../src/supervisor/controller.ts';
+import type { ExtensionDefinition } from '../src/supervisor/extension.ts';
+
+const config = configLoad({ env: {}, defaultPath: '/nonexistent/config.json' }).config;
+
+function controllerWith(extensions: ExtensionDefinition[], stopTimeoutMs = 300) {
+  const lines: string[] = [];
+  const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: (l) => lines.push(l) } });
+  const controller = new Controller({
+    config,
+    logger: logging.logger,
+    logRing: logging.ring,
+    addon: loadAddon(),
+    extensions,
+    stopTimeoutMs,
+  });
+  return { controller, lines, ring: logging.ring };
+}
+
+/** An extension that records its lifecycle calls in `calls`. */
+function recorder(name: string, calls: string[], behaviour: { start?: () => unknown; stop?: () => unknown } = {}) {
+  return {
+    name,
+    create: () => ({
+      name,
+      start: async () => {
+        calls.push(`start ${name}`);
+        await behaviour.start?.();
+      },
+      stop: async () => {
+        calls.push(`stop ${name}`);
+        await behaviour.stop?.();
+      },
+    }),
+  } satisfies ExtensionDefinition;
+}
+
+test('extensions start in order and stop in reverse', async (t) => {
+  const calls: string[] = [];
+  const { controller } = controllerWith([recorder('a', calls), recorder('b', calls), recorder('c', calls)]);
+  const states: string[] = [];
+  controller.bus.on('supervisor.state', ({ state }) => states.push(state));
+  await controller.start();
+  t.is(controller.state, 'running');
+  t.true(await controller.stop('test'));
+  t.deepEqual(calls, ['start a', 'start b', 'start c', 'stop c', 'stop b', 'stop a']);
+  t.deepEqual(states, ['starting', 'running', 'stopping', 'stopped']);
+});
+
+test('a failed start stops what already started and names the extension', async (t) => {
+  const calls: string[] = [];
+  const { controller } = controllerWith([
+    recorder('a', calls),
+    recorder('b', calls, {
+      start: () => {
+        throw new Error('boom');
+      },
+    }),
+    recorder('c', calls),
+  ]);
+  const error = await t.throwsAsync(controller.start(), { instanceOf: ExtensionStartError });
+  t.is(error?.extension, 'b');
+  t.is(error?.message, 'extension b failed to start: boom');
+  t.deepEqual(calls, ['start a', 'start b', 'stop a']);
+  t.is(controller.state, 'stopped');
+});
+
+test('a stop that hangs is cut off at the deadline and the others still stop', async (t) => {
+  const calls: string[] = [];
+  const { controller, lines } = controllerWith(
+    [recorder('a', calls), recorder('stuck', calls, { stop: () => new Promise(() => {}) })],
+    200,
+  );
+  await controller.start();
+  const began = Date.now();
+  t.false(await controller.stop('test'));
+  t.true(Date.now() - began < 1000);
+  t.deepEqual(calls, ['start a', 'start stuck', 'stop stuck', 'stop a']);
+  t.true(lines.some((l) => l.includes('extension stuck did not stop in time')));
+});
+
+test('stop is idempotent: a second signal waits for the same shutdown', async (t) => {
+  const calls: string[] = [];
+  const { controller } = controllerWith([recorder('a', calls)]);
+  await controller.start();
+  const [first, second] = await Promise.all([controller.stop('one'), controller.stop('two')]);
+  t.true(first && second);
+  t.deepEqual(calls, ['start a', 'stop a']);
+});
+
+test('a throwing bus listener is logged and does not stop the others', async (t) => {
+  const { controller, lines } = controllerWith([]);
+  const seen: BusEvents['display.ready'][] = [];
+  controller.bus.on('display.ready', () => {
+    throw new Error('listener bug');
+  });
+  controller.bus.on('display.ready', (payload) => seen.push(payload));
+  controller.bus.emit('display.ready', { mode: 'virtual', reason: 'test' });
+  t.is(seen.length, 1);
+  t.true(lines.some((l) => l.includes('listener for display.ready threw') && l.includes('listener bug')));
+});
+
+const card = (n: number, patch: Partial<DrmDeviceInfo> = {}): DrmDeviceInfo => ({
+  path: `/dev/dri/card${n}`,
+  driver: 'virtio_gpu',
+  description: 'virtio GPU',
+  hasKms: true,
+  atomic: true,
+  crtcs: 3,
+  connectors: 3,
+  connectedConnectors: 0,
+  ...patch,
+});
+
+test('display: auto prefers a KMS card with something connected', (t) => {
+  const devices = [card(0, { hasKms: false, driver: 'nvidia' }), card(1), card(2, { connectedConnectors: 2 })];
+  t.deepEqual(displayPick(devices, 'auto'), { device: devices[2] as DrmDeviceInfo });
+  t.deepEqual(displayPick(devices.slice(0, 2), 'auto'), { device: devices[1] as DrmDeviceInfo });
+});
+
+test('display: the reasons for running with virtual outputs', (t) => {
+  t.deepEqual(displayPick([], 'auto'), { reason: 'no /dev/dri/card* nodes' });
+  t.deepEqual(displayPick([card(0, { hasKms: false })], 'auto'), { reason: '1 DRM node(s), none with KMS' });
+  t.deepEqual(displayPick([card(0)], '/dev/dri/card5'), { reason: '/dev/dri/card5 does not exist' });
+  t.deepEqual(displayPick([card(0, { hasKms: false, driver: 'nvidia' })], '/dev/dri/card0'), {
+    reason: '/dev/dri/card0 (nvidia) has no KMS',
+  });
+  t.deepEqual(displayPick([card(0, { error: '/dev/dri/card0: permission denied' })], '/dev/dri/card0'), {
+    reason: '/dev/dri/card0: permission denied',
+  });
+});
