@@ -4,7 +4,8 @@
 //! touches the kernel's display or decode interfaces lives here, so the per-frame path
 //! never crosses into JavaScript.
 
-mod kms;
+pub mod display;
+pub mod kms;
 
 use napi_derive::napi;
 

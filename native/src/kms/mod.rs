@@ -1,3 +1,16 @@
-//! Kernel mode setting: one file per concept (probe now; device, output, plane, commit later).
+//! Kernel mode setting, one file per concept: the card, its property table, what it
+//! offers, outputs, buffers, the atomic commit and the presentation thread.
 
+pub mod buffer;
+pub mod commit;
+pub mod device;
+pub mod edid;
+pub mod engine;
+pub mod error;
+pub mod formats;
+pub mod output;
+pub mod present;
 pub mod probe;
+pub mod props;
+pub mod resources;
+pub mod udmabuf;

@@ -1,0 +1,656 @@
+//! The KMS engine as a JavaScript class. Thin: it converts arguments, takes the engine
+//! lock, and maps errors to `error.code` values such as ERR_KMS_MODE_NOT_FOUND.
+
+use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::Uint8Array;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use crate::kms::buffer::DmaBufDesc;
+use crate::kms::engine::{Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput};
+use crate::kms::error::KmsError;
+use crate::kms::formats::{fourcc_name, fourcc_parse, MOD_INVALID};
+use crate::kms::output::OutputRequest;
+use crate::kms::present::{Notice, Presenter};
+use crate::kms::resources::{mode_is_preferred, Resources};
+use crate::kms::udmabuf::udmabuf_create;
+
+type JsResult<T> = napi::Result<T>;
+
+/// napi-rs functions throw with a fixed status, so the stable code leads the message
+/// ("ERR_KMS_MODE_NOT_FOUND: connector ..."); src/display/kms.ts lifts it into `error.code`.
+fn js_error(e: KmsError) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("{}: {e}", e.code()))
+}
+
+fn bad_arg(message: String) -> napi::Error {
+    napi::Error::new(
+        Status::InvalidArg,
+        format!("ERR_KMS_BAD_ARGUMENT: {message}"),
+    )
+}
+
+#[napi(object)]
+pub struct ModeInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub refresh: u32,
+    pub preferred: bool,
+}
+
+#[napi(object)]
+pub struct MonitorInfo {
+    pub manufacturer: String,
+    pub product_code: u32,
+    pub name: Option<String>,
+    pub serial: Option<String>,
+}
+
+#[napi(object)]
+pub struct ConnectorInfo {
+    pub id: u32,
+    /// Kernel name, e.g. HDMI-A-1.
+    pub name: String,
+    pub connected: bool,
+    pub writeback: bool,
+    pub modes: Vec<ModeInfo>,
+    /// Indexes of the CRTCs that can drive it.
+    pub possible_crtcs: Vec<u32>,
+    pub monitor: Option<MonitorInfo>,
+}
+
+#[napi(object)]
+pub struct CrtcInfo {
+    pub id: u32,
+    pub index: u32,
+}
+
+#[napi(object)]
+pub struct FormatModifier {
+    pub format: String,
+    /// 64-bit modifier as a hex string, e.g. "0x0" for linear.
+    pub modifier: String,
+}
+
+#[napi(object)]
+pub struct ZposInfo {
+    pub min: f64,
+    pub max: f64,
+    pub value: f64,
+}
+
+#[napi(object)]
+pub struct PlaneInfo {
+    pub id: u32,
+    /// "primary", "overlay" or "cursor".
+    pub kind: String,
+    pub possible_crtcs: Vec<u32>,
+    pub formats: Vec<String>,
+    pub modifiers: Vec<FormatModifier>,
+    pub zpos: Option<ZposInfo>,
+    /// Rotations in degrees the plane accepts (always includes 0).
+    pub rotations: Vec<u32>,
+    pub reflect_x: bool,
+    pub reflect_y: bool,
+}
+
+#[napi(object)]
+pub struct OutputConfig {
+    pub connector: String,
+    /// "preferred" (default), "WxH" or "WxH@Hz".
+    pub mode: Option<String>,
+}
+
+#[napi(object)]
+pub struct OutputInfo {
+    pub connector: String,
+    pub crtc: u32,
+    pub crtc_index: u32,
+    pub mode: ModeInfo,
+    /// Planes owned by this output, primary first.
+    pub planes: Vec<u32>,
+}
+
+#[napi(object)]
+pub struct Rect {
+    pub x: i32,
+    pub y: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[napi(object)]
+pub struct Layer {
+    pub buffer: u32,
+    /// Part of the buffer to show (crop, e.g. one tile of a video wall). Default: all of it.
+    pub src: Option<Rect>,
+    /// Where on the output. Default: the whole mode.
+    pub dst: Option<Rect>,
+    /// 0, 90, 180 or 270 degrees clockwise, where the plane supports it.
+    pub rotation: Option<u32>,
+}
+
+#[napi(object)]
+pub struct OutputScene {
+    pub connector: String,
+    /// Bottom first.
+    pub layers: Vec<Layer>,
+}
+
+#[napi(object)]
+pub struct DmaBufObject {
+    pub fd: i32,
+    pub size: f64,
+}
+
+#[napi(object)]
+pub struct DmaBufPlane {
+    pub object: u32,
+    pub offset: u32,
+    pub pitch: u32,
+}
+
+/// A dma-buf described as FFmpeg's AVDRMFrameDescriptor does (one layer).
+#[napi(object)]
+pub struct DmaBufDescriptor {
+    pub width: u32,
+    pub height: u32,
+    /// Fourcc such as "XR24" or "NV12".
+    pub format: String,
+    /// 64-bit modifier as a decimal or 0x-hex string; absent means none given (DRM_FORMAT_MOD_INVALID).
+    pub modifier: Option<String>,
+    pub objects: Vec<DmaBufObject>,
+    pub planes: Vec<DmaBufPlane>,
+}
+
+#[napi(object)]
+pub struct ImportResult {
+    pub buffer: u32,
+    /// True when this dma-buf was already imported and its framebuffer was reused.
+    pub cached: bool,
+}
+
+#[napi(object)]
+pub struct FlipLoopOutput {
+    pub connector: String,
+    pub buffers: Vec<u32>,
+}
+
+#[napi(object)]
+pub struct FlipLoopConfig {
+    pub frames: u32,
+    pub outputs: Vec<FlipLoopOutput>,
+}
+
+#[napi(object)]
+pub struct OutputStats {
+    pub connector: String,
+    pub flips: f64,
+    pub commits: f64,
+    pub dropped: f64,
+    pub last_sequence: u32,
+    pub last_timestamp_us: f64,
+    pub max_sequence_step: u32,
+    pub late_one: f64,
+    pub late_more: f64,
+}
+
+/// Something the presentation thread saw: a flip on a CRTC, a finished flip loop, or hotplug.
+#[napi(object)]
+pub struct DisplayEvent {
+    /// "flip", "loopDone" or "hotplug".
+    pub kind: String,
+    pub connector: Option<String>,
+    pub crtc: Option<u32>,
+    pub sequence: Option<u32>,
+    /// CLOCK_MONOTONIC time of the flip in microseconds.
+    pub timestamp_us: Option<f64>,
+    pub frames: Option<u32>,
+    pub connectors: Option<Vec<ConnectorInfo>>,
+}
+
+type EventCallback = ThreadsafeFunction<DisplayEvent, (), DisplayEvent, Status, false, true>;
+
+struct Shared {
+    engine: Arc<Mutex<Option<Engine>>>,
+    presenter: Mutex<Option<Presenter>>,
+    callback: Arc<Mutex<Option<EventCallback>>>,
+    path: String,
+    driver: String,
+}
+
+/// One KMS device, opened as DRM master with atomic mode setting.
+#[napi]
+pub struct KmsDevice {
+    shared: Arc<Shared>,
+}
+
+fn connectors_info(res: &Resources) -> Vec<ConnectorInfo> {
+    res.connectors
+        .iter()
+        .map(|c| ConnectorInfo {
+            id: u32::from(c.handle),
+            name: c.name.clone(),
+            connected: c.connected,
+            writeback: c.writeback,
+            modes: c.modes.iter().map(mode_info).collect(),
+            possible_crtcs: mask_indexes(c.possible_crtcs),
+            monitor: c.edid.as_ref().map(|e| MonitorInfo {
+                manufacturer: e.manufacturer.clone(),
+                product_code: u32::from(e.product_code),
+                name: e.monitor_name.clone(),
+                serial: e.serial.clone(),
+            }),
+        })
+        .collect()
+}
+
+fn mode_info(m: &drm::control::Mode) -> ModeInfo {
+    let (w, h) = m.size();
+    ModeInfo {
+        name: crate::kms::resources::mode_name(m),
+        width: u32::from(w),
+        height: u32::from(h),
+        refresh: m.vrefresh(),
+        preferred: mode_is_preferred(m),
+    }
+}
+
+fn mask_indexes(mask: u32) -> Vec<u32> {
+    (0..32).filter(|i| mask & (1 << i) != 0).collect()
+}
+
+fn parse_modifier(text: Option<&str>) -> JsResult<u64> {
+    let Some(text) = text else {
+        return Ok(MOD_INVALID);
+    };
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse::<u64>(),
+    };
+    parsed.map_err(|_| bad_arg(format!("modifier {text:?} is not a 64-bit number")))
+}
+
+fn rect_tuple(r: &Rect) -> JsResult<(u32, u32, u32, u32)> {
+    if r.x < 0 || r.y < 0 {
+        return Err(bad_arg(format!(
+            "source rectangle ({}, {}) must not be negative",
+            r.x, r.y
+        )));
+    }
+    Ok((r.x as u32, r.y as u32, r.width, r.height))
+}
+
+impl KmsDevice {
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T, KmsError>) -> JsResult<T> {
+        let mut guard = self.shared.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = guard.as_mut().ok_or_else(|| js_error(KmsError::Closed))?;
+        f(engine).map_err(js_error)
+    }
+}
+
+#[napi]
+impl KmsDevice {
+    /// Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread.
+    #[napi(factory)]
+    pub fn open(path: String) -> napi::Result<Self> {
+        let engine = Engine::open(&path).map_err(js_error)?;
+        let card_fd = engine.card.raw_fd();
+        let device_path = engine.card.path().to_string_lossy().into_owned();
+        let driver = engine.card.driver().to_owned();
+        let engine = Arc::new(Mutex::new(Some(engine)));
+        let callback: Arc<Mutex<Option<EventCallback>>> = Arc::new(Mutex::new(None));
+        let sink_callback = Arc::clone(&callback);
+        let presenter = Presenter::start(
+            Arc::clone(&engine),
+            card_fd,
+            Box::new(move |notice| {
+                let guard = sink_callback.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(cb) = guard.as_ref() else { return };
+                match notice {
+                    Notice::Events(events, engine) => {
+                        for event in events {
+                            let js = match *event {
+                                EngineEvent::Flip {
+                                    output,
+                                    crtc,
+                                    sequence,
+                                    timestamp_ns,
+                                } => DisplayEvent {
+                                    kind: "flip".into(),
+                                    connector: engine
+                                        .outputs
+                                        .get(output)
+                                        .map(|o| o.connector.clone()),
+                                    crtc: Some(crtc),
+                                    sequence: Some(sequence),
+                                    timestamp_us: Some(timestamp_ns as f64 / 1000.0),
+                                    frames: None,
+                                    connectors: None,
+                                },
+                                EngineEvent::LoopDone { frames } => DisplayEvent {
+                                    kind: "loopDone".into(),
+                                    connector: None,
+                                    crtc: None,
+                                    sequence: None,
+                                    timestamp_us: None,
+                                    frames: Some(frames),
+                                    connectors: None,
+                                },
+                            };
+                            cb.call(js, ThreadsafeFunctionCallMode::NonBlocking);
+                        }
+                    }
+                    Notice::Hotplug(engine) => {
+                        cb.call(
+                            DisplayEvent {
+                                kind: "hotplug".into(),
+                                connector: None,
+                                crtc: None,
+                                sequence: None,
+                                timestamp_us: None,
+                                frames: None,
+                                connectors: Some(connectors_info(&engine.res)),
+                            },
+                            ThreadsafeFunctionCallMode::NonBlocking,
+                        );
+                    }
+                }
+            }),
+        )
+        .map_err(|e| js_error(KmsError::Ioctl("start presentation thread", e)))?;
+        Ok(KmsDevice {
+            shared: Arc::new(Shared {
+                engine,
+                presenter: Mutex::new(Some(presenter)),
+                callback,
+                path: device_path,
+                driver,
+            }),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.shared.path.clone()
+    }
+
+    #[napi(getter)]
+    pub fn driver(&self) -> String {
+        self.shared.driver.clone()
+    }
+
+    #[napi]
+    pub fn connectors(&self) -> JsResult<Vec<ConnectorInfo>> {
+        self.with_engine(|e| Ok(connectors_info(&e.res)))
+    }
+
+    #[napi]
+    pub fn crtcs(&self) -> JsResult<Vec<CrtcInfo>> {
+        self.with_engine(|e| {
+            Ok(e.res
+                .crtcs
+                .iter()
+                .map(|c| CrtcInfo {
+                    id: u32::from(c.handle),
+                    index: c.index as u32,
+                })
+                .collect())
+        })
+    }
+
+    #[napi]
+    pub fn planes(&self) -> JsResult<Vec<PlaneInfo>> {
+        self.with_engine(|e| {
+            Ok(e.res
+                .planes
+                .iter()
+                .map(|p| PlaneInfo {
+                    id: u32::from(p.handle),
+                    kind: p.kind.as_str().to_owned(),
+                    possible_crtcs: mask_indexes(p.possible_crtcs),
+                    formats: p.formats.iter().map(|&f| fourcc_name(f)).collect(),
+                    modifiers: p
+                        .modifiers
+                        .iter()
+                        .map(|&(f, m)| FormatModifier {
+                            format: fourcc_name(f),
+                            modifier: format!("{m:#x}"),
+                        })
+                        .collect(),
+                    zpos: p.zpos.map(|(min, max, value)| ZposInfo {
+                        min: min as f64,
+                        max: max as f64,
+                        value: value as f64,
+                    }),
+                    rotations: [(0, 1u64), (90, 2), (180, 4), (270, 8)]
+                        .iter()
+                        .filter(|(deg, bit)| *deg == 0 || p.rotations & bit != 0)
+                        .map(|(deg, _)| *deg)
+                        .collect(),
+                    reflect_x: p.rotations & 16 != 0,
+                    reflect_y: p.rotations & 32 != 0,
+                })
+                .collect())
+        })
+    }
+
+    /// Drives exactly these outputs, in one atomic commit tested first. Unchanged outputs
+    /// keep their content; new ones start black.
+    #[napi]
+    pub fn configure(&self, outputs: Vec<OutputConfig>) -> JsResult<Vec<OutputInfo>> {
+        let requests: Vec<OutputRequest> = outputs
+            .into_iter()
+            .map(|o| OutputRequest {
+                connector: o.connector,
+                mode: o.mode.unwrap_or_else(|| "preferred".into()),
+            })
+            .collect();
+        self.with_engine(|e| {
+            e.configure(&requests)?;
+            Ok(e.outputs
+                .iter()
+                .map(|o| OutputInfo {
+                    connector: o.connector.clone(),
+                    crtc: o.crtc_id,
+                    crtc_index: o.crtc_index as u32,
+                    mode: mode_info(&o.mode),
+                    planes: o.planes.clone(),
+                })
+                .collect())
+        })
+    }
+
+    /// A CPU-writable buffer ("XR24", "AR24" or "NV12"), zero-filled. Returns its id.
+    #[napi]
+    pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> JsResult<u32> {
+        let code = fourcc_parse(&format)
+            .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
+        self.with_engine(|e| e.buffers.dumb_create(&e.card, width, height, code))
+    }
+
+    /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
+    #[napi]
+    pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> JsResult<()> {
+        self.with_engine(|e| e.buffers.dumb_write(buffer, &data))
+    }
+
+    /// Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
+    /// framebuffer. The fds stay the caller's.
+    #[napi]
+    pub fn import_dma_buf(&self, descriptor: DmaBufDescriptor) -> JsResult<ImportResult> {
+        let format = fourcc_parse(&descriptor.format)
+            .ok_or_else(|| bad_arg(format!("format {:?} is not a fourcc", descriptor.format)))?;
+        let modifier = parse_modifier(descriptor.modifier.as_deref())?;
+        for o in &descriptor.objects {
+            if o.fd < 0 || unsafe { libc::fcntl(o.fd, libc::F_GETFD) } < 0 {
+                return Err(bad_arg(format!(
+                    "object fd {} is not an open file descriptor",
+                    o.fd
+                )));
+            }
+        }
+        let desc = DmaBufDesc {
+            width: descriptor.width,
+            height: descriptor.height,
+            format,
+            modifier,
+            objects: descriptor
+                .objects
+                .iter()
+                .map(|o| (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64))
+                .collect(),
+            planes: descriptor
+                .planes
+                .iter()
+                .map(|p| (p.object as usize, p.offset, p.pitch))
+                .collect(),
+        };
+        self.with_engine(|e| {
+            let (buffer, cached) = e.buffers.dmabuf_import(&e.card, &desc)?;
+            Ok(ImportResult { buffer, cached })
+        })
+    }
+
+    /// Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now.
+    #[napi]
+    pub fn release_buffer(&self, buffer: u32) -> JsResult<bool> {
+        self.with_engine(|e| e.buffers.release(&e.card, buffer))
+    }
+
+    #[napi]
+    pub fn buffer_count(&self) -> JsResult<u32> {
+        self.with_engine(|e| Ok(e.buffers.count() as u32))
+    }
+
+    /// Shows a scene on one or more outputs in one nonblocking atomic commit. Returns
+    /// "committed", or "queued" when flips are in flight (the newest queued scene wins).
+    #[napi]
+    pub fn present(&self, scene: Vec<OutputScene>) -> JsResult<String> {
+        self.with_engine(|e| {
+            let mut resolved = Vec::with_capacity(scene.len());
+            for s in &scene {
+                let output = e.output_index(&s.connector)?;
+                let mut layers = Vec::with_capacity(s.layers.len());
+                for l in &s.layers {
+                    layers.push(SceneLayer {
+                        buffer: l.buffer,
+                        src: l.src.as_ref().map(rect_tuple).transpose().map_err(|e| {
+                            KmsError::BadBuffer(
+                                e.reason
+                                    .trim_start_matches("ERR_KMS_BAD_ARGUMENT: ")
+                                    .to_owned(),
+                            )
+                        })?,
+                        dst: l.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                        rotation: l.rotation.unwrap_or(0),
+                    });
+                }
+                resolved.push(SceneOutput { output, layers });
+            }
+            Ok(match e.present(resolved)? {
+                PresentResult::Committed => "committed".to_owned(),
+                PresentResult::Queued => "queued".to_owned(),
+            })
+        })
+    }
+
+    /// Flips through each output's buffers, one step per vblank, paced by the native thread.
+    /// A "loopDone" event follows the last frame.
+    #[napi]
+    pub fn start_flip_loop(&self, config: FlipLoopConfig) -> JsResult<()> {
+        self.with_engine(|e| {
+            let mut outputs = Vec::with_capacity(config.outputs.len());
+            for o in config.outputs {
+                outputs.push((e.output_index(&o.connector)?, o.buffers));
+            }
+            e.flip_loop_start(FlipLoop {
+                outputs,
+                frame: 0,
+                frames: config.frames,
+            })
+        })
+    }
+
+    #[napi]
+    pub fn stats(&self) -> JsResult<Vec<OutputStats>> {
+        self.with_engine(|e| {
+            Ok(e.outputs
+                .iter()
+                .map(|o| OutputStats {
+                    connector: o.connector.clone(),
+                    flips: o.stats.flips as f64,
+                    commits: o.stats.commits as f64,
+                    dropped: o.stats.dropped as f64,
+                    last_sequence: o.stats.last_sequence,
+                    last_timestamp_us: o.stats.last_timestamp_ns as f64 / 1000.0,
+                    max_sequence_step: o.stats.max_sequence_step,
+                    late_one: o.stats.late_one as f64,
+                    late_more: o.stats.late_more as f64,
+                })
+                .collect())
+        })
+    }
+
+    /// Delivers flip, loopDone and hotplug events. Does not keep Node's event loop alive.
+    #[napi]
+    pub fn on_event(&self, callback: EventCallback) {
+        *self
+            .shared
+            .callback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(callback);
+    }
+
+    /// Stops the presentation thread, frees every buffer, drops master and closes the card.
+    #[napi]
+    pub fn close(&self) {
+        if let Some(mut presenter) = self
+            .shared
+            .presenter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            presenter.stop();
+        }
+        self.shared
+            .callback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut engine) = self
+            .shared
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            engine.close();
+        }
+    }
+}
+
+/// A dma-buf (from /dev/udmabuf) holding `data`, for CPU-made frames. Returns the fd;
+/// close it with `closeFd` once imported.
+#[napi]
+pub fn create_udmabuf(data: Uint8Array) -> JsResult<i32> {
+    udmabuf_create(&data)
+        .map(|fd| fd.into_raw_fd())
+        .map_err(js_error)
+}
+
+#[napi]
+pub fn close_fd(fd: i32) -> JsResult<()> {
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(bad_arg(format!(
+            "close({fd}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}

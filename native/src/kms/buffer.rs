@@ -1,0 +1,462 @@
+//! Scanout buffers: dumb buffers we fill ourselves and dma-bufs imported through PRIME,
+//! each wrapped in a framebuffer. Imports are cached by dma-buf identity so a decoder's
+//! surface pool is imported once; GEM handles are reference-counted because the kernel
+//! hands back the same handle for the same dma-buf; nothing on screen is ever freed.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use super::device::Card;
+use super::error::{KmsError, KmsResult};
+use super::formats::{format_layout, fourcc_name, MOD_INVALID};
+
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// The mapping is only touched under the engine lock.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+pub enum Storage {
+    Dumb { handle: u32, map: Mapping },
+    Imported { handles: Vec<u32>, key: ImportKey },
+}
+
+pub struct Buffer {
+    pub fb: u32,
+    pub width: u32,
+    pub height: u32,
+    pub format: u32,
+    pub modifier: Option<u64>,
+    pub pitches: [u32; 4],
+    pub offsets: [u32; 4],
+    pub storage: Storage,
+    /// Planes showing it now or in a pending commit.
+    pub screen_refs: u32,
+    pub release_requested: bool,
+}
+
+/// An external buffer described the way FFmpeg's AVDRMFrameDescriptor is.
+pub struct DmaBufDesc<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub format: u32,
+    pub modifier: u64,
+    /// (fd, size) per object.
+    pub objects: Vec<(BorrowedFd<'a>, u64)>,
+    /// (object index, offset, pitch) per plane of the single layer.
+    pub planes: Vec<(usize, u32, u32)>,
+}
+
+/// Identity of an imported buffer: the dma-buf inodes plus how they are laid out.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ImportKey {
+    inodes: Vec<u64>,
+    layout: Vec<(usize, u32, u32)>,
+    format: u32,
+    modifier: u64,
+    size: (u32, u32),
+}
+
+#[derive(Default)]
+pub struct BufferStore {
+    buffers: HashMap<u32, Buffer>,
+    gem_refs: HashMap<u32, u32>,
+    imports: HashMap<ImportKey, u32>,
+    /// DRM_CAP_ADDFB2_MODIFIERS: without it the kernel rejects the modifiers flag.
+    pub modifiers_supported: bool,
+}
+
+impl BufferStore {
+    pub fn get(&self, id: u32) -> KmsResult<&Buffer> {
+        self.buffers.get(&id).ok_or(KmsError::BufferNotFound(id))
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> KmsResult<&mut Buffer> {
+        self.buffers
+            .get_mut(&id)
+            .ok_or(KmsError::BufferNotFound(id))
+    }
+
+    pub fn count(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn dumb_create(
+        &mut self,
+        card: &Card,
+        width: u32,
+        height: u32,
+        format: u32,
+    ) -> KmsResult<u32> {
+        let (bpp, _, vsub) = format_layout(format).ok_or_else(|| {
+            KmsError::BadBuffer(format!(
+                "dumb buffers in {} are not supported",
+                fourcc_name(format)
+            ))
+        })?;
+        if width == 0 || height == 0 || width > 16384 || height > 16384 {
+            return Err(KmsError::BadBuffer(format!(
+                "size {width}x{height} out of range"
+            )));
+        }
+        // One allocation holds every plane: rows of the first plane, then the subsampled ones.
+        let rows = height + (1..bpp.len()).map(|_| height.div_ceil(vsub)).sum::<u32>();
+        let created = drm_ffi::mode::dumbbuffer::create(card.as_fd(), width, rows, bpp[0] * 8, 0)
+            .map_err(|e| KmsError::Ioctl("create dumb buffer", e))?;
+        let pitch = created.pitch;
+        let mut pitches = [0; 4];
+        let mut offsets = [0; 4];
+        let mut offset = 0;
+        // With 2x2 subsampling a chroma row holds as many bytes as a luma row, so one pitch serves all.
+        for i in 0..bpp.len() {
+            pitches[i] = pitch;
+            offsets[i] = offset;
+            offset += pitch
+                * if i == 0 {
+                    height
+                } else {
+                    height.div_ceil(vsub)
+                };
+        }
+        let map = match dumb_map(card, created.handle, created.size as usize) {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = drm_ffi::mode::dumbbuffer::destroy(card.as_fd(), created.handle);
+                return Err(e);
+            }
+        };
+        let handles = [created.handle; 4];
+        let fb = match fb_add(
+            card,
+            width,
+            height,
+            format,
+            None,
+            &handles,
+            &pitches,
+            &offsets,
+            bpp.len(),
+            false,
+        ) {
+            Ok(fb) => fb,
+            Err(e) => {
+                drop(map);
+                let _ = drm_ffi::mode::dumbbuffer::destroy(card.as_fd(), created.handle);
+                return Err(e);
+            }
+        };
+        self.buffers.insert(
+            fb,
+            Buffer {
+                fb,
+                width,
+                height,
+                format,
+                modifier: None,
+                pitches,
+                offsets,
+                storage: Storage::Dumb {
+                    handle: created.handle,
+                    map,
+                },
+                screen_refs: 0,
+                release_requested: false,
+            },
+        );
+        Ok(fb)
+    }
+
+    /// Copies tightly packed rows (width * bytes-per-pixel per row, planes one after the other)
+    /// into a dumb buffer, honouring its pitches.
+    pub fn dumb_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
+        let buffer = self.get_mut(id)?;
+        let (bpp, hsub, vsub) = format_layout(buffer.format).expect("dumb formats have layouts");
+        let (width, height, pitches, offsets) =
+            (buffer.width, buffer.height, buffer.pitches, buffer.offsets);
+        let Storage::Dumb { map, .. } = &mut buffer.storage else {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} is imported; it cannot be written"
+            )));
+        };
+        let plane_rows = |i: usize| {
+            if i == 0 {
+                height
+            } else {
+                height.div_ceil(vsub)
+            }
+        };
+        let row_bytes = |i: usize| (if i == 0 { width } else { width.div_ceil(hsub) }) * bpp[i];
+        let expected: usize = (0..bpp.len())
+            .map(|i| (row_bytes(i) * plane_rows(i)) as usize)
+            .sum();
+        if data.len() != expected {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} ({width}x{height} {}) needs {expected} bytes, got {}",
+                fourcc_name(buffer.format),
+                data.len()
+            )));
+        }
+        let dst = map.bytes_mut();
+        let mut src_at = 0;
+        for i in 0..bpp.len() {
+            let row = row_bytes(i) as usize;
+            for y in 0..plane_rows(i) as usize {
+                let at = offsets[i] as usize + y * pitches[i] as usize;
+                dst[at..at + row].copy_from_slice(&data[src_at..src_at + row]);
+                src_at += row;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dmabuf_import(&mut self, card: &Card, desc: &DmaBufDesc<'_>) -> KmsResult<(u32, bool)> {
+        if desc.planes.is_empty()
+            || desc.planes.len() > 4
+            || desc.objects.is_empty()
+            || desc.objects.len() > 4
+        {
+            return Err(KmsError::BadBuffer(
+                "a dma-buf needs 1-4 objects and 1-4 planes".into(),
+            ));
+        }
+        let mut inodes = Vec::with_capacity(desc.objects.len());
+        for (fd, _) in &desc.objects {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstat(std::os::fd::AsRawFd::as_raw_fd(fd), &mut st) } != 0 {
+                return Err(KmsError::BadBuffer(format!(
+                    "fd {}: {}",
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    std::io::Error::last_os_error()
+                )));
+            }
+            inodes.push(st.st_ino);
+        }
+        let key = ImportKey {
+            inodes,
+            layout: desc.planes.clone(),
+            format: desc.format,
+            modifier: desc.modifier,
+            size: (desc.width, desc.height),
+        };
+        if let Some(&fb) = self.imports.get(&key) {
+            return Ok((fb, true));
+        }
+        let mut object_handles = Vec::with_capacity(desc.objects.len());
+        for (fd, _) in &desc.objects {
+            match drm_ffi::gem::fd_to_handle(card.as_fd(), *fd) {
+                Ok(prime) => {
+                    *self.gem_refs.entry(prime.handle).or_insert(0) += 1;
+                    object_handles.push(prime.handle);
+                }
+                Err(e) => {
+                    self.gem_release(card, &object_handles);
+                    return Err(KmsError::Ioctl("PRIME import", e));
+                }
+            }
+        }
+        let mut handles = [0; 4];
+        let mut pitches = [0; 4];
+        let mut offsets = [0; 4];
+        for (i, &(object, offset, pitch)) in desc.planes.iter().enumerate() {
+            let Some(&handle) = object_handles.get(object) else {
+                self.gem_release(card, &object_handles);
+                return Err(KmsError::BadBuffer(format!(
+                    "plane {i} names object {object}, which does not exist"
+                )));
+            };
+            handles[i] = handle;
+            pitches[i] = pitch;
+            offsets[i] = offset;
+        }
+        let modifier = (desc.modifier != MOD_INVALID).then_some(desc.modifier);
+        let fb = match fb_add(
+            card,
+            desc.width,
+            desc.height,
+            desc.format,
+            modifier,
+            &handles,
+            &pitches,
+            &offsets,
+            desc.planes.len(),
+            self.modifiers_supported,
+        ) {
+            Ok(fb) => fb,
+            Err(e) => {
+                self.gem_release(card, &object_handles);
+                return Err(e);
+            }
+        };
+        self.imports.insert(key.clone(), fb);
+        self.buffers.insert(
+            fb,
+            Buffer {
+                fb,
+                width: desc.width,
+                height: desc.height,
+                format: desc.format,
+                modifier,
+                pitches,
+                offsets,
+                storage: Storage::Imported {
+                    handles: object_handles,
+                    key,
+                },
+                screen_refs: 0,
+                release_requested: false,
+            },
+        );
+        Ok((fb, false))
+    }
+
+    /// Frees the buffer now if nothing shows it, else as soon as the last flip away from it lands.
+    pub fn release(&mut self, card: &Card, id: u32) -> KmsResult<bool> {
+        let buffer = self.get_mut(id)?;
+        buffer.release_requested = true;
+        if buffer.screen_refs > 0 {
+            return Ok(false);
+        }
+        self.destroy(card, id);
+        Ok(true)
+    }
+
+    pub fn screen_ref(&mut self, id: u32) {
+        if let Some(b) = self.buffers.get_mut(&id) {
+            b.screen_refs += 1;
+        }
+    }
+
+    pub fn screen_unref(&mut self, card: &Card, id: u32) {
+        let Some(b) = self.buffers.get_mut(&id) else {
+            return;
+        };
+        b.screen_refs = b.screen_refs.saturating_sub(1);
+        if b.screen_refs == 0 && b.release_requested {
+            self.destroy(card, id);
+        }
+    }
+
+    /// Everything, at close: the planes are being switched off, so screen refs no longer matter.
+    pub fn destroy_all(&mut self, card: &Card) {
+        let ids: Vec<u32> = self.buffers.keys().copied().collect();
+        for id in ids {
+            self.destroy(card, id);
+        }
+    }
+
+    fn destroy(&mut self, card: &Card, id: u32) {
+        let Some(buffer) = self.buffers.remove(&id) else {
+            return;
+        };
+        let _ = drm_ffi::mode::rm_fb(card.as_fd(), buffer.fb);
+        match buffer.storage {
+            Storage::Dumb { handle, map } => {
+                drop(map);
+                let _ = drm_ffi::mode::dumbbuffer::destroy(card.as_fd(), handle);
+            }
+            Storage::Imported { handles, key } => {
+                self.imports.remove(&key);
+                self.gem_release(card, &handles);
+            }
+        }
+    }
+
+    fn gem_release(&mut self, card: &Card, handles: &[u32]) {
+        for &handle in handles {
+            let count = self.gem_refs.entry(handle).or_insert(1);
+            *count -= 1;
+            if *count == 0 {
+                self.gem_refs.remove(&handle);
+                let _ = drm_ffi::gem::close(card.as_fd(), handle);
+            }
+        }
+    }
+}
+
+fn dumb_map(card: &Card, handle: u32, len: usize) -> KmsResult<Mapping> {
+    let info = drm_ffi::mode::dumbbuffer::map(card.as_fd(), handle, 0, 0)
+        .map_err(|e| KmsError::Ioctl("map dumb buffer", e))?;
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            card.raw_fd(),
+            info.offset as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(KmsError::Ioctl(
+            "mmap dumb buffer",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(Mapping {
+        ptr: ptr.cast(),
+        len,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fb_add(
+    card: &Card,
+    width: u32,
+    height: u32,
+    format: u32,
+    modifier: Option<u64>,
+    handles: &[u32; 4],
+    pitches: &[u32; 4],
+    offsets: &[u32; 4],
+    planes: usize,
+    modifiers_supported: bool,
+) -> KmsResult<u32> {
+    let mut h = [0; 4];
+    let mut p = [0; 4];
+    let mut o = [0; 4];
+    let mut m = [0; 4];
+    let use_modifier = modifier.is_some() && modifiers_supported;
+    if modifier.is_some_and(|m| m != 0) && !modifiers_supported {
+        return Err(KmsError::BadBuffer(format!(
+            "modifier {:#x} given but the device does not accept framebuffer modifiers",
+            modifier.unwrap_or(0)
+        )));
+    }
+    for i in 0..planes {
+        h[i] = handles[i];
+        p[i] = pitches[i];
+        o[i] = offsets[i];
+        m[i] = if use_modifier {
+            modifier.unwrap_or(0)
+        } else {
+            0
+        };
+    }
+    let flags = if use_modifier {
+        drm_ffi::DRM_MODE_FB_MODIFIERS
+    } else {
+        0
+    };
+    drm_ffi::mode::add_fb2(card.as_fd(), width, height, format, &h, &p, &o, &m, flags)
+        .map(|fb| fb.fb_id)
+        .map_err(|e| {
+            KmsError::BadBuffer(format!(
+                "AddFB2 {width}x{height} {} refused: {e}",
+                fourcc_name(format)
+            ))
+        })
+}

@@ -1,0 +1,133 @@
+//! Opening a card for mode setting: master, atomic, universal planes, and clear refusals.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use drm::control::Device as ControlDevice;
+use drm::{ClientCapability, Device};
+
+use super::error::{KmsError, KmsResult};
+use super::probe;
+
+/// An open card node. Dropping it drops master and closes the descriptor.
+pub struct Card {
+    file: File,
+    path: PathBuf,
+    driver: String,
+}
+
+impl AsFd for Card {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl Device for Card {}
+impl ControlDevice for Card {}
+
+impl Card {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+}
+
+impl Drop for Card {
+    fn drop(&mut self) {
+        // Handing master back lets a console or the next supervisor instance take over at once.
+        let _ = self.release_master_lock();
+    }
+}
+
+/// `auto` picks the first KMS card with a connected connector, else the first KMS card.
+pub fn device_resolve(wanted: &str) -> KmsResult<PathBuf> {
+    if wanted != "auto" {
+        return Ok(PathBuf::from(wanted));
+    }
+    let cards = probe::card_paths(Path::new(probe::DEFAULT_DRI_DIR));
+    let reports: Vec<_> = cards.iter().map(|p| (p, probe::probe_card(p))).collect();
+    reports
+        .iter()
+        .find(|(_, r)| r.has_kms && r.connected_connectors > 0)
+        .or_else(|| reports.iter().find(|(_, r)| r.has_kms))
+        .map(|(p, _)| (*p).clone())
+        .ok_or_else(|| {
+            KmsError::NoDevice(if cards.is_empty() {
+                "no /dev/dri/card* nodes".into()
+            } else {
+                format!("{} DRM node(s), none with KMS", cards.len())
+            })
+        })
+}
+
+pub fn device_open(wanted: &str) -> KmsResult<Card> {
+    let path = device_resolve(wanted)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| KmsError::Open(path.clone(), e))?;
+    let mut card = Card {
+        file,
+        path,
+        driver: String::new(),
+    };
+    card.driver = card
+        .get_driver()
+        .map(|d| d.name().to_string_lossy().into_owned())
+        .map_err(|e| KmsError::Open(card.path.clone(), e))?;
+
+    let resources = card
+        .resource_handles()
+        .map_err(|_| KmsError::NotKms(card.path.clone(), card.driver.clone()))?;
+    if resources.crtcs().is_empty() || resources.connectors().is_empty() {
+        return Err(KmsError::NotKms(card.path.clone(), card.driver.clone()));
+    }
+    card.set_client_capability(ClientCapability::UniversalPlanes, true)
+        .and_then(|()| card.set_client_capability(ClientCapability::Atomic, true))
+        .map_err(|_| KmsError::AtomicRefused(card.path.clone(), card.driver.clone()))?;
+
+    // The kernel makes the first opener master; anyone else must ask, and fails while a
+    // display server or Plymouth holds it.
+    if card.acquire_master_lock().is_err() {
+        return Err(KmsError::MasterHeld(
+            card.path.clone(),
+            holders_of(&card.path),
+        ));
+    }
+    Ok(card)
+}
+
+/// Other processes with the node open, as "pid (comm)". Best effort: /proc may hide them.
+fn holders_of(path: &Path) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut holders = Vec::new();
+    for proc_entry in procs.filter_map(Result::ok) {
+        let pid = proc_entry.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .filter_map(Result::ok)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path));
+        if holds {
+            let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+            holders.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    holders
+}

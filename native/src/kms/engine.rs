@@ -1,0 +1,729 @@
+//! The display engine for one card: configure outputs, present scenes, and react to flip
+//! and hotplug events. It lives behind a mutex shared by the JavaScript thread (which
+//! decides what to show) and the presentation thread (which decides when it flips).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::os::fd::AsFd;
+
+use drm::control::Device as ControlDevice;
+use drm::Device;
+
+use super::buffer::BufferStore;
+use super::commit::{
+    commit_error, AtomicRequest, FLAG_ALLOW_MODESET, FLAG_NONBLOCK, FLAG_PAGE_FLIP_EVENT,
+    FLAG_TEST_ONLY,
+};
+use super::device::{device_open, Card};
+use super::error::{KmsError, KmsResult};
+use super::formats::{fourcc_name, XR24};
+use super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
+use super::props::{prop_name, Prop};
+use super::resources::{resources_read, Resources};
+
+pub const ROTATE_0: u64 = 1;
+
+/// One layer of an output's scene: which buffer, which part of it, where on the screen.
+#[derive(Clone, Debug)]
+pub struct SceneLayer {
+    pub buffer: u32,
+    /// Source rectangle in buffer pixels (crop); default: the whole buffer.
+    pub src: Option<(u32, u32, u32, u32)>,
+    /// Destination rectangle in CRTC pixels; default: the whole mode.
+    pub dst: Option<(i32, i32, u32, u32)>,
+    /// Degrees clockwise: 0, 90, 180, 270.
+    pub rotation: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct SceneOutput {
+    pub output: usize,
+    pub layers: Vec<SceneLayer>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresentResult {
+    Committed,
+    /// Waiting for the flips in flight; the newest queued scene wins.
+    Queued,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum EngineEvent {
+    Flip {
+        output: usize,
+        crtc: u32,
+        sequence: u32,
+        timestamp_ns: u64,
+    },
+    LoopDone {
+        frames: u32,
+    },
+}
+
+/// A requested connector, copied out of the resource table so it can change underneath.
+struct Picked {
+    name: String,
+    handle: u32,
+    crtc_prop: u32,
+    possible_crtcs: u32,
+}
+
+/// A native-paced sequence of frames: each output cycles through its buffers, one step
+/// per completed flip on every CRTC, with no JavaScript in between.
+pub struct FlipLoop {
+    pub outputs: Vec<(usize, Vec<u32>)>,
+    pub frame: u32,
+    pub frames: u32,
+}
+
+pub struct Engine {
+    pub card: Card,
+    pub res: Resources,
+    pub outputs: Vec<Output>,
+    pub buffers: BufferStore,
+    request: AtomicRequest,
+    queued: Option<Vec<SceneOutput>>,
+    flip_loop: Option<FlipLoop>,
+    /// Filled while handling kernel events; drained by the presentation thread.
+    pub events: Vec<EngineEvent>,
+    /// One black buffer per mode size, shown by freshly configured outputs.
+    blanks: HashMap<(u32, u32), u32>,
+}
+
+impl Engine {
+    pub fn open(wanted: &str) -> KmsResult<Engine> {
+        let card = device_open(wanted)?;
+        let res = resources_read(&card)?;
+        let mut buffers = BufferStore::default();
+        buffers.modifiers_supported = card
+            .get_driver_capability(drm::DriverCapability::AddFB2Modifiers)
+            .is_ok_and(|v| v != 0);
+        Ok(Engine {
+            card,
+            res,
+            outputs: Vec::new(),
+            buffers,
+            request: AtomicRequest::default(),
+            queued: None,
+            flip_loop: None,
+            events: Vec::with_capacity(64),
+            blanks: HashMap::new(),
+        })
+    }
+
+    pub fn output_index(&self, connector: &str) -> KmsResult<usize> {
+        self.outputs
+            .iter()
+            .position(|o| o.connector == connector)
+            .ok_or_else(|| KmsError::OutputNotConfigured(connector.to_owned()))
+    }
+
+    pub fn refresh(&mut self) -> KmsResult<()> {
+        self.res = resources_read(&self.card)?;
+        Ok(())
+    }
+
+    /// Sets the outputs to exactly `requests`, in one atomic commit tested first. Outputs
+    /// whose connector, CRTC and mode stay the same are not touched and keep their content.
+    pub fn configure(&mut self, requests: &[OutputRequest]) -> KmsResult<()> {
+        let mut picked = Vec::with_capacity(requests.len());
+        for r in requests {
+            let connector = self.res.connector(&r.connector)?;
+            if !connector.connected {
+                return Err(KmsError::ConnectorDisconnected(r.connector.clone()));
+            }
+            let mode = mode_pick(connector, &r.mode)?;
+            picked.push((
+                Picked {
+                    name: connector.name.clone(),
+                    handle: u32::from(connector.handle),
+                    crtc_prop: connector.props.require(Prop::CrtcId, &connector.name)?,
+                    possible_crtcs: connector.possible_crtcs,
+                },
+                mode,
+            ));
+        }
+        let masks: Vec<u32> = picked.iter().map(|(c, _)| c.possible_crtcs).collect();
+        let current: Vec<Option<usize>> = picked
+            .iter()
+            .map(|(c, _)| {
+                self.outputs
+                    .iter()
+                    .find(|o| o.connector == c.name)
+                    .map(|o| o.crtc_index)
+            })
+            .collect();
+        let crtcs = crtcs_assign(&masks, &current, self.res.crtcs.len()).ok_or_else(|| {
+            // Name the first connector that cannot be added.
+            let failing = (1..=masks.len())
+                .find(|&n| crtcs_assign(&masks[..n], &current[..n], self.res.crtcs.len()).is_none())
+                .unwrap_or(1);
+            KmsError::NoCrtc(picked[failing - 1].0.name.clone())
+        })?;
+
+        // Keep unchanged outputs as they are; everything else is (re)built.
+        let mut old: Vec<Option<Output>> = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut kept: Vec<Option<Output>> = Vec::with_capacity(picked.len());
+        for ((connector, mode), &crtc_index) in picked.iter().zip(&crtcs) {
+            let same = old.iter().position(|o| {
+                o.as_ref().is_some_and(|o| {
+                    o.connector == connector.name && o.crtc_index == crtc_index && o.mode == *mode
+                })
+            });
+            kept.push(same.and_then(|i| old[i].take()));
+        }
+        let mut taken: Vec<u32> = kept
+            .iter()
+            .flatten()
+            .flat_map(|o| o.planes.iter().copied())
+            .collect();
+
+        let mut triples: Vec<(u32, u32, u64)> = Vec::new();
+        let mut new_outputs: Vec<Output> = Vec::with_capacity(picked.len());
+        let mut fresh: Vec<bool> = Vec::with_capacity(picked.len());
+        let mut fresh_blobs: Vec<u32> = Vec::new();
+        let mut names = Vec::new();
+        let result = (|| -> KmsResult<()> {
+            for (i, ((connector, mode), &crtc_index)) in picked.iter().zip(&crtcs).enumerate() {
+                if let Some(output) = kept[i].take() {
+                    new_outputs.push(output);
+                    fresh.push(false);
+                    continue;
+                }
+                names.push(connector.name.clone());
+                let crtc = &self.res.crtcs[crtc_index];
+                let crtc_id = u32::from(crtc.handle);
+                let mode_prop = crtc.props.require(Prop::ModeId, "crtc")?;
+                let active_prop = crtc.props.require(Prop::Active, "crtc")?;
+                let planes = planes_claim(&self.res, crtc_index, &mut taken);
+                if planes.is_empty() {
+                    return Err(KmsError::NoPlane {
+                        connector: connector.name.clone(),
+                        format: "any (no free primary plane)".into(),
+                    });
+                }
+                let blob = match self.card.create_property_blob(mode) {
+                    Ok(drm::control::property::Value::Blob(id)) => id as u32,
+                    Ok(_) => {
+                        return Err(KmsError::Ioctl(
+                            "create mode blob",
+                            std::io::Error::other("not a blob"),
+                        ))
+                    }
+                    Err(e) => return Err(KmsError::Ioctl("create mode blob", e)),
+                };
+                fresh_blobs.push(blob);
+                let (w, h) = mode.size();
+                let (w, h) = (u32::from(w), u32::from(h));
+                let blank = self.blank_buffer(w, h)?;
+                let conn_id = connector.handle;
+                triples.push((conn_id, connector.crtc_prop, u64::from(crtc_id)));
+                triples.push((crtc_id, mode_prop, u64::from(blob)));
+                triples.push((crtc_id, active_prop, 1));
+                for (p, &plane) in planes.iter().enumerate() {
+                    let fb = if p == 0 { blank } else { 0 };
+                    self.plane_triples(
+                        &mut triples,
+                        plane,
+                        crtc_id,
+                        fb,
+                        (0, 0, w, h),
+                        (0, 0, w, h),
+                        ROTATE_0,
+                    )?;
+                }
+                let n = planes.len();
+                new_outputs.push(Output {
+                    connector: connector.name.clone(),
+                    connector_id: conn_id,
+                    crtc_id,
+                    crtc_index,
+                    mode: *mode,
+                    mode_blob: blob,
+                    shown: vec![0; n],
+                    incoming: {
+                        let mut v = vec![0; n];
+                        v[0] = blank;
+                        v
+                    },
+                    planes,
+                    pending: false,
+                    stats: Default::default(),
+                    tested_layout: 0,
+                });
+                fresh.push(true);
+            }
+            // Switch off whatever this commit does not use: old outputs, fbcon's planes.
+            let used_connectors: Vec<u32> = new_outputs.iter().map(|o| o.connector_id).collect();
+            let used_crtcs: Vec<u32> = new_outputs.iter().map(|o| o.crtc_id).collect();
+            let used_planes: Vec<u32> = new_outputs
+                .iter()
+                .flat_map(|o| o.planes.iter().copied())
+                .collect();
+            for c in self.res.connectors.iter().filter(|c| !c.writeback) {
+                let id = u32::from(c.handle);
+                let attached = self
+                    .card
+                    .get_connector(c.handle, false)
+                    .ok()
+                    .and_then(|i| i.current_encoder())
+                    .is_some();
+                if !used_connectors.contains(&id)
+                    && (attached || old.iter().flatten().any(|o| o.connector_id == id))
+                {
+                    triples.push((id, c.props.require(Prop::CrtcId, &c.name)?, 0));
+                }
+            }
+            for c in &self.res.crtcs {
+                let id = u32::from(c.handle);
+                let active = self
+                    .card
+                    .get_crtc(c.handle)
+                    .ok()
+                    .and_then(|i| i.mode())
+                    .is_some();
+                if !used_crtcs.contains(&id)
+                    && (active || old.iter().flatten().any(|o| o.crtc_id == id))
+                {
+                    triples.push((id, c.props.require(Prop::Active, "crtc")?, 0));
+                    triples.push((id, c.props.require(Prop::ModeId, "crtc")?, 0));
+                }
+            }
+            for p in &self.res.planes {
+                let id = u32::from(p.handle);
+                let on = self
+                    .card
+                    .get_plane(p.handle)
+                    .ok()
+                    .and_then(|i| i.crtc())
+                    .is_some();
+                if !used_planes.contains(&id) && on {
+                    triples.push((id, p.props.require(Prop::FbId, "plane")?, 0));
+                    triples.push((id, p.props.require(Prop::CrtcId, "plane")?, 0));
+                }
+            }
+            if triples.is_empty() {
+                return Ok(());
+            }
+            triples.sort_by_key(|t| t.0);
+            self.request.clear();
+            for &(obj, prop, value) in &triples {
+                self.request.set(obj, prop, value);
+            }
+            if names.is_empty() {
+                names = old.iter().flatten().map(|o| o.connector.clone()).collect();
+            }
+            for flags in [FLAG_TEST_ONLY | FLAG_ALLOW_MODESET, FLAG_ALLOW_MODESET] {
+                if let Err(e) = self.request.commit(&self.card, flags) {
+                    let described = self.request.describe(|id| self.prop_label(id));
+                    return Err(commit_error(names.clone(), described, e));
+                }
+            }
+            Ok(())
+        })();
+
+        if let Err(e) = result {
+            for blob in fresh_blobs {
+                let _ = drm_ffi::mode::destroy_property_blob(self.card.as_fd(), blob);
+            }
+            // Nothing reached the screen: the outputs that were running stay as they were.
+            let untouched = new_outputs
+                .into_iter()
+                .zip(&fresh)
+                .filter(|(_, &f)| !f)
+                .map(|(o, _)| o);
+            self.outputs = old.into_iter().flatten().chain(untouched).collect();
+            return Err(e);
+        }
+
+        // The commit was blocking: the fresh outputs show their blank buffer now.
+        for (output, _) in new_outputs.iter_mut().zip(&fresh).filter(|(_, &f)| f) {
+            let blank = output.incoming[0];
+            self.buffers.screen_ref(blank);
+            output.shown = std::mem::replace(&mut output.incoming, vec![0; output.planes.len()]);
+        }
+        for output in old.into_iter().flatten() {
+            for &b in output.shown.iter().chain(&output.incoming) {
+                if b != 0 {
+                    self.buffers.screen_unref(&self.card, b);
+                }
+            }
+            let _ = drm_ffi::mode::destroy_property_blob(self.card.as_fd(), output.mode_blob);
+        }
+        self.outputs = new_outputs;
+        self.queued = None;
+        self.flip_loop = None;
+        Ok(())
+    }
+
+    fn blank_buffer(&mut self, w: u32, h: u32) -> KmsResult<u32> {
+        if let Some(&id) = self.blanks.get(&(w, h)) {
+            if self.buffers.get(id).is_ok() {
+                return Ok(id);
+            }
+        }
+        // Dumb buffers come zeroed: black in XR24.
+        let id = self.buffers.dumb_create(&self.card, w, h, XR24)?;
+        self.blanks.insert((w, h), id);
+        Ok(id)
+    }
+
+    fn prop_label(&self, id: u32) -> String {
+        let objects = self
+            .res
+            .connectors
+            .iter()
+            .map(|c| &c.props)
+            .chain(self.res.crtcs.iter().map(|c| &c.props))
+            .chain(self.res.planes.iter().map(|p| &p.props));
+        for props in objects {
+            for prop in ALL_PROPS {
+                if props.id(prop) == Some(id) {
+                    return prop_name(prop).to_owned();
+                }
+            }
+        }
+        id.to_string()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plane_triples(
+        &self,
+        out: &mut Vec<(u32, u32, u64)>,
+        plane: u32,
+        crtc: u32,
+        fb: u32,
+        src: (u32, u32, u32, u32),
+        dst: (i32, i32, u32, u32),
+        rotation: u64,
+    ) -> KmsResult<()> {
+        let res = self.plane_res(plane)?;
+        let p = &res.props;
+        let req = |prop| p.require(prop, "plane");
+        if fb == 0 {
+            out.push((plane, req(Prop::FbId)?, 0));
+            out.push((plane, req(Prop::CrtcId)?, 0));
+            return Ok(());
+        }
+        out.push((plane, req(Prop::FbId)?, u64::from(fb)));
+        out.push((plane, req(Prop::CrtcId)?, u64::from(crtc)));
+        out.push((plane, req(Prop::SrcX)?, u64::from(src.0) << 16));
+        out.push((plane, req(Prop::SrcY)?, u64::from(src.1) << 16));
+        out.push((plane, req(Prop::SrcW)?, u64::from(src.2) << 16));
+        out.push((plane, req(Prop::SrcH)?, u64::from(src.3) << 16));
+        out.push((plane, req(Prop::CrtcX)?, dst.0 as i64 as u64));
+        out.push((plane, req(Prop::CrtcY)?, dst.1 as i64 as u64));
+        out.push((plane, req(Prop::CrtcW)?, u64::from(dst.2)));
+        out.push((plane, req(Prop::CrtcH)?, u64::from(dst.3)));
+        if let Some(id) = p.id(Prop::Rotation) {
+            out.push((plane, id, rotation));
+        }
+        Ok(())
+    }
+
+    fn plane_res(&self, plane: u32) -> KmsResult<&super::resources::PlaneRes> {
+        self.res
+            .planes
+            .iter()
+            .find(|p| u32::from(p.handle) == plane)
+            .ok_or_else(|| {
+                KmsError::Ioctl(
+                    "plane lookup",
+                    std::io::Error::other(format!("plane {plane} vanished")),
+                )
+            })
+    }
+
+    /// Shows `scene` with a nonblocking commit, or queues it while flips are in flight.
+    pub fn present(&mut self, scene: Vec<SceneOutput>) -> KmsResult<PresentResult> {
+        if scene
+            .iter()
+            .any(|s| self.outputs.get(s.output).is_none_or(|o| o.pending))
+            || self.flip_loop.is_some()
+        {
+            if let Some(output) = scene.first().and_then(|s| self.outputs.get_mut(s.output)) {
+                if self.queued.is_some() {
+                    output.stats.dropped += 1;
+                }
+            }
+            self.queued = Some(scene);
+            return Ok(PresentResult::Queued);
+        }
+        self.present_now(&scene)
+    }
+
+    fn present_now(&mut self, scene: &[SceneOutput]) -> KmsResult<PresentResult> {
+        let mut triples = Vec::with_capacity(scene.len() * 24);
+        let mut assignments: Vec<(usize, Vec<u32>)> = Vec::with_capacity(scene.len());
+        let mut layout = DefaultHasher::new();
+        for s in scene {
+            let output = &self.outputs[s.output];
+            let (mw, mh) = output.size();
+            let mut incoming = vec![0u32; output.planes.len()];
+            let mut next_plane = 0;
+            for layer in &s.layers {
+                let buffer = self.buffers.get(layer.buffer)?;
+                let rotation = rotation_bit(layer.rotation).ok_or_else(|| {
+                    KmsError::BadBuffer(format!(
+                        "rotation {} is not 0, 90, 180 or 270",
+                        layer.rotation
+                    ))
+                })?;
+                // The bottom layer tries the primary plane; others need overlays.
+                let slot = (next_plane..output.planes.len()).find(|&i| {
+                    self.plane_res(output.planes[i]).is_ok_and(|p| {
+                        p.accepts(buffer.format, buffer.modifier)
+                            && (rotation == ROTATE_0 || p.rotations & rotation != 0)
+                    })
+                });
+                let Some(slot) = slot else {
+                    return Err(KmsError::NoPlane {
+                        connector: output.connector.clone(),
+                        format: format!(
+                            "{}{}",
+                            fourcc_name(buffer.format),
+                            if rotation == ROTATE_0 {
+                                String::new()
+                            } else {
+                                format!(" rotated {}°", layer.rotation)
+                            }
+                        ),
+                    });
+                };
+                next_plane = slot + 1;
+                let src = layer.src.unwrap_or((0, 0, buffer.width, buffer.height));
+                if src.2 == 0
+                    || src.3 == 0
+                    || src.0 + src.2 > buffer.width
+                    || src.1 + src.3 > buffer.height
+                {
+                    return Err(KmsError::BadBuffer(format!(
+                        "{}: source rectangle {:?} outside buffer {} ({}x{})",
+                        output.connector, src, layer.buffer, buffer.width, buffer.height
+                    )));
+                }
+                let dst = layer.dst.unwrap_or((0, 0, mw, mh));
+                (
+                    output.planes[slot],
+                    buffer.format,
+                    buffer.modifier,
+                    src,
+                    dst,
+                    rotation,
+                )
+                    .hash(&mut layout);
+                incoming[slot] = layer.buffer;
+                self.plane_triples(
+                    &mut triples,
+                    output.planes[slot],
+                    output.crtc_id,
+                    layer.buffer,
+                    src,
+                    dst,
+                    rotation,
+                )?;
+            }
+            for (i, &plane) in output.planes.iter().enumerate() {
+                if incoming[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
+                    self.plane_triples(
+                        &mut triples,
+                        plane,
+                        output.crtc_id,
+                        0,
+                        (0, 0, 0, 0),
+                        (0, 0, 0, 0),
+                        ROTATE_0,
+                    )?;
+                }
+            }
+            assignments.push((s.output, incoming));
+        }
+        triples.sort_by_key(|t| t.0);
+        self.request.clear();
+        for &(obj, prop, value) in &triples {
+            self.request.set(obj, prop, value);
+        }
+        let layout = layout.finish();
+        let untested = scene
+            .iter()
+            .any(|s| self.outputs[s.output].tested_layout != layout);
+        let names = || {
+            scene
+                .iter()
+                .map(|s| self.outputs[s.output].connector.clone())
+                .collect::<Vec<_>>()
+        };
+        if untested {
+            if let Err(e) = self.request.commit(&self.card, FLAG_TEST_ONLY) {
+                let described = self.request.describe(|id| self.prop_label(id));
+                return Err(commit_error(names(), described, e));
+            }
+        }
+        match self
+            .request
+            .commit(&self.card, FLAG_NONBLOCK | FLAG_PAGE_FLIP_EVENT)
+        {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                self.queued = Some(scene.to_vec());
+                return Ok(PresentResult::Queued);
+            }
+            Err(e) => {
+                let described = self.request.describe(|id| self.prop_label(id));
+                return Err(commit_error(names(), described, e));
+            }
+        }
+        for (index, incoming) in assignments {
+            for &b in &incoming {
+                if b != 0 {
+                    self.buffers.screen_ref(b);
+                }
+            }
+            let output = &mut self.outputs[index];
+            output.incoming = incoming;
+            output.pending = true;
+            output.tested_layout = layout;
+            output.stats.commits += 1;
+        }
+        Ok(PresentResult::Committed)
+    }
+
+    pub fn flip_loop_start(&mut self, flip_loop: FlipLoop) -> KmsResult<()> {
+        for (output, buffers) in &flip_loop.outputs {
+            if *output >= self.outputs.len() || buffers.is_empty() {
+                return Err(KmsError::BadBuffer(
+                    "a flip loop needs configured outputs and at least one buffer each".into(),
+                ));
+            }
+            for &b in buffers {
+                self.buffers.get(b)?;
+            }
+        }
+        self.queued = None;
+        self.flip_loop = Some(flip_loop);
+        if self.outputs.iter().all(|o| !o.pending) {
+            self.flip_loop_step()?;
+        }
+        Ok(())
+    }
+
+    fn flip_loop_step(&mut self) -> KmsResult<()> {
+        let Some(l) = self.flip_loop.as_mut() else {
+            return Ok(());
+        };
+        if l.frame >= l.frames {
+            let frames = l.frames;
+            self.flip_loop = None;
+            self.events.push(EngineEvent::LoopDone { frames });
+            return Ok(());
+        }
+        let frame = l.frame;
+        l.frame += 1;
+        let scene: Vec<SceneOutput> = l
+            .outputs
+            .iter()
+            .map(|(output, buffers)| SceneOutput {
+                output: *output,
+                layers: vec![SceneLayer {
+                    buffer: buffers[frame as usize % buffers.len()],
+                    src: None,
+                    dst: None,
+                    rotation: 0,
+                }],
+            })
+            .collect();
+        self.present_now(&scene).map(|_| ())
+    }
+
+    /// A page flip completed on `crtc`: account for it, free what left the screen, and
+    /// commit the next scene once every CRTC is idle.
+    pub fn flip_complete(&mut self, crtc: u32, sequence: u32, timestamp_ns: u64) {
+        let Some(index) = self.outputs.iter().position(|o| o.crtc_id == crtc) else {
+            return;
+        };
+        let output = &mut self.outputs[index];
+        output.pending = false;
+        let stats = &mut output.stats;
+        if stats.flips > 0 && sequence > stats.last_sequence {
+            let step = sequence - stats.last_sequence;
+            stats.max_sequence_step = stats.max_sequence_step.max(step);
+            if step == 2 {
+                stats.late_one += 1;
+            } else if step > 2 {
+                stats.late_more += 1;
+            }
+        }
+        stats.flips += 1;
+        stats.last_sequence = sequence;
+        stats.last_timestamp_ns = timestamp_ns;
+        let leaving = std::mem::replace(&mut output.shown, std::mem::take(&mut output.incoming));
+        output.incoming = vec![0; output.shown.len()];
+        for b in leaving {
+            if b != 0 {
+                self.buffers.screen_unref(&self.card, b);
+            }
+        }
+        if self.events.len() < self.events.capacity() {
+            self.events.push(EngineEvent::Flip {
+                output: index,
+                crtc,
+                sequence,
+                timestamp_ns,
+            });
+        }
+        if self.outputs.iter().any(|o| o.pending) {
+            return;
+        }
+        if self.flip_loop.is_some() {
+            let _ = self.flip_loop_step();
+        } else if let Some(scene) = self.queued.take() {
+            let _ = self.present_now(&scene);
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.flip_loop = None;
+        self.queued = None;
+        self.buffers.destroy_all(&self.card);
+        for output in self.outputs.drain(..) {
+            let _ = drm_ffi::mode::destroy_property_blob(self.card.as_fd(), output.mode_blob);
+        }
+    }
+}
+
+const ALL_PROPS: [Prop; 19] = [
+    Prop::CrtcId,
+    Prop::FbId,
+    Prop::SrcX,
+    Prop::SrcY,
+    Prop::SrcW,
+    Prop::SrcH,
+    Prop::CrtcX,
+    Prop::CrtcY,
+    Prop::CrtcW,
+    Prop::CrtcH,
+    Prop::Type,
+    Prop::InFormats,
+    Prop::Zpos,
+    Prop::Rotation,
+    Prop::Active,
+    Prop::ModeId,
+    Prop::Edid,
+    Prop::WritebackFbId,
+    Prop::WritebackPixelFormats,
+];
+
+fn rotation_bit(degrees: u32) -> Option<u64> {
+    match degrees {
+        0 => Some(1),
+        90 => Some(1 << 1),
+        180 => Some(1 << 2),
+        270 => Some(1 << 3),
+        _ => None,
+    }
+}
