@@ -7,44 +7,50 @@ export declare class KmsDevice {
   static open(path: string): KmsDevice
   get path(): string
   get driver(): string
-  connectors(): JsResult<Array<ConnectorInfo>>
-  crtcs(): JsResult<Array<CrtcInfo>>
-  planes(): JsResult<Array<PlaneInfo>>
+  connectors(): Array<ConnectorInfo>
+  crtcs(): Array<CrtcInfo>
+  planes(): Array<PlaneInfo>
   /**
    * Drives exactly these outputs, in one atomic commit tested first. Unchanged outputs
    * keep their content; new ones start black.
    */
-  configure(outputs: Array<OutputConfig>): JsResult<Array<OutputInfo>>
+  configure(outputs: Array<OutputConfig>): Array<OutputInfo>
   /** A CPU-writable buffer ("XR24", "AR24" or "NV12"), zero-filled. Returns its id. */
-  createDumbBuffer(width: number, height: number, format: string): JsResult<number>
+  createDumbBuffer(width: number, height: number, format: string): number
   /** Copies tightly packed pixel rows (planes one after another) into a dumb buffer. */
-  writeBuffer(buffer: number, data: Uint8Array): JsResult<undefined>
+  writeBuffer(buffer: number, data: Uint8Array): void
   /**
    * Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
    * framebuffer. The fds stay the caller's.
    */
-  importDmaBuf(descriptor: DmaBufDescriptor): JsResult<ImportResult>
+  importDmaBuf(descriptor: DmaBufDescriptor): ImportResult
   /** Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now. */
-  releaseBuffer(buffer: number): JsResult<boolean>
-  bufferCount(): JsResult<number>
+  releaseBuffer(buffer: number): boolean
+  bufferCount(): number
   /**
    * Shows a scene on one or more outputs in one nonblocking atomic commit. Returns
    * "committed", or "queued" when flips are in flight (the newest queued scene wins).
    */
-  present(scene: Array<OutputScene>): JsResult<string>
+  present(scene: Array<OutputScene>): string
   /**
    * Flips through each output's buffers, one step per vblank, paced by the native thread.
    * A "loopDone" event follows the last frame.
    */
-  startFlipLoop(config: FlipLoopConfig): JsResult<undefined>
-  stats(): JsResult<Array<OutputStats>>
-  /** Delivers flip, loopDone and hotplug events. Does not keep Node's event loop alive. */
+  startFlipLoop(config: FlipLoopConfig): void
+  /**
+   * One frame of what the output's CRTC really composes, read back through a writeback
+   * connector (XR24, `pitch` bytes a row). Needs the outputs idle.
+   */
+  captureWriteback(connector: string): WritebackFrame
+  stats(): Array<OutputStats>
+  copyCounters(): CopyCounters
+  /** Delivers flip, loopDone, hotplug and fallback events. Does not keep Node's event loop alive. */
   onEvent(callback: EventCallback): void
   /** Stops the presentation thread, frees every buffer, drops master and closes the card. */
   close(): void
 }
 
-export declare function closeFd(fd: number): JsResult<undefined>
+export declare function closeFd(fd: number): void
 
 export interface ConnectorInfo {
   id: number
@@ -58,20 +64,29 @@ export interface ConnectorInfo {
   monitor?: MonitorInfo
 }
 
+/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
+export interface CopyCounters {
+  conversions: number
+  bytesCopied: number
+}
+
 /**
  * A dma-buf (from /dev/udmabuf) holding `data`, for CPU-made frames. Returns the fd;
  * close it with `closeFd` once imported.
  */
-export declare function createUdmabuf(data: Uint8Array): JsResult<number>
+export declare function createUdmabuf(data: Uint8Array): number
 
 export interface CrtcInfo {
   id: number
   index: number
 }
 
-/** Something the presentation thread saw: a flip on a CRTC, a finished flip loop, or hotplug. */
+/**
+ * Something the presentation thread saw: a flip on a CRTC, a finished flip loop, hotplug,
+ * or a buffer that is being shown through converted copies.
+ */
 export interface DisplayEvent {
-  /** "flip", "loopDone" or "hotplug". */
+  /** "flip", "loopDone", "hotplug" or "fallback". */
   kind: string
   connector?: string
   crtc?: number
@@ -80,6 +95,10 @@ export interface DisplayEvent {
   timestampUs?: number
   frames?: number
   connectors?: Array<ConnectorInfo>
+  /** For "fallback": the buffer and its format, and why. */
+  buffer?: number
+  format?: string
+  message?: string
 }
 
 /** A dma-buf described as FFmpeg's AVDRMFrameDescriptor does (one layer). */
@@ -211,6 +230,8 @@ export interface OutputStats {
   maxSequenceStep: number
   lateOne: number
   lateMore: number
+  /** Layers shown through a CPU-converted copy (no plane took the buffer as it is). */
+  converted: number
 }
 
 export interface PlaneInfo {
@@ -239,6 +260,13 @@ export interface Rect {
  * stale `.node` left over from an older build is easy to spot.
  */
 export declare function version(): string
+
+export interface WritebackFrame {
+  width: number
+  height: number
+  pitch: number
+  data: Buffer
+}
 
 export interface ZposInfo {
   min: number

@@ -1,4 +1,4 @@
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { loadAddon } from '../src/native/addon.ts';
@@ -51,4 +51,31 @@ test('an unreadable node is reported, not thrown', (t) => {
   symlinkSync(join(dir, 'missing-target'), join(dir, 'card0'));
   const [device] = addon.listDrmDevices(dir);
   t.regex(device?.error ?? '', /card0: cannot open: No such file or directory/);
+});
+
+const fdCount = (): number => readdirSync('/proc/self/fd').length;
+
+test('KmsDevice.open refuses what is not a KMS card with a distinct code, and leaks no fd', (t) => {
+  const before = fdCount();
+  const noCard = addon.listDrmDevices().length === 0;
+  if (noCard) {
+    const e = t.throws(() => addon.KmsDevice.open('auto'));
+    t.regex(e?.message ?? '', /^ERR_KMS_NO_DEVICE: no KMS device: no \/dev\/dri\/card\* nodes/);
+  }
+  const missing = t.throws(() => addon.KmsDevice.open('/nonexistent/card0'));
+  t.regex(missing?.message ?? '', /^ERR_KMS_OPEN: \/nonexistent\/card0: cannot open: No such file or directory/);
+  const notDrm = t.throws(() => addon.KmsDevice.open('/dev/null'));
+  t.regex(notDrm?.message ?? '', /^ERR_KMS_OPEN: \/dev\/null: cannot open: /);
+  t.is(fdCount(), before);
+});
+
+test('createUdmabuf explains itself where /dev/udmabuf is missing', (t) => {
+  if (existsSync('/dev/udmabuf')) {
+    const fd = addon.createUdmabuf(new Uint8Array(4096));
+    t.true(fd > 2);
+    addon.closeFd(fd);
+    return;
+  }
+  const e = t.throws(() => addon.createUdmabuf(new Uint8Array(16)));
+  t.regex(e?.message ?? '', /^ERR_KMS_BAD_BUFFER: bad buffer: udmabuf: .*\/dev\/udmabuf/);
 });

@@ -18,8 +18,6 @@ use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
 use crate::kms::udmabuf::udmabuf_create;
 
-type JsResult<T> = napi::Result<T>;
-
 /// napi-rs functions throw with a fixed status, so the stable code leads the message
 /// ("ERR_KMS_MODE_NOT_FOUND: connector ..."); src/display/kms.ts lifts it into `error.code`.
 fn js_error(e: KmsError) -> napi::Error {
@@ -197,12 +195,31 @@ pub struct OutputStats {
     pub max_sequence_step: u32,
     pub late_one: f64,
     pub late_more: f64,
+    /// Layers shown through a CPU-converted copy (no plane took the buffer as it is).
+    pub converted: f64,
 }
 
-/// Something the presentation thread saw: a flip on a CRTC, a finished flip loop, or hotplug.
+/// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
 #[napi(object)]
+pub struct CopyCounters {
+    pub conversions: f64,
+    pub bytes_copied: f64,
+}
+
+#[napi(object)]
+pub struct WritebackFrame {
+    pub width: u32,
+    pub height: u32,
+    pub pitch: u32,
+    pub data: napi::bindgen_prelude::Buffer,
+}
+
+/// Something the presentation thread saw: a flip on a CRTC, a finished flip loop, hotplug,
+/// or a buffer that is being shown through converted copies.
+#[napi(object)]
+#[derive(Default)]
 pub struct DisplayEvent {
-    /// "flip", "loopDone" or "hotplug".
+    /// "flip", "loopDone", "hotplug" or "fallback".
     pub kind: String,
     pub connector: Option<String>,
     pub crtc: Option<u32>,
@@ -211,6 +228,10 @@ pub struct DisplayEvent {
     pub timestamp_us: Option<f64>,
     pub frames: Option<u32>,
     pub connectors: Option<Vec<ConnectorInfo>>,
+    /// For "fallback": the buffer and its format, and why.
+    pub buffer: Option<u32>,
+    pub format: Option<String>,
+    pub message: Option<String>,
 }
 
 type EventCallback = ThreadsafeFunction<DisplayEvent, (), DisplayEvent, Status, false, true>;
@@ -264,7 +285,7 @@ fn mask_indexes(mask: u32) -> Vec<u32> {
     (0..32).filter(|i| mask & (1 << i) != 0).collect()
 }
 
-fn parse_modifier(text: Option<&str>) -> JsResult<u64> {
+fn parse_modifier(text: Option<&str>) -> napi::Result<u64> {
     let Some(text) = text else {
         return Ok(MOD_INVALID);
     };
@@ -275,7 +296,7 @@ fn parse_modifier(text: Option<&str>) -> JsResult<u64> {
     parsed.map_err(|_| bad_arg(format!("modifier {text:?} is not a 64-bit number")))
 }
 
-fn rect_tuple(r: &Rect) -> JsResult<(u32, u32, u32, u32)> {
+fn rect_tuple(r: &Rect) -> napi::Result<(u32, u32, u32, u32)> {
     if r.x < 0 || r.y < 0 {
         return Err(bad_arg(format!(
             "source rectangle ({}, {}) must not be negative",
@@ -286,7 +307,10 @@ fn rect_tuple(r: &Rect) -> JsResult<(u32, u32, u32, u32)> {
 }
 
 impl KmsDevice {
-    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T, KmsError>) -> JsResult<T> {
+    fn with_engine<T>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, KmsError>,
+    ) -> napi::Result<T> {
         let mut guard = self.shared.engine.lock().unwrap_or_else(|p| p.into_inner());
         let engine = guard.as_mut().ok_or_else(|| js_error(KmsError::Closed))?;
         f(engine).map_err(js_error)
@@ -329,18 +353,35 @@ impl KmsDevice {
                                     crtc: Some(crtc),
                                     sequence: Some(sequence),
                                     timestamp_us: Some(timestamp_ns as f64 / 1000.0),
-                                    frames: None,
-                                    connectors: None,
+                                    ..Default::default()
                                 },
                                 EngineEvent::LoopDone { frames } => DisplayEvent {
                                     kind: "loopDone".into(),
-                                    connector: None,
-                                    crtc: None,
-                                    sequence: None,
-                                    timestamp_us: None,
                                     frames: Some(frames),
-                                    connectors: None,
+                                    ..Default::default()
                                 },
+                                EngineEvent::Fallback {
+                                    output,
+                                    buffer,
+                                    format,
+                                } => {
+                                    let connector = engine
+                                        .outputs
+                                        .get(output)
+                                        .map(|o| o.connector.clone());
+                                    DisplayEvent {
+                                        kind: "fallback".into(),
+                                        message: Some(format!(
+                                            "{}: no plane takes buffer {buffer} ({}) as it is; showing CPU-converted XR24 copies",
+                                            connector.as_deref().unwrap_or("?"),
+                                            fourcc_name(format)
+                                        )),
+                                        connector,
+                                        buffer: Some(buffer),
+                                        format: Some(fourcc_name(format)),
+                                        ..Default::default()
+                                    }
+                                }
                             };
                             cb.call(js, ThreadsafeFunctionCallMode::NonBlocking);
                         }
@@ -349,12 +390,8 @@ impl KmsDevice {
                         cb.call(
                             DisplayEvent {
                                 kind: "hotplug".into(),
-                                connector: None,
-                                crtc: None,
-                                sequence: None,
-                                timestamp_us: None,
-                                frames: None,
                                 connectors: Some(connectors_info(&engine.res)),
+                                ..Default::default()
                             },
                             ThreadsafeFunctionCallMode::NonBlocking,
                         );
@@ -385,12 +422,12 @@ impl KmsDevice {
     }
 
     #[napi]
-    pub fn connectors(&self) -> JsResult<Vec<ConnectorInfo>> {
+    pub fn connectors(&self) -> napi::Result<Vec<ConnectorInfo>> {
         self.with_engine(|e| Ok(connectors_info(&e.res)))
     }
 
     #[napi]
-    pub fn crtcs(&self) -> JsResult<Vec<CrtcInfo>> {
+    pub fn crtcs(&self) -> napi::Result<Vec<CrtcInfo>> {
         self.with_engine(|e| {
             Ok(e.res
                 .crtcs
@@ -404,7 +441,7 @@ impl KmsDevice {
     }
 
     #[napi]
-    pub fn planes(&self) -> JsResult<Vec<PlaneInfo>> {
+    pub fn planes(&self) -> napi::Result<Vec<PlaneInfo>> {
         self.with_engine(|e| {
             Ok(e.res
                 .planes
@@ -442,7 +479,7 @@ impl KmsDevice {
     /// Drives exactly these outputs, in one atomic commit tested first. Unchanged outputs
     /// keep their content; new ones start black.
     #[napi]
-    pub fn configure(&self, outputs: Vec<OutputConfig>) -> JsResult<Vec<OutputInfo>> {
+    pub fn configure(&self, outputs: Vec<OutputConfig>) -> napi::Result<Vec<OutputInfo>> {
         let requests: Vec<OutputRequest> = outputs
             .into_iter()
             .map(|o| OutputRequest {
@@ -467,7 +504,7 @@ impl KmsDevice {
 
     /// A CPU-writable buffer ("XR24", "AR24" or "NV12"), zero-filled. Returns its id.
     #[napi]
-    pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> JsResult<u32> {
+    pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
         self.with_engine(|e| e.buffers.dumb_create(&e.card, width, height, code))
@@ -475,14 +512,14 @@ impl KmsDevice {
 
     /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
     #[napi]
-    pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> JsResult<()> {
+    pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> napi::Result<()> {
         self.with_engine(|e| e.buffers.dumb_write(buffer, &data))
     }
 
     /// Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
     /// framebuffer. The fds stay the caller's.
     #[napi]
-    pub fn import_dma_buf(&self, descriptor: DmaBufDescriptor) -> JsResult<ImportResult> {
+    pub fn import_dma_buf(&self, descriptor: DmaBufDescriptor) -> napi::Result<ImportResult> {
         let format = fourcc_parse(&descriptor.format)
             .ok_or_else(|| bad_arg(format!("format {:?} is not a fourcc", descriptor.format)))?;
         let modifier = parse_modifier(descriptor.modifier.as_deref())?;
@@ -518,19 +555,19 @@ impl KmsDevice {
 
     /// Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now.
     #[napi]
-    pub fn release_buffer(&self, buffer: u32) -> JsResult<bool> {
-        self.with_engine(|e| e.buffers.release(&e.card, buffer))
+    pub fn release_buffer(&self, buffer: u32) -> napi::Result<bool> {
+        self.with_engine(|e| e.buffer_release(buffer))
     }
 
     #[napi]
-    pub fn buffer_count(&self) -> JsResult<u32> {
+    pub fn buffer_count(&self) -> napi::Result<u32> {
         self.with_engine(|e| Ok(e.buffers.count() as u32))
     }
 
     /// Shows a scene on one or more outputs in one nonblocking atomic commit. Returns
     /// "committed", or "queued" when flips are in flight (the newest queued scene wins).
     #[napi]
-    pub fn present(&self, scene: Vec<OutputScene>) -> JsResult<String> {
+    pub fn present(&self, scene: Vec<OutputScene>) -> napi::Result<String> {
         self.with_engine(|e| {
             let mut resolved = Vec::with_capacity(scene.len());
             for s in &scene {
@@ -562,7 +599,7 @@ impl KmsDevice {
     /// Flips through each output's buffers, one step per vblank, paced by the native thread.
     /// A "loopDone" event follows the last frame.
     #[napi]
-    pub fn start_flip_loop(&self, config: FlipLoopConfig) -> JsResult<()> {
+    pub fn start_flip_loop(&self, config: FlipLoopConfig) -> napi::Result<()> {
         self.with_engine(|e| {
             let mut outputs = Vec::with_capacity(config.outputs.len());
             for o in config.outputs {
@@ -576,8 +613,23 @@ impl KmsDevice {
         })
     }
 
+    /// One frame of what the output's CRTC really composes, read back through a writeback
+    /// connector (XR24, `pitch` bytes a row). Needs the outputs idle.
     #[napi]
-    pub fn stats(&self) -> JsResult<Vec<OutputStats>> {
+    pub fn capture_writeback(&self, connector: String) -> napi::Result<WritebackFrame> {
+        self.with_engine(|e| {
+            let c = e.writeback_capture(&connector)?;
+            Ok(WritebackFrame {
+                width: c.width,
+                height: c.height,
+                pitch: c.pitch,
+                data: c.data.into(),
+            })
+        })
+    }
+
+    #[napi]
+    pub fn stats(&self) -> napi::Result<Vec<OutputStats>> {
         self.with_engine(|e| {
             Ok(e.outputs
                 .iter()
@@ -591,12 +643,23 @@ impl KmsDevice {
                     max_sequence_step: o.stats.max_sequence_step,
                     late_one: o.stats.late_one as f64,
                     late_more: o.stats.late_more as f64,
+                    converted: o.stats.converted as f64,
                 })
                 .collect())
         })
     }
 
-    /// Delivers flip, loopDone and hotplug events. Does not keep Node's event loop alive.
+    #[napi]
+    pub fn copy_counters(&self) -> napi::Result<CopyCounters> {
+        self.with_engine(|e| {
+            Ok(CopyCounters {
+                conversions: e.copies.conversions as f64,
+                bytes_copied: e.copies.bytes as f64,
+            })
+        })
+    }
+
+    /// Delivers flip, loopDone, hotplug and fallback events. Does not keep Node's event loop alive.
     #[napi]
     pub fn on_event(&self, callback: EventCallback) {
         *self
@@ -638,14 +701,14 @@ impl KmsDevice {
 /// A dma-buf (from /dev/udmabuf) holding `data`, for CPU-made frames. Returns the fd;
 /// close it with `closeFd` once imported.
 #[napi]
-pub fn create_udmabuf(data: Uint8Array) -> JsResult<i32> {
+pub fn create_udmabuf(data: Uint8Array) -> napi::Result<i32> {
     udmabuf_create(&data)
         .map(|fd| fd.into_raw_fd())
         .map_err(js_error)
 }
 
 #[napi]
-pub fn close_fd(fd: i32) -> JsResult<()> {
+pub fn close_fd(fd: i32) -> napi::Result<()> {
     if unsafe { libc::close(fd) } != 0 {
         return Err(bad_arg(format!(
             "close({fd}): {}",

@@ -1,36 +1,139 @@
-import type { DrmDeviceInfo } from '../native/addon.ts';
+import { kmsErrorCode, outputsPlan } from '../display/outputs.ts';
+import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo } from '../native/addon.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
+/** Hotplug uevents come in bursts (one per connector and a change per card): settle first. */
+const HOTPLUG_SETTLE_MS = 250;
+/** Dark grey, not black: a technician can tell "driven, nothing to play yet" from "no signal". */
+const SLATE_BGRX = [0x20, 0x1c, 0x18, 0xff] as const;
+
 /**
- * Finds the KMS device to drive. Outputs and planes come with the KMS engine; until then
- * this decides between a real card and virtual outputs, and says why in one line.
+ * Drives the KMS device: picks the card, opens it through the native engine, configures the
+ * outputs from the `outputs` setting and keeps them configured across hotplug. Without a
+ * card it says why in one line and leaves the outputs virtual.
  */
 export function displayCreate(context: ExtensionContext): Extension {
   const { config, logger, bus, addon } = context;
+  let device: KmsDevice | undefined;
+  let outputs: OutputInfo[] = [];
+  const slates = new Map<string, number>();
+  let hotplugTimer: NodeJS.Timeout | undefined;
+
+  const slateFor = (d: KmsDevice, width: number, height: number): number => {
+    const key = `${width}x${height}`;
+    const existing = slates.get(key);
+    if (existing !== undefined) return existing;
+    const buffer = d.createDumbBuffer(width, height, 'XR24');
+    const pixels = new Uint8Array(width * height * 4);
+    for (let i = 0; i < pixels.length; i += 4) pixels.set(SLATE_BGRX, i);
+    d.writeBuffer(buffer, pixels);
+    slates.set(key, buffer);
+    return buffer;
+  };
+
+  /** Configures what the setting asks for; one refused output does not take the others down. */
+  const outputsApply = (d: KmsDevice): void => {
+    const plan = outputsPlan(config.outputs, d.connectors());
+    for (const s of plan.skipped)
+      logger.warn({ connector: s.connector }, `output ${s.connector} not driven: ${s.reason}`);
+    let configured: OutputInfo[];
+    try {
+      configured = d.configure(plan.outputs);
+    } catch (error) {
+      logger.error({ code: kmsErrorCode(error), err: error }, `outputs refused together: ${(error as Error).message}`);
+      // Add them one at a time, keeping each that the kernel accepts.
+      const accepted: typeof plan.outputs = [];
+      configured = [];
+      for (const output of plan.outputs) {
+        try {
+          configured = d.configure([...accepted, output]);
+          accepted.push(output);
+        } catch (e) {
+          logger.error(
+            { connector: output.connector, code: kmsErrorCode(e) },
+            `output ${output.connector} refused: ${(e as Error).message}`,
+          );
+        }
+      }
+      if (accepted.length === 0) configured = d.configure([]);
+    }
+    const before = new Set(outputs.map((o) => o.connector));
+    for (const o of configured) {
+      if (!before.has(o.connector)) {
+        logger.info(
+          { connector: o.connector, mode: o.mode.name, crtc: o.crtc, planes: o.planes.length },
+          `output ${o.connector}: ${o.mode.name} on CRTC ${o.crtc}`,
+        );
+      }
+    }
+    for (const connector of before) {
+      if (!configured.some((o) => o.connector === connector)) logger.warn({ connector }, `output ${connector} removed`);
+    }
+    outputs = configured;
+    const fresh = configured.filter((o) => !before.has(o.connector));
+    if (fresh.length > 0) {
+      d.present(
+        fresh.map((o) => ({ connector: o.connector, layers: [{ buffer: slateFor(d, o.mode.width, o.mode.height) }] })),
+      );
+    }
+    bus.emit('display.outputs', { outputs: configured });
+  };
+
+  const onEvent = (event: DisplayEvent): void => {
+    if (event.kind !== 'hotplug' || !device) return;
+    clearTimeout(hotplugTimer);
+    hotplugTimer = setTimeout(() => {
+      if (!device) return;
+      logger.info('connectors changed; reconfiguring outputs');
+      try {
+        outputsApply(device);
+      } catch (error) {
+        logger.error({ code: kmsErrorCode(error) }, `reconfiguring after hotplug failed: ${(error as Error).message}`);
+      }
+    }, HOTPLUG_SETTLE_MS);
+    hotplugTimer.unref();
+  };
+
   return {
     name: 'display',
     start() {
       const devices = addon.listDrmDevices();
-      for (const device of devices) {
-        if (device.error) logger.warn({ device: device.path }, `${device.error}`);
-        else logger.debug({ device }, `${device.path}: ${device.driver}, ${device.hasKms ? 'KMS' : 'no KMS'}`);
+      for (const d of devices) {
+        if (d.error) logger.warn({ device: d.path }, `${d.error}`);
+        else logger.debug({ device: d }, `${d.path}: ${d.driver}, ${d.hasKms ? 'KMS' : 'no KMS'}`);
       }
       const chosen = displayPick(devices, config.display.device);
-      if ('device' in chosen) {
-        logger.info(
-          { device: chosen.device.path, driver: chosen.device.driver, atomic: chosen.device.atomic },
-          `using KMS device ${chosen.device.path} (${chosen.device.driver})`,
-        );
-        bus.emit('display.ready', { mode: 'kms', device: chosen.device });
-      } else {
+      if (!('device' in chosen)) {
         logger.warn(
           { reason: chosen.reason, devices: devices.length },
           'no KMS device found; running with virtual outputs',
         );
         bus.emit('display.ready', { mode: 'virtual', reason: chosen.reason });
+        return;
       }
+      try {
+        device = addon.KmsDevice.open(chosen.device.path);
+      } catch (error) {
+        const reason = (error as Error).message;
+        logger.error(
+          { device: chosen.device.path, code: kmsErrorCode(error) },
+          `cannot drive ${chosen.device.path}: ${reason}`,
+        );
+        bus.emit('display.ready', { mode: 'virtual', reason });
+        return;
+      }
+      logger.info({ device: device.path, driver: device.driver }, `using KMS device ${device.path} (${device.driver})`);
+      device.onEvent(onEvent);
+      outputsApply(device);
+      bus.emit('display.ready', { mode: 'kms', device: chosen.device });
     },
-    stop() {},
+    stop() {
+      clearTimeout(hotplugTimer);
+      device?.close();
+      device = undefined;
+      outputs = [];
+      slates.clear();
+    },
   };
 }
 

@@ -3,6 +3,11 @@ import type * as Native from '../../native/index.d.ts';
 
 export type NativeAddon = typeof Native;
 export type DrmDeviceInfo = Native.DrmDeviceInfo;
+export type ConnectorInfo = Native.ConnectorInfo;
+export type OutputConfig = Native.OutputConfig;
+export type OutputInfo = Native.OutputInfo;
+export type DisplayEvent = Native.DisplayEvent;
+export type KmsDevice = Native.KmsDevice;
 
 const addonPath = new URL('../../native/multihead.node', import.meta.url);
 

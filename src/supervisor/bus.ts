@@ -1,4 +1,4 @@
-import type { DrmDeviceInfo } from '../native/addon.ts';
+import type { DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -6,6 +6,8 @@ export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 export interface BusEvents {
   'supervisor.state': { state: SupervisorState; reason?: string };
   'display.ready': { mode: 'kms'; device: DrmDeviceInfo } | { mode: 'virtual'; reason: string };
+  /** The outputs driven now, after start, a config change or hotplug. */
+  'display.outputs': { outputs: OutputInfo[] };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;

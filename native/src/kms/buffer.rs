@@ -4,11 +4,12 @@
 //! hands back the same handle for the same dma-buf; nothing on screen is ever freed.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use super::convert::{nv12_to_xr24, Nv12Src};
 use super::device::Card;
 use super::error::{KmsError, KmsResult};
-use super::formats::{format_layout, fourcc_name, MOD_INVALID};
+use super::formats::{format_layout, fourcc_name, MOD_INVALID, NV12, XR24};
 
 pub struct Mapping {
     ptr: *mut u8,
@@ -31,11 +32,27 @@ impl Drop for Mapping {
 }
 
 pub enum Storage {
-    Dumb { handle: u32, map: Mapping },
-    Imported { handles: Vec<u32>, key: ImportKey },
+    Dumb {
+        handle: u32,
+        map: Mapping,
+    },
+    Imported {
+        handles: Vec<u32>,
+        key: ImportKey,
+    },
+    /// A dma-buf no plane can scan out (the card refused its format): kept as duplicated
+    /// fds, read by the CPU when a frame of it is converted. `plane_objects[i]` is the
+    /// object holding plane i.
+    External {
+        fds: Vec<(OwnedFd, u64)>,
+        plane_objects: [usize; 4],
+        key: ImportKey,
+    },
 }
 
 pub struct Buffer {
+    /// Framebuffer id; 0 when no plane of this card takes the format, so every frame of it
+    /// goes through a converted copy (see convert.rs).
     pub fb: u32,
     pub width: u32,
     pub height: u32,
@@ -78,7 +95,11 @@ pub struct BufferStore {
     imports: HashMap<ImportKey, u32>,
     /// DRM_CAP_ADDFB2_MODIFIERS: without it the kernel rejects the modifiers flag.
     pub modifiers_supported: bool,
+    /// Ids for buffers without a framebuffer, far above the kernel's small framebuffer ids.
+    next_cpu_id: u32,
 }
+
+const CPU_ID_BASE: u32 = 0x4000_0000;
 
 impl BufferStore {
     pub fn get(&self, id: u32) -> KmsResult<&Buffer> {
@@ -115,8 +136,23 @@ impl BufferStore {
         }
         // One allocation holds every plane: rows of the first plane, then the subsampled ones.
         let rows = height + (1..bpp.len()).map(|_| height.div_ceil(vsub)).sum::<u32>();
-        let created = drm_ffi::mode::dumbbuffer::create(card.as_fd(), width, rows, bpp[0] * 8, 0)
-            .map_err(|e| KmsError::Ioctl("create dumb buffer", e))?;
+        let created =
+            match drm_ffi::mode::dumbbuffer::create(card.as_fd(), width, rows, bpp[0] * 8, 0) {
+                Ok(created) => created,
+                // Some drivers (virtio-gpu) make only 32-bit dumb buffers: ask for one as many
+                // bytes wide, which yields a pitch that also serves the 8-bit rows.
+                Err(e) if bpp[0] < 4 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    drm_ffi::mode::dumbbuffer::create(
+                        card.as_fd(),
+                        (width * bpp[0]).div_ceil(4),
+                        rows,
+                        32,
+                        0,
+                    )
+                    .map_err(|e| KmsError::Ioctl("create dumb buffer", e))?
+                }
+                Err(e) => return Err(KmsError::Ioctl("create dumb buffer", e)),
+            };
         let pitch = created.pitch;
         let mut pitches = [0; 4];
         let mut offsets = [0; 4];
@@ -153,14 +189,18 @@ impl BufferStore {
             false,
         ) {
             Ok(fb) => fb,
+            // No plane takes it (the kernel refuses AddFB2 then): keep it CPU-side and show
+            // converted copies of it.
+            Err(_) if format == NV12 => 0,
             Err(e) => {
                 drop(map);
                 let _ = drm_ffi::mode::dumbbuffer::destroy(card.as_fd(), created.handle);
                 return Err(e);
             }
         };
+        let id = if fb == 0 { self.cpu_id_next() } else { fb };
         self.buffers.insert(
-            fb,
+            id,
             Buffer {
                 fb,
                 width,
@@ -177,7 +217,12 @@ impl BufferStore {
                 release_requested: false,
             },
         );
-        Ok(fb)
+        Ok(id)
+    }
+
+    fn cpu_id_next(&mut self) -> u32 {
+        self.next_cpu_id = self.next_cpu_id.wrapping_add(1);
+        CPU_ID_BASE + (self.next_cpu_id & (CPU_ID_BASE - 1))
     }
 
     /// Copies tightly packed rows (width * bytes-per-pixel per row, planes one after the other)
@@ -223,6 +268,95 @@ impl BufferStore {
         Ok(())
     }
 
+    /// Converts the current contents of `src` (NV12) into `dst` (an XR24 dumb buffer of the
+    /// same size). Returns the bytes the CPU wrote.
+    pub fn convert_into(&mut self, src: u32, dst: u32) -> KmsResult<usize> {
+        let source = self.get(src)?;
+        if source.format != NV12 {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {src} is {}; only NV12 converts",
+                fourcc_name(source.format)
+            )));
+        }
+        let (width, height) = (source.width as usize, source.height as usize);
+        let (pitches, offsets) = (source.pitches, source.offsets);
+        let target = self.get(dst)?;
+        if target.format != XR24
+            || target.width as usize != width
+            || target.height as usize != height
+        {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {dst} cannot hold a converted {width}x{height} frame"
+            )));
+        }
+        let dst_pitch = target.pitches[0] as usize;
+        let Storage::Dumb { map: dst_map, .. } = &target.storage else {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {dst} is not CPU-writable"
+            )));
+        };
+        // Two buffers of one map: the target's mapping is written through its pointer while
+        // the source is read, which is sound because they are distinct mappings.
+        let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst_map.ptr, dst_map.len) };
+        let source = self.get(src)?;
+        match &source.storage {
+            Storage::Dumb { map, .. } => {
+                let bytes = unsafe { std::slice::from_raw_parts(map.ptr, map.len) };
+                let src = Nv12Src {
+                    y: &bytes[offsets[0] as usize..],
+                    y_pitch: pitches[0] as usize,
+                    uv: &bytes[offsets[1] as usize..],
+                    uv_pitch: pitches[1] as usize,
+                };
+                Ok(nv12_to_xr24(&src, width, height, dst_bytes, dst_pitch))
+            }
+            Storage::External {
+                fds, plane_objects, ..
+            } => {
+                let y_map = DmaBufRead::map(&fds[plane_objects[0]])?;
+                let uv_map = if plane_objects[1] == plane_objects[0] {
+                    None
+                } else {
+                    Some(DmaBufRead::map(&fds[plane_objects[1]])?)
+                };
+                let y_bytes = y_map.bytes();
+                let uv_bytes = uv_map.as_ref().map_or(y_bytes, DmaBufRead::bytes);
+                let need = |bytes: &[u8], offset: u32, pitch: u32, rows: usize| {
+                    offset as usize + pitch as usize * rows <= bytes.len()
+                };
+                if !need(y_bytes, offsets[0], pitches[0], height)
+                    || !need(uv_bytes, offsets[1], pitches[1], height.div_ceil(2))
+                {
+                    return Err(KmsError::BadBuffer(format!(
+                        "buffer {src}: planes run past the end of the dma-buf"
+                    )));
+                }
+                let src = Nv12Src {
+                    y: &y_bytes[offsets[0] as usize..],
+                    y_pitch: pitches[0] as usize,
+                    uv: &uv_bytes[offsets[1] as usize..],
+                    uv_pitch: pitches[1] as usize,
+                };
+                Ok(nv12_to_xr24(&src, width, height, dst_bytes, dst_pitch))
+            }
+            Storage::Imported { .. } => Err(KmsError::BadBuffer(format!(
+                "buffer {src} is scanned out directly; it has no CPU view"
+            ))),
+        }
+    }
+
+    /// The bytes of a dumb buffer as the device last wrote them (a writeback capture).
+    pub fn dumb_read(&mut self, id: u32) -> KmsResult<Vec<u8>> {
+        let buffer = self.get_mut(id)?;
+        let len = buffer.pitches[0] as usize * buffer.height as usize;
+        let Storage::Dumb { map, .. } = &mut buffer.storage else {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} is imported; it cannot be read"
+            )));
+        };
+        Ok(map.bytes_mut()[..len].to_vec())
+    }
+
     pub fn dmabuf_import(&mut self, card: &Card, desc: &DmaBufDesc<'_>) -> KmsResult<(u32, bool)> {
         if desc.planes.is_empty()
             || desc.planes.len() > 4
@@ -255,6 +389,74 @@ impl BufferStore {
         if let Some(&fb) = self.imports.get(&key) {
             return Ok((fb, true));
         }
+        for &(object, _, _) in &desc.planes {
+            if object >= desc.objects.len() {
+                return Err(KmsError::BadBuffer(format!(
+                    "a plane names object {object}, but there are {}",
+                    desc.objects.len()
+                )));
+            }
+        }
+        match self.prime_import(card, desc, &key) {
+            Ok(fb) => Ok((fb, false)),
+            // Linear NV12 the card cannot scan out: keep it for CPU conversion instead.
+            Err(_)
+                if desc.format == NV12
+                    && (desc.modifier == MOD_INVALID || desc.modifier == 0)
+                    && desc.planes.len() == 2 =>
+            {
+                self.external_keep(desc, key).map(|id| (id, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn external_keep(&mut self, desc: &DmaBufDesc<'_>, key: ImportKey) -> KmsResult<u32> {
+        let mut fds = Vec::with_capacity(desc.objects.len());
+        for (fd, size) in &desc.objects {
+            let owned = fd
+                .try_clone_to_owned()
+                .map_err(|e| KmsError::Ioctl("dup dma-buf fd", e))?;
+            fds.push((owned, *size));
+        }
+        let mut plane_objects = [0; 4];
+        let mut pitches = [0; 4];
+        let mut offsets = [0; 4];
+        for (i, &(object, offset, pitch)) in desc.planes.iter().enumerate() {
+            plane_objects[i] = object;
+            pitches[i] = pitch;
+            offsets[i] = offset;
+        }
+        let id = self.cpu_id_next();
+        self.imports.insert(key.clone(), id);
+        self.buffers.insert(
+            id,
+            Buffer {
+                fb: 0,
+                width: desc.width,
+                height: desc.height,
+                format: desc.format,
+                modifier: None,
+                pitches,
+                offsets,
+                storage: Storage::External {
+                    fds,
+                    plane_objects,
+                    key,
+                },
+                screen_refs: 0,
+                release_requested: false,
+            },
+        );
+        Ok(id)
+    }
+
+    fn prime_import(
+        &mut self,
+        card: &Card,
+        desc: &DmaBufDesc<'_>,
+        key: &ImportKey,
+    ) -> KmsResult<u32> {
         let mut object_handles = Vec::with_capacity(desc.objects.len());
         for (fd, _) in &desc.objects {
             match drm_ffi::gem::fd_to_handle(card.as_fd(), *fd) {
@@ -314,13 +516,13 @@ impl BufferStore {
                 offsets,
                 storage: Storage::Imported {
                     handles: object_handles,
-                    key,
+                    key: key.clone(),
                 },
                 screen_refs: 0,
                 release_requested: false,
             },
         );
-        Ok((fb, false))
+        Ok(fb)
     }
 
     /// Frees the buffer now if nothing shows it, else as soon as the last flip away from it lands.
@@ -371,6 +573,9 @@ impl BufferStore {
             Storage::Imported { handles, key } => {
                 self.imports.remove(&key);
                 self.gem_release(card, &handles);
+            }
+            Storage::External { key, .. } => {
+                self.imports.remove(&key);
             }
         }
     }
@@ -459,4 +664,69 @@ fn fb_add(
                 fourcc_name(format)
             ))
         })
+}
+
+/// A read-only CPU view of a dma-buf, bracketed by DMA_BUF_IOCTL_SYNC so caches are coherent
+/// with whatever device wrote it.
+struct DmaBufRead {
+    fd: i32,
+    ptr: *const u8,
+    len: usize,
+}
+
+#[repr(C)]
+struct DmaBufSync {
+    flags: u64,
+}
+const DMA_BUF_SYNC_READ: u64 = 1;
+const DMA_BUF_SYNC_START: u64 = 0;
+const DMA_BUF_SYNC_END: u64 = 4;
+// _IOW('b', 0, struct dma_buf_sync)
+const DMA_BUF_IOCTL_SYNC: libc::c_ulong = 0x4008_6200;
+
+impl DmaBufRead {
+    fn map((fd, size): &(OwnedFd, u64)) -> KmsResult<DmaBufRead> {
+        let len = *size as usize;
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(KmsError::Ioctl(
+                "mmap dma-buf",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let sync = DmaBufSync {
+            flags: DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ,
+        };
+        unsafe { libc::ioctl(fd.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &sync) };
+        Ok(DmaBufRead {
+            fd: fd.as_raw_fd(),
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for DmaBufRead {
+    fn drop(&mut self) {
+        let sync = DmaBufSync {
+            flags: DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ,
+        };
+        unsafe {
+            libc::ioctl(self.fd, DMA_BUF_IOCTL_SYNC, &sync);
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
 }

@@ -125,8 +125,22 @@ fn holders_of(path: &Path) -> Vec<String> {
             .filter_map(Result::ok)
             .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path));
         if holds {
-            let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
-            holders.push(format!("{pid} ({})", comm.trim()));
+            // The program's name from argv[0]: comm may be a thread name (Node calls its
+            // main thread "MainThread"), which would not tell an operator what to stop.
+            let cmdline = std::fs::read(proc_entry.path().join("cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+            let program =
+                String::from_utf8_lossy(argv0.rsplit(|&b| b == b'/').next().unwrap_or_default())
+                    .into_owned();
+            let name = if program.is_empty() {
+                std::fs::read_to_string(proc_entry.path().join("comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            } else {
+                program
+            };
+            holders.push(format!("{pid} ({name})"));
         }
     }
     holders

@@ -17,9 +17,9 @@ use super::commit::{
 };
 use super::device::{device_open, Card};
 use super::error::{KmsError, KmsResult};
-use super::formats::{fourcc_name, XR24};
+use super::formats::{fourcc_name, NV12, XR24};
 use super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
-use super::props::{prop_name, Prop};
+use super::props::{prop_name, props_all, Prop};
 use super::resources::{resources_read, Resources};
 
 pub const ROTATE_0: u64 = 1;
@@ -60,6 +60,29 @@ pub enum EngineEvent {
     LoopDone {
         frames: u32,
     },
+    /// A buffer no plane takes as it is is being shown through converted copies; once per buffer.
+    Fallback {
+        output: usize,
+        buffer: u32,
+        format: u32,
+    },
+}
+
+/// Converted XR24 copies of one source buffer. Several, because the copy on screen must not
+/// be overwritten while the next frame is converted.
+struct Conversion {
+    copies: Vec<u32>,
+    reported: bool,
+}
+
+/// Most copies kept per source: one on screen, one in flight, one being written.
+const COPIES_MAX: usize = 3;
+
+/// CPU work done because a plane could not take a buffer directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyCounters {
+    pub conversions: u64,
+    pub bytes: u64,
 }
 
 /// A requested connector, copied out of the resource table so it can change underneath.
@@ -83,13 +106,17 @@ pub struct Engine {
     pub res: Resources,
     pub outputs: Vec<Output>,
     pub buffers: BufferStore,
-    request: AtomicRequest,
+    pub(super) request: AtomicRequest,
     queued: Option<Vec<SceneOutput>>,
-    flip_loop: Option<FlipLoop>,
+    pub(super) flip_loop: Option<FlipLoop>,
     /// Filled while handling kernel events; drained by the presentation thread.
     pub events: Vec<EngineEvent>,
     /// One black buffer per mode size, shown by freshly configured outputs.
     blanks: HashMap<(u32, u32), u32>,
+    conversions: HashMap<u32, Conversion>,
+    /// (source, copy) converted for the commit being built: each source once per frame.
+    converted_now: Vec<(u32, u32)>,
+    pub copies: CopyCounters,
 }
 
 impl Engine {
@@ -110,6 +137,9 @@ impl Engine {
             flip_loop: None,
             events: Vec::with_capacity(64),
             blanks: HashMap::new(),
+            conversions: HashMap::new(),
+            converted_now: Vec::with_capacity(8),
+            copies: CopyCounters::default(),
         })
     }
 
@@ -382,7 +412,7 @@ impl Engine {
             .chain(self.res.crtcs.iter().map(|c| &c.props))
             .chain(self.res.planes.iter().map(|p| &p.props));
         for props in objects {
-            for prop in ALL_PROPS {
+            for prop in props_all() {
                 if props.id(prop) == Some(id) {
                     return prop_name(prop).to_owned();
                 }
@@ -458,22 +488,139 @@ impl Engine {
     }
 
     fn present_now(&mut self, scene: &[SceneOutput]) -> KmsResult<PresentResult> {
+        match self.present_build(scene, false) {
+            // TEST_ONLY refused a layout with YUV layers: try again with converted copies.
+            Err(KmsError::CommitRefused { .. }) if self.scene_has_yuv(scene) => {
+                self.present_build(scene, true)
+            }
+            other => other,
+        }
+    }
+
+    fn scene_has_yuv(&self, scene: &[SceneOutput]) -> bool {
+        scene.iter().flat_map(|s| &s.layers).any(|l| {
+            self.buffers
+                .get(l.buffer)
+                .is_ok_and(|b| b.format == NV12 && b.fb != 0)
+        })
+    }
+
+    /// Whether `buffer` must be shown through a converted copy on `output`: it has no
+    /// framebuffer, or no plane from `first_plane` on takes it, or conversion is forced.
+    fn layer_needs_copy(
+        &self,
+        output: usize,
+        first_plane: usize,
+        buffer: u32,
+        rotation: u64,
+        force: bool,
+    ) -> KmsResult<bool> {
+        let b = self.buffers.get(buffer)?;
+        if b.format != NV12 {
+            return Ok(false);
+        }
+        if b.fb == 0 || force {
+            return Ok(true);
+        }
+        let planes = &self.outputs[output].planes;
+        let placeable = planes.iter().skip(first_plane).any(|&plane| {
+            self.plane_res(plane).is_ok_and(|p| {
+                p.accepts(b.format, b.modifier)
+                    && (rotation == ROTATE_0 || p.rotations & rotation != 0)
+            })
+        });
+        Ok(!placeable)
+    }
+
+    /// An XR24 copy of `source` holding its current frame, converted at most once per commit
+    /// however many outputs show it.
+    fn conversion_for(&mut self, source: u32, output: usize) -> KmsResult<u32> {
+        if let Some(&(_, copy)) = self.converted_now.iter().find(|(s, _)| *s == source) {
+            return Ok(copy);
+        }
+        let (width, height, format) = {
+            let b = self.buffers.get(source)?;
+            (b.width, b.height, b.format)
+        };
+        let conversion = self.conversions.entry(source).or_insert(Conversion {
+            copies: Vec::with_capacity(COPIES_MAX),
+            reported: false,
+        });
+        let free = conversion
+            .copies
+            .iter()
+            .copied()
+            .find(|&c| self.buffers.get(c).is_ok_and(|b| b.screen_refs == 0));
+        let copy = match free {
+            Some(copy) => copy,
+            None if conversion.copies.len() < COPIES_MAX => {
+                let copy = self.buffers.dumb_create(&self.card, width, height, XR24)?;
+                conversion.copies.push(copy);
+                copy
+            }
+            // Every copy is on screen or in flight: overwrite the oldest rather than stall.
+            None => conversion.copies[0],
+        };
+        let first_time = !conversion.reported;
+        conversion.reported = true;
+        let bytes = self.buffers.convert_into(source, copy)?;
+        self.copies.conversions += 1;
+        self.copies.bytes += bytes as u64;
+        self.converted_now.push((source, copy));
+        if first_time && self.events.len() < self.events.capacity() {
+            self.events.push(EngineEvent::Fallback {
+                output,
+                buffer: source,
+                format,
+            });
+        }
+        Ok(copy)
+    }
+
+    /// Frees `id` now or once off screen, with the converted copies made of it.
+    pub fn buffer_release(&mut self, id: u32) -> KmsResult<bool> {
+        let freed = self.buffers.release(&self.card, id)?;
+        if let Some(conversion) = self.conversions.remove(&id) {
+            for copy in conversion.copies {
+                let _ = self.buffers.release(&self.card, copy);
+            }
+        }
+        Ok(freed)
+    }
+
+    fn present_build(
+        &mut self,
+        scene: &[SceneOutput],
+        force_copy: bool,
+    ) -> KmsResult<PresentResult> {
         let mut triples = Vec::with_capacity(scene.len() * 24);
         let mut assignments: Vec<(usize, Vec<u32>)> = Vec::with_capacity(scene.len());
         let mut layout = DefaultHasher::new();
+        self.converted_now.clear();
         for s in scene {
-            let output = &self.outputs[s.output];
-            let (mw, mh) = output.size();
-            let mut incoming = vec![0u32; output.planes.len()];
+            let (mw, mh) = self.outputs[s.output].size();
+            let mut incoming = vec![0u32; self.outputs[s.output].planes.len()];
             let mut next_plane = 0;
             for layer in &s.layers {
-                let buffer = self.buffers.get(layer.buffer)?;
                 let rotation = rotation_bit(layer.rotation).ok_or_else(|| {
                     KmsError::BadBuffer(format!(
                         "rotation {} is not 0, 90, 180 or 270",
                         layer.rotation
                     ))
                 })?;
+                let mut shown_id = layer.buffer;
+                if self.layer_needs_copy(
+                    s.output,
+                    next_plane,
+                    layer.buffer,
+                    rotation,
+                    force_copy,
+                )? {
+                    shown_id = self.conversion_for(layer.buffer, s.output)?;
+                    self.outputs[s.output].stats.converted += 1;
+                }
+                let output = &self.outputs[s.output];
+                let buffer = self.buffers.get(shown_id)?;
                 // The bottom layer tries the primary plane; others need overlays.
                 let slot = (next_plane..output.planes.len()).find(|&i| {
                     self.plane_res(output.planes[i]).is_ok_and(|p| {
@@ -517,17 +664,18 @@ impl Engine {
                     rotation,
                 )
                     .hash(&mut layout);
-                incoming[slot] = layer.buffer;
+                incoming[slot] = shown_id;
                 self.plane_triples(
                     &mut triples,
                     output.planes[slot],
                     output.crtc_id,
-                    layer.buffer,
+                    buffer.fb,
                     src,
                     dst,
                     rotation,
                 )?;
             }
+            let output = &self.outputs[s.output];
             for (i, &plane) in output.planes.iter().enumerate() {
                 if incoming[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
                     self.plane_triples(
@@ -687,6 +835,7 @@ impl Engine {
     }
 
     pub fn close(&mut self) {
+        self.conversions.clear();
         self.flip_loop = None;
         self.queued = None;
         self.buffers.destroy_all(&self.card);
@@ -695,28 +844,6 @@ impl Engine {
         }
     }
 }
-
-const ALL_PROPS: [Prop; 19] = [
-    Prop::CrtcId,
-    Prop::FbId,
-    Prop::SrcX,
-    Prop::SrcY,
-    Prop::SrcW,
-    Prop::SrcH,
-    Prop::CrtcX,
-    Prop::CrtcY,
-    Prop::CrtcW,
-    Prop::CrtcH,
-    Prop::Type,
-    Prop::InFormats,
-    Prop::Zpos,
-    Prop::Rotation,
-    Prop::Active,
-    Prop::ModeId,
-    Prop::Edid,
-    Prop::WritebackFbId,
-    Prop::WritebackPixelFormats,
-];
 
 fn rotation_bit(degrees: u32) -> Option<u64> {
     match degrees {

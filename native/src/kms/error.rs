@@ -35,6 +35,10 @@ pub enum KmsError {
     BufferNotFound(u32),
     BadBuffer(String),
     Ioctl(&'static str, io::Error),
+    /// Flips are in flight on these outputs; the operation needs the engine idle.
+    Busy(String),
+    /// No writeback connector can capture this output's CRTC.
+    NoWriteback(String),
     Closed,
 }
 
@@ -57,6 +61,8 @@ impl KmsError {
             KmsError::BufferNotFound(..) => "ERR_KMS_BUFFER_NOT_FOUND",
             KmsError::BadBuffer(..) => "ERR_KMS_BAD_BUFFER",
             KmsError::Ioctl(..) => "ERR_KMS_IOCTL",
+            KmsError::Busy(..) => "ERR_KMS_BUSY",
+            KmsError::NoWriteback(..) => "ERR_KMS_NO_WRITEBACK",
             KmsError::Closed => "ERR_KMS_CLOSED",
         }
     }
@@ -124,6 +130,12 @@ impl fmt::Display for KmsError {
             KmsError::BufferNotFound(id) => write!(f, "buffer {id} does not exist"),
             KmsError::BadBuffer(why) => write!(f, "bad buffer: {why}"),
             KmsError::Ioctl(what, e) => write!(f, "{what} failed: {e}"),
+            KmsError::Busy(what) => {
+                write!(f, "{what}: flips are in flight; try again after they land")
+            }
+            KmsError::NoWriteback(c) => {
+                write!(f, "output {c}: no writeback connector can capture its CRTC")
+            }
             KmsError::Closed => write!(f, "the KMS device is closed"),
         }
     }

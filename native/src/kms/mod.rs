@@ -3,6 +3,7 @@
 
 pub mod buffer;
 pub mod commit;
+pub mod convert;
 pub mod device;
 pub mod edid;
 pub mod engine;
@@ -14,3 +15,4 @@ pub mod probe;
 pub mod props;
 pub mod resources;
 pub mod udmabuf;
+pub mod writeback;

@@ -21,6 +21,8 @@ pub struct FlipStats {
     pub commits: u64,
     /// Scenes replaced by a newer one before they reached the screen.
     pub dropped: u64,
+    /// Layers shown through a CPU-converted copy because no plane took the buffer as it is.
+    pub converted: u64,
 }
 
 pub struct Output {
@@ -65,10 +67,14 @@ pub fn mode_pick(connector: &ConnectorRes, wanted: &str) -> KmsResult<Mode> {
         return Err(not_found());
     }
     if wanted == "preferred" {
-        return Ok(*connector
+        // A mode forced on the kernel command line (video=HDMI-A-1:1280x720@60) is the
+        // installer's explicit choice and wins over the monitor's EDID preference.
+        let user = connector
             .modes
             .iter()
-            .find(|m| mode_is_preferred(m))
+            .find(|m| m.mode_type().contains(drm::control::ModeTypeFlags::USERDEF));
+        return Ok(*user
+            .or_else(|| connector.modes.iter().find(|m| mode_is_preferred(m)))
             .unwrap_or(&connector.modes[0]));
     }
     let (size, refresh) = match wanted.split_once('@') {

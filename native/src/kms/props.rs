@@ -31,9 +31,10 @@ pub enum Prop {
     Edid,
     WritebackFbId,
     WritebackPixelFormats,
+    WritebackOutFencePtr,
 }
 
-const NAMES: [(Prop, &str); 19] = [
+const NAMES: [(Prop, &str); 20] = [
     (Prop::CrtcId, "CRTC_ID"),
     (Prop::FbId, "FB_ID"),
     (Prop::SrcX, "SRC_X"),
@@ -53,7 +54,13 @@ const NAMES: [(Prop, &str); 19] = [
     (Prop::Edid, "EDID"),
     (Prop::WritebackFbId, "WRITEBACK_FB_ID"),
     (Prop::WritebackPixelFormats, "WRITEBACK_PIXEL_FORMATS"),
+    (Prop::WritebackOutFencePtr, "WRITEBACK_OUT_FENCE_PTR"),
 ];
+
+/// Every property in the table, for turning ids back into names in error messages.
+pub fn props_all() -> impl Iterator<Item = Prop> {
+    NAMES.iter().map(|&(prop, _)| prop)
+}
 
 pub fn prop_name(prop: Prop) -> &'static str {
     NAMES[prop as usize].1

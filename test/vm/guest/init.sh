@@ -26,6 +26,7 @@ gpu=virtio
 node=
 agent=
 scratch=
+# shellcheck disable=SC2013 # the command line is a list of words
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
   multihead.gpu=*) gpu=${arg#*=} ;;
@@ -34,7 +35,7 @@ for arg in $(cat /proc/cmdline); do
   multihead.scratch=*) scratch=${arg#*=} ;;
   esac
 done
-[ -n "$node" ] && [ -n "$agent" ] && [ -n "$scratch" ] || die "multihead.node/agent/scratch missing from the kernel command line"
+{ [ -n "$node" ] && [ -n "$agent" ] && [ -n "$scratch" ]; } || die "multihead.node/agent/scratch missing from the kernel command line"
 
 # The lists are in dependency order (computed on the host from modules.dep), so plain
 # insmod is enough and busybox's modprobe quirks do not matter.
