@@ -174,6 +174,10 @@ export interface Layer {
   dst?: Rect
   /** 0, 90, 180 or 270 degrees clockwise, where the plane supports it. */
   rotation?: number
+  /** YUV buffers only: "bt601", "bt709" or "bt2020". Default: bt709 above 576 lines, else bt601. */
+  colorEncoding?: string
+  /** YUV buffers only: "limited" (default) or "full". */
+  colorRange?: string
 }
 
 /**

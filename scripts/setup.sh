@@ -31,6 +31,9 @@ esac
 # then installs the pinned Node 24 into node_modules.
 pkgs="build-essential pkg-config ca-certificates git"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
+# The real-kernel suite (test/vm): QEMU, and mmdebstrap to fetch a Debian kernel and build
+# vkms for it from Debian's archive.
+[ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {

@@ -12,7 +12,7 @@ use napi_derive::napi;
 use crate::kms::buffer::DmaBufDesc;
 use crate::kms::engine::{Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput};
 use crate::kms::error::KmsError;
-use crate::kms::formats::{fourcc_name, fourcc_parse, MOD_INVALID};
+use crate::kms::formats::{fourcc_name, fourcc_parse, YuvColor, YuvMatrix, MOD_INVALID};
 use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
@@ -130,6 +130,10 @@ pub struct Layer {
     pub dst: Option<Rect>,
     /// 0, 90, 180 or 270 degrees clockwise, where the plane supports it.
     pub rotation: Option<u32>,
+    /// YUV buffers only: "bt601", "bt709" or "bt2020". Default: bt709 above 576 lines, else bt601.
+    pub color_encoding: Option<String>,
+    /// YUV buffers only: "limited" (default) or "full".
+    pub color_range: Option<String>,
 }
 
 #[napi(object)]
@@ -306,6 +310,38 @@ fn rect_tuple(r: &Rect) -> napi::Result<(u32, u32, u32, u32)> {
     Ok((r.x as u32, r.y as u32, r.width, r.height))
 }
 
+/// The layer's colour settings, or None to let the engine pick from the buffer's height.
+fn yuv_color(layer: &Layer, height: u32) -> Result<Option<YuvColor>, KmsError> {
+    if layer.color_encoding.is_none() && layer.color_range.is_none() {
+        return Ok(None);
+    }
+    let mut color = YuvColor::default_for(height);
+    if let Some(encoding) = &layer.color_encoding {
+        color.matrix = match encoding.as_str() {
+            "bt601" => YuvMatrix::Bt601,
+            "bt709" => YuvMatrix::Bt709,
+            "bt2020" => YuvMatrix::Bt2020,
+            other => {
+                return Err(KmsError::BadBuffer(format!(
+                    "colorEncoding {other:?} is not bt601, bt709 or bt2020"
+                )))
+            }
+        };
+    }
+    if let Some(range) = &layer.color_range {
+        color.full_range = match range.as_str() {
+            "limited" => false,
+            "full" => true,
+            other => {
+                return Err(KmsError::BadBuffer(format!(
+                    "colorRange {other:?} is not limited or full"
+                )))
+            }
+        };
+    }
+    Ok(Some(color))
+}
+
 impl KmsDevice {
     fn with_engine<T>(
         &self,
@@ -329,9 +365,15 @@ impl KmsDevice {
         let engine = Arc::new(Mutex::new(Some(engine)));
         let callback: Arc<Mutex<Option<EventCallback>>> = Arc::new(Mutex::new(None));
         let sink_callback = Arc::clone(&callback);
+        // Uevents name the card by its node (DEVNAME=dri/card1), symlinks resolved.
+        let card_name = std::fs::canonicalize(&device_path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.as_encoded_bytes().to_vec()))
+            .unwrap_or_default();
         let presenter = Presenter::start(
             Arc::clone(&engine),
             card_fd,
+            card_name,
             Box::new(move |notice| {
                 let guard = sink_callback.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(cb) = guard.as_ref() else { return };
@@ -585,6 +627,7 @@ impl KmsDevice {
                         })?,
                         dst: l.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
                         rotation: l.rotation.unwrap_or(0),
+                        color: yuv_color(l, e.buffers.get(l.buffer).map_or(0, |b| b.height))?,
                     });
                 }
                 resolved.push(SceneOutput { output, layers });

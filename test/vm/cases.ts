@@ -268,7 +268,9 @@ export const virtioCases: VmCase[] = [
       const source = await kms.call<number>('createBuffer', { width, height, format: 'NV12', pattern });
       const before = await kms.call<number>('bufferCount');
       await kms.call('flipsReset');
-      const scene = outputs.map((o) => ({ connector: o.connector, layers: [{ buffer: source }] }));
+      // The test image is BT.601 limited; a 768-line frame would otherwise default to BT.709.
+      const layer = { buffer: source, colorEncoding: 'bt601', colorRange: 'limited' };
+      const scene = outputs.map((o) => ({ connector: o.connector, layers: [layer] }));
       assert.equal(await kms.call('present', { scene }), 'committed');
       await flipsAwait(
         kms,
@@ -609,7 +611,11 @@ export const vkmsCases: VmCase[] = [
       const keptOutput = outputs.find((o) => o.connector === keep) as OutputInfo;
 
       const status = async (value: 1 | 2): Promise<DisplayEventLike> => {
-        const r = await vm.exec(['sh', '-c', `echo ${value} > /sys/kernel/config/vkms/hotplug/connectors/conn2/status`]);
+        const r = await vm.exec([
+          'sh',
+          '-c',
+          `echo ${value} > /sys/kernel/config/vkms/hotplug/connectors/conn2/status`,
+        ]);
         assert.equal(r.code, 0, `configfs status write: ${r.stderr}`);
         return await kms.call<DisplayEventLike>('waitHotplug', { timeoutMs: 10000 });
       };
@@ -670,35 +676,51 @@ export const vkmsCases: VmCase[] = [
     title: 'the supervisor drives every connected output and follows unplug/replug without restarting',
     async run({ vm, repo }) {
       const card = await vkmsConfigfsDevice(vm, 'supervisor', 2);
+      // Connector names number on across vkms devices: read this card's from sysfs.
+      const listing = await vm.exec(['ls', '/sys/class/drm']);
+      const cardName = path.basename(card);
+      const [first, second] = listing.stdout
+        .split(/\s+/)
+        .filter((n) => n.startsWith(`${cardName}-Virtual-`))
+        .map((n) => n.slice(cardName.length + 1))
+        .sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]));
+      assert.ok(first && second, `two connectors on ${card}: ${listing.stdout}`);
       const proc = vm.spawn([`${repo}/bin/multihead`], {
         cwd: repo,
         env: {
           MULTIHEAD_DISPLAY_DEVICE: card,
           MULTIHEAD_DATA_DIR: '/tmp/multihead-data',
-          MULTIHEAD_CONFIG: '/nonexistent/config.json',
         },
       });
       const statusSet = async (value: 1 | 2): Promise<void> => {
-        const r = await vm.exec(['sh', '-c', `echo ${value} > /sys/kernel/config/vkms/supervisor/connectors/conn2/status`]);
+        const r = await vm.exec([
+          'sh',
+          '-c',
+          `echo ${value} > /sys/kernel/config/vkms/supervisor/connectors/conn2/status`,
+        ]);
         assert.equal(r.code, 0, r.stderr);
       };
+      const tail = (): string => `${proc.stdout()}${proc.stderr()}`.trim().split('\n').slice(-6).join(' | ');
       try {
-        await proc.waitForLine(/"msg":"output Virtual-1: \d+x\d+@\d+ on CRTC \d+"/, 30000);
-        await proc.waitForLine(/"msg":"output Virtual-2: \d+x\d+@\d+ on CRTC \d+"/, 30000);
+        const driven = (name: string): RegExp => new RegExp(`"msg":"output ${name}: \\d+x\\d+@\\d+ on CRTC \\d+"`);
+        await proc.waitForLine(driven(first), 30000);
+        await proc.waitForLine(driven(second), 30000);
         await statusSet(2);
-        await proc.waitForLine(/"msg":"output Virtual-2 removed"/, 15000);
+        await proc.waitForLine(new RegExp(`"msg":"output ${second} removed"`), 15000);
         await statusSet(1);
         await proc.waitForLine(/"connectors changed; reconfiguring outputs"[\s\S]*/, 15000);
         const deadline = Date.now() + 15000;
-        while ((proc.stdout().match(/"msg":"output Virtual-2: /g) ?? []).length < 2) {
-          if (Date.now() > deadline) throw new Error('Virtual-2 was not driven again after replug');
+        while ((proc.stdout().match(new RegExp(`"msg":"output ${second}: `, 'g')) ?? []).length < 2) {
+          if (Date.now() > deadline) throw new Error(`${second} was not driven again after replug`);
           await sleep(100);
         }
         proc.kill('SIGTERM');
         const exit = await proc.exited;
         assert.equal(exit.code, 0, `exit code after SIGTERM: ${exit.code}`);
         assert.doesNotMatch(proc.stdout(), /"level":"(error|fatal)"/);
-        return `${card}: Virtual-1 + Virtual-2 driven; unplug -> "output Virtual-2 removed"; replug -> driven again; SIGTERM -> exit 0`;
+        return `${card}: ${first} + ${second} driven; unplug -> "output ${second} removed"; replug -> driven again; SIGTERM -> exit 0`;
+      } catch (e) {
+        throw new Error(`${(e as Error).message}; supervisor output: ${tail()}`);
       } finally {
         proc.kill('SIGKILL');
         await proc.exited.catch(() => {});

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use super::convert::{nv12_to_xr24, Nv12Src};
 use super::device::Card;
 use super::error::{KmsError, KmsResult};
-use super::formats::{format_layout, fourcc_name, MOD_INVALID, NV12, XR24};
+use super::formats::{format_layout, fourcc_name, YuvColor, MOD_INVALID, NV12, XR24};
 
 pub struct Mapping {
     ptr: *mut u8,
@@ -270,7 +270,7 @@ impl BufferStore {
 
     /// Converts the current contents of `src` (NV12) into `dst` (an XR24 dumb buffer of the
     /// same size). Returns the bytes the CPU wrote.
-    pub fn convert_into(&mut self, src: u32, dst: u32) -> KmsResult<usize> {
+    pub fn convert_into(&mut self, src: u32, dst: u32, color: YuvColor) -> KmsResult<usize> {
         let source = self.get(src)?;
         if source.format != NV12 {
             return Err(KmsError::BadBuffer(format!(
@@ -308,7 +308,9 @@ impl BufferStore {
                     uv: &bytes[offsets[1] as usize..],
                     uv_pitch: pitches[1] as usize,
                 };
-                Ok(nv12_to_xr24(&src, width, height, dst_bytes, dst_pitch))
+                Ok(nv12_to_xr24(
+                    &src, color, width, height, dst_bytes, dst_pitch,
+                ))
             }
             Storage::External {
                 fds, plane_objects, ..
@@ -337,7 +339,9 @@ impl BufferStore {
                     uv: &uv_bytes[offsets[1] as usize..],
                     uv_pitch: pitches[1] as usize,
                 };
-                Ok(nv12_to_xr24(&src, width, height, dst_bytes, dst_pitch))
+                Ok(nv12_to_xr24(
+                    &src, color, width, height, dst_bytes, dst_pitch,
+                ))
             }
             Storage::Imported { .. } => Err(KmsError::BadBuffer(format!(
                 "buffer {src} is scanned out directly; it has no CPU view"

@@ -1,7 +1,33 @@
 //! The fallback when no plane can scan a buffer out as it is (NV12 on a card whose planes
 //! take only RGB, or a layout TEST_ONLY refuses): one CPU conversion to XR24 per frame,
-//! shared by every output that needs it. Integer BT.601 limited range, which is what KMS
-//! planes assume for YUV when COLOR_ENCODING and COLOR_RANGE are left at their defaults.
+//! shared by every output that needs it, with the same matrix and range a plane would use.
+
+use super::formats::{YuvColor, YuvMatrix};
+
+/// Fixed-point (x256) coefficients: Y scale, then V->R, U->G, V->G, U->B.
+fn coefficients(color: YuvColor) -> (i32, i32, i32, i32, i32, i32) {
+    // (Kr, Kb) per matrix give the rest; computed once per frame, not per pixel.
+    let (kr, kb) = match color.matrix {
+        YuvMatrix::Bt601 => (0.299, 0.114),
+        YuvMatrix::Bt709 => (0.2126, 0.0722),
+        YuvMatrix::Bt2020 => (0.2627, 0.0593),
+    };
+    let kg = 1.0 - kr - kb;
+    let (y_scale, c_scale, y_offset) = if color.full_range {
+        (1.0, 1.0, 0)
+    } else {
+        (255.0 / 219.0, 255.0 / 224.0, 16)
+    };
+    let fixed = |v: f64| (v * 256.0).round() as i32;
+    (
+        fixed(y_scale),
+        fixed(2.0 * (1.0 - kr) * c_scale),
+        fixed(2.0 * (1.0 - kb) * kb / kg * c_scale),
+        fixed(2.0 * (1.0 - kr) * kr / kg * c_scale),
+        fixed(2.0 * (1.0 - kb) * c_scale),
+        y_offset,
+    )
+}
 
 /// Where one frame's planes are in memory.
 pub struct Nv12Src<'a> {
@@ -15,24 +41,26 @@ pub struct Nv12Src<'a> {
 /// the bytes written, for the copy counter. No allocation: this runs once per frame.
 pub fn nv12_to_xr24(
     src: &Nv12Src<'_>,
+    color: YuvColor,
     width: usize,
     height: usize,
     dst: &mut [u8],
     dst_pitch: usize,
 ) -> usize {
+    let (ky, vr, ug, vg, ub, y_offset) = coefficients(color);
     for row in 0..height {
         let y_row = &src.y[row * src.y_pitch..row * src.y_pitch + width];
         let uv_at = (row / 2) * src.uv_pitch;
         let uv_row = &src.uv[uv_at..uv_at + width.div_ceil(2) * 2];
         let out = &mut dst[row * dst_pitch..row * dst_pitch + width * 4];
         for x in 0..width {
-            let c = 298 * (i32::from(y_row[x]) - 16);
+            let c = ky * (i32::from(y_row[x]) - y_offset);
             let d = i32::from(uv_row[x & !1]) - 128;
             let e = i32::from(uv_row[(x & !1) + 1]) - 128;
             let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
-            out[x * 4] = clamp(c + 516 * d);
-            out[x * 4 + 1] = clamp(c - 100 * d - 208 * e);
-            out[x * 4 + 2] = clamp(c + 409 * e);
+            out[x * 4] = clamp(c + ub * d);
+            out[x * 4 + 1] = clamp(c - ug * d - vg * e);
+            out[x * 4 + 2] = clamp(c + vr * e);
             out[x * 4 + 3] = 0xff;
         }
     }
@@ -42,6 +70,11 @@ pub fn nv12_to_xr24(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BT601: YuvColor = YuvColor {
+        matrix: YuvMatrix::Bt601,
+        full_range: false,
+    };
 
     fn convert_one(y: u8, u: u8, v: u8) -> [u8; 4] {
         let ys = [y; 4];
@@ -54,6 +87,7 @@ mod tests {
                 uv: &uv,
                 uv_pitch: 4,
             },
+            BT601,
             2,
             2,
             &mut out,
@@ -73,6 +107,18 @@ mod tests {
     }
 
     #[test]
+    fn coefficients_match_the_published_ones() {
+        // BT.601 limited: 1.164, 1.596, 0.392, 0.813, 2.017 (x256).
+        assert_eq!(coefficients(BT601), (298, 409, 100, 208, 516, 16));
+        let bt709 = YuvColor {
+            matrix: YuvMatrix::Bt709,
+            full_range: false,
+        };
+        // BT.709 limited: 1.164, 1.793, 0.213, 0.533, 2.112.
+        assert_eq!(coefficients(bt709), (298, 459, 55, 136, 541, 16));
+    }
+
+    #[test]
     fn chroma_is_shared_by_pixel_pairs_and_row_pairs() {
         let y = [100u8; 8]; // 4x2
         let uv = [60u8, 200, 200, 60]; // two chroma samples for the row pair
@@ -84,6 +130,7 @@ mod tests {
                 uv: &uv,
                 uv_pitch: 4,
             },
+            BT601,
             4,
             2,
             &mut out,

@@ -94,6 +94,9 @@ pub fn device_open(wanted: &str) -> KmsResult<Card> {
     card.set_client_capability(ClientCapability::UniversalPlanes, true)
         .and_then(|()| card.set_client_capability(ClientCapability::Atomic, true))
         .map_err(|_| KmsError::AtomicRefused(card.path.clone(), card.driver.clone()))?;
+    // Writeback connectors stay hidden unless asked for; most cards have none, so a refusal
+    // only means there is nothing to capture with.
+    let _ = card.set_client_capability(ClientCapability::WritebackConnectors, true);
 
     // The kernel makes the first opener master; anyone else must ask, and fails while a
     // display server or Plymouth holds it.

@@ -17,7 +17,7 @@ use super::commit::{
 };
 use super::device::{device_open, Card};
 use super::error::{KmsError, KmsResult};
-use super::formats::{fourcc_name, NV12, XR24};
+use super::formats::{fourcc_name, is_yuv, YuvColor, NV12, XR24};
 use super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
 use super::props::{prop_name, props_all, Prop};
 use super::resources::{resources_read, Resources};
@@ -34,6 +34,8 @@ pub struct SceneLayer {
     pub dst: Option<(i32, i32, u32, u32)>,
     /// Degrees clockwise: 0, 90, 180, 270.
     pub rotation: u32,
+    /// For YUV buffers: matrix and range; default from the buffer's height (see YuvColor).
+    pub color: Option<YuvColor>,
 }
 
 #[derive(Clone, Debug)]
@@ -456,6 +458,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells the plane how to turn this YUV buffer into RGB; planes without the properties
+    /// use their fixed conversion.
+    fn color_triples(&self, out: &mut Vec<(u32, u32, u64)>, plane: u32, color: YuvColor) {
+        let Ok(res) = self.plane_res(plane) else {
+            return;
+        };
+        let (encoding, range) = color.kms_names();
+        for (prop, name) in [(Prop::ColorEncoding, encoding), (Prop::ColorRange, range)] {
+            let value = res
+                .props
+                .enum_entries(prop)
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, v)| v);
+            if let (Some(id), Some(value)) = (res.props.id(prop), value) {
+                out.push((plane, id, value));
+            }
+        }
+    }
+
     fn plane_res(&self, plane: u32) -> KmsResult<&super::resources::PlaneRes> {
         self.res
             .planes
@@ -534,7 +556,7 @@ impl Engine {
 
     /// An XR24 copy of `source` holding its current frame, converted at most once per commit
     /// however many outputs show it.
-    fn conversion_for(&mut self, source: u32, output: usize) -> KmsResult<u32> {
+    fn conversion_for(&mut self, source: u32, output: usize, color: YuvColor) -> KmsResult<u32> {
         if let Some(&(_, copy)) = self.converted_now.iter().find(|(s, _)| *s == source) {
             return Ok(copy);
         }
@@ -563,7 +585,7 @@ impl Engine {
         };
         let first_time = !conversion.reported;
         conversion.reported = true;
-        let bytes = self.buffers.convert_into(source, copy)?;
+        let bytes = self.buffers.convert_into(source, copy, color)?;
         self.copies.conversions += 1;
         self.copies.bytes += bytes as u64;
         self.converted_now.push((source, copy));
@@ -609,6 +631,10 @@ impl Engine {
                     ))
                 })?;
                 let mut shown_id = layer.buffer;
+                let color = {
+                    let b = self.buffers.get(layer.buffer)?;
+                    layer.color.unwrap_or(YuvColor::default_for(b.height))
+                };
                 if self.layer_needs_copy(
                     s.output,
                     next_plane,
@@ -616,7 +642,7 @@ impl Engine {
                     rotation,
                     force_copy,
                 )? {
-                    shown_id = self.conversion_for(layer.buffer, s.output)?;
+                    shown_id = self.conversion_for(layer.buffer, s.output, color)?;
                     self.outputs[s.output].stats.converted += 1;
                 }
                 let output = &self.outputs[s.output];
@@ -662,6 +688,7 @@ impl Engine {
                     src,
                     dst,
                     rotation,
+                    color,
                 )
                     .hash(&mut layout);
                 incoming[slot] = shown_id;
@@ -674,6 +701,9 @@ impl Engine {
                     dst,
                     rotation,
                 )?;
+                if is_yuv(buffer.format) {
+                    self.color_triples(&mut triples, output.planes[slot], color);
+                }
             }
             let output = &self.outputs[s.output];
             for (i, &plane) in output.planes.iter().enumerate() {
@@ -782,6 +812,7 @@ impl Engine {
                     src: None,
                     dst: None,
                     rotation: 0,
+                    color: None,
                 }],
             })
             .collect();

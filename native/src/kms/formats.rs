@@ -11,6 +11,55 @@ pub const XR24: u32 = fourcc(b"XR24");
 pub const AR24: u32 = fourcc(b"AR24");
 pub const NV12: u32 = fourcc(b"NV12");
 
+/// How YUV samples map to RGB: the matrix and whether Y spans 16-235 (limited) or 0-255.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct YuvColor {
+    pub matrix: YuvMatrix,
+    pub full_range: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum YuvMatrix {
+    Bt601,
+    Bt709,
+    Bt2020,
+}
+
+impl YuvColor {
+    /// What an untagged frame most likely is, as FFmpeg and players guess: SD is BT.601,
+    /// HD is BT.709, both limited range.
+    pub fn default_for(height: u32) -> YuvColor {
+        YuvColor {
+            matrix: if height > 576 {
+                YuvMatrix::Bt709
+            } else {
+                YuvMatrix::Bt601
+            },
+            full_range: false,
+        }
+    }
+
+    /// The kernel's enum names for the plane's COLOR_ENCODING and COLOR_RANGE properties.
+    pub fn kms_names(&self) -> (&'static str, &'static str) {
+        (
+            match self.matrix {
+                YuvMatrix::Bt601 => "ITU-R BT.601 YCbCr",
+                YuvMatrix::Bt709 => "ITU-R BT.709 YCbCr",
+                YuvMatrix::Bt2020 => "ITU-R BT.2020 YCbCr",
+            },
+            if self.full_range {
+                "YCbCr full range"
+            } else {
+                "YCbCr limited range"
+            },
+        )
+    }
+}
+
+pub fn is_yuv(code: u32) -> bool {
+    code == NV12
+}
+
 pub fn fourcc_name(code: u32) -> String {
     code.to_le_bytes()
         .iter()

@@ -27,6 +27,7 @@ impl Presenter {
     pub fn start(
         engine: Arc<Mutex<Option<Engine>>>,
         card_fd: RawFd,
+        card_name: Vec<u8>,
         sink: Sink,
     ) -> std::io::Result<Presenter> {
         let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -38,7 +39,7 @@ impl Presenter {
         let uevents = uevent_socket().ok();
         let thread = std::thread::Builder::new()
             .name("multihead-present".into())
-            .spawn(move || presenter_run(engine, card_fd, stop_fd, uevents, sink))?;
+            .spawn(move || presenter_run(engine, card_fd, &card_name, stop_fd, uevents, sink))?;
         Ok(Presenter {
             stop,
             thread: Some(thread),
@@ -63,6 +64,7 @@ impl Drop for Presenter {
 fn presenter_run(
     engine: Arc<Mutex<Option<Engine>>>,
     card_fd: RawFd,
+    card_name: &[u8],
     stop_fd: RawFd,
     uevents: Option<OwnedFd>,
     sink: Sink,
@@ -124,7 +126,7 @@ fn presenter_run(
                     libc::MSG_DONTWAIT,
                 )
             };
-            if len > 0 && uevent_is_drm_hotplug(&buf[..len as usize]) {
+            if len > 0 && uevent_is_drm_hotplug(&buf[..len as usize], card_name) {
                 let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(engine) = guard.as_mut() {
                     if engine.refresh().is_ok() {
@@ -191,14 +193,20 @@ fn uevent_socket() -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn uevent_is_drm_hotplug(message: &[u8]) -> bool {
+/// A DRM hotplug uevent for this card (`card_name` such as b"card1"). Uevents of other
+/// cards are not ours: another card appearing must not make us re-read our connectors.
+fn uevent_is_drm_hotplug(message: &[u8], card_name: &[u8]) -> bool {
     let mut drm = false;
     let mut hotplug = false;
+    let mut ours = true;
     for field in message.split(|&b| b == 0) {
         drm |= field == b"SUBSYSTEM=drm";
         hotplug |= field == b"HOTPLUG=1";
+        if let Some(devname) = field.strip_prefix(b"DEVNAME=") {
+            ours = devname.rsplit(|&b| b == b'/').next() == Some(card_name);
+        }
     }
-    drm && hotplug
+    drm && hotplug && ours
 }
 
 #[cfg(test)]
@@ -221,9 +229,17 @@ mod tests {
 
     #[test]
     fn recognises_drm_hotplug_uevents() {
+        let card0 =
+            b"change@/devices/card0\0ACTION=change\0DEVNAME=dri/card0\0SUBSYSTEM=drm\0HOTPLUG=1\0";
+        assert!(uevent_is_drm_hotplug(card0, b"card0"));
+        assert!(!uevent_is_drm_hotplug(card0, b"card1"));
         assert!(uevent_is_drm_hotplug(
-            b"change@/devices/card0\0ACTION=change\0SUBSYSTEM=drm\0HOTPLUG=1\0"
+            b"change@/devices/card0\0SUBSYSTEM=drm\0HOTPLUG=1\0",
+            b"card0"
         ));
-        assert!(!uevent_is_drm_hotplug(b"add@/devices/x\0SUBSYSTEM=usb\0"));
+        assert!(!uevent_is_drm_hotplug(
+            b"add@/devices/x\0SUBSYSTEM=usb\0",
+            b"card0"
+        ));
     }
 }

@@ -32,9 +32,11 @@ pub enum Prop {
     WritebackFbId,
     WritebackPixelFormats,
     WritebackOutFencePtr,
+    ColorEncoding,
+    ColorRange,
 }
 
-const NAMES: [(Prop, &str); 20] = [
+const NAMES: [(Prop, &str); 22] = [
     (Prop::CrtcId, "CRTC_ID"),
     (Prop::FbId, "FB_ID"),
     (Prop::SrcX, "SRC_X"),
@@ -55,6 +57,8 @@ const NAMES: [(Prop, &str); 20] = [
     (Prop::WritebackFbId, "WRITEBACK_FB_ID"),
     (Prop::WritebackPixelFormats, "WRITEBACK_PIXEL_FORMATS"),
     (Prop::WritebackOutFencePtr, "WRITEBACK_OUT_FENCE_PTR"),
+    (Prop::ColorEncoding, "COLOR_ENCODING"),
+    (Prop::ColorRange, "COLOR_RANGE"),
 ];
 
 /// Every property in the table, for turning ids back into names in error messages.

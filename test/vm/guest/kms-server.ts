@@ -107,6 +107,7 @@ const methods: Record<string, (p: Params) => unknown> = {
     device?.close();
     flips = new Map();
     fallbacks = [];
+    hotplugSeen.length = 0;
     device = open(String(p.path ?? 'auto'));
     return { path: device.path, driver: device.driver };
   },
