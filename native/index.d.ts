@@ -44,6 +44,11 @@ export declare class KmsDevice {
   captureWriteback(connector: string): WritebackFrame
   stats(): Array<OutputStats>
   copyCounters(): CopyCounters
+  /**
+   * Heap allocations made so far (process-wide) while handling page flips and committing
+   * the next frame on presentation threads. Steady-state flipping adds none.
+   */
+  framePathAllocations(): number
   /** Delivers flip, loopDone, hotplug and fallback events. Does not keep Node's event loop alive. */
   onEvent(callback: EventCallback): void
   /** Stops the presentation thread, frees every buffer, drops master and closes the card. */

@@ -702,6 +702,13 @@ impl KmsDevice {
         })
     }
 
+    /// Heap allocations made so far (process-wide) while handling page flips and committing
+    /// the next frame on presentation threads. Steady-state flipping adds none.
+    #[napi]
+    pub fn frame_path_allocations(&self) -> f64 {
+        crate::alloc_count::frame_path_allocations() as f64
+    }
+
     /// Delivers flip, loopDone, hotplug and fallback events. Does not keep Node's event loop alive.
     #[napi]
     pub fn on_event(&self, callback: EventCallback) {

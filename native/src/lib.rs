@@ -4,7 +4,11 @@
 //! touches the kernel's display or decode interfaces lives here, so the per-frame path
 //! never crosses into JavaScript.
 
+mod alloc_count;
 pub mod display;
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 pub mod kms;
 
 use napi_derive::napi;

@@ -364,6 +364,7 @@ export const virtioCases: VmCase[] = [
       const result = await kms.call<{
         frames: number;
         elapsedMs: number;
+        allocations: number;
         flips: Record<string, FlipRecord>;
         stats: OutputStats[];
       }>('flipLoop', { config: { frames: 300, outputs: loopOutputs }, timeoutMs: 240000 }, 300000);
@@ -378,7 +379,14 @@ export const virtioCases: VmCase[] = [
         assert.equal(f.late, 0, `${o.connector}: no event more than one vblank after the previous`);
         parts.push(`${o.connector} ${f.count} flips, max step ${f.maxStep}, late by one ${s.lateOne}`);
       }
-      return `${(result.elapsedMs / 1000).toFixed(1)} s (${((300 * 1000) / result.elapsedMs).toFixed(1)} fps): ${parts.join('; ')}`;
+      // Once warm (request arrays sized, layout tested), flipping must not touch the heap.
+      const again = await kms.call<{ frames: number; allocations: number }>(
+        'flipLoop',
+        { config: { frames: 120, outputs: loopOutputs }, timeoutMs: 120000 },
+        150000,
+      );
+      assert.equal(again.allocations, 0, 'heap allocations on the frame path in steady state');
+      return `${(result.elapsedMs / 1000).toFixed(1)} s (${((300 * 1000) / result.elapsedMs).toFixed(1)} fps): ${parts.join('; ')}; frame-path allocations: ${result.allocations} in the first loop, ${again.allocations} in 120 more frames`;
     },
   },
   {
@@ -565,6 +573,7 @@ export const vkmsCases: VmCase[] = [
       const result = await kms.call<{
         frames: number;
         elapsedMs: number;
+        allocations: number;
         flips: Record<string, FlipRecord>;
         stats: OutputStats[];
       }>(

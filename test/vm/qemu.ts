@@ -190,6 +190,7 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
     `multihead.node=${node}`,
     `multihead.agent=${agentScript}`,
     `multihead.scratch=${scratch}`,
+    `multihead.repo=${repo}`,
   ];
   if (opts.gpu === 'virtio') {
     for (let i = 1; i <= heads; i++) kernelArgs.push(`video=Virtual-${i}:${size.width}x${size.height}@60e`);
@@ -244,6 +245,12 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
     `local,id=scratch,path=${scratch},security_model=none,multidevs=remap`,
     '-device',
     'virtio-9p-pci,fsdev=scratch,mount_tag=scratch',
+    // The repository again, on its own: a checkout under /tmp (CI's clean clones) would
+    // otherwise be hidden by the guest's fresh /tmp.
+    '-fsdev',
+    `local,id=repo,path=${repo},security_model=none,readonly=on,multidevs=remap`,
+    '-device',
+    'virtio-9p-pci,fsdev=repo,mount_tag=repo',
   ];
   if (opts.gpu === 'virtio') {
     qemuArgs.push(

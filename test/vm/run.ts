@@ -10,7 +10,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type CaseContext, type VmCase, virtioCases, vkmsCases } from './cases.ts';
 import { type KmsClient, kmsClientStart } from './kms-client.ts';
-import { type Vm, type VmOptions, vmStart } from './qemu.ts';
+import { type Vm, type VmOptions, vmArtefacts, vmStart } from './qemu.ts';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const artefacts = path.join(repo, 'test-results', 'vm');
@@ -44,6 +44,22 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 fs.rmSync(artefacts, { recursive: true, force: true });
 fs.mkdirSync(artefacts, { recursive: true });
+
+// Kernel, initramfs and vkms: cached, so this is instant unless the recipe changed. The
+// first build downloads from Debian's archive and takes a couple of minutes: show progress.
+{
+  const t0 = Date.now();
+  try {
+    const dir = await vmArtefacts((line) => {
+      if (/stage|download|mmdebstrap: I:|built|vkms/.test(line) || values.verbose) say(`  ${line}`);
+    });
+    say(`# VM artefacts ${path.relative(repo, dir)} ready in ${seconds(Date.now() - t0)}`);
+  } catch (e) {
+    say(`FAIL vm/artefacts: building the guest kernel and initramfs: ${(e as Error).message}`);
+    say('0 passed, 1 failed');
+    process.exit(1);
+  }
+}
 
 for (const suite of suites) {
   const cases = suite.cases.filter((c) => !only || only.has(c.id));

@@ -116,6 +116,10 @@ pub struct Engine {
     /// One black buffer per mode size, shown by freshly configured outputs.
     blanks: HashMap<(u32, u32), u32>,
     conversions: HashMap<u32, Conversion>,
+    /// Reused every commit so the steady-state frame path does not allocate.
+    scratch_triples: Vec<(u32, u32, u64)>,
+    /// The flip loop's scene, built once; each step only changes buffer ids in it.
+    loop_scene: Vec<SceneOutput>,
     /// (source, copy) converted for the commit being built: each source once per frame.
     converted_now: Vec<(u32, u32)>,
     pub copies: CopyCounters,
@@ -140,6 +144,8 @@ impl Engine {
             events: Vec::with_capacity(64),
             blanks: HashMap::new(),
             conversions: HashMap::new(),
+            scratch_triples: Vec::with_capacity(256),
+            loop_scene: Vec::new(),
             converted_now: Vec::with_capacity(8),
             copies: CopyCounters::default(),
         })
@@ -283,6 +289,7 @@ impl Engine {
                         v[0] = blank;
                         v
                     },
+                    staged: vec![0; n],
                     planes,
                     pending: false,
                     stats: Default::default(),
@@ -615,13 +622,24 @@ impl Engine {
         scene: &[SceneOutput],
         force_copy: bool,
     ) -> KmsResult<PresentResult> {
-        let mut triples = Vec::with_capacity(scene.len() * 24);
-        let mut assignments: Vec<(usize, Vec<u32>)> = Vec::with_capacity(scene.len());
+        let mut triples = std::mem::take(&mut self.scratch_triples);
+        triples.clear();
+        let result = self.present_build_into(scene, force_copy, &mut triples);
+        self.scratch_triples = triples;
+        result
+    }
+
+    fn present_build_into(
+        &mut self,
+        scene: &[SceneOutput],
+        force_copy: bool,
+        triples: &mut Vec<(u32, u32, u64)>,
+    ) -> KmsResult<PresentResult> {
         let mut layout = DefaultHasher::new();
         self.converted_now.clear();
         for s in scene {
             let (mw, mh) = self.outputs[s.output].size();
-            let mut incoming = vec![0u32; self.outputs[s.output].planes.len()];
+            self.outputs[s.output].staged.fill(0);
             let mut next_plane = 0;
             for layer in &s.layers {
                 let rotation = rotation_bit(layer.rotation).ok_or_else(|| {
@@ -691,9 +709,10 @@ impl Engine {
                     color,
                 )
                     .hash(&mut layout);
-                incoming[slot] = shown_id;
+                self.outputs[s.output].staged[slot] = shown_id;
+                let output = &self.outputs[s.output];
                 self.plane_triples(
-                    &mut triples,
+                    triples,
                     output.planes[slot],
                     output.crtc_id,
                     buffer.fb,
@@ -702,14 +721,14 @@ impl Engine {
                     rotation,
                 )?;
                 if is_yuv(buffer.format) {
-                    self.color_triples(&mut triples, output.planes[slot], color);
+                    self.color_triples(triples, output.planes[slot], color);
                 }
             }
             let output = &self.outputs[s.output];
             for (i, &plane) in output.planes.iter().enumerate() {
-                if incoming[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
+                if output.staged[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
                     self.plane_triples(
-                        &mut triples,
+                        triples,
                         plane,
                         output.crtc_id,
                         0,
@@ -719,11 +738,11 @@ impl Engine {
                     )?;
                 }
             }
-            assignments.push((s.output, incoming));
         }
-        triples.sort_by_key(|t| t.0);
+        // In place and allocation-free, unlike a stable sort.
+        triples.sort_unstable_by_key(|t| (t.0, t.1));
         self.request.clear();
-        for &(obj, prop, value) in &triples {
+        for &(obj, prop, value) in triples.iter() {
             self.request.set(obj, prop, value);
         }
         let layout = layout.finish();
@@ -756,17 +775,18 @@ impl Engine {
                 return Err(commit_error(names(), described, e));
             }
         }
-        for (index, incoming) in assignments {
-            for &b in &incoming {
+        for s in scene {
+            let output = &mut self.outputs[s.output];
+            output.incoming.copy_from_slice(&output.staged);
+            output.pending = true;
+            output.tested_layout = layout;
+            output.stats.commits += 1;
+            for i in 0..self.outputs[s.output].incoming.len() {
+                let b = self.outputs[s.output].incoming[i];
                 if b != 0 {
                     self.buffers.screen_ref(b);
                 }
             }
-            let output = &mut self.outputs[index];
-            output.incoming = incoming;
-            output.pending = true;
-            output.tested_layout = layout;
-            output.stats.commits += 1;
         }
         Ok(PresentResult::Committed)
     }
@@ -783,6 +803,20 @@ impl Engine {
             }
         }
         self.queued = None;
+        self.loop_scene = flip_loop
+            .outputs
+            .iter()
+            .map(|(output, buffers)| SceneOutput {
+                output: *output,
+                layers: vec![SceneLayer {
+                    buffer: buffers[0],
+                    src: None,
+                    dst: None,
+                    rotation: 0,
+                    color: None,
+                }],
+            })
+            .collect();
         self.flip_loop = Some(flip_loop);
         if self.outputs.iter().all(|o| !o.pending) {
             self.flip_loop_step()?;
@@ -800,23 +834,15 @@ impl Engine {
             self.events.push(EngineEvent::LoopDone { frames });
             return Ok(());
         }
-        let frame = l.frame;
+        let frame = l.frame as usize;
         l.frame += 1;
-        let scene: Vec<SceneOutput> = l
-            .outputs
-            .iter()
-            .map(|(output, buffers)| SceneOutput {
-                output: *output,
-                layers: vec![SceneLayer {
-                    buffer: buffers[frame as usize % buffers.len()],
-                    src: None,
-                    dst: None,
-                    rotation: 0,
-                    color: None,
-                }],
-            })
-            .collect();
-        self.present_now(&scene).map(|_| ())
+        for (scene, (_, buffers)) in self.loop_scene.iter_mut().zip(&l.outputs) {
+            scene.layers[0].buffer = buffers[frame % buffers.len()];
+        }
+        let scene = std::mem::take(&mut self.loop_scene);
+        let result = self.present_now(&scene).map(|_| ());
+        self.loop_scene = scene;
+        result
     }
 
     /// A page flip completed on `crtc`: account for it, free what left the screen, and
@@ -840,13 +866,15 @@ impl Engine {
         stats.flips += 1;
         stats.last_sequence = sequence;
         stats.last_timestamp_ns = timestamp_ns;
-        let leaving = std::mem::replace(&mut output.shown, std::mem::take(&mut output.incoming));
-        output.incoming = vec![0; output.shown.len()];
-        for b in leaving {
+        // What was shown leaves the screen; what was in flight is shown. Swapped in place.
+        std::mem::swap(&mut output.shown, &mut output.incoming);
+        for i in 0..self.outputs[index].incoming.len() {
+            let b = self.outputs[index].incoming[i];
             if b != 0 {
                 self.buffers.screen_unref(&self.card, b);
             }
         }
+        self.outputs[index].incoming.fill(0);
         if self.events.len() < self.events.capacity() {
             self.events.push(EngineEvent::Flip {
                 output: index,

@@ -38,6 +38,8 @@ pub struct Output {
     pub shown: Vec<u32>,
     /// Buffers of the commit in flight, parallel to `planes`.
     pub incoming: Vec<u32>,
+    /// Buffers of the commit being built, parallel to `planes`.
+    pub staged: Vec<u32>,
     pub pending: bool,
     pub stats: FlipStats,
     /// Hash of the last plane layout that passed TEST_ONLY.

@@ -107,9 +107,12 @@ fn presenter_run(
                 let count = flips_parse(&buf[..len as usize], &mut flips);
                 let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(engine) = guard.as_mut() {
-                    for &(crtc, sequence, timestamp_ns) in &flips[..count] {
-                        engine.flip_complete(crtc, sequence, timestamp_ns);
-                    }
+                    // The next frame is committed in here: this is the part that must not allocate.
+                    crate::alloc_count::frame_path(|| {
+                        for &(crtc, sequence, timestamp_ns) in &flips[..count] {
+                            engine.flip_complete(crtc, sequence, timestamp_ns);
+                        }
+                    });
                     if !engine.events.is_empty() {
                         sink(Notice::Events(&engine.events, engine));
                         engine.events.clear();

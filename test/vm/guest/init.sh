@@ -26,6 +26,7 @@ gpu=virtio
 node=
 agent=
 scratch=
+repo=
 # shellcheck disable=SC2013 # the command line is a list of words
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -33,9 +34,10 @@ for arg in $(cat /proc/cmdline); do
   multihead.node=*) node=${arg#*=} ;;
   multihead.agent=*) agent=${arg#*=} ;;
   multihead.scratch=*) scratch=${arg#*=} ;;
+  multihead.repo=*) repo=${arg#*=} ;;
   esac
 done
-{ [ -n "$node" ] && [ -n "$agent" ] && [ -n "$scratch" ]; } || die "multihead.node/agent/scratch missing from the kernel command line"
+{ [ -n "$node" ] && [ -n "$agent" ] && [ -n "$scratch" ] && [ -n "$repo" ]; } || die "multihead.node/agent/scratch/repo missing from the kernel command line"
 
 # The lists are in dependency order (computed on the host from modules.dep), so plain
 # insmod is enough and busybox's modprobe quirks do not matter.
@@ -77,9 +79,19 @@ mkdir -p "/newroot$scratch" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=512000 scratch "/newroot$scratch" ||
   die "cannot mount the scratch share at $scratch"
 
+# The repository, read-only at its own path: a checkout under /tmp is hidden by the tmpfs above.
+mkdir -p "/newroot$repo" 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 repo "/newroot$repo" ||
+  die "cannot mount the repository share at $repo"
+
 port=
 for p in /newroot/sys/class/virtio-ports/*; do
-  [ "$(cat "$p/name" 2>/dev/null)" = agent ] && port=/dev/${p##*/}
+  [ "$(cat "$p/name" 2>/dev/null)" = agent ] && # The repository, read-only at its own path: a checkout under /tmp is hidden by the tmpfs above.
+mkdir -p "/newroot$repo" 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 repo "/newroot$repo" ||
+  die "cannot mount the repository share at $repo"
+
+port=/dev/${p##*/}
 done
 [ -n "$port" ] || die "no virtio-serial port named agent"
 

@@ -180,11 +180,19 @@ const methods: Record<string, (p: Params) => unknown> = {
         resolve(frames);
       };
     });
+    const allocationsBefore = d.framePathAllocations();
     d.startFlipLoop(p.config as FlipLoopConfig);
     const frames = await done;
+    const allocations = d.framePathAllocations() - allocationsBefore;
     // Flip events of the last frame may still be on their way through the thread-safe function.
     await new Promise((r) => setTimeout(r, 200));
-    return { frames, elapsedMs: performance.now() - started, flips: Object.fromEntries(flips), stats: d.stats() };
+    return {
+      frames,
+      elapsedMs: performance.now() - started,
+      allocations,
+      flips: Object.fromEntries(flips),
+      stats: d.stats(),
+    };
   },
   capture: (p) => {
     const frame = need().captureWriteback(String(p.connector));
