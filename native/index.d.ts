@@ -251,7 +251,7 @@ export interface PlaneInfo {
   formats: Array<string>
   modifiers: Array<FormatModifier>
   zpos?: ZposInfo
-  /** Rotations in degrees the plane accepts (always includes 0). */
+  /** Rotations the plane accepts, in degrees clockwise (always includes 0). */
   rotations: Array<number>
   reflectX: boolean
   reflectY: boolean

@@ -10,7 +10,9 @@ use napi::Status;
 use napi_derive::napi;
 
 use crate::kms::buffer::DmaBufDesc;
-use crate::kms::engine::{Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput};
+use crate::kms::engine::{
+    rotation_bit, Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput,
+};
 use crate::kms::error::KmsError;
 use crate::kms::formats::{fourcc_name, fourcc_parse, YuvColor, YuvMatrix, MOD_INVALID};
 use crate::kms::output::OutputRequest;
@@ -90,7 +92,7 @@ pub struct PlaneInfo {
     pub formats: Vec<String>,
     pub modifiers: Vec<FormatModifier>,
     pub zpos: Option<ZposInfo>,
-    /// Rotations in degrees the plane accepts (always includes 0).
+    /// Rotations the plane accepts, in degrees clockwise (always includes 0).
     pub rotations: Vec<u32>,
     pub reflect_x: bool,
     pub reflect_y: bool,
@@ -506,10 +508,11 @@ impl KmsDevice {
                         max: max as f64,
                         value: value as f64,
                     }),
-                    rotations: [(0, 1u64), (90, 2), (180, 4), (270, 8)]
-                        .iter()
-                        .filter(|(deg, bit)| *deg == 0 || p.rotations & bit != 0)
-                        .map(|(deg, _)| *deg)
+                    rotations: [0, 90, 180, 270]
+                        .into_iter()
+                        .filter(|&deg| {
+                            deg == 0 || rotation_bit(deg).is_some_and(|bit| p.rotations & bit != 0)
+                        })
                         .collect(),
                     reflect_x: p.rotations & 16 != 0,
                     reflect_y: p.rotations & 32 != 0,

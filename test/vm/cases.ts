@@ -555,6 +555,61 @@ export const vkmsCases: VmCase[] = [
     },
   },
   {
+    id: 'rotation',
+    title: 'rotation by the plane: 90, 180 and 270 degrees on an overlay',
+    async run(ctx) {
+      const { kms } = ctx;
+      const o = await vkmsOutput(kms);
+      const planes = await kms.call<PlaneInfo[]>('planes');
+      assert.ok(
+        planes.some((p) => p.kind === 'overlay' && p.rotations.includes(180)),
+        'an overlay offers rotation',
+      );
+      const primary = await kms.call<number>('createBuffer', {
+        width: o.mode.width,
+        height: o.mode.height,
+        format: 'XR24',
+        pattern: { kind: 'solid', rgb: [0, 0, 0] },
+      });
+      const pattern: Pattern = { kind: 'gradient', seed: 3 };
+      const w = 320;
+      const h = 200;
+      const overlay = await kms.call<number>('createBuffer', { width: w, height: h, format: 'XR24', pattern });
+      // Where each source pixel (sx, sy) lands, for a destination box at (0, 0) of the rotated size.
+      const inverse: Record<number, (x: number, y: number) => [number, number]> = {
+        90: (x, y) => [y, h - 1 - x],
+        180: (x, y) => [w - 1 - x, h - 1 - y],
+        270: (x, y) => [w - 1 - y, x],
+      };
+      const lines = [];
+      for (const rotation of [90, 180, 270]) {
+        const sideways = rotation !== 180;
+        const dst = { x: 100, y: 50, width: sideways ? h : w, height: sideways ? w : h };
+        await kms.call('flipsReset');
+        await kms.call('present', {
+          scene: [{ connector: o.connector, layers: [{ buffer: primary }, { buffer: overlay, dst, rotation }] }],
+        });
+        await flipsAwait(kms, [o.connector]);
+        const image = await writebackCapture(ctx, o.connector);
+        const map = inverse[rotation] as (x: number, y: number) => [number, number];
+        lines.push(
+          regionCheck(
+            ctx,
+            `rotated ${rotation}`,
+            image,
+            dst,
+            (x, y) => {
+              const [sx, sy] = map(x - dst.x, y - dst.y);
+              return patternRgb(pattern, sx, sy);
+            },
+            0,
+          ),
+        );
+      }
+      return lines.join('; ');
+    },
+  },
+  {
     id: 'flip-loop-vkms',
     title: 'vkms flip loop of 300 frames: sequence-checked vblank timing',
     async run({ kms }) {

@@ -245,12 +245,6 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
     `local,id=scratch,path=${scratch},security_model=none,multidevs=remap`,
     '-device',
     'virtio-9p-pci,fsdev=scratch,mount_tag=scratch',
-    // The repository again, on its own: a checkout under /tmp (CI's clean clones) would
-    // otherwise be hidden by the guest's fresh /tmp.
-    '-fsdev',
-    `local,id=repo,path=${repo},security_model=none,readonly=on,multidevs=remap`,
-    '-device',
-    'virtio-9p-pci,fsdev=repo,mount_tag=repo',
   ];
   if (opts.gpu === 'virtio') {
     qemuArgs.push(

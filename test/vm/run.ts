@@ -85,9 +85,10 @@ for (const suite of suites) {
     kms = await kmsClientStart(vm, repo);
     say(`# ${gpu}: guest up in ${seconds(Date.now() - bootStart)}`);
   } catch (e) {
+    say(`# ${gpu}: the VM did not start: ${(e as Error).message}`);
     for (const c of cases) {
       failed++;
-      say(`FAIL ${gpu}/${c.id}: ${c.title}: the VM did not start: ${(e as Error).message}`);
+      say(`FAIL ${gpu}/${c.id}: ${c.title}: the VM did not start (see above)`);
     }
     if (vm) fs.writeFileSync(path.join(artefacts, `${gpu}-console.log`), vm.consoleLog());
     await vm?.stop();
@@ -115,5 +116,6 @@ for (const suite of suites) {
   await vm.stop();
 }
 
-say(`${passed} passed, ${failed} failed (${seconds(Date.now() - started)})`);
+say(`# total ${seconds(Date.now() - started)}`);
+say(`${passed} passed, ${failed} failed`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;

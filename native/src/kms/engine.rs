@@ -904,12 +904,14 @@ impl Engine {
     }
 }
 
-fn rotation_bit(degrees: u32) -> Option<u64> {
+/// Our API counts degrees clockwise, as people do; DRM's DRM_MODE_ROTATE_* bits count them
+/// counter-clockwise, so 90 here is DRM's rotate-270.
+pub fn rotation_bit(degrees: u32) -> Option<u64> {
     match degrees {
         0 => Some(1),
-        90 => Some(1 << 1),
+        90 => Some(1 << 3),
         180 => Some(1 << 2),
-        270 => Some(1 << 3),
+        270 => Some(1 << 1),
         _ => None,
     }
 }

@@ -61,10 +61,16 @@ say "modules loaded for gpu=$gpu"
 mkdir -p /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /newroot ||
   die "cannot mount the host root over 9p (mount_tag hostroot)"
+# The repository must stay visible at its own path even when it lies under /tmp or /run
+# (CI's clean clones), which the fresh tmpfs mounts below would hide: hold it aside first.
+mkdir -p /repo
+mount --bind "/newroot$repo" /repo || die "repository $repo not found on the host root"
 # The host's own /tmp, /run, /dev, /proc and /sys must not leak into the guest: give it
 # its own, writable where programs expect to write.
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || die "cannot mount /tmp"
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || die "cannot mount /run"
+mkdir -p "/newroot$repo" 2>/dev/null
+mount --move /repo "/newroot$repo" || die "cannot put the repository back at $repo"
 mount --move /dev /newroot/dev || die "cannot move /dev"
 mount --move /proc /newroot/proc || die "cannot move /proc"
 mount --move /sys /newroot/sys || die "cannot move /sys"
@@ -79,19 +85,9 @@ mkdir -p "/newroot$scratch" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=512000 scratch "/newroot$scratch" ||
   die "cannot mount the scratch share at $scratch"
 
-# The repository, read-only at its own path: a checkout under /tmp is hidden by the tmpfs above.
-mkdir -p "/newroot$repo" 2>/dev/null
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 repo "/newroot$repo" ||
-  die "cannot mount the repository share at $repo"
-
 port=
 for p in /newroot/sys/class/virtio-ports/*; do
-  [ "$(cat "$p/name" 2>/dev/null)" = agent ] && # The repository, read-only at its own path: a checkout under /tmp is hidden by the tmpfs above.
-mkdir -p "/newroot$repo" 2>/dev/null
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 repo "/newroot$repo" ||
-  die "cannot mount the repository share at $repo"
-
-port=/dev/${p##*/}
+  [ "$(cat "$p/name" 2>/dev/null)" = agent ] && port=/dev/${p##*/}
 done
 [ -n "$port" ] || die "no virtio-serial port named agent"
 
