@@ -241,6 +241,10 @@ export interface OutputStats {
   lateMore: number
   /** Layers shown through a CPU-converted copy (no plane took the buffer as it is). */
   converted: number
+  /** Longest time from a flip event to the engine's commit of the next frame, in µs. */
+  maxCommitDelayUs: number
+  /** Next-frame commits the engine issued more than one refresh period after the flip. */
+  lateCommits: number
 }
 
 export interface PlaneInfo {

@@ -203,6 +203,10 @@ pub struct OutputStats {
     pub late_more: f64,
     /// Layers shown through a CPU-converted copy (no plane took the buffer as it is).
     pub converted: f64,
+    /// Longest time from a flip event to the engine's commit of the next frame, in µs.
+    pub max_commit_delay_us: f64,
+    /// Next-frame commits the engine issued more than one refresh period after the flip.
+    pub late_commits: f64,
 }
 
 /// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
@@ -690,6 +694,8 @@ impl KmsDevice {
                     late_one: o.stats.late_one as f64,
                     late_more: o.stats.late_more as f64,
                     converted: o.stats.converted as f64,
+                    max_commit_delay_us: o.stats.max_commit_delay_ns as f64 / 1000.0,
+                    late_commits: o.stats.late_commits as f64,
                 })
                 .collect())
         })

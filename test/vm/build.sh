@@ -255,9 +255,11 @@ log "built $out ($(since))"
 # other build chroots, and all but the two newest other artefact dirs.
 rm -rf "$cache"/.tmp-*
 for d in "$cache"/chroot-*; do
-  [ -d "$d" ] && [ "$d" != "$chroot_dir" ] && rm -rf "$d"
+  if [ -d "$d" ] && [ "$d" != "$chroot_dir" ]; then rm -rf "$d"; fi
 done
+# A fresh cache holds only this key: grep then matches nothing and exits 1, which with
+# pipefail must not fail a build that has succeeded.
 # shellcheck disable=SC2010 # names are 16 hex digits; ls -t gives the age order
-ls -1t "$cache" | grep -xE '[0-9a-f]{16}' | grep -vx "$key" | sed 1,2d | while read -r d; do rm -rf "${cache:?}/$d"; done
+{ ls -1t "$cache" | grep -xE '[0-9a-f]{16}' | grep -vx "$key" || true; } | sed 1,2d | while read -r d; do rm -rf "${cache:?}/$d"; done
 
 echo "$out"

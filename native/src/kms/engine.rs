@@ -890,6 +890,19 @@ impl Engine {
             let _ = self.flip_loop_step();
         } else if let Some(scene) = self.queued.take() {
             let _ = self.present_now(&scene);
+        } else {
+            return;
+        }
+        // How long after the vblank our next commit went in: the part of lateness that is
+        // ours, as opposed to a device (or an emulator) that flips late.
+        let delay = monotonic_ns().saturating_sub(timestamp_ns);
+        for output in self.outputs.iter_mut().filter(|o| o.pending) {
+            let stats = &mut output.stats;
+            stats.max_commit_delay_ns = stats.max_commit_delay_ns.max(delay);
+            let refresh = u64::from(output.mode.vrefresh().max(1));
+            if delay > 1_000_000_000 / refresh {
+                stats.late_commits += 1;
+            }
         }
     }
 
@@ -902,6 +915,16 @@ impl Engine {
             let _ = drm_ffi::mode::destroy_property_blob(self.card.as_fd(), output.mode_blob);
         }
     }
+}
+
+/// CLOCK_MONOTONIC, the clock DRM stamps page-flip events with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Our API counts degrees clockwise, as people do; DRM's DRM_MODE_ROTATE_* bits count them

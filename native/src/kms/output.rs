@@ -23,6 +23,10 @@ pub struct FlipStats {
     pub dropped: u64,
     /// Layers shown through a CPU-converted copy because no plane took the buffer as it is.
     pub converted: u64,
+    /// Longest time from a flip to our commit of the next frame.
+    pub max_commit_delay_ns: u64,
+    /// Next-frame commits issued more than one refresh period after the flip.
+    pub late_commits: u64,
 }
 
 pub struct Output {
