@@ -17,6 +17,11 @@ export declare class KmsDevice {
   configure(outputs: Array<OutputConfig>): Array<OutputInfo>
   /** A CPU-writable buffer ("XR24", "AR24" or "NV12"), zero-filled. Returns its id. */
   createDumbBuffer(width: number, height: number, format: string): number
+  /**
+   * A linear scanout buffer object from Mesa's GBM ("XR24" or "AR24"). Returns its id;
+   * fill it with `writeBuffer`.
+   */
+  createGbmBuffer(width: number, height: number, format: string): number
   /** Copies tightly packed pixel rows (planes one after another) into a dumb buffer. */
   writeBuffer(buffer: number, data: Uint8Array): void
   /**

@@ -29,11 +29,14 @@ esac
 
 # The Rust addon needs a C toolchain to link; Node.js (any version) only to run npm, which
 # then installs the pinned Node 24 into node_modules.
-pkgs="build-essential pkg-config ca-certificates git"
+# libgbm-dev: the addon links Mesa's GBM for scanout buffer objects.
+pkgs="build-essential pkg-config ca-certificates git libgbm-dev"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # The real-kernel suite (test/vm): QEMU, and mmdebstrap to fetch a Debian kernel and build
 # vkms for it from Debian's archive.
-[ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring"
+# The guest runs this machine's userland, so Mesa's kms_swrast (libgl1-mesa-dri) lets GBM
+# allocate on vkms there.
+[ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {

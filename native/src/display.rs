@@ -559,6 +559,15 @@ impl KmsDevice {
         self.with_engine(|e| e.buffers.dumb_create(&e.card, width, height, code))
     }
 
+    /// A linear scanout buffer object from Mesa's GBM ("XR24" or "AR24"). Returns its id;
+    /// fill it with `writeBuffer`.
+    #[napi]
+    pub fn create_gbm_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
+        let code = fourcc_parse(&format)
+            .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
+        self.with_engine(|e| e.buffers.gbm_create(&e.card, width, height, code))
+    }
+
     /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
     #[napi]
     pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> napi::Result<()> {

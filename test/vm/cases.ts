@@ -539,6 +539,33 @@ export const vkmsCases: VmCase[] = [
     },
   },
   {
+    id: 'gbm-buffer',
+    title: 'a GBM buffer object (Mesa) filled by the CPU and scanned out',
+    async run(ctx) {
+      const { kms } = ctx;
+      const o = await vkmsOutput(kms);
+      const pattern: Pattern = { kind: 'gradient', seed: 11 };
+      const buffer = await kms.call<number>('createBuffer', {
+        width: o.mode.width,
+        height: o.mode.height,
+        format: 'XR24',
+        pattern,
+        allocator: 'gbm',
+      });
+      await kms.call('flipsReset');
+      await kms.call('present', { scene: [{ connector: o.connector, layers: [{ buffer }] }] });
+      await flipsAwait(kms, [o.connector]);
+      const image = await writebackCapture(ctx, o.connector);
+      const whole = { x: 0, y: 0, width: o.mode.width, height: o.mode.height };
+      const line = regionCheck(ctx, 'GBM buffer', image, whole, (x, y) => patternRgb(pattern, x, y), 0);
+      assert.equal(
+        await kms.call('release', { buffer: 999999 }).catch((e: KmsCallError) => e.code),
+        'ERR_KMS_BUFFER_NOT_FOUND',
+      );
+      return line;
+    },
+  },
+  {
     id: 'crop-dst-overlay',
     title: 'source crop and destination rectangle on an overlay plane',
     async run(ctx) {

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use super::convert::{nv12_to_xr24, Nv12Src};
 use super::device::Card;
 use super::error::{KmsError, KmsResult};
-use super::formats::{format_layout, fourcc_name, YuvColor, MOD_INVALID, NV12, XR24};
+use super::formats::{format_layout, fourcc_name, YuvColor, AR24, MOD_INVALID, NV12, XR24};
 
 pub struct Mapping {
     ptr: *mut u8,
@@ -39,6 +39,11 @@ pub enum Storage {
     Imported {
         handles: Vec<u32>,
         key: ImportKey,
+    },
+    /// A buffer object from Mesa's GBM on this card, for content drawn by the CPU (or, later,
+    /// the GPU) in whatever layout the driver prefers for scanout.
+    Gbm {
+        bo: gbm::BufferObject<()>,
     },
     /// A dma-buf no plane can scan out (the card refused its format): kept as duplicated
     /// fds, read by the CPU when a frame of it is converted. `plane_objects[i]` is the
@@ -97,6 +102,8 @@ pub struct BufferStore {
     pub modifiers_supported: bool,
     /// Ids for buffers without a framebuffer, far above the kernel's small framebuffer ids.
     next_cpu_id: u32,
+    /// Opened on first use: most outputs never need GBM, and it loads a Mesa driver.
+    gbm: Option<gbm::Device<OwnedFd>>,
 }
 
 const CPU_ID_BASE: u32 = 0x4000_0000;
@@ -225,9 +232,99 @@ impl BufferStore {
         CPU_ID_BASE + (self.next_cpu_id & (CPU_ID_BASE - 1))
     }
 
+    /// A linear scanout buffer object from GBM (XR24 or AR24). Returns its id.
+    pub fn gbm_create(
+        &mut self,
+        card: &Card,
+        width: u32,
+        height: u32,
+        format: u32,
+    ) -> KmsResult<u32> {
+        let gbm_format = match format {
+            XR24 => gbm::Format::Xrgb8888,
+            AR24 => gbm::Format::Argb8888,
+            _ => {
+                return Err(KmsError::BadBuffer(format!(
+                    "GBM buffers in {} are not supported (XR24, AR24)",
+                    fourcc_name(format)
+                )))
+            }
+        };
+        if width == 0 || height == 0 || width > 16384 || height > 16384 {
+            return Err(KmsError::BadBuffer(format!(
+                "size {width}x{height} out of range"
+            )));
+        }
+        if self.gbm.is_none() {
+            // A dup shares the open file description, so GEM handles from GBM are ours too.
+            let fd = card
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| KmsError::Ioctl("dup card fd for GBM", e))?;
+            self.gbm = Some(
+                gbm::Device::new(fd)
+                    .map_err(|e| KmsError::Gbm(format!("gbm_create_device: {e}")))?,
+            );
+        }
+        let device = self.gbm.as_ref().expect("opened above");
+        let bo = device
+            .create_buffer_object::<()>(
+                width,
+                height,
+                gbm_format,
+                gbm::BufferObjectFlags::SCANOUT | gbm::BufferObjectFlags::LINEAR,
+            )
+            .map_err(|e| {
+                KmsError::Gbm(format!(
+                    "gbm_bo_create {width}x{height} {}: {e}",
+                    fourcc_name(format)
+                ))
+            })?;
+        let handle = unsafe { bo.handle().u32_ };
+        let mut pitches = [0; 4];
+        let mut offsets = [0; 4];
+        pitches[0] = bo.stride();
+        offsets[0] = bo.offset(0);
+        let modifier = match u64::from(bo.modifier()) {
+            MOD_INVALID => None,
+            m => Some(m),
+        };
+        let fb = fb_add(
+            card,
+            width,
+            height,
+            format,
+            modifier.filter(|_| self.modifiers_supported),
+            &[handle, 0, 0, 0],
+            &pitches,
+            &offsets,
+            1,
+            self.modifiers_supported,
+        )?;
+        self.buffers.insert(
+            fb,
+            Buffer {
+                fb,
+                width,
+                height,
+                format,
+                modifier,
+                pitches,
+                offsets,
+                storage: Storage::Gbm { bo },
+                screen_refs: 0,
+                release_requested: false,
+            },
+        );
+        Ok(fb)
+    }
+
     /// Copies tightly packed rows (width * bytes-per-pixel per row, planes one after the other)
-    /// into a dumb buffer, honouring its pitches.
+    /// into a dumb or GBM buffer, honouring its pitches.
     pub fn dumb_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
+        if let Storage::Gbm { .. } = self.get(id)?.storage {
+            return self.gbm_write(id, data);
+        }
         let buffer = self.get_mut(id)?;
         let (bpp, hsub, vsub) = format_layout(buffer.format).expect("dumb formats have layouts");
         let (width, height, pitches, offsets) =
@@ -266,6 +363,31 @@ impl BufferStore {
             }
         }
         Ok(())
+    }
+
+    fn gbm_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
+        let buffer = self.get_mut(id)?;
+        let (width, height) = (buffer.width, buffer.height);
+        let row = width as usize * 4;
+        if data.len() != row * height as usize {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} ({width}x{height} {}) needs {} bytes, got {}",
+                fourcc_name(buffer.format),
+                row * height as usize,
+                data.len()
+            )));
+        }
+        let Storage::Gbm { bo } = &mut buffer.storage else {
+            unreachable!("checked by the caller")
+        };
+        bo.map_mut(0, 0, width, height, |map| {
+            let stride = map.stride() as usize;
+            let dst = map.buffer_mut();
+            for (y, src) in data.chunks_exact(row).enumerate() {
+                dst[y * stride..y * stride + row].copy_from_slice(src);
+            }
+        })
+        .map_err(|e| KmsError::Gbm(format!("gbm_bo_map buffer {id}: {e}")))
     }
 
     /// Converts the current contents of `src` (NV12) into `dst` (an XR24 dumb buffer of the
@@ -343,7 +465,7 @@ impl BufferStore {
                     &src, color, width, height, dst_bytes, dst_pitch,
                 ))
             }
-            Storage::Imported { .. } => Err(KmsError::BadBuffer(format!(
+            Storage::Imported { .. } | Storage::Gbm { .. } => Err(KmsError::BadBuffer(format!(
                 "buffer {src} is scanned out directly; it has no CPU view"
             ))),
         }
@@ -581,6 +703,8 @@ impl BufferStore {
             Storage::External { key, .. } => {
                 self.imports.remove(&key);
             }
+            // Dropping the object frees it (after its framebuffer, removed above).
+            Storage::Gbm { bo } => drop(bo),
         }
     }
 

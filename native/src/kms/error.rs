@@ -39,6 +39,8 @@ pub enum KmsError {
     Busy(String),
     /// No writeback connector can capture this output's CRTC.
     NoWriteback(String),
+    /// Mesa's GBM could not be opened on the card or refused the buffer.
+    Gbm(String),
     Closed,
 }
 
@@ -63,6 +65,7 @@ impl KmsError {
             KmsError::Ioctl(..) => "ERR_KMS_IOCTL",
             KmsError::Busy(..) => "ERR_KMS_BUSY",
             KmsError::NoWriteback(..) => "ERR_KMS_NO_WRITEBACK",
+            KmsError::Gbm(..) => "ERR_KMS_GBM",
             KmsError::Closed => "ERR_KMS_CLOSED",
         }
     }
@@ -136,6 +139,7 @@ impl fmt::Display for KmsError {
             KmsError::NoWriteback(c) => {
                 write!(f, "output {c}: no writeback connector can capture its CRTC")
             }
+            KmsError::Gbm(why) => write!(f, "GBM: {why}"),
             KmsError::Closed => write!(f, "the KMS device is closed"),
         }
     }

@@ -116,8 +116,11 @@ const methods: Record<string, (p: Params) => unknown> = {
   planes: () => need().planes(),
   configure: (p) => need().configure(p.outputs as OutputConfig[]),
   createBuffer: (p) => {
-    const spec = p as unknown as ImageSpec;
-    const id = need().createDumbBuffer(spec.width, spec.height, spec.format);
+    const spec = p as unknown as ImageSpec & { allocator?: 'dumb' | 'gbm' };
+    const id =
+      spec.allocator === 'gbm'
+        ? need().createGbmBuffer(spec.width, spec.height, spec.format)
+        : need().createDumbBuffer(spec.width, spec.height, spec.format);
     need().writeBuffer(id, imageBytes(spec).data);
     return id;
   },
