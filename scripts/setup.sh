@@ -29,14 +29,19 @@ esac
 
 # The Rust addon needs a C toolchain to link; Node.js (any version) only to run npm, which
 # then installs the pinned Node 24 into node_modules.
-# libgbm-dev: the addon links Mesa's GBM for scanout buffer objects.
+# libgbm-dev: the addon links Mesa's GBM for scanout buffer objects. FFmpeg's libraries
+# (Debian's: 5.1 on bookworm, 7.1 on trixie) are bound at build time by bindgen, which
+# needs libclang.
 pkgs="build-essential pkg-config ca-certificates git libgbm-dev"
+pkgs="$pkgs libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # The real-kernel suite (test/vm): QEMU, and mmdebstrap to fetch a Debian kernel and build
 # vkms for it from Debian's archive.
 # The guest runs this machine's userland, so Mesa's kms_swrast (libgl1-mesa-dri) lets GBM
 # allocate on vkms there.
 [ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
+# The decode tests make their clips with the ffmpeg command.
+[ "$mode" = test ] && pkgs="$pkgs ffmpeg"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {

@@ -5,7 +5,9 @@
 //! never crosses into JavaScript.
 
 mod alloc_count;
+pub mod decode;
 pub mod display;
+pub mod playback;
 
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;

@@ -1,0 +1,490 @@
+//! One decoder: a thread that reads its source once, decodes at the pace of the stream's
+//! timestamps against the monotonic clock, and keeps the newest frames in a small ring of
+//! NV12 buffers that every consumer of the source reads. Looping at the end continues the
+//! timeline, so outputs never see time jump back.
+//!
+//! Software decode only for now; the VAAPI zero-copy path (DRM PRIME export into the KMS
+//! engine's framebuffer cache) builds on this and is not here yet.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ffmpeg::format::Pixel;
+use ffmpeg_next as ffmpeg;
+
+use super::error::DecodeError;
+use super::key::SourceKey;
+use super::nv12::{nv12_size, yuv420p_to_nv12};
+
+/// Frames kept: one being written, the newest, and one a slow reader may still hold.
+const RING: usize = 3;
+/// How long opening a source may take before the caller hears it failed.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the decoder learned when it opened the source.
+#[derive(Clone, Debug, Default)]
+pub struct StreamInfo {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frame rate of the stream.
+    pub frame_rate: f64,
+}
+
+/// Counters read by status calls; written only by the decoder thread.
+#[derive(Default)]
+pub struct DecoderCounters {
+    pub frames: AtomicU64,
+    /// Frames decoded later than one frame period after they were due.
+    pub late: AtomicU64,
+    pub loops: AtomicU64,
+    /// Bytes the CPU copied for the newest frame (0 on a zero-copy path).
+    pub bytes_copied_last: AtomicU64,
+    /// Smoothed time between frames, in microseconds.
+    pub interval_us: AtomicU64,
+}
+
+pub struct FrameRing {
+    pub slots: [Vec<u8>; RING],
+    /// (sequence number, pts in µs on the looped timeline) per slot.
+    pub meta: [(u64, i64); RING],
+    /// Slot holding the newest complete frame.
+    pub newest: Option<usize>,
+    pub width: u32,
+    pub height: u32,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    counters: DecoderCounters,
+    ring: Mutex<FrameRing>,
+    /// Set when the thread ends on an error (a stream that broke mid-way).
+    failure: Mutex<Option<String>>,
+}
+
+pub struct Decoder {
+    pub id: u32,
+    pub key: SourceKey,
+    pub info: StreamInfo,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Decoder {
+    /// Opens `key.source` on a new thread and returns once it is decoding, or with the reason
+    /// it cannot.
+    pub fn start(id: u32, key: SourceKey) -> Result<Decoder, DecodeError> {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            counters: DecoderCounters::default(),
+            ring: Mutex::new(FrameRing {
+                slots: Default::default(),
+                meta: [(0, 0); RING],
+                newest: None,
+                width: 0,
+                height: 0,
+            }),
+            failure: Mutex::new(None),
+        });
+        let (opened_tx, opened_rx) = sync_channel(1);
+        let thread_key = key.clone();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("multihead-decode-{id}"))
+            .spawn(move || decoder_run(thread_key, thread_shared, opened_tx))
+            .map_err(|e| DecodeError::Open {
+                source: key.source.clone(),
+                reason: format!("cannot start a decoder thread: {e}"),
+            })?;
+        let mut decoder = Decoder {
+            id,
+            key,
+            info: StreamInfo::default(),
+            shared,
+            thread: Some(thread),
+        };
+        match opened_rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(info)) => {
+                decoder.info = info;
+                Ok(decoder)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(DecodeError::Open {
+                source: decoder.key.source.clone(),
+                reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    pub fn counters(&self) -> &DecoderCounters {
+        &self.shared.counters
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Frames decoded but not yet superseded: 0 or 1 with the newest-frame ring.
+    pub fn queue_depth(&self) -> u32 {
+        let ring = self.shared.ring.lock().unwrap_or_else(|p| p.into_inner());
+        u32::from(ring.newest.is_some())
+    }
+
+    /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
+    pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let ring = self.shared.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest?;
+        let (seq, pts) = ring.meta[slot];
+        Some(f(&ring.slots[slot], ring.width, ring.height, seq, pts))
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Opened = Result<StreamInfo, DecodeError>;
+
+fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) {
+    let mut session = match Session::open(&key) {
+        Ok(session) => session,
+        Err(e) => {
+            let _ = opened.send(Err(e));
+            return;
+        }
+    };
+    let _ = opened.send(Ok(session.info.clone()));
+    if let Err(reason) = session.run(&shared) {
+        *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+}
+
+/// The FFmpeg side of one decoder, owned by its thread.
+struct Session {
+    source: String,
+    input: ffmpeg::format::context::Input,
+    decoder: ffmpeg::decoder::Video,
+    stream: usize,
+    /// Seconds per timestamp unit.
+    time_base: f64,
+    start_us: i64,
+    period_us: i64,
+    info: StreamInfo,
+    scaler: Option<(
+        Pixel,
+        ffmpeg::software::scaling::Context,
+        ffmpeg::frame::Video,
+    )>,
+}
+
+impl Session {
+    fn open(key: &SourceKey) -> Result<Session, DecodeError> {
+        let source = key.source.clone();
+        let open_err = |reason: String| DecodeError::Open {
+            source: source.clone(),
+            reason,
+        };
+        ffmpeg::init().map_err(|e| open_err(format!("FFmpeg init: {e}")))?;
+        // FFmpeg's own stderr chatter would bypass the structured log; every failure reaches
+        // the caller as an error naming the source instead.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+        let mut input = ffmpeg::format::input(&key.source).map_err(|e| open_err(e.to_string()))?;
+        let stream = match key.stream {
+            Some(index) => input
+                .streams()
+                .find(|s| s.index() == index as usize)
+                .filter(|s| s.parameters().medium() == ffmpeg::media::Type::Video)
+                .ok_or_else(|| DecodeError::NoVideo {
+                    source: source.clone(),
+                    reason: format!("stream {index} is not a video stream"),
+                })?,
+            None => input
+                .streams()
+                .best(ffmpeg::media::Type::Video)
+                .ok_or_else(|| DecodeError::NoVideo {
+                    source: source.clone(),
+                    reason: "no video stream".into(),
+                })?,
+        };
+        let stream_index = stream.index();
+        let tb = stream.time_base();
+        let time_base = f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
+        let rate = stream.avg_frame_rate();
+        let frame_rate = if rate.numerator() > 0 && rate.denominator() > 0 {
+            f64::from(rate.numerator()) / f64::from(rate.denominator())
+        } else {
+            30.0
+        };
+        let codec_err = |reason: String| DecodeError::Codec {
+            source: source.clone(),
+            reason,
+        };
+        let mut context = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
+            .map_err(|e| codec_err(format!("decoder parameters: {e}")))?;
+        context.set_threading(ffmpeg::codec::threading::Config {
+            kind: ffmpeg::codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let decoder = context
+            .decoder()
+            .video()
+            .map_err(|e| codec_err(format!("no decoder for this stream: {e}")))?;
+        let codec = decoder
+            .codec()
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let info = StreamInfo {
+            codec,
+            width: decoder.width(),
+            height: decoder.height(),
+            frame_rate,
+        };
+        let start_us = (key.start_ms * 1000) as i64;
+        if start_us > 0 {
+            input
+                .seek(start_us, ..start_us)
+                .map_err(|e| open_err(format!("seek to {} ms: {e}", key.start_ms)))?;
+        }
+        Ok(Session {
+            source,
+            input,
+            decoder,
+            stream: stream_index,
+            time_base,
+            start_us,
+            period_us: (1_000_000.0 / frame_rate) as i64,
+            info,
+            scaler: None,
+        })
+    }
+
+    /// Decodes until told to stop. Returns why it stopped early, if it did.
+    fn run(&mut self, shared: &Shared) -> Result<(), String> {
+        let mut packet = ffmpeg::Packet::empty();
+        let mut frame = ffmpeg::frame::Video::empty();
+        let mut clock = Clock::default();
+        while !shared.stop.load(Ordering::Relaxed) {
+            match packet.read(&mut self.input) {
+                Ok(()) => {
+                    if packet.stream() != self.stream {
+                        continue;
+                    }
+                    // A damaged packet is skipped, not fatal: the next keyframe recovers.
+                    let _ = self.decoder.send_packet(&packet);
+                    self.drain(&mut frame, &mut clock, shared)?;
+                }
+                Err(ffmpeg::Error::Eof) => {
+                    let _ = self.decoder.send_eof();
+                    self.drain(&mut frame, &mut clock, shared)?;
+                    // Loop: back to the start offset, with the timeline running on.
+                    self.input
+                        .seek(self.start_us, ..self.start_us.max(0) + 1)
+                        .map_err(|e| format!("{}: seek to loop: {e}", self.source))?;
+                    self.decoder.flush();
+                    clock.loop_end(self.period_us);
+                    shared.counters.loops.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(format!("{}: read failed: {e}", self.source)),
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(
+        &mut self,
+        frame: &mut ffmpeg::frame::Video,
+        clock: &mut Clock,
+        shared: &Shared,
+    ) -> Result<(), String> {
+        while self.decoder.receive_frame(frame).is_ok() {
+            if shared.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let pts = frame
+                .timestamp()
+                .map(|t| (t as f64 * self.time_base * 1_000_000.0) as i64);
+            let due = clock.due(pts, self.period_us);
+            let now = Instant::now();
+            if now > due + Duration::from_micros(self.period_us as u64) {
+                shared.counters.late.fetch_add(1, Ordering::Relaxed);
+            }
+            // Wait for the frame's time in short naps, so a stop request is never kept waiting.
+            while Instant::now() < due && !shared.stop.load(Ordering::Relaxed) {
+                std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
+            }
+            self.publish(frame, clock.timeline_us(), shared)?;
+            clock.interval(&shared.counters);
+        }
+        Ok(())
+    }
+
+    /// Puts the frame into the ring as NV12, converting once.
+    fn publish(
+        &mut self,
+        frame: &ffmpeg::frame::Video,
+        pts_us: i64,
+        shared: &Shared,
+    ) -> Result<(), String> {
+        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match ring.newest {
+            Some(n) => (n + 1) % RING,
+            None => 0,
+        };
+        let size = nv12_size(width, height);
+        if ring.slots[slot].len() != size {
+            // Only when the stream's size changes: steady state reuses the ring.
+            ring.slots[slot] = vec![0; size];
+        }
+        let copied = match frame.format() {
+            Pixel::YUV420P | Pixel::YUVJ420P => yuv420p_to_nv12(
+                frame.data(0),
+                frame.stride(0),
+                frame.data(1),
+                frame.stride(1),
+                frame.data(2),
+                frame.stride(2),
+                width,
+                height,
+                &mut ring.slots[slot],
+            ),
+            other => {
+                let scaled = self.scale(frame, other)?;
+                nv12_copy(scaled, width, height, &mut ring.slots[slot])
+            }
+        };
+        let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        ring.meta[slot] = (seq, pts_us);
+        ring.newest = Some(slot);
+        ring.width = width as u32;
+        ring.height = height as u32;
+        shared
+            .counters
+            .bytes_copied_last
+            .store(copied as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Converts any other pixel format to NV12 with swscale (made once per format and size).
+    fn scale(
+        &mut self,
+        frame: &ffmpeg::frame::Video,
+        format: Pixel,
+    ) -> Result<&ffmpeg::frame::Video, String> {
+        let (w, h) = (frame.width(), frame.height());
+        let fits = self
+            .scaler
+            .as_ref()
+            .is_some_and(|(f, _, out)| *f == format && out.width() == w && out.height() == h);
+        if !fits {
+            let context = ffmpeg::software::scaling::Context::get(
+                format,
+                w,
+                h,
+                Pixel::NV12,
+                w,
+                h,
+                ffmpeg::software::scaling::Flags::BILINEAR,
+            )
+            .map_err(|e| format!("{}: no conversion from {format:?}: {e}", self.source))?;
+            self.scaler = Some((
+                format,
+                context,
+                ffmpeg::frame::Video::new(Pixel::NV12, w, h),
+            ));
+        }
+        let (_, context, out) = self.scaler.as_mut().expect("set above");
+        context
+            .run(frame, out)
+            .map_err(|e| format!("{}: conversion failed: {e}", self.source))?;
+        Ok(out)
+    }
+}
+
+/// Copies an FFmpeg NV12 frame (with strides) into a packed NV12 buffer.
+fn nv12_copy(frame: &ffmpeg::frame::Video, width: usize, height: usize, out: &mut [u8]) -> usize {
+    let (y, ys) = (frame.data(0), frame.stride(0));
+    let (uv, uvs) = (frame.data(1), frame.stride(1));
+    for row in 0..height {
+        out[row * width..(row + 1) * width].copy_from_slice(&y[row * ys..row * ys + width]);
+    }
+    let uv_base = width * height;
+    let row_bytes = width.div_ceil(2) * 2;
+    for row in 0..height.div_ceil(2) {
+        out[uv_base + row * row_bytes..uv_base + (row + 1) * row_bytes]
+            .copy_from_slice(&uv[row * uvs..row * uvs + row_bytes]);
+    }
+    uv_base + height.div_ceil(2) * row_bytes
+}
+
+/// Maps stream timestamps onto the monotonic clock, continuing across loops.
+#[derive(Default)]
+struct Clock {
+    /// Wall time and timeline position of the first frame.
+    origin: Option<(Instant, i64)>,
+    /// Added to pts after each loop, so the timeline keeps running forward.
+    loop_offset_us: i64,
+    /// pts of the first and the latest frame of the current pass.
+    first_pts_us: Option<i64>,
+    last_pts_us: i64,
+    timeline_us: i64,
+    last_frame_at: Option<Instant>,
+}
+
+impl Clock {
+    fn due(&mut self, pts_us: Option<i64>, period_us: i64) -> Instant {
+        let pts = pts_us.unwrap_or(self.last_pts_us + period_us);
+        let first = *self.first_pts_us.get_or_insert(pts);
+        self.last_pts_us = pts;
+        self.timeline_us = self.loop_offset_us + (pts - first);
+        let (at, base) = *self
+            .origin
+            .get_or_insert((Instant::now(), self.timeline_us));
+        let ahead = self.timeline_us - base;
+        if ahead <= 0 {
+            at
+        } else {
+            at + Duration::from_micros(ahead as u64)
+        }
+    }
+
+    fn loop_end(&mut self, period_us: i64) {
+        if let Some(first) = self.first_pts_us.take() {
+            self.loop_offset_us += self.last_pts_us - first + period_us;
+        }
+    }
+
+    fn timeline_us(&self) -> i64 {
+        self.timeline_us
+    }
+
+    fn interval(&mut self, counters: &DecoderCounters) {
+        let now = Instant::now();
+        if let Some(previous) = self.last_frame_at.replace(now) {
+            let sample = (now - previous).as_micros() as u64;
+            let old = counters.interval_us.load(Ordering::Relaxed);
+            let smoothed = if old == 0 {
+                sample
+            } else {
+                (old * 7 + sample) / 8
+            };
+            counters.interval_us.store(smoothed, Ordering::Relaxed);
+        }
+    }
+}

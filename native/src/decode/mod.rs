@@ -1,0 +1,8 @@
+//! Decoding, one decoder per source however many outputs show it: the key that decides
+//! sharing, the registry that counts consumers, and the decoder thread itself.
+
+pub mod decoder;
+pub mod error;
+pub mod key;
+pub mod nv12;
+pub mod registry;

@@ -1,0 +1,202 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import type { DecodeManager as DecodeManagerType } from '../native/index.d.ts';
+import { loadAddon } from '../src/native/addon.ts';
+
+const addon = loadAddon();
+const dir = mkdtempSync(join(tmpdir(), 'multihead-decode-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * Clips made with Debian's ffmpeg. "counter" is a flat grey whose luma is 4 x the frame
+ * number, so a decoded frame tells which frame it is; 30 frames at 30 fps = 1 s.
+ */
+function clip(name: string, args: string[]): string {
+  const path = join(dir, name);
+  execFileSync('ffmpeg', ['-v', 'error', '-y', ...args, path]);
+  return path;
+}
+const counter = clip('counter.mp4', [
+  '-f',
+  'lavfi',
+  '-i',
+  "color=c=black:size=64x64:rate=30:duration=1,geq=lum='4*N':cb=128:cr=128",
+  '-c:v',
+  'libx264',
+  '-preset',
+  'ultrafast',
+  '-qp',
+  '0',
+  '-pix_fmt',
+  'yuv420p',
+]);
+const hevc = clip('hevc.mkv', [
+  '-f',
+  'lavfi',
+  '-i',
+  'testsrc2=size=128x72:rate=25:duration=1',
+  '-c:v',
+  'libx265',
+  '-x265-params',
+  'log-level=error',
+  '-pix_fmt',
+  'yuv420p',
+]);
+const audioOnly = clip('tone.m4a', ['-f', 'lavfi', '-i', 'sine=duration=0.5', '-c:a', 'aac']);
+const notMedia = join(dir, 'notes.mp4');
+writeFileSync(notMedia, 'this is not a video\n');
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function manager(t: { teardown: (f: () => void) => void }, options = {}): DecodeManagerType {
+  const m = new addon.DecodeManager(options);
+  t.teardown(() => m.close());
+  return m;
+}
+
+test('two outputs on the same source share one decoder', (t) => {
+  const m = manager(t);
+  const a = m.acquire('HDMI-A-1', { source: counter });
+  const b = m.acquire('HDMI-A-2', { source: counter });
+  t.true(a.created);
+  t.false(b.created);
+  t.is(a.decoder, b.decoder);
+  const status = m.status();
+  t.is(status.decoders.length, 1);
+  t.like(status.decoders[0], {
+    source: counter,
+    consumers: ['HDMI-A-1', 'HDMI-A-2'],
+    codec: 'h264',
+    width: 64,
+    height: 64,
+    frameRate: 30,
+    hw: false,
+  });
+});
+
+test('different start offsets or hw modes get their own decoders; per-output settings do not', (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: counter });
+  m.acquire('B', { source: counter, startSeconds: 0.5 });
+  m.acquire('C', { source: counter, hw: 'software' });
+  m.acquire('D', { source: counter, startSeconds: 0 });
+  const decoders = m.status().decoders;
+  t.is(decoders.length, 3);
+  t.deepEqual(
+    decoders.map((d) => [d.startSeconds, d.hwMode, d.consumers]),
+    [
+      [0, 'auto', ['A', 'D']],
+      [0.5, 'auto', ['B']],
+      [0, 'software', ['C']],
+    ],
+  );
+});
+
+test('the last consumer out stops the decoder; asking again for the same keeps it running', (t) => {
+  const m = manager(t);
+  const first = m.acquire('A', { source: counter });
+  m.acquire('B', { source: counter });
+  const again = m.acquire('A', { source: counter });
+  t.deepEqual(again, { decoder: first.decoder, created: false }, 'a reload with the same source changes nothing');
+  m.release('A');
+  t.deepEqual(m.status().decoders[0]?.consumers, ['B']);
+  m.release('B');
+  t.deepEqual(m.status().decoders, []);
+  const e = t.throws(() => m.release('B'));
+  t.regex(e?.message ?? '', /^ERR_DECODE_UNKNOWN_CONSUMER: consumer B holds no decoder/);
+});
+
+test('switching an output to another source leaves the old decoder to its other consumers', (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: counter });
+  m.acquire('B', { source: counter });
+  m.acquire('A', { source: hevc });
+  t.deepEqual(
+    m.status().decoders.map((d) => [d.codec, d.consumers]),
+    [
+      ['h264', ['B']],
+      ['hevc', ['A']],
+    ],
+  );
+});
+
+test('max_decoders is a clear error that names what runs, and nothing stops', (t) => {
+  const m = manager(t, { maxDecoders: 1 });
+  m.acquire('A', { source: counter });
+  const e = t.throws(() => m.acquire('B', { source: hevc }));
+  t.regex(e?.message ?? '', /^ERR_DECODE_LIMIT: max_decoders \(1\) reached; running: .*counter\.mp4 \(A\)/);
+  t.is(m.status().decoders.length, 1);
+  // A consumer moving to another source frees its own slot first.
+  t.notThrows(() => m.acquire('A', { source: hevc }));
+  t.is(m.status().decoders[0]?.codec, 'hevc');
+});
+
+test('sharing can be turned off and on at run time', (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: counter });
+  m.acquire('B', { source: counter });
+  m.setSharedDecode(false);
+  t.is(m.status().decoders.length, 2);
+  t.false(m.status().sharedDecode);
+  m.setSharedDecode(true);
+  t.deepEqual(
+    m.status().decoders.map((d) => d.consumers),
+    [['A', 'B']],
+  );
+});
+
+test('bad sources and requests are refused with the reason and the source named', (t) => {
+  const m = manager(t);
+  const missing = t.throws(() => m.acquire('A', { source: join(dir, 'missing.mp4') }));
+  t.regex(missing?.message ?? '', /^ERR_DECODE_OPEN: .*missing\.mp4: cannot open: No such file or directory/);
+  const garbage = t.throws(() => m.acquire('A', { source: notMedia }));
+  t.regex(garbage?.message ?? '', /^ERR_DECODE_OPEN: .*notes\.mp4: cannot open: /);
+  const audio = t.throws(() => m.acquire('A', { source: audioOnly }));
+  t.regex(audio?.message ?? '', /^ERR_DECODE_NO_VIDEO: .*tone\.m4a: no video stream/);
+  const stream = t.throws(() => m.acquire('A', { source: counter, stream: 7 }));
+  t.regex(stream?.message ?? '', /^ERR_DECODE_NO_VIDEO: .*stream 7 is not a video stream/);
+  const hw = t.throws(() => m.acquire('A', { source: counter, hw: 'gpu' }));
+  t.regex(hw?.message ?? '', /^ERR_DECODE_BAD_REQUEST: hw "gpu" is not "auto" or "software"/);
+  const start = t.throws(() => m.acquire('A', { source: counter, startSeconds: -1 }));
+  t.regex(start?.message ?? '', /^ERR_DECODE_BAD_REQUEST: startSeconds -1 must be a number >= 0/);
+  const empty = t.throws(() => m.acquire('', { source: counter }));
+  t.regex(empty?.message ?? '', /^ERR_DECODE_BAD_REQUEST: consumer name is empty/);
+  t.deepEqual(m.status().decoders, [], 'no decoder left behind by a failed open');
+});
+
+test('decoding runs at the stream rate, loops on, and the newest frame is the one due', async (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: counter });
+  await sleep(1600);
+  const [d] = m.status().decoders;
+  t.truthy(d);
+  if (!d) return;
+  t.true(d.loops >= 1, `looped (${d.loops})`);
+  // Paced by timestamps, not as fast as the CPU goes: 1.6 s of a 30 fps clip.
+  t.true(d.frames >= 35 && d.frames <= 60, `frames ${d.frames}`);
+  t.true(d.fps > 20 && d.fps < 40, `fps ${d.fps}`);
+  t.is(d.bytesCopiedPerFrame, 64 * 64 * 1.5, 'the software path copies each frame once, into NV12');
+  const frame = m.snapshot('A');
+  t.truthy(frame);
+  if (!frame) return;
+  t.is(frame.data.length, 64 * 64 * 1.5);
+  // The frame number is in the luma; the timeline runs on across loops.
+  const index = (frame.sequence - 1) % 30;
+  let sum = 0;
+  for (let i = 0; i < 64 * 64; i++) sum += frame.data[i] ?? 0;
+  t.true(Math.abs(sum / (64 * 64) - 4 * index) <= 2, `frame ${index}: luma ${sum / (64 * 64)}`);
+  t.true(Math.abs(frame.ptsUs - ((frame.sequence - 1) * 1e6) / 30) < 2000, `pts ${frame.ptsUs}`);
+  t.deepEqual([...frame.data.subarray(64 * 64, 64 * 64 + 4)], [128, 128, 128, 128], 'neutral chroma, interleaved');
+});
+
+test('HEVC decodes too', async (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: hevc });
+  await sleep(300);
+  const [d] = m.status().decoders;
+  t.like(d, { codec: 'hevc', width: 128, height: 72, frameRate: 25 });
+  t.true((d?.frames ?? 0) > 0);
+});
