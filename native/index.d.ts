@@ -66,6 +66,15 @@ export declare class KmsDevice {
    * connector (XR24, `pitch` bytes a row). Needs the outputs idle.
    */
   captureWriteback(connector: string): WritebackFrame
+  /**
+   * Plays the decoder that `consumer` holds in `manager` on these outputs, frame-locked:
+   * the presentation thread uploads each new frame once and commits all of them together
+   * at every vblank.
+   */
+  playVideo(manager: DecodeManager, consumer: string, outputs: Array<VideoOutput>): void
+  /** Stops video on every output; each keeps its last frame. */
+  stopVideo(): void
+  videoCounters(): VideoCounters
   stats(): Array<OutputStats>
   copyCounters(): CopyCounters
   /**
@@ -364,6 +373,30 @@ export interface Rect {
  * stale `.node` left over from an older build is easy to spot.
  */
 export declare function version(): string
+
+export interface VideoCounters {
+  /** Decoded frames uploaded to scanout buffers: once each, however many outputs show them. */
+  uploads: number
+  uploadBytes: number
+  /** Vblanks that showed a new frame, and vblanks that kept the previous one. */
+  framesShown: number
+  repeats: number
+  /** Video commits that failed, and the newest reason. */
+  errors: number
+  lastError?: string
+}
+
+/** Where one output shows decoded video. */
+export interface VideoOutput {
+  connector: string
+  /** Part of the video to show (a video-wall tile). Default: all of it. */
+  src?: Rect
+  /** Where on the output. Default: the whole mode. */
+  dst?: Rect
+  rotation?: number
+  colorEncoding?: string
+  colorRange?: string
+}
 
 export interface WritebackFrame {
   width: number

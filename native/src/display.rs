@@ -19,6 +19,7 @@ use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
 use crate::kms::udmabuf::udmabuf_create;
+use crate::kms::video::VideoPlacement;
 
 /// napi-rs functions throw with a fixed status, so the stable code leads the message
 /// ("ERR_KMS_MODE_NOT_FOUND: connector ..."); src/display/kms.ts lifts it into `error.code`.
@@ -214,6 +215,32 @@ pub struct OutputStats {
 pub struct CopyCounters {
     pub conversions: f64,
     pub bytes_copied: f64,
+}
+
+/// Where one output shows decoded video.
+#[napi(object)]
+pub struct VideoOutput {
+    pub connector: String,
+    /// Part of the video to show (a video-wall tile). Default: all of it.
+    pub src: Option<Rect>,
+    /// Where on the output. Default: the whole mode.
+    pub dst: Option<Rect>,
+    pub rotation: Option<u32>,
+    pub color_encoding: Option<String>,
+    pub color_range: Option<String>,
+}
+
+#[napi(object)]
+pub struct VideoCounters {
+    /// Decoded frames uploaded to scanout buffers: once each, however many outputs show them.
+    pub uploads: f64,
+    pub upload_bytes: f64,
+    /// Vblanks that showed a new frame, and vblanks that kept the previous one.
+    pub frames_shown: f64,
+    pub repeats: f64,
+    /// Video commits that failed, and the newest reason.
+    pub errors: f64,
+    pub last_error: Option<String>,
 }
 
 #[napi(object)]
@@ -683,6 +710,73 @@ impl KmsDevice {
                 height: c.height,
                 pitch: c.pitch,
                 data: c.data.into(),
+            })
+        })
+    }
+
+    /// Plays the decoder that `consumer` holds in `manager` on these outputs, frame-locked:
+    /// the presentation thread uploads each new frame once and commits all of them together
+    /// at every vblank.
+    #[napi]
+    pub fn play_video(
+        &self,
+        manager: &crate::playback::DecodeManager,
+        consumer: String,
+        outputs: Vec<VideoOutput>,
+    ) -> napi::Result<()> {
+        let source = manager.source_of(&consumer)?;
+        self.with_engine(|e| {
+            let mut placements = Vec::with_capacity(outputs.len());
+            for o in &outputs {
+                let output = e.output_index(&o.connector)?;
+                let as_layer = Layer {
+                    buffer: 0,
+                    src: None,
+                    dst: None,
+                    rotation: None,
+                    color_encoding: o.color_encoding.clone(),
+                    color_range: o.color_range.clone(),
+                };
+                let src = o.src.as_ref().map(rect_tuple).transpose().map_err(|err| {
+                    KmsError::BadBuffer(
+                        err.reason
+                            .trim_start_matches("ERR_KMS_BAD_ARGUMENT: ")
+                            .to_owned(),
+                    )
+                })?;
+                placements.push(VideoPlacement {
+                    output,
+                    connector: o.connector.clone(),
+                    src,
+                    dst: o.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                    rotation: o.rotation.unwrap_or(0),
+                    color: yuv_color(&as_layer, 1080)?,
+                });
+            }
+            e.video_play(source, placements)
+        })
+    }
+
+    /// Stops video on every output; each keeps its last frame.
+    #[napi]
+    pub fn stop_video(&self) -> napi::Result<()> {
+        self.with_engine(|e| {
+            e.video_stop();
+            Ok(())
+        })
+    }
+
+    #[napi]
+    pub fn video_counters(&self) -> napi::Result<VideoCounters> {
+        self.with_engine(|e| {
+            let c = e.video_counters;
+            Ok(VideoCounters {
+                uploads: c.uploads as f64,
+                upload_bytes: c.upload_bytes as f64,
+                frames_shown: c.frames_shown as f64,
+                repeats: c.repeats as f64,
+                errors: c.errors as f64,
+                last_error: e.video_error.clone(),
             })
         })
     }

@@ -93,6 +93,17 @@ pub struct DecodeManager {
 }
 
 impl DecodeManager {
+    /// The newest-frame handle of `consumer`'s decoder, for the KMS engine.
+    pub(crate) fn source_of(
+        &self,
+        consumer: &str,
+    ) -> napi::Result<crate::decode::decoder::FrameSource> {
+        self.with(|r| {
+            r.source_of(consumer)
+                .ok_or_else(|| DecodeError::UnknownConsumer(consumer.to_owned()))
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, DecodeError>) -> napi::Result<T> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut registry).map_err(js_error)

@@ -2,6 +2,7 @@
 // the kms-server and checks what the heads really show: QMP screendumps on virtio-gpu, the
 // writeback connector on vkms. A case throws to fail; its return value is the detail line.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectorInfo, OutputInfo, OutputStats, PlaneInfo } from '../../native/index.d.ts';
@@ -409,6 +410,70 @@ export const virtioCases: VmCase[] = [
     },
   },
   {
+    id: 'shared-decode-3-heads',
+    title: 'one decoder, one upload per frame, 3 heads frame-locked (screendumps taken together)',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const outputs = await outputsAll(kms);
+      const { width, height } = outputs[0]?.mode ?? { width: 0, height: 0 };
+      // Flat frames whose luma encodes the frame number; 10 fps so a frame outlives the
+      // moment it takes to dump three heads.
+      const clip = path.join(vm.scratch, 'counter.mp4');
+      execFileSync('ffmpeg', [
+        '-v',
+        'error',
+        '-y',
+        '-f',
+        'lavfi',
+        '-i',
+        `color=c=black:size=${width}x${height}:rate=10:duration=3,geq=lum='16+7*N':cb=128:cr=128`,
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-pix_fmt',
+        'yuv420p',
+        clip,
+      ]);
+      await kms.call('playVideo', { source: clip, consumer: 'wall', outputs: outputs.map((o) => o.connector) });
+      await sleep(2500);
+      const rounds: number[][] = [];
+      for (let round = 0; round < 6; round++) {
+        const levels = [];
+        for (const o of outputs) {
+          const image = await vm.screendump(headOf(o.connector));
+          const at = ((height >> 1) * width + (width >> 1)) * 3;
+          levels.push(image.rgb[at] ?? -1);
+        }
+        rounds.push(levels);
+        await sleep(150);
+      }
+      const together = rounds.filter((l) => Math.max(...l) - Math.min(...l) <= 2).length;
+      const distinct = new Set(rounds.map((l) => l[0])).size;
+      const status = await kms.call<{ decoders: Array<{ consumers: string[]; frames: number }> }>('decodeStatus');
+      // Stop first, so the counters below are read from a still picture.
+      await kms.call('stopVideo');
+      const video = await kms.call<{
+        uploads: number;
+        framesShown: number;
+        repeats: number;
+        errors: number;
+        lastError?: string;
+      }>('videoCounters');
+      const copies = await kms.call<{ conversions: number }>('copyCounters');
+      assert.equal(status.decoders.length, 1, 'one decoder for three heads');
+      assert.deepEqual(status.decoders[0]?.consumers, ['wall']);
+      // Screendumps are taken one after another, so a flip may fall between them now and then.
+      assert.ok(together >= 4, `heads showed the same frame in ${together} of 6 rounds: ${JSON.stringify(rounds)}`);
+      assert.ok(distinct >= 2, `the video moves: ${JSON.stringify(rounds)}`);
+      // virtio-gpu's planes take no NV12: each uploaded frame is converted once for all heads.
+      assert.equal(video.errors, 0, `video commits failed: ${video.lastError}`);
+      assert.ok(video.uploads > 10, `uploads ${video.uploads}`);
+      assert.equal(copies.conversions, video.uploads, 'one conversion per new frame, shared by the heads');
+      return `same frame on 3 heads in ${together}/6 rounds (${rounds.map((l) => l.join('/')).join(' ')}); ${video.uploads} uploads, ${copies.conversions} conversions, ${video.framesShown} new-frame vblanks, ${video.repeats} repeats; decoder frames ${status.decoders[0]?.frames}`;
+    },
+  },
+  {
     id: 'master-held',
     title: 'a second opener is refused with the holder named',
     async run(ctx) {
@@ -653,6 +718,51 @@ export const vkmsCases: VmCase[] = [
         );
       }
       return lines.join('; ');
+    },
+  },
+  {
+    id: 'video-nv12-direct',
+    title: 'decoded video on a plane that takes NV12: uploaded once, never converted',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const o = await vkmsOutput(kms);
+      const clip = path.join(vm.scratch, 'grey.mp4');
+      execFileSync('ffmpeg', [
+        '-v',
+        'error',
+        '-y',
+        '-f',
+        'lavfi',
+        '-i',
+        `color=c=gray:size=${o.mode.width}x${o.mode.height}:rate=10:duration=2`,
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-pix_fmt',
+        'yuv420p',
+        clip,
+      ]);
+      await kms.call('playVideo', { source: clip, consumer: 'main', outputs: [o.connector] });
+      await sleep(1500);
+      await kms.call('stopVideo');
+      await sleep(100);
+      const video = await kms.call<{ uploads: number; errors: number; lastError?: string }>('videoCounters');
+      const copies = await kms.call<{ conversions: number }>('copyCounters');
+      assert.equal(video.errors, 0, `video commits failed: ${video.lastError}`);
+      assert.ok(video.uploads >= 5, `uploads ${video.uploads}`);
+      assert.equal(copies.conversions, 0, 'NV12 went to the plane as it is');
+      const image = await writebackCapture(ctx, o.connector);
+      // ffmpeg's "gray" is RGB 128; through BT.601 limited YUV and back it stays within a few levels.
+      const line = regionCheck(
+        ctx,
+        'video frame',
+        image,
+        { x: 0, y: 0, width: o.mode.width, height: o.mode.height },
+        () => [128, 128, 128],
+        4,
+      );
+      return `${video.uploads} frames uploaded, 0 conversions; ${line}`;
     },
   },
   {

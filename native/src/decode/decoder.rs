@@ -146,6 +146,27 @@ impl Decoder {
     }
 }
 
+/// A handle on a decoder's newest frames for the presentation thread: it outlives nothing
+/// (the decoder's thread stops when the registry drops the decoder) and never blocks on it.
+#[derive(Clone)]
+pub struct FrameSource(Arc<Shared>);
+
+impl FrameSource {
+    /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
+    pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let ring = self.0.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest?;
+        let (seq, pts) = ring.meta[slot];
+        Some(f(&ring.slots[slot], ring.width, ring.height, seq, pts))
+    }
+}
+
+impl Decoder {
+    pub fn source(&self) -> FrameSource {
+        FrameSource(Arc::clone(&self.shared))
+    }
+}
+
 impl Drop for Decoder {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);

@@ -214,6 +214,10 @@ impl Registry {
         self.entries.get(key).map(|e| &e.decoder)
     }
 
+    pub fn source_of(&self, consumer: &str) -> Option<super::decoder::FrameSource> {
+        self.decoder_of(consumer).map(Decoder::source)
+    }
+
     pub fn status(&self) -> Vec<DecoderStatus> {
         let mut out: Vec<DecoderStatus> = self
             .entries

@@ -69,6 +69,8 @@ pub struct Buffer {
     /// Planes showing it now or in a pending commit.
     pub screen_refs: u32,
     pub release_requested: bool,
+    /// Bumped by every CPU write, so a converted copy knows whether it is still current.
+    pub generation: u64,
 }
 
 /// An external buffer described the way FFmpeg's AVDRMFrameDescriptor is.
@@ -222,6 +224,7 @@ impl BufferStore {
                 },
                 screen_refs: 0,
                 release_requested: false,
+                generation: 0,
             },
         );
         Ok(id)
@@ -314,6 +317,7 @@ impl BufferStore {
                 storage: Storage::Gbm { bo },
                 screen_refs: 0,
                 release_requested: false,
+                generation: 0,
             },
         );
         Ok(fb)
@@ -323,9 +327,11 @@ impl BufferStore {
     /// into a dumb or GBM buffer, honouring its pitches.
     pub fn dumb_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
         if let Storage::Gbm { .. } = self.get(id)?.storage {
+            self.get_mut(id)?.generation += 1;
             return self.gbm_write(id, data);
         }
         let buffer = self.get_mut(id)?;
+        buffer.generation += 1;
         let (bpp, hsub, vsub) = format_layout(buffer.format).expect("dumb formats have layouts");
         let (width, height, pitches, offsets) =
             (buffer.width, buffer.height, buffer.pitches, buffer.offsets);
@@ -572,6 +578,7 @@ impl BufferStore {
                 },
                 screen_refs: 0,
                 release_requested: false,
+                generation: 0,
             },
         );
         Ok(id)
@@ -646,6 +653,7 @@ impl BufferStore {
                 },
                 screen_refs: 0,
                 release_requested: false,
+                generation: 0,
             },
         );
         Ok(fb)

@@ -15,4 +15,5 @@ pub mod probe;
 pub mod props;
 pub mod resources;
 pub mod udmabuf;
+pub mod video;
 pub mod writeback;

@@ -91,7 +91,9 @@ fn presenter_run(
                 revents: 0,
             },
         ];
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, 1000) };
+        // A short timeout: bound video waits for its decoder's first frame without a flip
+        // event to wake it (see Engine::idle_tick).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, 20) };
         if n < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
@@ -100,6 +102,13 @@ fn presenter_run(
         }
         if fds[1].revents != 0 {
             return;
+        }
+        if n == 0 {
+            let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(engine) = guard.as_mut() {
+                engine.idle_tick();
+            }
+            continue;
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let len = unsafe { libc::read(card_fd, buf.as_mut_ptr().cast(), buf.len()) };

@@ -81,13 +81,14 @@ impl Engine {
                 std::io::Error::other("the kernel returned no out-fence"),
             ));
         }
-        // The job completes at the next vblank; a second is generous even under TCG.
+        // The job completes at the next vblank on hardware; a software composer (vkms under
+        // emulation, converting YUV per pixel) can take seconds.
         let mut pfd = libc::pollfd {
             fd: fence,
             events: libc::POLLIN,
             revents: 0,
         };
-        let ready = unsafe { libc::poll(&mut pfd, 1, 2000) };
+        let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
         unsafe { libc::close(fence) };
         if ready <= 0 {
             return Err(KmsError::Ioctl(

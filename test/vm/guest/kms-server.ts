@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type {
+  DecodeManager,
   DisplayEvent,
   DmaBufDescriptor,
   FlipLoopConfig,
@@ -22,6 +23,7 @@ import { type Pattern, patternNV12, patternXR24 } from '../pattern.ts';
 
 const addon = loadAddon();
 let device: KmsDevice | undefined;
+let decode: DecodeManager | undefined;
 
 interface FlipRecord {
   count: number;
@@ -216,8 +218,29 @@ const methods: Record<string, (p: Params) => unknown> = {
   close: () => {
     device?.close();
     device = undefined;
+    decode?.close();
+    decode = undefined;
     return true;
   },
+  /** Decodes `source` once and plays it on `outputs` (connector names or VideoOutput objects). */
+  playVideo: (p) => {
+    decode ??= new addon.DecodeManager({});
+    const consumer = String(p.consumer ?? 'video');
+    decode.acquire(consumer, { source: String(p.source) });
+    const outputs = (p.outputs as Array<string | { connector: string }>).map((o) =>
+      typeof o === 'string' ? { connector: o } : o,
+    );
+    need().playVideo(decode, consumer, outputs);
+    return true;
+  },
+  stopVideo: () => {
+    need().stopVideo();
+    decode?.close();
+    decode = undefined;
+    return true;
+  },
+  decodeStatus: () => decode?.status() ?? null,
+  videoCounters: () => need().videoCounters(),
   proc: () => ({ fds: fdCount(), rssKb: rssKb() }),
   /** Opens, configures every connected connector, shows a buffer, and closes, `times` times. */
   cycle: async (p) => {
