@@ -373,3 +373,16 @@ test('docs/config.md is the generated schema reference', (t) => {
   const committed = readFileSync(new URL('../docs/config.md', import.meta.url), 'utf8');
   t.is(committed, schemaMarkdown(), 'run: bin/multihead config schema --format markdown > docs/config.md');
 });
+
+test('decode settings: sharing on by default, words accepted from the environment, bad values named', (t) => {
+  t.like(load(t).config.decode, { shared: true, maxDecoders: 4 });
+  t.like(load(t, { env: { MULTIHEAD_DECODE_SHARED: 'off', MULTIHEAD_DECODE_MAX_DECODERS: '2' } }).config.decode, {
+    shared: false,
+    maxDecoders: 2,
+  });
+  const shared = loadError(t, { env: { MULTIHEAD_DECODE_SHARED: 'maybe' } });
+  t.regex(shared.message, /decode\.shared = "maybe" from environment MULTIHEAD_DECODE_SHARED: must be true or false/);
+  const dir = scratchDir(t);
+  const max = loadError(t, { path: writeJson(dir, 'c.json', { decode: { maxDecoders: 0 } }) });
+  t.regex(max.message, /decode\.maxDecoders = 0 from .*c\.json: must be an integer from 1 to 64/);
+});

@@ -188,6 +188,22 @@ function integerIn(name: string, min: number, max: number): Format {
 }
 
 export const port = integerIn('tcp-port', 0, 65535);
+export const decoderCount = integerIn('decoder-count', 1, 64);
+
+/** true/false, or in the environment also 1/0, yes/no, on/off. */
+export const flag: Format = {
+  name: 'flag',
+  rule: 'must be true or false',
+  coerce: (raw) => {
+    const text = raw.trim().toLowerCase();
+    if (['true', '1', 'yes', 'on'].includes(text)) return true;
+    if (['false', '0', 'no', 'off'].includes(text)) return false;
+    return raw;
+  },
+  validate(value) {
+    if (typeof value !== 'boolean') fail(flag.rule);
+  },
+};
 export const ringSize = integerIn('ring-size', 10, 100_000);
 
 export const ledNames: Format = {

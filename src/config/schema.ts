@@ -139,6 +139,20 @@ export const schema = {
       env: 'MULTIHEAD_LED_SYSFS_PATH',
     },
   },
+  decode: {
+    shared: {
+      doc: 'One decoder per source for every output showing it (the shared-decode RFC). Off: each output decodes for itself.',
+      format: f.flag,
+      default: true,
+      env: 'MULTIHEAD_DECODE_SHARED',
+    },
+    maxDecoders: {
+      doc: 'Most decoders running at once; a request for another is refused with ERR_DECODE_LIMIT and reported.',
+      format: f.decoderCount,
+      default: 4,
+      env: 'MULTIHEAD_DECODE_MAX_DECODERS',
+    },
+  },
   dataDir: {
     doc: 'Writable directory for media cache, state and logs (the data partition on the appliance).',
     format: f.absolutePath,
