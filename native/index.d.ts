@@ -168,6 +168,9 @@ export interface DecoderInfo {
   bytesCopiedPerFrame: number
   /** Why the decoder stopped, if it did. */
   failure?: string
+  /** Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none". */
+  index: string
+  indexKeyframes: number
 }
 
 export interface DecodeStatus {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -167,7 +167,7 @@ test('bad sources and requests are refused with the reason and the source named'
   t.deepEqual(m.status().decoders, [], 'no decoder left behind by a failed open');
 });
 
-test('decoding runs at the stream rate, loops on, and the newest frame is the one due', async (t) => {
+test.serial('decoding runs at the stream rate, loops on, and the newest frame is the one due', async (t) => {
   const m = manager(t);
   m.acquire('A', { source: counter });
   await sleep(1600);
@@ -199,4 +199,67 @@ test('HEVC decodes too', async (t) => {
   const [d] = m.status().decoders;
   t.like(d, { codec: 'hevc', width: 128, height: 72, frameRate: 25 });
   t.true((d?.frames ?? 0) > 0);
+});
+
+const lumaMean = (data: Uint8Array, pixels: number): number => {
+  let sum = 0;
+  for (let i = 0; i < pixels; i++) sum += data[i] ?? 0;
+  return sum / pixels;
+};
+
+test('a start offset shows the frame at that time, not the keyframe before it', async (t) => {
+  const m = manager(t);
+  m.acquire('A', { source: counter, startSeconds: 0.5 });
+  await sleep(100);
+  const frame = m.snapshot('A');
+  t.truthy(frame);
+  if (!frame) return;
+  // The first frame shown is frame 15 (luma 60); frames 0-14 were decoded as references only.
+  // Sequence numbers count shown frames, so the frame on show is 15 + sequence - 1 (while the
+  // first pass lasts).
+  const shown = 15 + frame.sequence - 1;
+  t.true(shown < 30, `still in the first pass (frame ${shown})`);
+  const luma = lumaMean(frame.data, 64 * 64);
+  t.true(Math.abs(luma - 4 * shown) <= 2, `frame ${shown}: luma ${luma}`);
+});
+
+test('the keyframe index is built on the first pass, saved beside the file, and trusted only while the file is unchanged', async (t) => {
+  const media = join(mkdtempSync(join(dir, 'idx-')), 'gop.mp4');
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=64x64:rate=30:duration=1',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-g',
+    '10',
+    '-pix_fmt',
+    'yuv420p',
+    media,
+  ]);
+  const run = async (waitMs: number) => {
+    const m = new addon.DecodeManager({});
+    m.acquire('A', { source: media });
+    const before = m.status().decoders[0];
+    await sleep(waitMs);
+    const after = m.status().decoders[0];
+    m.close();
+    return { before: before?.index, after: after?.index, keyframes: after?.indexKeyframes };
+  };
+  t.deepEqual(await run(1300), { before: 'none', after: 'built', keyframes: 3 });
+  t.true(existsSync(`${media}.idx`));
+  t.deepEqual(await run(100), { before: 'loaded', after: 'loaded', keyframes: 3 });
+  // The file changed (a new download, say): the old index no longer counts.
+  utimesSync(media, new Date(), new Date(Date.now() + 5000));
+  t.deepEqual(await run(1300), { before: 'none', after: 'built', keyframes: 3 });
+  // A damaged index is ignored and rebuilt, never trusted.
+  writeFileSync(`${media}.idx`, 'garbage');
+  t.deepEqual(await run(1300), { before: 'none', after: 'built', keyframes: 3 });
+  t.true(readFileSync(`${media}.idx`).subarray(0, 8).toString() === 'MHKFIDX1');
 });

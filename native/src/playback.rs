@@ -67,6 +67,9 @@ pub struct DecoderInfo {
     pub bytes_copied_per_frame: f64,
     /// Why the decoder stopped, if it did.
     pub failure: Option<String>,
+    /// Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none".
+    pub index: String,
+    pub index_keyframes: f64,
 }
 
 #[napi(object)]
@@ -201,6 +204,8 @@ impl DecodeManager {
                         queue_depth: s.queue_depth,
                         bytes_copied_per_frame: s.bytes_copied_per_frame as f64,
                         failure: s.failure,
+                        index: s.index.to_owned(),
+                        index_keyframes: s.index_keyframes as f64,
                     })
                     .collect(),
             })

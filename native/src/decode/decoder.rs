@@ -16,6 +16,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg_next as ffmpeg;
 
 use super::error::DecodeError;
+use super::index::{media_identity, KeyframeIndex};
 use super::key::SourceKey;
 use super::nv12::{nv12_size, yuv420p_to_nv12};
 
@@ -45,6 +46,9 @@ pub struct DecoderCounters {
     pub bytes_copied_last: AtomicU64,
     /// Smoothed time between frames, in microseconds.
     pub interval_us: AtomicU64,
+    /// Keyframe index: 0 none, 1 loaded from beside the file, 2 built and saved by this decoder.
+    pub index_state: AtomicU64,
+    pub index_keyframes: AtomicU64,
 }
 
 pub struct FrameRing {
@@ -203,6 +207,10 @@ struct Session {
     start_us: i64,
     period_us: i64,
     info: StreamInfo,
+    index: Option<KeyframeIndex>,
+    /// Keyframes seen on the first pass, saved as the index when it completes.
+    keyframes_seen: Vec<(i64, i64)>,
+    time_base_raw: (i32, i32),
     scaler: Option<(
         Pixel,
         ffmpeg::software::scaling::Context,
@@ -274,9 +282,17 @@ impl Session {
             frame_rate,
         };
         let start_us = (key.start_ms * 1000) as i64;
+        let index = KeyframeIndex::load(&key.source, stream_index as u32);
         if start_us > 0 {
+            // With an index, go straight to the keyframe before the start: the demuxer need
+            // not search (slow for formats without their own index, such as MPEG-TS).
+            let target = index
+                .as_ref()
+                .and_then(|i| i.keyframe_before((start_us as f64 / 1_000_000.0 / time_base) as i64))
+                .map(|(pts, _)| (pts as f64 * time_base * 1_000_000.0) as i64)
+                .unwrap_or(start_us);
             input
-                .seek(start_us, ..start_us)
+                .seek(target, ..target + 1)
                 .map_err(|e| open_err(format!("seek to {} ms: {e}", key.start_ms)))?;
         }
         Ok(Session {
@@ -289,6 +305,9 @@ impl Session {
             period_us: (1_000_000.0 / frame_rate) as i64,
             info,
             scaler: None,
+            index,
+            keyframes_seen: Vec::with_capacity(1024),
+            time_base_raw: (tb.numerator(), tb.denominator()),
         })
     }
 
@@ -297,11 +316,23 @@ impl Session {
         let mut packet = ffmpeg::Packet::empty();
         let mut frame = ffmpeg::frame::Video::empty();
         let mut clock = Clock::default();
+        if let Some(index) = &self.index {
+            shared.counters.index_state.store(1, Ordering::Relaxed);
+            shared
+                .counters
+                .index_keyframes
+                .store(index.keyframes.len() as u64, Ordering::Relaxed);
+        }
         while !shared.stop.load(Ordering::Relaxed) {
             match packet.read(&mut self.input) {
                 Ok(()) => {
                     if packet.stream() != self.stream {
                         continue;
+                    }
+                    if self.index.is_none() && packet.is_key() {
+                        if let Some(pts) = packet.pts() {
+                            self.keyframes_seen.push((pts, packet.position() as i64));
+                        }
                     }
                     // A damaged packet is skipped, not fatal: the next keyframe recovers.
                     let _ = self.decoder.send_packet(&packet);
@@ -310,6 +341,7 @@ impl Session {
                 Err(ffmpeg::Error::Eof) => {
                     let _ = self.decoder.send_eof();
                     self.drain(&mut frame, &mut clock, shared)?;
+                    self.index_save(shared);
                     // Loop: back to the start offset, with the timeline running on.
                     self.input
                         .seek(self.start_us, ..self.start_us.max(0) + 1)
@@ -327,6 +359,32 @@ impl Session {
         Ok(())
     }
 
+    /// After the first complete pass from the beginning: keep what it learned beside the file.
+    fn index_save(&mut self, shared: &Shared) {
+        if self.index.is_some() || self.start_us != 0 || self.keyframes_seen.is_empty() {
+            return;
+        }
+        let Some((media_size, media_mtime_ns)) = media_identity(&self.source) else {
+            return;
+        };
+        let index = KeyframeIndex {
+            media_size,
+            media_mtime_ns,
+            stream: self.stream as u32,
+            time_base: self.time_base_raw,
+            keyframes: std::mem::take(&mut self.keyframes_seen),
+        };
+        // An unwritable media directory only means no index next time.
+        if index.save(&self.source).is_ok() {
+            shared.counters.index_state.store(2, Ordering::Relaxed);
+            shared
+                .counters
+                .index_keyframes
+                .store(index.keyframes.len() as u64, Ordering::Relaxed);
+        }
+        self.index = Some(index);
+    }
+
     fn drain(
         &mut self,
         frame: &mut ffmpeg::frame::Video,
@@ -340,6 +398,11 @@ impl Session {
             let pts = frame
                 .timestamp()
                 .map(|t| (t as f64 * self.time_base * 1_000_000.0) as i64);
+            // Decoding starts at the keyframe before the start offset: frames before it are
+            // needed as references but are not shown.
+            if pts.is_some_and(|p| p < self.start_us) {
+                continue;
+            }
             let due = clock.due(pts, self.period_us);
             let now = Instant::now();
             if now > due + Duration::from_micros(self.period_us as u64) {

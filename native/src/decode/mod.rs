@@ -3,6 +3,7 @@
 
 pub mod decoder;
 pub mod error;
+pub mod index;
 pub mod key;
 pub mod nv12;
 pub mod registry;

@@ -62,6 +62,8 @@ pub struct DecoderStatus {
     pub queue_depth: u32,
     pub bytes_copied_per_frame: u64,
     pub failure: Option<String>,
+    pub index: &'static str,
+    pub index_keyframes: u64,
 }
 
 pub struct Acquired {
@@ -246,6 +248,12 @@ impl Registry {
                     queue_depth: d.queue_depth(),
                     bytes_copied_per_frame: c.bytes_copied_last.load(Ordering::Relaxed),
                     failure: d.failure(),
+                    index: match c.index_state.load(Ordering::Relaxed) {
+                        1 => "loaded",
+                        2 => "built",
+                        _ => "none",
+                    },
+                    index_keyframes: c.index_keyframes.load(Ordering::Relaxed),
                 }
             })
             .collect();
