@@ -88,6 +88,19 @@ export declare class KmsDevice {
   close(): void
 }
 
+export declare class VirtualDisplay {
+  /** Outputs by name and mode; the vblank clock starts at once. */
+  constructor(outputs: Array<VirtualOutputConfig>)
+  /** Shows the decoder `consumer` holds in `manager` on these outputs, from the next vblank. */
+  play(manager: DecodeManager, consumer: string, outputs: Array<string>): void
+  /** Stops showing video on these outputs (all when empty); they keep their last frame. */
+  stopVideo(outputs?: Array<string> | undefined | null): void
+  stats(): Array<VirtualOutputStats>
+  /** A copy of what the output scans out now (for previews and tests). */
+  snapshot(output: string): VirtualFrame | null
+  close(): void
+}
+
 export interface AcquireResult {
   decoder: number
   /** A new decoder was started (false: joined a running one, or kept its own). */
@@ -399,6 +412,39 @@ export interface VideoOutput {
   rotation?: number
   colorEncoding?: string
   colorRange?: string
+}
+
+export interface VirtualFrame {
+  width: number
+  height: number
+  sequence: number
+  /** NV12, as scanned out. */
+  data: Buffer
+}
+
+export interface VirtualOutputConfig {
+  name: string
+  width: number
+  height: number
+  /** Vblanks per second (default 60). */
+  refresh?: number
+}
+
+export interface VirtualOutputStats {
+  name: string
+  width: number
+  height: number
+  refresh: number
+  vblanks: number
+  /** Vblanks that showed a new frame, and vblanks that kept the previous one. */
+  frames: number
+  repeats: number
+  /** Decoded frames that never reached this output (replaced before a vblank took them). */
+  dropped: number
+  /** Decoder sequence number of the frame on show (0: nothing yet). */
+  sequence: number
+  /** What plays here: the consumer name, if any. */
+  playing?: string
 }
 
 export interface WritebackFrame {

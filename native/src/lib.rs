@@ -8,6 +8,7 @@ mod alloc_count;
 pub mod decode;
 pub mod display;
 pub mod playback;
+pub mod virtual_display;
 
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;

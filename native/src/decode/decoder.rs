@@ -229,7 +229,24 @@ impl Session {
         // FFmpeg's own stderr chatter would bypass the structured log; every failure reaches
         // the caller as an error naming the source instead.
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
-        let mut input = ffmpeg::format::input(&key.source).map_err(|e| open_err(e.to_string()))?;
+        let mut input = match key.source.strip_prefix("lavfi:") {
+            // A generated source (FFmpeg's lavfi device, e.g. "lavfi:testsrc2=size=1280x720"):
+            // the built-in demo, and tests that need no file.
+            Some(graph) => {
+                ffmpeg::device::register_all();
+                let lavfi = unsafe { ffmpeg::ffi::av_find_input_format(c"lavfi".as_ptr()) };
+                if lavfi.is_null() {
+                    return Err(open_err("this FFmpeg has no lavfi device".into()));
+                }
+                let format = unsafe { ffmpeg::format::format::Input::wrap(lavfi as *mut _) };
+                match ffmpeg::format::open(graph, &ffmpeg::Format::Input(format)) {
+                    Ok(ffmpeg::format::context::Context::Input(input)) => input,
+                    Ok(_) => return Err(open_err("lavfi opened as an output".into())),
+                    Err(e) => return Err(open_err(e.to_string())),
+                }
+            }
+            None => ffmpeg::format::input(&key.source).map_err(|e| open_err(e.to_string()))?,
+        };
         let stream = match key.stream {
             Some(index) => input
                 .streams()

@@ -1,0 +1,282 @@
+//! Virtual outputs: the same frame-locked presentation as on KMS, with scanout to memory and
+//! a simulated vblank clock. Used when a machine has no KMS device (a laptop running the
+//! README's command) and by tests. At each vblank every output bound to a source takes the
+//! newest decoded frame into its scanout buffer, all outputs at the same tick.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use napi::Status;
+use napi_derive::napi;
+
+use crate::decode::decoder::FrameSource;
+
+#[napi(object)]
+pub struct VirtualOutputConfig {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Vblanks per second (default 60).
+    pub refresh: Option<u32>,
+}
+
+#[napi(object)]
+pub struct VirtualOutputStats {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub refresh: u32,
+    pub vblanks: f64,
+    /// Vblanks that showed a new frame, and vblanks that kept the previous one.
+    pub frames: f64,
+    pub repeats: f64,
+    /// Decoded frames that never reached this output (replaced before a vblank took them).
+    pub dropped: f64,
+    /// Decoder sequence number of the frame on show (0: nothing yet).
+    pub sequence: f64,
+    /// What plays here: the consumer name, if any.
+    pub playing: Option<String>,
+}
+
+#[napi(object)]
+pub struct VirtualFrame {
+    pub width: u32,
+    pub height: u32,
+    pub sequence: f64,
+    /// NV12, as scanned out.
+    pub data: napi::bindgen_prelude::Buffer,
+}
+
+struct Output {
+    name: String,
+    width: u32,
+    height: u32,
+    refresh: u32,
+    source: Option<(String, FrameSource)>,
+    /// The memory this output scans out, reused frame after frame.
+    scanout: Vec<u8>,
+    frame_size: (u32, u32),
+    sequence: u64,
+    vblanks: u64,
+    frames: u64,
+    repeats: u64,
+    dropped: u64,
+}
+
+struct State {
+    outputs: Vec<Output>,
+}
+
+#[napi]
+pub struct VirtualDisplay {
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn bad(message: String) -> napi::Error {
+    napi::Error::new(
+        Status::InvalidArg,
+        format!("ERR_VIRTUAL_BAD_ARGUMENT: {message}"),
+    )
+}
+
+#[napi]
+impl VirtualDisplay {
+    /// Outputs by name and mode; the vblank clock starts at once.
+    #[napi(constructor)]
+    pub fn new(outputs: Vec<VirtualOutputConfig>) -> napi::Result<Self> {
+        if outputs.is_empty() {
+            return Err(bad("a virtual display needs at least one output".into()));
+        }
+        let mut list = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let refresh = o.refresh.unwrap_or(60);
+            if o.width == 0
+                || o.height == 0
+                || o.width > 16384
+                || o.height > 16384
+                || !(1..=240).contains(&refresh)
+            {
+                return Err(bad(format!(
+                    "output {}: {}x{}@{} is out of range",
+                    o.name, o.width, o.height, refresh
+                )));
+            }
+            if list.iter().any(|x: &Output| x.name == o.name) {
+                return Err(bad(format!("output {} is listed twice", o.name)));
+            }
+            list.push(Output {
+                name: o.name,
+                width: o.width,
+                height: o.height,
+                refresh,
+                source: None,
+                scanout: Vec::new(),
+                frame_size: (0, 0),
+                sequence: 0,
+                vblanks: 0,
+                frames: 0,
+                repeats: 0,
+                dropped: 0,
+            });
+        }
+        let state = Arc::new(Mutex::new(State { outputs: list }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_state, thread_stop) = (Arc::clone(&state), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("multihead-vblank".into())
+            .spawn(move || vblank_run(&thread_state, &thread_stop))
+            .map_err(|e| {
+                napi::Error::from_reason(format!("cannot start the vblank thread: {e}"))
+            })?;
+        Ok(VirtualDisplay {
+            state,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Shows the decoder `consumer` holds in `manager` on these outputs, from the next vblank.
+    #[napi]
+    pub fn play(
+        &self,
+        manager: &crate::playback::DecodeManager,
+        consumer: String,
+        outputs: Vec<String>,
+    ) -> napi::Result<()> {
+        let source = manager.source_of(&consumer)?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for name in &outputs {
+            if !state.outputs.iter().any(|o| &o.name == name) {
+                return Err(bad(format!("no virtual output {name}")));
+            }
+        }
+        for o in state
+            .outputs
+            .iter_mut()
+            .filter(|o| outputs.contains(&o.name))
+        {
+            o.source = Some((consumer.clone(), source.clone()));
+        }
+        Ok(())
+    }
+
+    /// Stops showing video on these outputs (all when empty); they keep their last frame.
+    #[napi]
+    pub fn stop_video(&self, outputs: Option<Vec<String>>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for o in &mut state.outputs {
+            if outputs.as_ref().is_none_or(|names| names.contains(&o.name)) {
+                o.source = None;
+            }
+        }
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Vec<VirtualOutputStats> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .outputs
+            .iter()
+            .map(|o| VirtualOutputStats {
+                name: o.name.clone(),
+                width: o.width,
+                height: o.height,
+                refresh: o.refresh,
+                vblanks: o.vblanks as f64,
+                frames: o.frames as f64,
+                repeats: o.repeats as f64,
+                dropped: o.dropped as f64,
+                sequence: o.sequence as f64,
+                playing: o.source.as_ref().map(|(c, _)| c.clone()),
+            })
+            .collect()
+    }
+
+    /// A copy of what the output scans out now (for previews and tests).
+    #[napi]
+    pub fn snapshot(&self, output: String) -> napi::Result<Option<VirtualFrame>> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let o = state
+            .outputs
+            .iter()
+            .find(|o| o.name == output)
+            .ok_or_else(|| bad(format!("no virtual output {output}")))?;
+        Ok((o.sequence > 0).then(|| VirtualFrame {
+            width: o.frame_size.0,
+            height: o.frame_size.1,
+            sequence: o.sequence as f64,
+            data: o.scanout.clone().into(),
+        }))
+    }
+
+    #[napi]
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for VirtualDisplay {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The simulated vblank: each output ticks at its own refresh; outputs with the same refresh
+/// tick together and take the same frame.
+fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
+    let start = Instant::now();
+    let mut ticks: Vec<u64> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let next_due = {
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            ticks.resize(state.outputs.len(), 0);
+            let now = start.elapsed();
+            let mut next = Duration::from_millis(100);
+            for (o, tick) in state.outputs.iter_mut().zip(ticks.iter_mut()) {
+                // Computed from the start, not accumulated, so the clock does not drift.
+                let refresh = u64::from(o.refresh);
+                let due = |tick: u64| Duration::from_nanos((tick + 1) * 1_000_000_000 / refresh);
+                if now >= due(*tick) {
+                    *tick += 1;
+                    vblank(o);
+                }
+                next = next.min(due(*tick).saturating_sub(now));
+            }
+            next
+        };
+        std::thread::sleep(next_due.min(Duration::from_millis(20)));
+    }
+}
+
+fn vblank(o: &mut Output) {
+    o.vblanks += 1;
+    let Some((_, source)) = &o.source else {
+        return;
+    };
+    let taken = source.with_newest(|data, width, height, sequence, _| {
+        if sequence == o.sequence {
+            return false;
+        }
+        if o.scanout.len() != data.len() {
+            o.scanout.resize(data.len(), 0);
+        }
+        o.scanout.copy_from_slice(data);
+        if o.sequence > 0 && sequence > o.sequence + 1 {
+            o.dropped += sequence - o.sequence - 1;
+        }
+        o.sequence = sequence;
+        o.frame_size = (width, height);
+        true
+    });
+    match taken {
+        Some(true) => o.frames += 1,
+        _ => o.repeats += 1,
+    }
+}

@@ -1,0 +1,101 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { loadAddon } from '../src/native/addon.ts';
+
+const addon = loadAddon();
+const dir = mkdtempSync(join(tmpdir(), 'multihead-virtual-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+// Flat frames whose luma is 4 x the frame number: 30 frames, 30 fps.
+const counter = join(dir, 'counter.mp4');
+execFileSync('ffmpeg', [
+  '-v',
+  'error',
+  '-f',
+  'lavfi',
+  '-i',
+  "color=c=black:size=64x64:rate=30:duration=1,geq=lum='4*N':cb=128:cr=128",
+  '-c:v',
+  'libx264',
+  '-preset',
+  'ultrafast',
+  '-qp',
+  '0',
+  '-pix_fmt',
+  'yuv420p',
+  counter,
+]);
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test.serial('two virtual outputs show one decoder frame-locked: every frame, no drops, at each vblank', async (t) => {
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay([
+    { name: 'Virtual-1', width: 64, height: 64, refresh: 60 },
+    { name: 'Virtual-2', width: 64, height: 64, refresh: 60 },
+  ]);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  decode.acquire('wall', { source: counter });
+  display.play(decode, 'wall', ['Virtual-1', 'Virtual-2']);
+  await sleep(4000);
+  const [a, b] = display.stats();
+  const status = decode.status().decoders[0];
+  t.truthy(a && b && status);
+  if (!a || !b || !status) return;
+  t.is(a.sequence, b.sequence, 'both outputs show the same frame at the same vblank');
+  t.true(a.vblanks > 200 && a.vblanks < 260, `vblanks ${a.vblanks} in 4 s at 60 Hz`);
+  // A 30 fps clip on 60 Hz outputs: each frame is shown, each for two vblanks.
+  t.is(a.dropped, 0, 'no decoded frame skipped');
+  t.is(b.dropped, 0);
+  t.true(Math.abs(a.frames - status.frames) <= 1, `shown ${a.frames} of ${status.frames} decoded`);
+  t.true(a.repeats >= a.frames - 2, `repeats ${a.repeats}`);
+  const frame = display.snapshot('Virtual-2');
+  t.truthy(frame);
+  if (!frame) return;
+  const index = (frame.sequence - 1) % 30;
+  let sum = 0;
+  for (let i = 0; i < 64 * 64; i++) sum += frame.data[i] ?? 0;
+  t.true(Math.abs(sum / (64 * 64) - 4 * index) <= 2, `frame ${index}: luma ${sum / (64 * 64)}`);
+});
+
+test('a generated source (lavfi) needs no file: the built-in demo', async (t) => {
+  const decode = new addon.DecodeManager({});
+  t.teardown(() => decode.close());
+  decode.acquire('demo', { source: 'lavfi:testsrc2=size=320x180:rate=30' });
+  await sleep(400);
+  const [d] = decode.status().decoders;
+  t.like(d, { width: 320, height: 180, frameRate: 30, consumers: ['demo'] });
+  t.true((d?.frames ?? 0) > 3);
+  const bad = t.throws(() => decode.acquire('x', { source: 'lavfi:nosuchfilter=1' }));
+  t.regex(bad?.message ?? '', /^ERR_DECODE_OPEN: lavfi:nosuchfilter=1: cannot open: /);
+});
+
+test('bad virtual outputs are refused by name', (t) => {
+  const zero = t.throws(() => new addon.VirtualDisplay([{ name: 'V', width: 0, height: 10 }]));
+  t.regex(zero?.message ?? '', /^ERR_VIRTUAL_BAD_ARGUMENT: output V: 0x10@60 is out of range/);
+  const twice = t.throws(
+    () =>
+      new addon.VirtualDisplay([
+        { name: 'V', width: 10, height: 10 },
+        { name: 'V', width: 10, height: 10 },
+      ]),
+  );
+  t.regex(twice?.message ?? '', /output V is listed twice/);
+  const display = new addon.VirtualDisplay([{ name: 'V', width: 10, height: 10 }]);
+  const decode = new addon.DecodeManager({});
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  decode.acquire('c', { source: counter });
+  const unknown = t.throws(() => display.play(decode, 'c', ['Nope']));
+  t.regex(unknown?.message ?? '', /no virtual output Nope/);
+  const consumer = t.throws(() => display.play(decode, 'nobody', ['V']));
+  t.regex(consumer?.message ?? '', /^ERR_DECODE_UNKNOWN_CONSUMER: consumer nobody holds no decoder/);
+});
