@@ -185,3 +185,24 @@ test('run logs secrets from the environment only in redacted form', async (t) =>
   t.false(r.stdout.includes('hunter2'));
   t.false(r.stderr.includes('hunter2'));
 });
+
+test('without a KMS device the run command plays the built-in demo on 2 virtual outputs from one decoder', async (t) => {
+  const { child, result, entries } = await startSupervisor(t, { MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99' });
+  const playing = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('playing the built-in demo'));
+  t.deepEqual(playing?.outputs, ['Virtual-1', 'Virtual-2']);
+  t.is(playing?.component, 'playback');
+  // The first decoder status comes 2 s in.
+  const deadline = Date.now() + 8000;
+  let decoder: Record<string, unknown> | undefined;
+  while (!decoder && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    decoder = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('decoder 1 '));
+  }
+  t.truthy(decoder, 'a decoder status line');
+  t.deepEqual(decoder?.consumers, ['Virtual-1', 'Virtual-2'], 'one decoder, both outputs');
+  t.true(Number(decoder?.frames) > 10);
+  const outputLines = entries.filter((e) => /^output Virtual-\d: \d+ frames/.test(String(e.msg)));
+  t.is(outputLines.length, 2);
+  child.kill('SIGTERM');
+  t.is((await result).code, 0);
+});

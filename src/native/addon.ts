@@ -8,6 +8,10 @@ export type OutputConfig = Native.OutputConfig;
 export type OutputInfo = Native.OutputInfo;
 export type DisplayEvent = Native.DisplayEvent;
 export type KmsDevice = Native.KmsDevice;
+export type DecodeManager = Native.DecodeManager;
+export type DecodeStatus = Native.DecodeStatus;
+export type VirtualDisplay = Native.VirtualDisplay;
+export type VirtualOutputConfig = Native.VirtualOutputConfig;
 
 const addonPath = new URL('../../native/multihead.node', import.meta.url);
 

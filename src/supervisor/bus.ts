@@ -1,4 +1,4 @@
-import type { DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+import type { DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -8,6 +8,8 @@ export interface BusEvents {
   'display.ready': { mode: 'kms'; device: DrmDeviceInfo } | { mode: 'virtual'; reason: string };
   /** The outputs driven now, after start, a config change or hotplug. */
   'display.outputs': { outputs: OutputInfo[] };
+  /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
+  'decode.status': { status: DecodeStatus };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;
