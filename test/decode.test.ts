@@ -1,38 +1,17 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import type { DecodeManager as DecodeManagerType } from '../native/index.d.ts';
 import { loadAddon } from '../src/native/addon.ts';
+import { clipMake, counterClip, lumaMean } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-decode-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-/**
- * Clips made with Debian's ffmpeg. "counter" is a flat grey whose luma is 4 x the frame
- * number, so a decoded frame tells which frame it is; 30 frames at 30 fps = 1 s.
- */
-function clip(name: string, args: string[]): string {
-  const path = join(dir, name);
-  execFileSync('ffmpeg', ['-v', 'error', '-y', ...args, path]);
-  return path;
-}
-const counter = clip('counter.mp4', [
-  '-f',
-  'lavfi',
-  '-i',
-  "color=c=black:size=64x64:rate=30:duration=1,geq=lum='4*N':cb=128:cr=128",
-  '-c:v',
-  'libx264',
-  '-preset',
-  'ultrafast',
-  '-qp',
-  '0',
-  '-pix_fmt',
-  'yuv420p',
-]);
+const clip = (name: string, args: string[]): string => clipMake(dir, name, args);
+const counter = counterClip(dir);
 const hevc = clip('hevc.mkv', [
   '-f',
   'lavfi',
@@ -185,9 +164,8 @@ test.serial('decoding runs at the stream rate, loops on, and the newest frame is
   t.is(frame.data.length, 64 * 64 * 1.5);
   // The frame number is in the luma; the timeline runs on across loops.
   const index = (frame.sequence - 1) % 30;
-  let sum = 0;
-  for (let i = 0; i < 64 * 64; i++) sum += frame.data[i] ?? 0;
-  t.true(Math.abs(sum / (64 * 64) - 4 * index) <= 2, `frame ${index}: luma ${sum / (64 * 64)}`);
+  const luma = lumaMean(frame.data, 64 * 64);
+  t.true(Math.abs(luma - 4 * index) <= 2, `frame ${index}: luma ${luma}`);
   t.true(Math.abs(frame.ptsUs - ((frame.sequence - 1) * 1e6) / 30) < 2000, `pts ${frame.ptsUs}`);
   t.deepEqual([...frame.data.subarray(64 * 64, 64 * 64 + 4)], [128, 128, 128, 128], 'neutral chroma, interleaved');
 });
@@ -200,12 +178,6 @@ test('HEVC decodes too', async (t) => {
   t.like(d, { codec: 'hevc', width: 128, height: 72, frameRate: 25 });
   t.true((d?.frames ?? 0) > 0);
 });
-
-const lumaMean = (data: Uint8Array, pixels: number): number => {
-  let sum = 0;
-  for (let i = 0; i < pixels; i++) sum += data[i] ?? 0;
-  return sum / pixels;
-};
 
 test('a start offset shows the frame at that time, not the keyframe before it', async (t) => {
   const m = manager(t);
@@ -224,11 +196,7 @@ test('a start offset shows the frame at that time, not the keyframe before it', 
 });
 
 test('the keyframe index is built on the first pass, saved beside the file, and trusted only while the file is unchanged', async (t) => {
-  const media = join(mkdtempSync(join(dir, 'idx-')), 'gop.mp4');
-  execFileSync('ffmpeg', [
-    '-v',
-    'error',
-    '-y',
+  const media = clipMake(mkdtempSync(join(dir, 'idx-')), 'gop.mp4', [
     '-f',
     'lavfi',
     '-i',
@@ -241,7 +209,6 @@ test('the keyframe index is built on the first pass, saved beside the file, and 
     '10',
     '-pix_fmt',
     'yuv420p',
-    media,
   ]);
   const run = async (waitMs: number) => {
     const m = new addon.DecodeManager({});

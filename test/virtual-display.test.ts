@@ -1,33 +1,15 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { loadAddon } from '../src/native/addon.ts';
+import { counterClip, lumaMean } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-virtual-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-// Flat frames whose luma is 4 x the frame number: 30 frames, 30 fps.
-const counter = join(dir, 'counter.mp4');
-execFileSync('ffmpeg', [
-  '-v',
-  'error',
-  '-f',
-  'lavfi',
-  '-i',
-  "color=c=black:size=64x64:rate=30:duration=1,geq=lum='4*N':cb=128:cr=128",
-  '-c:v',
-  'libx264',
-  '-preset',
-  'ultrafast',
-  '-qp',
-  '0',
-  '-pix_fmt',
-  'yuv420p',
-  counter,
-]);
+const counter = counterClip(dir);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -59,9 +41,8 @@ test.serial('two virtual outputs show one decoder frame-locked: every frame, no 
   t.truthy(frame);
   if (!frame) return;
   const index = (frame.sequence - 1) % 30;
-  let sum = 0;
-  for (let i = 0; i < 64 * 64; i++) sum += frame.data[i] ?? 0;
-  t.true(Math.abs(sum / (64 * 64) - 4 * index) <= 2, `frame ${index}: luma ${sum / (64 * 64)}`);
+  const luma = lumaMean(frame.data, 64 * 64);
+  t.true(Math.abs(luma - 4 * index) <= 2, `frame ${index}: luma ${luma}`);
 });
 
 test('a generated source (lavfi) needs no file: the built-in demo', async (t) => {

@@ -150,35 +150,6 @@ export function comparisonText(c: Comparison): string {
   return `${c.mismatched} of ${c.checked} pixels differ;${where}`;
 }
 
-/** Reads a binary PPM (P6, maxval 255), which QMP screendump writes. */
-export function ppmParse(data: Uint8Array): Image {
-  let pos = 0;
-  const token = (): string => {
-    for (;;) {
-      while (pos < data.length && /\s/.test(String.fromCharCode(data[pos] ?? 0))) pos++;
-      if (data[pos] === 0x23) {
-        while (pos < data.length && data[pos] !== 0x0a) pos++;
-        continue;
-      }
-      break;
-    }
-    const start = pos;
-    while (pos < data.length && !/\s/.test(String.fromCharCode(data[pos] ?? 0))) pos++;
-    return Buffer.from(data.subarray(start, pos)).toString('latin1');
-  };
-  const magic = token();
-  const width = Number(token());
-  const height = Number(token());
-  const maxval = Number(token());
-  pos++;
-  if (magic !== 'P6' || !(width > 0) || !(height > 0) || maxval !== 255) {
-    throw new Error(`not a P6 PPM with maxval 255 (magic ${magic}, ${width}x${height}, maxval ${maxval})`);
-  }
-  const rgb = data.subarray(pos, pos + width * height * 3);
-  if (rgb.length !== width * height * 3) throw new Error(`PPM truncated: ${rgb.length} of ${width * height * 3} bytes`);
-  return { width, height, rgb };
-}
-
 /** Turns XR24 bytes (as a writeback connector or a dumb buffer holds them) into packed RGB. */
 export function xr24ToImage(data: Uint8Array, width: number, height: number, pitch = width * 4): Image {
   const rgb = new Uint8Array(width * height * 3);
