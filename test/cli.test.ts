@@ -196,11 +196,15 @@ test('without a KMS device the run command plays the built-in demo on 2 virtual 
   let decoder: Record<string, unknown> | undefined;
   while (!decoder && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    decoder = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('decoder 1 '));
+    decoder = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('decoder 1 ('));
   }
   t.truthy(decoder, 'a decoder status line');
   t.deepEqual(decoder?.consumers, ['Virtual-1', 'Virtual-2'], 'one decoder, both outputs');
   t.true(Number(decoder?.frames) > 10);
+  t.truthy(
+    entries.find((e) => e.msg === 'decoder 1 decodes in software: the VAAPI path is not built yet'),
+    'the software fallback is said once',
+  );
   const outputLines = entries.filter((e) => /^output Virtual-\d: \d+ frames/.test(String(e.msg)));
   t.is(outputLines.length, 2);
   child.kill('SIGTERM');

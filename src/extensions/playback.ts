@@ -19,10 +19,19 @@ export function playbackCreate(context: ExtensionContext): Extension {
   let timers: NodeJS.Timeout[] = [];
   let unsubscribe: (() => void) | undefined;
 
+  const softwareNoted = new Set<number>();
   const statusLog = (): void => {
     if (!decode || !display) return;
     const status = decode.status();
     for (const d of status.decoders) {
+      // Once per decoder, not per status tick: why a hardware-capable request runs on the CPU.
+      if (d.hwMode === 'auto' && !d.hw && !softwareNoted.has(d.id)) {
+        softwareNoted.add(d.id);
+        logger.info(
+          { decoder: d.id, source: d.source },
+          `decoder ${d.id} decodes in software: the VAAPI path is not built yet`,
+        );
+      }
       logger.info(
         {
           decoder: d.id,
