@@ -154,6 +154,11 @@ export interface DecodeRequest {
   startSeconds?: number
   /** Video stream index (default: the best video stream). Part of the sharing key. */
   stream?: number
+  /**
+   * Decode the first frame now and hold it until an output shows it: the next item of a
+   * playlist, switched to without a gap.
+   */
+  preroll?: boolean
 }
 
 export interface DecoderInfo {
@@ -184,6 +189,8 @@ export interface DecoderInfo {
   /** Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none". */
   index: string
   indexKeyframes: number
+  /** Prerolled: the first frame waits for an output to take it. */
+  prerolled: boolean
 }
 
 export interface DecodeStatus {
@@ -441,6 +448,8 @@ export interface VirtualOutputStats {
   repeats: number
   /** Decoded frames that never reached this output (replaced before a vblank took them). */
   dropped: number
+  /** Vblanks bound to a source that had nothing to show yet (the gap gapless avoids). */
+  blank: number
   /** Decoder sequence number of the frame on show (0: nothing yet). */
   sequence: number
   /** What plays here: the consumer name, if any. */

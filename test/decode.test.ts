@@ -230,3 +230,15 @@ test('the keyframe index is built on the first pass, saved beside the file, and 
   t.deepEqual(await run(1300), { before: 'none', after: 'built', keyframes: 3 });
   t.true(readFileSync(`${media}.idx`).subarray(0, 8).toString() === 'MHKFIDX1');
 });
+
+test('a still image (PNG) plays as a picture that stays up', async (t) => {
+  const png = clip('still.png', ['-f', 'lavfi', '-i', 'color=c=white:size=48x32', '-frames:v', '1']);
+  const m = manager(t);
+  m.acquire('A', { source: png });
+  await sleep(300);
+  const [d] = m.status().decoders;
+  t.like(d, { codec: 'png', width: 48, height: 32, frames: 1, loops: 0 });
+  const frame = m.snapshot('A');
+  t.truthy(frame);
+  t.true(lumaMean(frame?.data ?? new Uint8Array(), 48 * 32) > 230, 'white');
+});

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { loadAddon } from '../src/native/addon.ts';
-import { counterClip, lumaMean } from './helpers/clips.ts';
+import { clipMake, counterClip, lumaMean } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-virtual-'));
@@ -80,3 +80,61 @@ test('bad virtual outputs are refused by name', (t) => {
   const consumer = t.throws(() => display.play(decode, 'nobody', ['V']));
   t.regex(consumer?.message ?? '', /^ERR_DECODE_UNKNOWN_CONSUMER: consumer nobody holds no decoder/);
 });
+
+test.serial(
+  'gapless: the next item is prerolled and takes over at a vblank, from its first frame, with no blank',
+  async (t) => {
+    // The second item: its own counter, luma 128 + 3 x frame number.
+    const next = clipMake(dir, 'next.mp4', [
+      '-f',
+      'lavfi',
+      '-i',
+      "color=c=black:size=64x64:rate=30:duration=1,geq=lum='128+3*N':cb=128:cr=128",
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-qp',
+      '0',
+      '-pix_fmt',
+      'yuv420p',
+    ]);
+    const decode = new addon.DecodeManager({});
+    const display = new addon.VirtualDisplay([
+      { name: 'Virtual-1', width: 64, height: 64 },
+      { name: 'Virtual-2', width: 64, height: 64 },
+    ]);
+    t.teardown(() => {
+      display.close();
+      decode.close();
+    });
+    decode.acquire('item-1', { source: counter });
+    display.play(decode, 'item-1', ['Virtual-1', 'Virtual-2']);
+    await sleep(500);
+    decode.acquire('item-2', { source: next, preroll: true });
+    await sleep(300);
+    const held = decode.status().decoders.find((d) => d.source === next);
+    t.like(held, { prerolled: true, frames: 1 }, 'decoded its first frame and waits');
+
+    display.play(decode, 'item-2', ['Virtual-1', 'Virtual-2']);
+    decode.release('item-1');
+    await sleep(25);
+    const frame = display.snapshot('Virtual-1');
+    t.truthy(frame);
+    if (!frame) return;
+    // At most a vblank or two in: the first frame of the next item (luma 128), not a later one.
+    t.true(frame.sequence <= 2, `sequence ${frame.sequence}`);
+    const luma = lumaMean(frame.data, 64 * 64);
+    t.true(Math.abs(luma - (128 + 3 * (frame.sequence - 1))) <= 2, `luma ${luma}`);
+    await sleep(500);
+    const started = decode.status().decoders.find((d) => d.source === next);
+    t.false(started?.prerolled, 'its clock started when the outputs took the first frame');
+    t.true((started?.frames ?? 0) >= 14, `frames ${started?.frames}`);
+    for (const o of display.stats()) t.is(o.blank, 0, `${o.name}: no vblank without a picture`);
+    t.deepEqual(
+      decode.status().decoders.map((d) => d.source),
+      [next],
+      'the previous item stopped once its outputs moved on',
+    );
+  },
+);

@@ -32,6 +32,9 @@ pub struct DecodeRequest {
     pub start_seconds: Option<f64>,
     /// Video stream index (default: the best video stream). Part of the sharing key.
     pub stream: Option<u32>,
+    /// Decode the first frame now and hold it until an output shows it: the next item of a
+    /// playlist, switched to without a gap.
+    pub preroll: Option<bool>,
 }
 
 #[napi(object)]
@@ -70,6 +73,8 @@ pub struct DecoderInfo {
     /// Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none".
     pub index: String,
     pub index_keyframes: f64,
+    /// Prerolled: the first frame waits for an output to take it.
+    pub prerolled: bool,
 }
 
 #[napi(object)]
@@ -147,6 +152,7 @@ impl DecodeManager {
             hw,
             start_ms: (start * 1000.0).round() as u64,
             stream: request.stream,
+            preroll: request.preroll.unwrap_or(false),
         };
         self.with(|r| {
             r.acquire(&consumer, request).map(|a| AcquireResult {
@@ -206,6 +212,7 @@ impl DecodeManager {
                         failure: s.failure,
                         index: s.index.to_owned(),
                         index_keyframes: s.index_keyframes as f64,
+                        prerolled: s.prerolled,
                     })
                     .collect(),
             })

@@ -34,6 +34,8 @@ pub struct VirtualOutputStats {
     pub repeats: f64,
     /// Decoded frames that never reached this output (replaced before a vblank took them).
     pub dropped: f64,
+    /// Vblanks bound to a source that had nothing to show yet (the gap gapless avoids).
+    pub blank: f64,
     /// Decoder sequence number of the frame on show (0: nothing yet).
     pub sequence: f64,
     /// What plays here: the consumer name, if any.
@@ -63,6 +65,8 @@ struct Output {
     frames: u64,
     repeats: u64,
     dropped: u64,
+    /// Vblanks bound to a source with no frame to show yet.
+    blank: u64,
 }
 
 struct State {
@@ -121,6 +125,7 @@ impl VirtualDisplay {
                 frames: 0,
                 repeats: 0,
                 dropped: 0,
+                blank: 0,
             });
         }
         let state = Arc::new(Mutex::new(State { outputs: list }));
@@ -160,6 +165,8 @@ impl VirtualDisplay {
             .filter(|o| outputs.contains(&o.name))
         {
             o.source = Some((consumer.clone(), source.clone()));
+            // A new source numbers its frames from 1.
+            o.sequence = 0;
         }
         Ok(())
     }
@@ -190,6 +197,7 @@ impl VirtualDisplay {
                 frames: o.frames as f64,
                 repeats: o.repeats as f64,
                 dropped: o.dropped as f64,
+                blank: o.blank as f64,
                 sequence: o.sequence as f64,
                 playing: o.source.as_ref().map(|(c, _)| c.clone()),
             })
@@ -260,7 +268,7 @@ fn vblank(o: &mut Output) {
     let Some((_, source)) = &o.source else {
         return;
     };
-    let taken = source.with_newest(|data, width, height, sequence, _| {
+    let taken = source.take_newest(|data, width, height, sequence, _| {
         if sequence == o.sequence {
             return false;
         }
@@ -277,6 +285,8 @@ fn vblank(o: &mut Output) {
     });
     match taken {
         Some(true) => o.frames += 1,
+        // Bound to a source that has nothing yet and nothing shown before: a blank vblank.
+        None if o.sequence == 0 => o.blank += 1,
         _ => o.repeats += 1,
     }
 }

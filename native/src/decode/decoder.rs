@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ffmpeg::codec::packet::Mut as _;
 use ffmpeg::format::Pixel;
 use ffmpeg_next as ffmpeg;
 
@@ -63,6 +64,9 @@ pub struct FrameRing {
 
 struct Shared {
     stop: AtomicBool,
+    /// Prerolled: the first frame is decoded and waits; the clock starts when an output
+    /// first takes it (gapless switching to the next item).
+    hold: AtomicBool,
     counters: DecoderCounters,
     ring: Mutex<FrameRing>,
     /// Set when the thread ends on an error (a stream that broke mid-way).
@@ -80,9 +84,11 @@ pub struct Decoder {
 impl Decoder {
     /// Opens `key.source` on a new thread and returns once it is decoding, or with the reason
     /// it cannot.
-    pub fn start(id: u32, key: SourceKey) -> Result<Decoder, DecodeError> {
+    pub fn start(id: u32, key: SourceKey, preroll: bool) -> Result<Decoder, DecodeError> {
+        let key_preroll = preroll;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            hold: AtomicBool::new(key_preroll),
             counters: DecoderCounters::default(),
             ring: Mutex::new(FrameRing {
                 slots: Default::default(),
@@ -135,6 +141,11 @@ impl Decoder {
             .clone()
     }
 
+    /// Prerolled and waiting for an output to take its first frame.
+    pub fn held(&self) -> bool {
+        self.shared.hold.load(Ordering::Relaxed)
+    }
+
     /// Frames decoded but not yet superseded: 0 or 1 with the newest-frame ring.
     pub fn queue_depth(&self) -> u32 {
         let ring = self.shared.ring.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,6 +167,16 @@ impl Decoder {
 pub struct FrameSource(Arc<Shared>);
 
 impl FrameSource {
+    /// For outputs: like `with_newest`, and the first take starts a prerolled decoder's clock,
+    /// so its first frame is on screen exactly when its second is timed from.
+    pub fn take_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let result = self.with_newest(f);
+        if result.is_some() && self.0.hold.load(Ordering::Relaxed) {
+            self.0.hold.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
     pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
         let ring = self.0.ring.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,6 +211,14 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
             return;
         }
     };
+    // Before answering, so a status right after acquire() already tells.
+    if let Some(index) = &session.index {
+        shared.counters.index_state.store(1, Ordering::Relaxed);
+        shared
+            .counters
+            .index_keyframes
+            .store(index.keyframes.len() as u64, Ordering::Relaxed);
+    }
     let _ = opened.send(Ok(session.info.clone()));
     if let Err(reason) = session.run(&shared) {
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
@@ -333,14 +362,10 @@ impl Session {
         let mut packet = ffmpeg::Packet::empty();
         let mut frame = ffmpeg::frame::Video::empty();
         let mut clock = Clock::default();
-        if let Some(index) = &self.index {
-            shared.counters.index_state.store(1, Ordering::Relaxed);
-            shared
-                .counters
-                .index_keyframes
-                .store(index.keyframes.len() as u64, Ordering::Relaxed);
-        }
         while !shared.stop.load(Ordering::Relaxed) {
+            // av_read_frame does not release what the packet held: without this every packet
+            // of the stream would leak (found by bench:soak, gigabytes within minutes).
+            unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
             match packet.read(&mut self.input) {
                 Ok(()) => {
                     if packet.stream() != self.stream {
@@ -359,6 +384,14 @@ impl Session {
                     let _ = self.decoder.send_eof();
                     self.drain(&mut frame, &mut clock, shared)?;
                     self.index_save(shared);
+                    if shared.counters.frames.load(Ordering::Relaxed) == 1 {
+                        // A still image: its one frame stays on show; decoding it again
+                        // 25 times a second would only burn CPU and disk.
+                        while !shared.stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        return Ok(());
+                    }
                     // Loop: back to the start offset, with the timeline running on.
                     self.input
                         .seek(self.start_us, ..self.start_us.max(0) + 1)
@@ -431,6 +464,14 @@ impl Session {
             }
             self.publish(frame, clock.timeline_us(), shared)?;
             clock.interval(&shared.counters);
+            if shared.hold.load(Ordering::Relaxed) {
+                // Prerolled: wait with the first frame ready until an output takes it, then
+                // time the following frames from that moment.
+                while shared.hold.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                clock.restart_at(Instant::now());
+            }
         }
         Ok(())
     }
@@ -563,6 +604,11 @@ impl Clock {
         } else {
             at + Duration::from_micros(ahead as u64)
         }
+    }
+
+    /// The frame on show now is the one just published: time the next ones from `at`.
+    fn restart_at(&mut self, at: Instant) {
+        self.origin = Some((at, self.timeline_us));
     }
 
     fn loop_end(&mut self, period_us: i64) {

@@ -16,6 +16,8 @@ pub struct Request {
     pub hw: HwMode,
     pub start_ms: u64,
     pub stream: Option<u32>,
+    /// Decode the first frame and wait for an output to take it (the next playlist item).
+    pub preroll: bool,
 }
 
 impl Request {
@@ -64,6 +66,7 @@ pub struct DecoderStatus {
     pub failure: Option<String>,
     pub index: &'static str,
     pub index_keyframes: u64,
+    pub prerolled: bool,
 }
 
 pub struct Acquired {
@@ -137,7 +140,7 @@ impl Registry {
                 });
             }
             self.next_id += 1;
-            let decoder = Decoder::start(self.next_id, key.clone())?;
+            let decoder = Decoder::start(self.next_id, key.clone(), request.preroll)?;
             self.entries.insert(
                 key.clone(),
                 Entry {
@@ -254,6 +257,7 @@ impl Registry {
                         _ => "none",
                     },
                     index_keyframes: c.index_keyframes.load(Ordering::Relaxed),
+                    prerolled: d.held(),
                 }
             })
             .collect();

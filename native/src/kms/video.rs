@@ -237,7 +237,7 @@ impl Engine {
         };
         let buffers = &mut self.buffers;
         let written = source
-            .with_newest(|data, _, _, _, _| buffers.dumb_write(target, data).map(|()| data.len()));
+            .take_newest(|data, _, _, _, _| buffers.dumb_write(target, data).map(|()| data.len()));
         let Some(written) = written else {
             return Ok(false);
         };
