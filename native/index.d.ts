@@ -3,8 +3,13 @@
 
 export declare class DecodeManager {
   constructor(options?: DecodeOptions | undefined | null)
-  /** Gives `consumer` (an output, or a video-wall tile) the decoder for `request`. */
+  /**
+   * Gives `consumer` (an output, or a video-wall tile) the decoder for `request`. Opens
+   * the source on the calling thread: use `acquireAsync` for URLs.
+   */
   acquire(consumer: string, request: DecodeRequest): AcquireResult
+  /** `acquire` with the source opened on a worker thread; resolves when it is decoding. */
+  acquireAsync(consumer: string, request: DecodeRequest): Promise<AcquireResult>
   /** The consumer leaves its decoder; the last consumer out stops it. */
   release(consumer: string): void
   /** Sharing on or off at run time (the RFC's runtime control). */

@@ -1,4 +1,5 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -241,4 +242,33 @@ test('a still image (PNG) plays as a picture that stays up', async (t) => {
   const frame = m.snapshot('A');
   t.truthy(frame);
   t.true(lumaMean(frame?.data ?? new Uint8Array(), 48 * 32) > 230, 'white');
+});
+
+test('acquireAsync opens a slow source off the JavaScript thread and reports its failure', async (t) => {
+  // A server that accepts and never answers: FFmpeg's HTTP open waits on it.
+  const sockets: Socket[] = [];
+  const server = createServer((socket) => {
+    sockets.push(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const m = manager(t);
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 20);
+  const started = Date.now();
+  const pending = m.acquireAsync('A', { source: `http://127.0.0.1:${port}/stalled.mp4` });
+  await sleep(600);
+  // Hang up: the open fails, and says so.
+  for (const socket of sockets) socket.destroy();
+  const e = await t.throwsAsync(pending);
+  clearInterval(ticker);
+  t.regex(e?.message ?? '', /^ERR_DECODE_OPEN: http:\/\/127\.0\.0\.1:\d+\/stalled\.mp4: cannot open: /);
+  t.true(ticks >= 20, `the event loop kept running while the source opened (${ticks} ticks)`);
+  t.true(Date.now() - started < 10_000);
+  t.deepEqual(m.status().decoders, []);
+  // And a good source resolves like acquire().
+  t.like(await m.acquireAsync('B', { source: counter }), { created: true });
+  t.like(await m.acquireAsync('C', { source: counter }), { created: false });
+  t.deepEqual(m.status().decoders[0]?.consumers, ['B', 'C']);
 });

@@ -1,14 +1,18 @@
 //! Shared decoding as a JavaScript class. JavaScript decides which output plays which
 //! source; the registry decides how many decoders that takes (one per source by default).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Env, Task};
 
 use napi::Status;
 use napi_derive::napi;
 
+use crate::decode::decoder::Decoder;
 use crate::decode::error::DecodeError;
 use crate::decode::key::HwMode;
-use crate::decode::registry::{Registry, Request};
+use crate::decode::registry::{Acquired, Plan, Registry, Request};
 
 fn js_error(e: DecodeError) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("{}: {e}", e.code()))
@@ -97,7 +101,64 @@ pub struct FrameSnapshot {
 
 #[napi]
 pub struct DecodeManager {
-    registry: Mutex<Registry>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+/// `acquireAsync`: opening a source (a URL can take seconds) happens on a worker thread, with
+/// the registry unlocked, so neither JavaScript nor other outputs wait for it.
+pub struct AcquireTask {
+    registry: Arc<Mutex<Registry>>,
+    consumer: String,
+    request: Request,
+}
+
+impl Task for AcquireTask {
+    type Output = Acquired;
+    type JsValue = AcquireResult;
+
+    fn compute(&mut self) -> napi::Result<Acquired> {
+        let lock = || self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let plan = lock()
+            .acquire_plan(&self.consumer, &self.request)
+            .map_err(js_error)?;
+        match plan {
+            Plan::Done(acquired) => Ok(acquired),
+            Plan::Start { key, id } => {
+                let decoder =
+                    Decoder::start(id, key.clone(), self.request.preroll).map_err(js_error)?;
+                lock()
+                    .acquire_finish(&self.consumer, self.request.clone(), key, decoder)
+                    .map_err(js_error)
+            }
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: Acquired) -> napi::Result<AcquireResult> {
+        Ok(AcquireResult {
+            decoder: output.decoder,
+            created: output.created,
+        })
+    }
+}
+
+fn request_parse(request: DecodeRequest) -> Result<Request, DecodeError> {
+    let hw_text = request.hw.as_deref().unwrap_or("auto");
+    let hw = HwMode::parse(hw_text).ok_or_else(|| {
+        DecodeError::BadRequest(format!("hw {hw_text:?} is not \"auto\" or \"software\""))
+    })?;
+    let start = request.start_seconds.unwrap_or(0.0);
+    if !start.is_finite() || start < 0.0 {
+        return Err(DecodeError::BadRequest(format!(
+            "startSeconds {start} must be a number >= 0"
+        )));
+    }
+    Ok(Request {
+        source: request.source,
+        hw,
+        start_ms: (start * 1000.0).round() as u64,
+        stream: request.stream,
+        preroll: request.preroll.unwrap_or(false),
+    })
 }
 
 impl DecodeManager {
@@ -128,38 +189,36 @@ impl DecodeManager {
             .unwrap_or(true);
         let max = options.as_ref().and_then(|o| o.max_decoders).unwrap_or(4);
         DecodeManager {
-            registry: Mutex::new(Registry::new(shared, max)),
+            registry: Arc::new(Mutex::new(Registry::new(shared, max))),
         }
     }
 
-    /// Gives `consumer` (an output, or a video-wall tile) the decoder for `request`.
+    /// Gives `consumer` (an output, or a video-wall tile) the decoder for `request`. Opens
+    /// the source on the calling thread: use `acquireAsync` for URLs.
     #[napi]
     pub fn acquire(&self, consumer: String, request: DecodeRequest) -> napi::Result<AcquireResult> {
-        let hw_text = request.hw.as_deref().unwrap_or("auto");
-        let hw = HwMode::parse(hw_text).ok_or_else(|| {
-            js_error(DecodeError::BadRequest(format!(
-                "hw {hw_text:?} is not \"auto\" or \"software\""
-            )))
-        })?;
-        let start = request.start_seconds.unwrap_or(0.0);
-        if !start.is_finite() || start < 0.0 {
-            return Err(js_error(DecodeError::BadRequest(format!(
-                "startSeconds {start} must be a number >= 0"
-            ))));
-        }
-        let request = Request {
-            source: request.source,
-            hw,
-            start_ms: (start * 1000.0).round() as u64,
-            stream: request.stream,
-            preroll: request.preroll.unwrap_or(false),
-        };
+        let request = request_parse(request).map_err(js_error)?;
         self.with(|r| {
             r.acquire(&consumer, request).map(|a| AcquireResult {
                 decoder: a.decoder,
                 created: a.created,
             })
         })
+    }
+
+    /// `acquire` with the source opened on a worker thread; resolves when it is decoding.
+    #[napi(ts_return_type = "Promise<AcquireResult>")]
+    pub fn acquire_async(
+        &self,
+        consumer: String,
+        request: DecodeRequest,
+    ) -> napi::Result<AsyncTask<AcquireTask>> {
+        let request = request_parse(request).map_err(js_error)?;
+        Ok(AsyncTask::new(AcquireTask {
+            registry: Arc::clone(&self.registry),
+            consumer,
+            request,
+        }))
     }
 
     /// The consumer leaves its decoder; the last consumer out stops it.

@@ -69,6 +69,13 @@ pub struct DecoderStatus {
     pub prerolled: bool,
 }
 
+/// What `acquire_plan` found: done already, or a decoder to open first.
+pub enum Plan {
+    Done(Acquired),
+    Start { key: SourceKey, id: u32 },
+}
+
+#[derive(Clone, Copy, Debug)]
 pub struct Acquired {
     pub decoder: u32,
     /// A decoder was started for this request (false: joined or kept one).
@@ -98,6 +105,19 @@ impl Registry {
     /// the same key runs. A consumer switching sources leaves its old decoder, which stops
     /// when nobody else uses it.
     pub fn acquire(&mut self, consumer: &str, request: Request) -> Result<Acquired, DecodeError> {
+        match self.acquire_plan(consumer, &request)? {
+            Plan::Done(acquired) => Ok(acquired),
+            Plan::Start { key, id } => {
+                let decoder = Decoder::start(id, key.clone(), request.preroll)?;
+                self.acquire_finish(consumer, request, key, decoder)
+            }
+        }
+    }
+
+    /// The part of `acquire` that needs no I/O: validation, joining a running decoder, the
+    /// limit. When a decoder must be opened, the caller opens it (outside any lock: opening a
+    /// URL can take seconds) and hands it to `acquire_finish`.
+    pub fn acquire_plan(&mut self, consumer: &str, request: &Request) -> Result<Plan, DecodeError> {
         if consumer.is_empty() {
             return Err(DecodeError::BadRequest("consumer name is empty".into()));
         }
@@ -110,60 +130,94 @@ impl Registry {
         let held = self.holders.iter().position(|(c, _, _)| c == consumer);
         if let Some(i) = held {
             if self.holders[i].2 == key {
-                let id = self.entries[&key].decoder.id;
-                return Ok(Acquired {
-                    decoder: id,
+                return Ok(Plan::Done(Acquired {
+                    decoder: self.entries[&key].decoder.id,
                     created: false,
-                });
+                }));
             }
         }
-        let created = if let Some(entry) = self.entries.get_mut(&key) {
-            entry.consumers.push(consumer.to_owned());
-            false
-        } else {
-            // The consumer's old decoder goes away with it if nobody else uses it: that slot
-            // counts as free.
-            let freed = held.is_some_and(|i| {
+        if self.entries.contains_key(&key) {
+            return Ok(Plan::Done(self.join(consumer, request.clone(), key, false)));
+        }
+        self.limit_check(consumer)?;
+        self.next_id += 1;
+        Ok(Plan::Start {
+            key,
+            id: self.next_id,
+        })
+    }
+
+    /// Takes in a decoder opened for `acquire_plan`'s answer. If another request started the
+    /// same key meanwhile, the consumer joins that one and this decoder is dropped.
+    pub fn acquire_finish(
+        &mut self,
+        consumer: &str,
+        request: Request,
+        key: SourceKey,
+        decoder: Decoder,
+    ) -> Result<Acquired, DecodeError> {
+        if self.entries.contains_key(&key) {
+            return Ok(self.join(consumer, request, key, false));
+        }
+        // Checked again: other acquisitions may have filled the slots while this one opened.
+        self.limit_check(consumer)?;
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                decoder,
+                consumers: Vec::new(),
+            },
+        );
+        Ok(self.join(consumer, request, key, true))
+    }
+
+    fn limit_check(&self, consumer: &str) -> Result<(), DecodeError> {
+        // The consumer's old decoder goes away with it if nobody else uses it: that slot
+        // counts as free.
+        let freed = self
+            .holders
+            .iter()
+            .find(|(c, _, _)| c == consumer)
+            .is_some_and(|(_, _, old)| {
                 self.entries
-                    .get(&self.holders[i].2)
+                    .get(old)
                     .is_some_and(|e| e.consumers.len() == 1)
             });
-            let running = self.entries.len() as u32 - u32::from(freed);
-            if running >= self.max_decoders {
-                return Err(DecodeError::Limit {
-                    max: self.max_decoders,
-                    running: self
-                        .entries
-                        .values()
-                        .map(|e| format!("{} ({})", e.decoder.key.source, e.consumers.join(", ")))
-                        .collect(),
-                });
-            }
-            self.next_id += 1;
-            let decoder = Decoder::start(self.next_id, key.clone(), request.preroll)?;
-            self.entries.insert(
-                key.clone(),
-                Entry {
-                    decoder,
-                    consumers: vec![consumer.to_owned()],
-                },
-            );
-            true
-        };
-        if let Some(i) = held {
-            let old = std::mem::replace(
-                &mut self.holders[i],
-                (consumer.to_owned(), request, key.clone()),
-            );
+        let running = self.entries.len() as u32 - u32::from(freed);
+        if running >= self.max_decoders {
+            return Err(DecodeError::Limit {
+                max: self.max_decoders,
+                running: self
+                    .entries
+                    .values()
+                    .map(|e| format!("{} ({})", e.decoder.key.source, e.consumers.join(", ")))
+                    .collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds `consumer` to the running decoder of `key` and leaves its previous one.
+    fn join(
+        &mut self,
+        consumer: &str,
+        request: Request,
+        key: SourceKey,
+        created: bool,
+    ) -> Acquired {
+        let entry = self
+            .entries
+            .get_mut(&key)
+            .expect("callers checked the key runs");
+        entry.consumers.push(consumer.to_owned());
+        let decoder = entry.decoder.id;
+        if let Some(i) = self.holders.iter().position(|(c, _, _)| c == consumer) {
+            let old = std::mem::replace(&mut self.holders[i], (consumer.to_owned(), request, key));
             self.leave(consumer, &old.2);
         } else {
-            self.holders
-                .push((consumer.to_owned(), request, key.clone()));
+            self.holders.push((consumer.to_owned(), request, key));
         }
-        Ok(Acquired {
-            decoder: self.entries[&key].decoder.id,
-            created,
-        })
+        Acquired { decoder, created }
     }
 
     /// The consumer stops using its decoder; the last one out stops it.
