@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { loadAddon } from '../src/native/addon.ts';
-import { clipMake, counterClip, lumaMean } from './helpers/clips.ts';
+import { counterClip, lumaMean } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-virtual-'));
@@ -85,20 +85,7 @@ test.serial(
   'gapless: the next item is prerolled and takes over at a vblank, from its first frame, with no blank',
   async (t) => {
     // The second item: its own counter, luma 128 + 3 x frame number.
-    const next = clipMake(dir, 'next.mp4', [
-      '-f',
-      'lavfi',
-      '-i',
-      "color=c=black:size=64x64:rate=30:duration=1,geq=lum='128+3*N':cb=128:cr=128",
-      '-c:v',
-      'libx264',
-      '-preset',
-      'ultrafast',
-      '-qp',
-      '0',
-      '-pix_fmt',
-      'yuv420p',
-    ]);
+    const next = counterClip(dir, 'next.mp4', '64x64', '128+3*N');
     const decode = new addon.DecodeManager({});
     const display = new addon.VirtualDisplay([
       { name: 'Virtual-1', width: 64, height: 64 },

@@ -333,9 +333,9 @@ fn parse_modifier(text: Option<&str>) -> napi::Result<u64> {
     parsed.map_err(|_| bad_arg(format!("modifier {text:?} is not a 64-bit number")))
 }
 
-fn rect_tuple(r: &Rect) -> napi::Result<(u32, u32, u32, u32)> {
+fn rect_tuple(r: &Rect) -> Result<(u32, u32, u32, u32), KmsError> {
     if r.x < 0 || r.y < 0 {
-        return Err(bad_arg(format!(
+        return Err(KmsError::BadBuffer(format!(
             "source rectangle ({}, {}) must not be negative",
             r.x, r.y
         )));
@@ -344,13 +344,17 @@ fn rect_tuple(r: &Rect) -> napi::Result<(u32, u32, u32, u32)> {
 }
 
 /// The layer's colour settings, or None to let the engine pick from the buffer's height.
-fn yuv_color(layer: &Layer, height: u32) -> Result<Option<YuvColor>, KmsError> {
-    if layer.color_encoding.is_none() && layer.color_range.is_none() {
+fn yuv_color(
+    encoding: Option<&str>,
+    range: Option<&str>,
+    height: u32,
+) -> Result<Option<YuvColor>, KmsError> {
+    if encoding.is_none() && range.is_none() {
         return Ok(None);
     }
     let mut color = YuvColor::default_for(height);
-    if let Some(encoding) = &layer.color_encoding {
-        color.matrix = match encoding.as_str() {
+    if let Some(encoding) = encoding {
+        color.matrix = match encoding {
             "bt601" => YuvMatrix::Bt601,
             "bt709" => YuvMatrix::Bt709,
             "bt2020" => YuvMatrix::Bt2020,
@@ -361,8 +365,8 @@ fn yuv_color(layer: &Layer, height: u32) -> Result<Option<YuvColor>, KmsError> {
             }
         };
     }
-    if let Some(range) = &layer.color_range {
-        color.full_range = match range.as_str() {
+    if let Some(range) = range {
+        color.full_range = match range {
             "limited" => false,
             "full" => true,
             other => {
@@ -661,16 +665,14 @@ impl KmsDevice {
                 for l in &s.layers {
                     layers.push(SceneLayer {
                         buffer: l.buffer,
-                        src: l.src.as_ref().map(rect_tuple).transpose().map_err(|e| {
-                            KmsError::BadBuffer(
-                                e.reason
-                                    .trim_start_matches("ERR_KMS_BAD_ARGUMENT: ")
-                                    .to_owned(),
-                            )
-                        })?,
+                        src: l.src.as_ref().map(rect_tuple).transpose()?,
                         dst: l.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
                         rotation: l.rotation.unwrap_or(0),
-                        color: yuv_color(l, e.buffers.get(l.buffer).map_or(0, |b| b.height))?,
+                        color: yuv_color(
+                            l.color_encoding.as_deref(),
+                            l.color_range.as_deref(),
+                            e.buffers.get(l.buffer).map_or(0, |b| b.height),
+                        )?,
                     });
                 }
                 resolved.push(SceneOutput { output, layers });
@@ -729,28 +731,15 @@ impl KmsDevice {
             let mut placements = Vec::with_capacity(outputs.len());
             for o in &outputs {
                 let output = e.output_index(&o.connector)?;
-                let as_layer = Layer {
-                    buffer: 0,
-                    src: None,
-                    dst: None,
-                    rotation: None,
-                    color_encoding: o.color_encoding.clone(),
-                    color_range: o.color_range.clone(),
-                };
-                let src = o.src.as_ref().map(rect_tuple).transpose().map_err(|err| {
-                    KmsError::BadBuffer(
-                        err.reason
-                            .trim_start_matches("ERR_KMS_BAD_ARGUMENT: ")
-                            .to_owned(),
-                    )
-                })?;
                 placements.push(VideoPlacement {
                     output,
                     connector: o.connector.clone(),
-                    src,
+                    src: o.src.as_ref().map(rect_tuple).transpose()?,
                     dst: o.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
                     rotation: o.rotation.unwrap_or(0),
-                    color: yuv_color(&as_layer, 1080)?,
+                    // The frame height is not known before the first frame; an untagged
+                    // setting fills in as for HD video.
+                    color: yuv_color(o.color_encoding.as_deref(), o.color_range.as_deref(), 1080)?,
                 });
             }
             e.video_play(source, placements)

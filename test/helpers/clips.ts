@@ -9,15 +9,15 @@ export function clipMake(dir: string, name: string, args: string[]): string {
 }
 
 /**
- * A lossless H.264 clip of flat grey frames whose luma is 4 x the frame number (30 frames at
- * 30 fps by default), so a decoded frame tells which frame it is.
+ * A lossless H.264 clip of flat grey frames whose luma is `lum` of the frame number N (4 x N
+ * by default; 30 frames at 30 fps), so a decoded frame tells which frame it is.
  */
-export function counterClip(dir: string, name = 'counter.mp4', size = '64x64'): string {
+export function counterClip(dir: string, name = 'counter.mp4', size = '64x64', lum = '4*N'): string {
   return clipMake(dir, name, [
     '-f',
     'lavfi',
     '-i',
-    `color=c=black:size=${size}:rate=30:duration=1,geq=lum='4*N':cb=128:cr=128`,
+    `color=c=black:size=${size}:rate=30:duration=1,geq=lum='${lum}':cb=128:cr=128`,
     '-c:v',
     'libx264',
     '-preset',

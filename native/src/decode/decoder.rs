@@ -154,7 +154,13 @@ impl Decoder {
 
     /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
     pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
-        let ring = self.shared.ring.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.newest(f)
+    }
+}
+
+impl Shared {
+    fn newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let slot = ring.newest?;
         let (seq, pts) = ring.meta[slot];
         Some(f(&ring.slots[slot], ring.width, ring.height, seq, pts))
@@ -179,10 +185,7 @@ impl FrameSource {
 
     /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
     pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
-        let ring = self.0.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = ring.newest?;
-        let (seq, pts) = ring.meta[slot];
-        Some(f(&ring.slots[slot], ring.width, ring.height, seq, pts))
+        self.0.newest(f)
     }
 }
 

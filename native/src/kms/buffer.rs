@@ -427,54 +427,51 @@ impl BufferStore {
         // the source is read, which is sound because they are distinct mappings.
         let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst_map.ptr, dst_map.len) };
         let source = self.get(src)?;
-        match &source.storage {
+        // Where the CPU reads the planes: our own mapping, or the dma-buf mapped for this frame
+        // (the mappings live until the conversion is done).
+        let (y_map, uv_map);
+        let (y_bytes, uv_bytes): (&[u8], &[u8]) = match &source.storage {
             Storage::Dumb { map, .. } => {
                 let bytes = unsafe { std::slice::from_raw_parts(map.ptr, map.len) };
-                let src = Nv12Src {
-                    y: &bytes[offsets[0] as usize..],
-                    y_pitch: pitches[0] as usize,
-                    uv: &bytes[offsets[1] as usize..],
-                    uv_pitch: pitches[1] as usize,
-                };
-                Ok(nv12_to_xr24(
-                    &src, color, width, height, dst_bytes, dst_pitch,
-                ))
+                (bytes, bytes)
             }
             Storage::External {
                 fds, plane_objects, ..
             } => {
-                let y_map = DmaBufRead::map(&fds[plane_objects[0]])?;
-                let uv_map = if plane_objects[1] == plane_objects[0] {
+                y_map = DmaBufRead::map(&fds[plane_objects[0]])?;
+                uv_map = if plane_objects[1] == plane_objects[0] {
                     None
                 } else {
                     Some(DmaBufRead::map(&fds[plane_objects[1]])?)
                 };
-                let y_bytes = y_map.bytes();
-                let uv_bytes = uv_map.as_ref().map_or(y_bytes, DmaBufRead::bytes);
-                let need = |bytes: &[u8], offset: u32, pitch: u32, rows: usize| {
-                    offset as usize + pitch as usize * rows <= bytes.len()
-                };
-                if !need(y_bytes, offsets[0], pitches[0], height)
-                    || !need(uv_bytes, offsets[1], pitches[1], height.div_ceil(2))
-                {
-                    return Err(KmsError::BadBuffer(format!(
-                        "buffer {src}: planes run past the end of the dma-buf"
-                    )));
-                }
-                let src = Nv12Src {
-                    y: &y_bytes[offsets[0] as usize..],
-                    y_pitch: pitches[0] as usize,
-                    uv: &uv_bytes[offsets[1] as usize..],
-                    uv_pitch: pitches[1] as usize,
-                };
-                Ok(nv12_to_xr24(
-                    &src, color, width, height, dst_bytes, dst_pitch,
-                ))
+                let y = y_map.bytes();
+                (y, uv_map.as_ref().map_or(y, DmaBufRead::bytes))
             }
-            Storage::Imported { .. } | Storage::Gbm { .. } => Err(KmsError::BadBuffer(format!(
-                "buffer {src} is scanned out directly; it has no CPU view"
-            ))),
+            Storage::Imported { .. } | Storage::Gbm { .. } => {
+                return Err(KmsError::BadBuffer(format!(
+                    "buffer {src} is scanned out directly; it has no CPU view"
+                )))
+            }
+        };
+        let fits = |bytes: &[u8], offset: u32, pitch: u32, rows: usize| {
+            offset as usize + pitch as usize * rows <= bytes.len()
+        };
+        if !fits(y_bytes, offsets[0], pitches[0], height)
+            || !fits(uv_bytes, offsets[1], pitches[1], height.div_ceil(2))
+        {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {src}: planes run past the end of the dma-buf"
+            )));
         }
+        let planes = Nv12Src {
+            y: &y_bytes[offsets[0] as usize..],
+            y_pitch: pitches[0] as usize,
+            uv: &uv_bytes[offsets[1] as usize..],
+            uv_pitch: pitches[1] as usize,
+        };
+        Ok(nv12_to_xr24(
+            &planes, color, width, height, dst_bytes, dst_pitch,
+        ))
     }
 
     /// The bytes of a dumb buffer as the device last wrote them (a writeback capture).
