@@ -3,6 +3,7 @@ import { type Logger, loggerFor } from '../log/logger.ts';
 import type { LogRing } from '../log/ring.ts';
 import type { NativeAddon } from '../native/addon.ts';
 import { EventBus, type SupervisorState } from './bus.ts';
+import { CommandRegistry } from './commands.ts';
 import type { Extension, ExtensionDefinition } from './extension.ts';
 
 export interface ControllerDeps {
@@ -32,6 +33,7 @@ export class ExtensionStartError extends Error {
  */
 export class Controller {
   readonly bus: EventBus;
+  readonly commands = new CommandRegistry();
   readonly #deps: ControllerDeps;
   readonly #log: Logger;
   readonly #started: Extension[] = [];
@@ -57,6 +59,7 @@ export class Controller {
         config: this.#deps.config,
         logger: loggerFor(this.#deps.logger, definition.name),
         bus: this.bus,
+        commands: this.commands,
         addon: this.#deps.addon,
         logRing: this.#deps.logRing,
       });

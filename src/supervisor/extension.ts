@@ -3,6 +3,7 @@ import type { Logger } from '../log/logger.ts';
 import type { LogRing } from '../log/ring.ts';
 import type { NativeAddon } from '../native/addon.ts';
 import type { EventBus } from './bus.ts';
+import type { CommandRegistry } from './commands.ts';
 
 /** What every extension is given: explicit dependencies, no globals. */
 export interface ExtensionContext {
@@ -10,6 +11,8 @@ export interface ExtensionContext {
   /** Already a child logger bound to the extension's name. */
   readonly logger: Logger;
   readonly bus: EventBus;
+  /** Commands this extension offers (register in start, withdraw in stop) or invokes. */
+  readonly commands: CommandRegistry;
   readonly addon: NativeAddon;
   readonly logRing: LogRing;
 }
