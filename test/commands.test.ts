@@ -47,7 +47,9 @@ test('commands: a CommandError keeps its code, a bug becomes ERR_INTERNAL with t
 test('commands: withdrawing a command and registering a duplicate', async (t) => {
   const registry = new CommandRegistry();
   const withdraw = registry.register({ name: 'a', description: '', handler: () => 1 });
-  t.throws(() => registry.register({ name: 'a', description: '', handler: () => 2 }), { message: /already registered/ });
+  t.throws(() => registry.register({ name: 'a', description: '', handler: () => 2 }), {
+    message: /already registered/,
+  });
   withdraw();
   t.false(registry.has('a'));
   t.like(await registry.invoke('a', {}, origin), { ok: false });
