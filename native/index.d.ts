@@ -397,6 +397,14 @@ export interface Rect {
 }
 
 /**
+ * Sends `state` (e.g. `"READY=1
+STATUS=playing"`, `"WATCHDOG=1"`) to the service manager.
+ * Returns false when not run under a notify-type unit (no `$NOTIFY_SOCKET`); a socket that
+ * is set but unreachable is an error naming it.
+ */
+export declare function sdNotify(state: string): boolean
+
+/**
  * The addon's own version, so the supervisor can report app and addon separately and a
  * stale `.node` left over from an older build is easy to spot.
  */

@@ -8,6 +8,7 @@ mod alloc_count;
 pub mod decode;
 pub mod display;
 pub mod playback;
+pub mod systemd;
 pub mod virtual_display;
 
 #[global_allocator]
