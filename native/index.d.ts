@@ -14,6 +14,12 @@ export declare class DecodeManager {
   release(consumer: string): void
   /** Sharing on or off at run time (the RFC's runtime control). */
   setSharedDecode(on: boolean): void
+  /**
+   * The VAAPI device (a render node) for decoders opened from now on; null picks the first
+   * render node. The supervisor passes the render node of the KMS device it drives, so
+   * decoded surfaces live on the GPU that scans them out.
+   */
+  setVaapiDevice(path?: string | undefined | null): void
   setMaxDecoders(max: number): void
   status(): DecodeStatus
   /**
@@ -175,6 +181,18 @@ export interface DecoderInfo {
   consumers: Array<string>
   /** Decoding on the GPU (VAAPI) rather than the CPU. */
   hw: boolean
+  /**
+   * How frames reach outputs: "vaapi" (GPU surfaces, zero copy), "dmabuf" (software decode
+   * in dma-bufs, zero copy after decode) or "software" (NV12 ring, one upload per frame).
+   */
+  path: string
+  /**
+   * Why frames do not take the hardware path: no VAAPI device, the driver refused the
+   * stream, or it failed mid-stream (decoding then continued in software).
+   */
+  hwFallback?: string
+  /** Frames handed on as dma-bufs. */
+  exported: number
   codec: string
   width: number
   height: number
@@ -417,6 +435,8 @@ export interface VideoCounters {
   /** Vblanks that showed a new frame, and vblanks that kept the previous one. */
   framesShown: number
   repeats: number
+  /** Frames shown straight from the decoder's dma-bufs (VAAPI or export pool): no CPU copy. */
+  zeroCopy: number
   /** Video commits that failed, and the newest reason. */
   errors: number
   lastError?: string

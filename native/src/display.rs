@@ -238,6 +238,8 @@ pub struct VideoCounters {
     /// Vblanks that showed a new frame, and vblanks that kept the previous one.
     pub frames_shown: f64,
     pub repeats: f64,
+    /// Frames shown straight from the decoder's dma-bufs (VAAPI or export pool): no CPU copy.
+    pub zero_copy: f64,
     /// Video commits that failed, and the newest reason.
     pub errors: f64,
     pub last_error: Option<String>,
@@ -620,21 +622,23 @@ impl KmsDevice {
                 )));
             }
         }
+        let objects: Vec<_> = descriptor
+            .objects
+            .iter()
+            .map(|o| (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64))
+            .collect();
+        let planes: Vec<_> = descriptor
+            .planes
+            .iter()
+            .map(|p| (p.object as usize, p.offset, p.pitch))
+            .collect();
         let desc = DmaBufDesc {
             width: descriptor.width,
             height: descriptor.height,
             format,
             modifier,
-            objects: descriptor
-                .objects
-                .iter()
-                .map(|o| (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64))
-                .collect(),
-            planes: descriptor
-                .planes
-                .iter()
-                .map(|p| (p.object as usize, p.offset, p.pitch))
-                .collect(),
+            objects: &objects,
+            planes: &planes,
         };
         self.with_engine(|e| {
             let (buffer, cached) = e.buffers.dmabuf_import(&e.card, &desc)?;
@@ -764,6 +768,7 @@ impl KmsDevice {
                 upload_bytes: c.upload_bytes as f64,
                 frames_shown: c.frames_shown as f64,
                 repeats: c.repeats as f64,
+                zero_copy: c.zero_copy as f64,
                 errors: c.errors as f64,
                 last_error: e.video_error.clone(),
             })

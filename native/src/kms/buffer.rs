@@ -79,17 +79,18 @@ pub struct DmaBufDesc<'a> {
     pub height: u32,
     pub format: u32,
     pub modifier: u64,
-    /// (fd, size) per object.
-    pub objects: Vec<(BorrowedFd<'a>, u64)>,
+    /// (fd, size) per object. Slices, so a per-frame import can describe itself on the stack.
+    pub objects: &'a [(BorrowedFd<'a>, u64)],
     /// (object index, offset, pitch) per plane of the single layer.
-    pub planes: Vec<(usize, u32, u32)>,
+    pub planes: &'a [(usize, u32, u32)],
 }
 
 /// Identity of an imported buffer: the dma-buf inodes plus how they are laid out.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ImportKey {
-    inodes: Vec<u64>,
-    layout: Vec<(usize, u32, u32)>,
+    /// Fixed arrays: the key is built for every imported frame and must not allocate.
+    inodes: [u64; 4],
+    layout: [(usize, u32, u32); 4],
     format: u32,
     modifier: u64,
     size: (u32, u32),
@@ -496,8 +497,8 @@ impl BufferStore {
                 "a dma-buf needs 1-4 objects and 1-4 planes".into(),
             ));
         }
-        let mut inodes = Vec::with_capacity(desc.objects.len());
-        for (fd, _) in &desc.objects {
+        let mut inodes = [0u64; 4];
+        for (i, (fd, _)) in desc.objects.iter().enumerate() {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             if unsafe { libc::fstat(std::os::fd::AsRawFd::as_raw_fd(fd), &mut st) } != 0 {
                 return Err(KmsError::BadBuffer(format!(
@@ -506,11 +507,13 @@ impl BufferStore {
                     std::io::Error::last_os_error()
                 )));
             }
-            inodes.push(st.st_ino);
+            inodes[i] = st.st_ino;
         }
+        let mut layout = [(0, 0, 0); 4];
+        layout[..desc.planes.len()].copy_from_slice(desc.planes);
         let key = ImportKey {
             inodes,
-            layout: desc.planes.clone(),
+            layout,
             format: desc.format,
             modifier: desc.modifier,
             size: (desc.width, desc.height),
@@ -518,7 +521,7 @@ impl BufferStore {
         if let Some(&fb) = self.imports.get(&key) {
             return Ok((fb, true));
         }
-        for &(object, _, _) in &desc.planes {
+        for &(object, _, _) in desc.planes {
             if object >= desc.objects.len() {
                 return Err(KmsError::BadBuffer(format!(
                     "a plane names object {object}, but there are {}",
@@ -542,7 +545,7 @@ impl BufferStore {
 
     fn external_keep(&mut self, desc: &DmaBufDesc<'_>, key: ImportKey) -> KmsResult<u32> {
         let mut fds = Vec::with_capacity(desc.objects.len());
-        for (fd, size) in &desc.objects {
+        for (fd, size) in desc.objects {
             let owned = fd
                 .try_clone_to_owned()
                 .map_err(|e| KmsError::Ioctl("dup dma-buf fd", e))?;
@@ -588,7 +591,7 @@ impl BufferStore {
         key: &ImportKey,
     ) -> KmsResult<u32> {
         let mut object_handles = Vec::with_capacity(desc.objects.len());
-        for (fd, _) in &desc.objects {
+        for (fd, _) in desc.objects {
             match drm_ffi::gem::fd_to_handle(card.as_fd(), *fd) {
                 Ok(prime) => {
                     *self.gem_refs.entry(prime.handle).or_insert(0) += 1;
