@@ -87,6 +87,11 @@ export declare class KmsDevice {
   stopVideo(): void
   videoCounters(): VideoCounters
   stats(): Array<OutputStats>
+  /**
+   * What an output's primary plane shows now, rows packed (for previews and screenshots):
+   * XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
+   */
+  snapshot(connector: string): ScreenFrame | null
   copyCounters(): CopyCounters
   /**
    * Heap allocations made so far (process-wide) while handling page flips and committing
@@ -132,7 +137,6 @@ export interface ConnectorInfo {
   monitor?: MonitorInfo
 }
 
-/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
 export interface CopyCounters {
   conversions: number
   bytesCopied: number
@@ -412,6 +416,15 @@ export interface Rect {
   y: number
   width: number
   height: number
+}
+
+/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
+export interface ScreenFrame {
+  width: number
+  height: number
+  /** "XR24" (B, G, R, X bytes) or "NV12". */
+  format: string
+  data: Buffer
 }
 
 /**

@@ -212,6 +212,15 @@ pub struct OutputStats {
 
 /// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
 #[napi(object)]
+pub struct ScreenFrame {
+    pub width: u32,
+    pub height: u32,
+    /// "XR24" (B, G, R, X bytes) or "NV12".
+    pub format: String,
+    pub data: napi::bindgen_prelude::Buffer,
+}
+
+#[napi(object)]
 pub struct CopyCounters {
     pub conversions: f64,
     pub bytes_copied: f64,
@@ -795,6 +804,28 @@ impl KmsDevice {
                     late_commits: o.stats.late_commits as f64,
                 })
                 .collect())
+        })
+    }
+
+    /// What an output's primary plane shows now, rows packed (for previews and screenshots):
+    /// XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
+    #[napi]
+    pub fn snapshot(&self, connector: String) -> napi::Result<Option<ScreenFrame>> {
+        self.with_engine(|e| {
+            let index = e.output_index(&connector)?;
+            let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
+            if buffer == 0 {
+                return Ok(None);
+            }
+            Ok(e.buffers
+                .dumb_packed(buffer)
+                .ok()
+                .map(|(width, height, format, data)| ScreenFrame {
+                    width,
+                    height,
+                    format: fourcc_name(format),
+                    data: data.into(),
+                }))
         })
     }
 

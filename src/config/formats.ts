@@ -205,6 +205,17 @@ export const flag: Format = {
   },
 };
 export const ringSize = integerIn('ring-size', 10, 100_000);
+export const previewInterval = integerIn('preview-interval', 0, 3600);
+export const previewWidth = integerIn('preview-width', 64, 1920);
+
+export const vaapiDevice: Format = {
+  name: 'vaapi-device',
+  rule: 'must be "auto" (the KMS device\'s render node) or a path such as /dev/dri/renderD128',
+  validate(value) {
+    if (value === 'auto') return;
+    if (typeof value !== 'string' || !/^\/dev\/dri\/renderD\d+$/.test(value)) fail(vaapiDevice.rule);
+  },
+};
 
 export const ledNames: Format = {
   name: 'led-names',

@@ -1,3 +1,4 @@
+import type { Screens } from '../display/screens.ts';
 import type { DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
@@ -5,11 +6,20 @@ export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 /** Every event on the bus, by name. Extensions talk to each other only through these. */
 export interface BusEvents {
   'supervisor.state': { state: SupervisorState; reason?: string };
-  'display.ready': { mode: 'kms'; device: DrmDeviceInfo } | { mode: 'virtual'; reason: string };
+  /** The outputs exist and can be drawn on: real ones, or virtual ones and why. */
+  'display.ready':
+    | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
+    | { mode: 'virtual'; reason: string; screens: Screens };
   /** The outputs driven now, after start, a config change or hotplug. */
   'display.outputs': { outputs: OutputInfo[] };
   /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
   'decode.status': { status: DecodeStatus };
+  /** A decoder runs in software although hardware was asked for: once per decoder. */
+  'decode.fallback': { decoder: number; source: string; reason: string; midStream: boolean };
+  /** A new JPEG preview of an output (status page, MQTT status). */
+  'preview.updated': { output: string; jpeg: Buffer; width: number; height: number; at: number };
+  /** What an output plays now (a source, the demo, or nothing). */
+  'playback.changed': { output: string; source: string | null; reason: string };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;

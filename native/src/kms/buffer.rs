@@ -487,6 +487,47 @@ impl BufferStore {
         Ok(map.bytes_mut()[..len].to_vec())
     }
 
+    /// A copy of a dumb XR24 or NV12 buffer with rows packed tightly (for previews and
+    /// screenshots): (width, height, fourcc, bytes). Imported buffers are the GPU's and are
+    /// not read back.
+    pub fn dumb_packed(&mut self, id: u32) -> KmsResult<(u32, u32, u32, Vec<u8>)> {
+        let buffer = self.get_mut(id)?;
+        let (w, h, format) = (buffer.width as usize, buffer.height as usize, buffer.format);
+        let (pitches, offsets) = (buffer.pitches, buffer.offsets);
+        let Storage::Dumb { map, .. } = &mut buffer.storage else {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} is imported; it cannot be read"
+            )));
+        };
+        let bytes = map.bytes_mut();
+        let mut out = Vec::new();
+        let mut rows = |offset: usize, pitch: usize, row_bytes: usize, count: usize| {
+            for r in 0..count {
+                let at = offset + r * pitch;
+                out.extend_from_slice(&bytes[at..at + row_bytes]);
+            }
+        };
+        match format {
+            XR24 | AR24 => rows(offsets[0] as usize, pitches[0] as usize, w * 4, h),
+            NV12 => {
+                rows(offsets[0] as usize, pitches[0] as usize, w, h);
+                rows(
+                    offsets[1] as usize,
+                    pitches[1] as usize,
+                    w.div_ceil(2) * 2,
+                    h.div_ceil(2),
+                );
+            }
+            other => {
+                return Err(KmsError::BadBuffer(format!(
+                    "buffer {id} is {}; only XR24 and NV12 are read back",
+                    fourcc_name(other)
+                )))
+            }
+        }
+        Ok((w as u32, h as u32, format, out))
+    }
+
     pub fn dmabuf_import(&mut self, card: &Card, desc: &DmaBufDesc<'_>) -> KmsResult<(u32, bool)> {
         if desc.planes.is_empty()
             || desc.planes.len() > 4
