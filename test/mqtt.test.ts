@@ -553,7 +553,10 @@ test('bus events reach the events topic: decoder failures and error log lines', 
   const failed = await fleet.next((m) => (m.json as { type?: string })?.type === 'decoder.failed');
   t.like(failed.json, { severity: 'error', details: { decoder: 5, failure: 'HTTP 404' } });
   // An error logged anywhere in the supervisor is an event (the ring holds it redacted).
-  device.logger.error({ component: 'display', code: 'ERR_KMS_COMMIT' }, 'cannot fetch https://kiosk:hunter2@cdn.example/a.mp4');
+  device.logger.error(
+    { component: 'display', code: 'ERR_KMS_COMMIT' },
+    'cannot fetch https://kiosk:hunter2@cdn.example/a.mp4',
+  );
   const error = await fleet.next((m) => (m.json as { type?: string })?.type === 'error');
   t.like(error.json, { severity: 'error', details: { component: 'display', code: 'ERR_KMS_COMMIT', level: 'error' } });
   t.false(error.text.includes('hunter2'));
