@@ -364,7 +364,6 @@ test('desired config: a valid document is saved, applied live where possible and
   };
   await fleet.publish('multihead/dev-1/config/desired', JSON.stringify(desired), { retain: true });
   const reported = await fleet.next((m) => m.topic === 'multihead/dev-1/config/reported');
-  t.true(reported.retain || reported.packet.retain !== undefined);
   t.like(reported.json, { version: 3, outcome: 'applied', appliedVersion: 3, errors: [] });
   const body = reported.json as { applied: string[]; restartRequired: string[] };
   t.deepEqual(body.applied.sort(), ['decode.shared', 'mqtt.telemetryIntervalS']);
@@ -394,6 +393,11 @@ test('desired config: a valid document is saved, applied live where possible and
   await fleet.next(
     (m) => m.topic === 'multihead/dev-1/status' && (m.json as { config: { version: number } }).config.version === 3,
   );
+  // The report is retained: a dashboard that subscribes later finds it.
+  const late = await fleetFor(t, broker.url);
+  const retained = await late.next((m) => m.topic === 'multihead/dev-1/config/reported');
+  t.true(retained.retain);
+  t.like(retained.json, { version: 3, outcome: 'applied' });
   assertAllValid(t, fleet);
 });
 
