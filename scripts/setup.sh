@@ -42,6 +42,8 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 [ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
 # The decode tests make their clips with the ffmpeg command.
 [ "$mode" = test ] && pkgs="$pkgs ffmpeg"
+# The MQTT tests start their own mosquitto broker on loopback.
+[ "$mode" = test ] && pkgs="$pkgs mosquitto"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {

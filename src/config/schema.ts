@@ -103,6 +103,12 @@ export const schema = {
       default: '',
       env: 'MULTIHEAD_MQTT_KEY',
     },
+    telemetryIntervalS: {
+      doc: 'Seconds between telemetry messages on <prefix>/<device.id>/telemetry. Applies at once when changed over MQTT.',
+      format: f.intervalSeconds,
+      default: 60,
+      env: 'MULTIHEAD_MQTT_TELEMETRY_INTERVAL_S',
+    },
   },
   http: {
     bind: {

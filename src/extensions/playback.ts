@@ -12,6 +12,8 @@ const STATUS_FIRST_MS = 2000;
 const STATUS_EVERY_MS = 60_000;
 /** How often decoders are checked for a fallback to software (cheap: one status call). */
 const FALLBACK_CHECK_MS = 1000;
+/** Per-output counters for telemetry and metrics. */
+const OUTPUT_STATS_MS = 5000;
 
 /**
  * What plays. Owns the decode manager (one decoder per source, shared by every output that
@@ -142,12 +144,31 @@ export function playbackCreate(context: ExtensionContext): Extension {
             return { sharedDecode: args.on };
           },
         }),
+        commands.register({
+          name: 'decode.maxDecoders',
+          description: 'Set the most decoders running at once ({"max": 1-64}); running decoders are kept.',
+          handler: (args) => {
+            const max = args.max;
+            if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > 64) {
+              throw new CommandError(
+                'ERR_BAD_ARGUMENT',
+                `decode.maxDecoders needs "max": an integer 1-64, got ${JSON.stringify(max)}`,
+              );
+            }
+            decode.setMaxDecoders(max);
+            logger.info({ maxDecoders: max }, `at most ${max} decoders from now on`);
+            return { maxDecoders: max };
+          },
+        }),
         commands.register(screenshotCommand({ screens: () => screens })),
       );
       timers = [
         setTimeout(statusLog, STATUS_FIRST_MS),
         setInterval(statusLog, STATUS_EVERY_MS),
         setInterval(() => fallbackCheck(decode.status().decoders), FALLBACK_CHECK_MS),
+        setInterval(() => {
+          if (screens) bus.emit('output.stats', { outputs: screens.stats() });
+        }, OUTPUT_STATS_MS),
       ];
       for (const timer of timers) timer.unref();
     },

@@ -1,3 +1,4 @@
+import type { Config } from '../config/schema.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
@@ -20,6 +21,19 @@ export interface BusEvents {
   'preview.updated': { output: string; jpeg: Buffer; width: number; height: number; at: number };
   /** What an output plays now (a source, the demo, or nothing). */
   'playback.changed': { output: string; source: string | null; reason: string };
+  /** Per-output counters, periodically, from whoever drives the outputs (telemetry shows them). */
+  'output.stats': { outputs: Array<{ name: string; frames: number; dropped: number }> };
+  /** The fleet broker connection came up or went down (session: the birth's counter). */
+  'mqtt.connection': { connected: boolean; session: number; reason?: string };
+  /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
+  'config.applied': {
+    version: number;
+    config: Config;
+    /** Keys that changed and took effect at once. */
+    applied: string[];
+    /** Keys that changed and take effect at the next start. */
+    restartRequired: string[];
+  };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;
@@ -30,6 +44,7 @@ export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => 
  */
 export class EventBus {
   readonly #listeners = new Map<keyof BusEvents, Set<BusListener<never>>>();
+  readonly #latest = new Map<keyof BusEvents, unknown>();
   readonly #onListenerError: (event: keyof BusEvents, error: unknown) => void;
 
   constructor(onListenerError: (event: keyof BusEvents, error: unknown) => void) {
@@ -46,7 +61,16 @@ export class EventBus {
     return () => set.delete(listener as BusListener<never>);
   }
 
+  /**
+   * The newest payload of `event`, for extensions that start after it was emitted (MQTT and
+   * HTTP start after the display has said whether it runs on KMS or virtual outputs).
+   */
+  latest<K extends keyof BusEvents>(event: K): BusEvents[K] | undefined {
+    return this.#latest.get(event) as BusEvents[K] | undefined;
+  }
+
   emit<K extends keyof BusEvents>(event: K, payload: BusEvents[K]): void {
+    this.#latest.set(event, payload);
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
         (listener as BusListener<K>)(payload);
