@@ -97,7 +97,13 @@ test('rate limiter: a burst, then the steady rate', (t) => {
 
 test('status tracker: outputs and what they play from bus events, including those emitted before it existed', (t) => {
   const bus = new EventBus(() => {});
-  const screens = { kind: 'virtual' as const, outputs: () => [], play() {}, snapshot: () => undefined, stats: () => [] };
+  const screens = {
+    kind: 'virtual' as const,
+    outputs: () => [],
+    play() {},
+    snapshot: () => undefined,
+    stats: () => [],
+  };
   bus.emit('display.ready', { mode: 'virtual', reason: 'no /dev/dri/card* nodes', screens });
   const config = configLoadWithDesired({ env: {}, defaultPath: '/nonexistent.json', hostname: 'h' }).config;
   let now = 10_000;
