@@ -8,6 +8,7 @@ mod alloc_count;
 pub mod decode;
 pub mod display;
 pub mod playback;
+pub mod realtime;
 pub mod systemd;
 pub mod virtual_display;
 

@@ -133,7 +133,10 @@ impl VirtualDisplay {
         let (thread_state, thread_stop) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("multihead-vblank".into())
-            .spawn(move || vblank_run(&thread_state, &thread_stop))
+            .spawn(move || {
+                crate::realtime::realtime_enter();
+                vblank_run(&thread_state, &thread_stop)
+            })
             .map_err(|e| {
                 napi::Error::from_reason(format!("cannot start the vblank thread: {e}"))
             })?;

@@ -298,6 +298,8 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
             .store(index.keyframes.len() as u64, Ordering::Relaxed);
     }
     let _ = opened.send(Ok(session.info.clone()));
+    // Opened (FFmpeg's worker threads exist, at normal priority): pace frames in real time.
+    crate::realtime::realtime_enter();
     if let Err(reason) = session.run(&shared) {
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
@@ -595,7 +597,11 @@ impl Session {
             .stream(self.stream)
             .map(|s| s.parameters())
             .ok_or_else(|| format!("{}: stream {} vanished", self.source, self.stream))?;
-        self.decoder = decoder_open(parameters, None)
+        // The new decoder's worker threads must not inherit this thread's real-time policy.
+        crate::realtime::realtime_leave();
+        let opened = decoder_open(parameters, None);
+        crate::realtime::realtime_enter();
+        self.decoder = opened
             .map_err(|e| format!("{}: software decoder after \"{reason}\": {e}", self.source))?;
         self.hw = HwPath::Software;
         if let Some(last) = self.last_pts_us {

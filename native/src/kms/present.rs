@@ -39,7 +39,10 @@ impl Presenter {
         let uevents = uevent_socket().ok();
         let thread = std::thread::Builder::new()
             .name("multihead-present".into())
-            .spawn(move || presenter_run(engine, card_fd, &card_name, stop_fd, uevents, sink))?;
+            .spawn(move || {
+                crate::realtime::realtime_enter();
+                presenter_run(engine, card_fd, &card_name, stop_fd, uevents, sink)
+            })?;
         Ok(Presenter {
             stop,
             thread: Some(thread),
