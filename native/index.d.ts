@@ -305,6 +305,16 @@ export interface FormatModifier {
   modifier: string
 }
 
+/** Every running frame loop and how long ago it last went round. Empty when none runs. */
+export declare function frameLoops(): Array<LoopHealth>
+
+/**
+ * Test and diagnosis hook: every frame loop stops going round for `ms` milliseconds (as a
+ * deadlocked driver call would), so watchdog handling can be proven. Refused unless
+ * MULTIHEAD_TEST_HOOKS=1 is set in the environment.
+ */
+export declare function frameLoopsStall(ms: number): void
+
 export interface FrameSnapshot {
   width: number
   height: number
@@ -342,6 +352,13 @@ export interface Layer {
  * whose GPU driver is still loading, and the supervisor must keep running either way.
  */
 export declare function listDrmDevices(dir?: string | undefined | null): Array<DrmDeviceInfo>
+
+export interface LoopHealth {
+  /** "present" (a KMS device) or "vblank" (virtual outputs). */
+  name: string
+  /** Milliseconds since the loop last went round; it wakes at least every 20 ms. */
+  ageMs: number
+}
 
 export interface ModeInfo {
   name: string

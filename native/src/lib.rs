@@ -7,6 +7,7 @@
 mod alloc_count;
 pub mod decode;
 pub mod display;
+pub mod heartbeat;
 pub mod playback;
 pub mod realtime;
 pub mod systemd;

@@ -244,7 +244,9 @@ impl Drop for VirtualDisplay {
 fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     let start = Instant::now();
     let mut ticks: Vec<u64> = Vec::new();
+    let heartbeat = crate::heartbeat::Heartbeat::register("vblank");
     while !stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         let next_due = {
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
             ticks.resize(state.outputs.len(), 0);
