@@ -202,7 +202,7 @@ export class MediaCache extends EventEmitter<Events> {
   /** Installed and trusted, without touching the disk. */
   has(item: CacheItem): boolean {
     const entry = this.#entries.get(item.sha256);
-    return entry !== undefined && entry.verified && entry.size === item.size;
+    return entry?.verified === true && entry.size === item.size;
   }
 
   /**
@@ -211,7 +211,7 @@ export class MediaCache extends EventEmitter<Events> {
    */
   async path(item: CacheItem): Promise<string | null> {
     const entry = this.#entries.get(item.sha256);
-    if (!entry || !entry.verified || entry.size !== item.size) return null;
+    if (!entry?.verified || entry.size !== item.size) return null;
     const path = this.mediaPath(item.sha256);
     try {
       const stat = await this.#fs.stat(path);
