@@ -1,4 +1,5 @@
 import type { ExtensionDefinition } from '../supervisor/extension.ts';
+import { contentCreate } from './content.ts';
 import { displayCreate } from './display.ts';
 import { playbackCreate } from './playback.ts';
 
@@ -9,4 +10,5 @@ import { playbackCreate } from './playback.ts';
 export const builtinExtensions: readonly ExtensionDefinition[] = [
   { name: 'playback', create: playbackCreate },
   { name: 'display', create: displayCreate },
+  { name: 'content', create: contentCreate },
 ];

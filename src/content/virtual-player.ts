@@ -1,0 +1,132 @@
+import type { DecodeManager, VirtualDisplay, VirtualOutputConfig } from '../native/addon.ts';
+import type { Player, PlayerItem, PlayerTarget, PreparedItem } from './player.ts';
+
+export interface VirtualPlayerDeps {
+  readonly decode: DecodeManager;
+  readonly display: VirtualDisplay;
+  readonly outputs: readonly VirtualOutputConfig[];
+  /** Shown on slates next to the reason. */
+  readonly deviceName: string;
+  /** Called once per crop that virtual outputs cannot honour (they have no source rectangle). */
+  readonly onCropIgnored?: (output: string) => void;
+  /** close() also closes the display and the decode manager (they were made for this player). */
+  readonly ownsEngine?: boolean;
+}
+
+/** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
+const SLATE_COLOUR = '0x181c20';
+
+/**
+ * A Player over the addon's DecodeManager and VirtualDisplay. Every item is its own decoder
+ * consumer; `prepare` prerolls it (first frame decoded and held) and `show` hands it the
+ * outputs at a vblank, then releases what they showed before, exactly as the engine's
+ * gapless test does.
+ */
+export class VirtualPlayer implements Player {
+  readonly outputs: readonly string[];
+  readonly #deps: VirtualPlayerDeps;
+  readonly #onOutput = new Map<string, string>();
+  readonly #held = new Set<string>();
+  readonly #cropWarned = new Set<string>();
+  #serial = 0;
+
+  constructor(deps: VirtualPlayerDeps) {
+    this.#deps = deps;
+    this.outputs = deps.outputs.map((o) => o.name);
+  }
+
+  async prepare(item: PlayerItem): Promise<PreparedItem> {
+    const handle = `content#${++this.#serial}:${item.label}`;
+    await this.#deps.decode.acquireAsync(handle, { source: item.path, preroll: true });
+    this.#held.add(handle);
+    return { handle, item };
+  }
+
+  show(prepared: PreparedItem, targets: readonly PlayerTarget[]): void {
+    const outputs = targets.map((t) => t.output).filter((o) => this.outputs.includes(o));
+    for (const t of targets) {
+      if (t.crop && !this.#cropWarned.has(t.output)) {
+        this.#cropWarned.add(t.output);
+        this.#deps.onCropIgnored?.(t.output);
+      }
+    }
+    if (outputs.length === 0) return;
+    this.#deps.display.play(this.#deps.decode, prepared.handle, outputs);
+    const replaced = new Set<string>();
+    for (const o of outputs) {
+      const before = this.#onOutput.get(o);
+      if (before !== undefined && before !== prepared.handle) replaced.add(before);
+      this.#onOutput.set(o, prepared.handle);
+    }
+    const stillShown = new Set(this.#onOutput.values());
+    for (const handle of replaced) {
+      if (!stillShown.has(handle)) this.#release(handle);
+    }
+  }
+
+  discard(prepared: PreparedItem): void {
+    if (![...this.#onOutput.values()].includes(prepared.handle)) this.#release(prepared.handle);
+  }
+
+  loops(prepared: PreparedItem): number {
+    const d = this.#deps.decode.status().decoders.find((x) => x.consumers.includes(prepared.handle));
+    return d?.loops ?? 0;
+  }
+
+  async slate(outputs: readonly string[], reason: string): Promise<void> {
+    for (const name of outputs) {
+      const config = this.#deps.outputs.find((o) => o.name === name);
+      if (!config) continue;
+      const text = slateText(`${this.#deps.deviceName} - ${name}`, reason);
+      const size = `${config.width}x${config.height}`;
+      const font = Math.max(12, Math.round(config.height / 30));
+      const withText = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1,drawtext=text='${text}':fontcolor=white:fontsize=${font}:x=${font}:y=${font}`;
+      try {
+        this.show(await this.prepare({ path: withText, type: 'image', label: 'slate' }), [{ output: name }]);
+      } catch {
+        // An FFmpeg without drawtext: a plain slate still says "driven, nothing to play".
+        const plain = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1`;
+        this.show(await this.prepare({ path: plain, type: 'image', label: 'slate' }), [{ output: name }]);
+      }
+    }
+  }
+
+  stats(): Array<{ name: string; blank: number; playing?: string }> {
+    return this.#deps.display.stats().map((s) => ({
+      name: s.name,
+      blank: s.blank,
+      ...(s.playing !== undefined ? { playing: s.playing } : {}),
+    }));
+  }
+
+  #release(handle: string): void {
+    if (!this.#held.delete(handle)) return;
+    try {
+      this.#deps.decode.release(handle);
+    } catch {
+      // Already gone (the decoder failed and was dropped): nothing left to release.
+    }
+  }
+
+  close(): void {
+    for (const handle of [...this.#held]) this.#release(handle);
+    this.#onOutput.clear();
+    if (this.#deps.ownsEngine) {
+      this.#deps.display.close();
+      this.#deps.decode.close();
+    }
+  }
+}
+
+/**
+ * Text for FFmpeg's drawtext inside a filter graph: only characters that need no escaping
+ * beyond the colon, so a reason can never break out of the filter.
+ */
+export function slateText(title: string, reason: string): string {
+  const clean = (s: string): string =>
+    s
+      .replace(/[^A-Za-z0-9 .,()#/_+:-]/g, ' ')
+      .slice(0, 160)
+      .replace(/:/g, '\\:');
+  return `${clean(title)} -- ${clean(reason)}`;
+}
