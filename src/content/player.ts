@@ -29,7 +29,7 @@ export interface PreparedItem {
 export interface Player {
   /** Output names this player drives. */
   readonly outputs: readonly string[];
-  /** Opens and prerolls an item; rejects with the decoder's coded error (ERR_DECODE_*). */
+  /** Opens an item and waits for its first decoded frame (preroll); rejects with a coded error. */
   prepare(item: PlayerItem): Promise<PreparedItem>;
   /**
    * Shows a prepared item on the targets from the next vblank. What they showed before is
@@ -40,8 +40,11 @@ export interface Player {
   discard(prepared: PreparedItem): void;
   /** How many times a shown video has reached its end and started over (0 for images). */
   loops(prepared: PreparedItem): number;
-  /** A slate with the reason on these outputs: never a black screen without explanation. */
-  slate(outputs: readonly string[], reason: string): Promise<void>;
+  /**
+   * A slate with the reason on these outputs: never a black screen without explanation.
+   * `wanted` is asked right before it goes up: false (something newer started) drops it.
+   */
+  slate(outputs: readonly string[], reason: string, wanted?: () => boolean): Promise<void>;
   /** Output statistics by name, for tests and status (vblanks with no picture, etc.). */
   stats?(): Array<{ name: string; blank: number; playing?: string }>;
   close(): void;

@@ -52,6 +52,8 @@ export class PlaylistRunner {
   #timer: NodeJS.Timeout | undefined;
   #state: RunnerState = { kind: 'idle' };
   readonly #failed = new Set<string>();
+  /** Bumped by retry(): media that arrives while play() is still looking must not be missed. */
+  #arrivals = 0;
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
@@ -86,6 +88,7 @@ export class PlaylistRunner {
   /** Starts `playlist` from its first playable item (from the preroll when there is one). */
   async play(playlist: RunnablePlaylist): Promise<void> {
     const generation = this.#cancel();
+    const arrivals = this.#arrivals;
     this.#playlist = playlist;
     let first: Prepared | undefined;
     if (this.#pending?.playlist === playlist.id) {
@@ -101,6 +104,7 @@ export class PlaylistRunner {
     }
     if (!first) {
       await this.#waitForMedia(playlist, generation);
+      if (generation === this.#generation && arrivals !== this.#arrivals) await this.play(playlist);
       return;
     }
     this.#showAndSchedule(first, generation);
@@ -108,6 +112,7 @@ export class PlaylistRunner {
 
   /** Media arrived in the cache: a runner waiting for media tries again. */
   retry(): void {
+    this.#arrivals++;
     if (this.#state.kind === 'waiting' && this.#playlist) void this.play(this.#playlist);
   }
 
@@ -116,9 +121,11 @@ export class PlaylistRunner {
     this.#playlist = undefined;
     this.#dropPending();
     this.#state = { kind: 'slate', reason };
-    await this.#deps.player.slate(this.outputs, reason).catch((error: Error) => {
-      this.#deps.log.warn({ err: error }, `slate on ${this.outputs.join(', ')} failed: ${error.message}`);
-    });
+    await this.#deps.player
+      .slate(this.outputs, reason, () => generation === this.#generation)
+      .catch((error: Error) => {
+        this.#deps.log.warn({ err: error }, `slate on ${this.outputs.join(', ')} failed: ${error.message}`);
+      });
     if (generation !== this.#generation) return;
     // The slate replaced the outputs' picture; the items it replaced are released by the player.
     this.#current = undefined;
@@ -149,7 +156,9 @@ export class PlaylistRunner {
     const reason = `playlist ${playlist.id}: waiting for media (${missing})`;
     this.#deps.log.warn({ playlist: playlist.id }, `${this.outputs.join(', ')}: ${reason}`);
     // Keep the current picture if there is one (a previous playlist's item); else a slate.
-    if (!this.#current) await this.#deps.player.slate(this.outputs, reason).catch(() => {});
+    if (!this.#current) {
+      await this.#deps.player.slate(this.outputs, reason, () => generation === this.#generation).catch(() => {});
+    }
     if (generation === this.#generation) this.#state = { kind: 'waiting', playlist: playlist.id, reason };
   }
 
@@ -210,13 +219,21 @@ export class PlaylistRunner {
     const advance = (): void => {
       if (generation !== this.#generation) return;
       const next = this.#next;
-      if (!next) {
-        // Nothing else playable yet: the current item keeps playing; look again shortly.
-        this.#timer = setTimeout(advance, 1000);
+      this.#next = undefined;
+      if (next) {
+        this.#showAndSchedule(next, generation);
         return;
       }
-      this.#next = undefined;
-      this.#showAndSchedule(next, generation);
+      // Nothing else was ready (not cached yet, or refused): look now; meanwhile the current
+      // item keeps playing (a video loops, an image stays).
+      void this.#prepareFrom(playlist, nextStart, playlist.items.length - 1).then((found) => {
+        if (generation !== this.#generation) {
+          if (found) this.#deps.player.discard(found.prepared);
+          return;
+        }
+        if (found) this.#showAndSchedule(found, generation);
+        else this.#timer = setTimeout(advance, 1000);
+      });
     };
     const durationMs =
       entry?.durationMs ?? (entry?.media.duration !== undefined ? entry.media.duration * 1000 : undefined);

@@ -15,6 +15,8 @@ export interface VirtualPlayerDeps {
 
 /** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
 const SLATE_COLOUR = '0x181c20';
+/** Longest wait for an item's first decoded frame before it is given up on (skipped). */
+const PREROLL_TIMEOUT_MS = 5000;
 
 /**
  * A Player over the addon's DecodeManager and VirtualDisplay. Every item is its own decoder
@@ -39,6 +41,22 @@ export class VirtualPlayer implements Player {
     const handle = `content#${++this.#serial}:${item.label}`;
     await this.#deps.decode.acquireAsync(handle, { source: item.path, preroll: true });
     this.#held.add(handle);
+    // acquireAsync resolves once the source is open, which can be before its first frame is
+    // decoded (a busy CPU): an output given it then would have a vblank with no picture.
+    const deadline = Date.now() + PREROLL_TIMEOUT_MS;
+    for (;;) {
+      const d = this.#deps.decode.status().decoders.find((x) => x.consumers.includes(handle));
+      if (d?.failure) {
+        this.#release(handle);
+        throw new Error(`ERR_DECODE_FAILED: ${item.path}: ${d.failure}`);
+      }
+      if (d && d.frames > 0) break;
+      if (Date.now() > deadline) {
+        this.#release(handle);
+        throw new Error(`ERR_CONTENT_PREROLL_TIMEOUT: ${item.path}: no frame decoded in ${PREROLL_TIMEOUT_MS} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
     return { handle, item };
   }
 
@@ -73,7 +91,7 @@ export class VirtualPlayer implements Player {
     return d?.loops ?? 0;
   }
 
-  async slate(outputs: readonly string[], reason: string): Promise<void> {
+  async slate(outputs: readonly string[], reason: string, wanted: () => boolean = () => true): Promise<void> {
     for (const name of outputs) {
       const config = this.#deps.outputs.find((o) => o.name === name);
       if (!config) continue;
@@ -81,13 +99,17 @@ export class VirtualPlayer implements Player {
       const size = `${config.width}x${config.height}`;
       const font = Math.max(12, Math.round(config.height / 30));
       const withText = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1,drawtext=text='${text}':fontcolor=white:fontsize=${font}:x=${font}:y=${font}`;
+      let prepared: PreparedItem;
       try {
-        this.show(await this.prepare({ path: withText, type: 'image', label: 'slate' }), [{ output: name }]);
+        prepared = await this.prepare({ path: withText, type: 'image', label: 'slate' });
       } catch {
         // An FFmpeg without drawtext: a plain slate still says "driven, nothing to play".
         const plain = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1`;
-        this.show(await this.prepare({ path: plain, type: 'image', label: 'slate' }), [{ output: name }]);
+        prepared = await this.prepare({ path: plain, type: 'image', label: 'slate' });
       }
+      // Content may have started while the slate was being made: then it must not cover it.
+      if (wanted()) this.show(prepared, [{ output: name }]);
+      else this.discard(prepared);
     }
   }
 
