@@ -409,7 +409,7 @@ const canMount = ((): boolean => {
 test.serial('kill -9 during a download: nothing half-done is handed out, and the next start resumes', async (t) => {
   const s = await server(t);
   const dir = scratchDir(t);
-  const item = served(s, 'movie', 400_000, [{ kind: 'slow', chunk: 20_000, everyMs: 50 }]);
+  const item = served(s, 'movie', 1_200_000, [{ kind: 'slow', chunk: 60_000, everyMs: 40 }]);
   const child = spawn(
     process.execPath,
     [
@@ -421,11 +421,11 @@ test.serial('kill -9 during a download: nothing half-done is handed out, and the
   );
   const partial = join(dir, 'partial', `${item.sha256}.part`);
   const deadline = Date.now() + 10_000;
-  while (!(existsSync(partial) && statSync(partial).size >= 100_000) && Date.now() < deadline) await sleep(20);
+  while (!(existsSync(partial) && statSync(partial).size >= 262_144) && Date.now() < deadline) await sleep(20);
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   const kept = statSync(partial).size;
-  t.true(kept >= 100_000 && kept < 400_000, `partial ${kept} bytes`);
+  t.true(kept >= 262_144 && kept < 1_200_000, `partial ${kept} bytes`);
   t.false(existsSync(join(dir, 'media', item.sha256)), 'nothing in media/');
 
   const { cache } = cacheIn(t, dir);
@@ -436,8 +436,8 @@ test.serial('kill -9 during a download: nothing half-done is handed out, and the
   t.true(r?.ok);
   const last = s.requests.at(-1);
   t.is(last?.range, `bytes=${kept}-`);
-  t.is(last?.bytesSent, 400_000 - kept);
-  t.is(readFileSync(join(dir, 'media', item.sha256)).length, 400_000);
+  t.is(last?.bytesSent, 1_200_000 - kept);
+  t.deepEqual(readFileSync(join(dir, 'media', item.sha256)), item.data);
 });
 
 /**
