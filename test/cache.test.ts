@@ -55,7 +55,7 @@ test('a download is verified and installed atomically under media/, with progres
   t.deepEqual(readFileSync(join(dir, 'media', item.sha256)), item.data, 'the served bytes, exactly');
   t.is(await cache.path(item), join(dir, 'media', item.sha256));
   t.deepEqual(readdirSync(join(dir, 'partial')), [], 'no partial file left');
-  t.deepEqual(states(events, 'intro'), ['downloading', 'verifying', 'installed']);
+  t.deepEqual(states(events, 'intro'), ['queued', 'downloading', 'verifying', 'installed']);
   const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
   t.is(index.items[item.sha256].size, 200_000);
   // Asking again costs no request.

@@ -244,6 +244,7 @@ export class MediaCache extends EventEmitter<Events> {
       const r = await running;
       return { ...r, id: item.id };
     }
+    if (!this.has(item)) this.#emit(item, { state: 'queued', bytes: 0, attempt: 0 });
     const work = this.#limiter.run(() => this.#obtain(item, pinned));
     this.#inFlight.set(item.sha256, work);
     try {

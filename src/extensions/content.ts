@@ -314,6 +314,14 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
               throw error;
             }
             try {
+              await cacheOpen();
+            } catch (error) {
+              throw new CommandError(
+                'ERR_CACHE_IO',
+                `cannot open the media cache under ${config.dataDir}: ${(error as Error).message}; nothing changed`,
+              );
+            }
+            try {
               await persist(next);
             } catch (error) {
               throw new CommandError(
