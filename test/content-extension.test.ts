@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -132,6 +132,33 @@ test('playlist.set refuses invalid content with the path named, and changes noth
   );
   t.false(existsSync(join(r.dataDir, 'content.json')));
   t.is((await status(r)).version, null);
+});
+
+test('a broken content file at start is reported, not fatal; an unwritable data directory changes nothing', async (t) => {
+  const dataDir = scratchDir(t);
+  writeFileSync(join(dataDir, 'content.json'), '{"version": 2, "media": [');
+  const r = rig(t, dataDir);
+  await r.extension.start();
+  const st = await status(r);
+  t.is(st.version, null);
+  t.regex(st.problem ?? '', /^ERR_CONTENT_INVALID: .*content\.json: \$: not valid JSON: /);
+  t.true(r.lines.some((l) => l.includes('ERR_CONTENT_INVALID')));
+
+  const stuck = rig(t, '/dev/null/multihead');
+  await stuck.extension.start();
+  const reply = await stuck.commands.invoke(
+    'playlist.set',
+    { content: { version: 1, media: [], playlists: [], outputs: [] } },
+    { transport: 'internal' },
+  );
+  t.false(reply.ok);
+  if (reply.ok) return;
+  t.is(reply.error.code, 'ERR_CACHE_IO');
+  t.regex(
+    reply.error.message,
+    /^cannot open the media cache under \/dev\/null\/multihead: .*ENOTDIR.*; nothing changed$/,
+  );
+  t.is((await status(stuck)).version, null);
 });
 
 test.serial(
