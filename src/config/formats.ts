@@ -190,6 +190,8 @@ function integerIn(name: string, min: number, max: number): Format {
 export const port = integerIn('tcp-port', 0, 65535);
 export const decoderCount = integerIn('decoder-count', 1, 64);
 export const intervalSeconds = integerIn('interval-seconds', 1, 86_400);
+export const byteCount = integerIn('byte-count', 1024 * 1024, 2 ** 44);
+export const downloadCount = integerIn('download-count', 1, 16);
 
 /** true/false, or in the environment also 1/0, yes/no, on/off. */
 export const flag: Format = {

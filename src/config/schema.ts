@@ -199,6 +199,28 @@ export const schema = {
     default: '/var/lib/multihead',
     env: 'MULTIHEAD_DATA_DIR',
   },
+  content: {
+    file: {
+      doc: 'The content document (media, playlists, schedules, output assignment; docs/content.md). Empty: content.json in dataDir.',
+      format: f.optionalAbsolutePath,
+      default: '',
+      env: 'MULTIHEAD_CONTENT_FILE',
+    },
+  },
+  cache: {
+    maxBytes: {
+      doc: 'Most bytes of media kept in the cache under dataDir; least recently used media not needed now or next is evicted first.',
+      format: f.byteCount,
+      default: 4 * 1024 ** 3,
+      env: 'MULTIHEAD_CACHE_MAX_BYTES',
+    },
+    concurrency: {
+      doc: 'Media downloads running at once.',
+      format: f.downloadCount,
+      default: 2,
+      env: 'MULTIHEAD_CACHE_CONCURRENCY',
+    },
+  },
   log: {
     level: {
       doc: 'Lowest level written to the journal and kept in the in-memory ring.',

@@ -1,4 +1,5 @@
 import type { ExtensionDefinition } from '../supervisor/extension.ts';
+import { contentCreate } from './content.ts';
 import { displayCreate } from './display.ts';
 import { mqttCreate } from './mqtt.ts';
 import { playbackCreate } from './playback.ts';
@@ -12,4 +13,5 @@ export const builtinExtensions: readonly ExtensionDefinition[] = [
   { name: 'display', create: displayCreate },
   // After the display, so the first status it publishes already knows KMS or virtual outputs.
   { name: 'mqtt', create: (context) => mqttCreate(context) },
+  { name: 'content', create: contentCreate },
 ];

@@ -32,6 +32,21 @@ export function playbackCreate(context: ExtensionContext): Extension {
   let timers: NodeJS.Timeout[] = [];
   const unsubscribe: Array<() => void> = [];
   const fallbackNoted = new Set<number>();
+  /** Outputs the demo plays on; content claims them away. */
+  const demoOn = new Set<string>();
+  const claimed = new Set<string>();
+
+  const claim = (outputs: readonly string[]): void => {
+    for (const output of outputs) {
+      claimed.add(output);
+      if (!demoOn.delete(output)) continue;
+      try {
+        decode.release(output);
+      } catch {
+        // Never acquired (the demo failed to start there): nothing to let go.
+      }
+    }
+  };
 
   const fallbackCheck = (decoders: readonly DecoderInfo[]): void => {
     for (const d of decoders) {
@@ -78,11 +93,16 @@ export function playbackCreate(context: ExtensionContext): Extension {
   /** The demo on every output: each output is a consumer of the same source, so one decoder serves all. */
   const demoPlay = (): void => {
     if (!screens || !config.playback.demo) return;
-    const names = screens.outputs().map((o) => o.name);
+    const names = screens
+      .outputs()
+      .map((o) => o.name)
+      .filter((n) => !claimed.has(n) && !demoOn.has(n));
+    if (names.length === 0) return;
     try {
       for (const name of names) {
         decode.acquire(name, { source: DEMO_SOURCE, hw: config.decode.hardware });
         screens.play(decode, name, [{ output: name }]);
+        demoOn.add(name);
         bus.emit('playback.changed', { output: name, source: DEMO_SOURCE, reason: 'built-in demo' });
       }
     } catch (error) {
@@ -118,6 +138,7 @@ export function playbackCreate(context: ExtensionContext): Extension {
             onPreview: (output, p) => bus.emit('preview.updated', { output, ...p }),
           });
           previews.start();
+          bus.emit('playback.ready', { screens, decode, claim });
         }),
         // After hotplug the new outputs join the demo; outputs still there keep playing.
         bus.on('display.outputs', () => {

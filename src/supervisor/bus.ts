@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.ts';
 import type { Screens } from '../display/screens.ts';
-import type { DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -19,6 +19,12 @@ export interface BusEvents {
   'decode.fallback': { decoder: number; source: string; reason: string; midStream: boolean };
   /** A new JPEG preview of an output (status page, MQTT status). */
   'preview.updated': { output: string; jpeg: Buffer; width: number; height: number; at: number };
+  /**
+   * Playback is ready for others to show things: the outputs, the one decode manager (so every
+   * source is decoded once, whoever shows it) and `claim`, which makes the built-in demo let go
+   * of outputs that content takes over.
+   */
+  'playback.ready': { screens: Screens; decode: DecodeManager; claim: (outputs: readonly string[]) => void };
   /** What an output plays now (a source, the demo, or nothing). */
   'playback.changed': { output: string; source: string | null; reason: string };
   /** Per-output counters, periodically, from whoever drives the outputs (telemetry shows them). */
