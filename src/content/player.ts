@@ -2,8 +2,8 @@ import type { Crop, MediaType } from './model.ts';
 
 /**
  * What the content extension needs from whatever drives the screens. It decides WHAT plays
- * and WHEN; a Player makes it appear. Implemented over the native addon's virtual outputs in
- * virtual-player.ts; a KMS implementation belongs to the playback owner (see docs/content.md).
+ * and WHEN; a Player makes it appear. Implemented over playback's Screens (KMS or virtual
+ * outputs) and its decode manager in screens-player.ts.
  */
 
 export interface PlayerItem {
