@@ -513,6 +513,12 @@ export interface VirtualOutputStats {
   dropped: number
   /** Vblanks bound to a source that had nothing to show yet (the gap gapless avoids). */
   blank: number
+  /**
+   * Vblanks the simulated clock processed more than a period late: this machine did not
+   * run the vblank thread in time (a real display would have scanned out on time), so
+   * frames dropped around them are the simulation's stall, not the engine's.
+   */
+  lateTicks: number
   /** Decoder sequence number of the frame on show (0: nothing yet). */
   sequence: number
   /** What plays here: the consumer name, if any. */
