@@ -1,5 +1,6 @@
 import type { ExtensionDefinition } from '../supervisor/extension.ts';
 import { displayCreate } from './display.ts';
+import { ledCreate } from './led.ts';
 import { mqttCreate } from './mqtt.ts';
 import { playbackCreate } from './playback.ts';
 
@@ -8,6 +9,8 @@ import { playbackCreate } from './playback.ts';
  * hears display.ready, and stops after the display has let go of the outputs.
  */
 export const builtinExtensions: readonly ExtensionDefinition[] = [
+  // First: the LED blinks "booting" from the start and hears every event after.
+  { name: 'led', create: (context) => ledCreate(context) },
   { name: 'playback', create: playbackCreate },
   { name: 'display', create: displayCreate },
   // After the display, so the first status it publishes already knows KMS or virtual outputs.
