@@ -135,7 +135,7 @@ test('LED extension: an LED that does not exist is logged by name and the others
 
 test('LED extension with real playback on virtual outputs: booting, then steady on once frames flow', async (t) => {
   const root = fakeLeds(scratchDir(t), ['led0']);
-  const sup = await supervisorStart(
+  await supervisorStart(
     t,
     [
       { name: 'led', create: (c) => ledCreate(c) },

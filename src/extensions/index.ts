@@ -1,5 +1,6 @@
 import type { ExtensionDefinition } from '../supervisor/extension.ts';
 import { displayCreate } from './display.ts';
+import { httpCreate } from './http.ts';
 import { ledCreate } from './led.ts';
 import { mqttCreate } from './mqtt.ts';
 import { playbackCreate } from './playback.ts';
@@ -15,4 +16,5 @@ export const builtinExtensions: readonly ExtensionDefinition[] = [
   { name: 'display', create: displayCreate },
   // After the display, so the first status it publishes already knows KMS or virtual outputs.
   { name: 'mqtt', create: (context) => mqttCreate(context) },
+  { name: 'http', create: (context) => httpCreate(context) },
 ];
