@@ -4,6 +4,7 @@ import { httpCreate } from './http.ts';
 import { ledCreate } from './led.ts';
 import { mqttCreate } from './mqtt.ts';
 import { playbackCreate } from './playback.ts';
+import { systemdCreate } from './systemd.ts';
 
 /**
  * The supervisor's extensions in start order; they stop in reverse. Playback comes first so it
@@ -17,4 +18,6 @@ export const builtinExtensions: readonly ExtensionDefinition[] = [
   // After the display, so the first status it publishes already knows KMS or virtual outputs.
   { name: 'mqtt', create: (context) => mqttCreate(context) },
   { name: 'http', create: (context) => httpCreate(context) },
+  // Last: READY=1 only after everything else started, and STOPPING=1 first on the way down.
+  { name: 'systemd', create: (context) => systemdCreate(context) },
 ];
