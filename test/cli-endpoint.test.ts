@@ -76,7 +76,7 @@ test('status, outputs and logs print tables from the running supervisor, and JSO
   t.regex(
     outputs.stdout,
     new RegExp(
-      `^Virtual-2 +- +playing +\\d+ +\\d+ +\\d+ +http://127\\.0\\.0\\.1:${port}/outputs/Virtual-2/preview\\.jpg +lavfi`,
+      `^Virtual-2 +1280x720@60 +playing +\\d+ +\\d+ +\\d+ +http://127\\.0\\.0\\.1:${port}/outputs/Virtual-2/preview\\.jpg +lavfi`,
       'm',
     ),
   );

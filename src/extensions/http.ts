@@ -101,12 +101,14 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
           outputs: () => {
             const doc = documentNow.document();
             const byName = new Map(doc.outputs.map((o) => [o.name, o]));
+            // Virtual outputs have no KMS mode in the status document; their size is known here.
+            const sizes = new Map(screens?.outputs().map((o) => [o.name, `${o.width}x${o.height}@${o.refresh}`]));
             return tracker.assess().outputs.map((o) => {
               const p = previews.get(o.name);
               const row = byName.get(o.name);
               return redactValue({
                 name: o.name,
-                mode: row?.mode ?? null,
+                mode: row?.mode ?? sizes.get(o.name) ?? null,
                 source: o.source,
                 decoder: row?.decoder ?? null,
                 playing: o.playing,

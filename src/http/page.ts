@@ -12,6 +12,7 @@ export function statusPage(nonce: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>multihead status</title>
+<link rel="icon" href="data:,">
 <style nonce="${nonce}">
   :root { color-scheme: dark; font-family: system-ui, sans-serif; background: #16181c; color: #e6e6e6; }
   body { margin: 0 auto; max-width: 1100px; padding: 16px; }
@@ -29,6 +30,7 @@ export function statusPage(nonce: string): string {
   .output img { width: 100%; aspect-ratio: 16 / 9; object-fit: contain; background: #000; display: block; }
   .output .placeholder { width: 100%; aspect-ratio: 16 / 9; background: #000; display: flex; align-items: center;
     justify-content: center; color: #777; }
+  .output td { word-break: break-all; }
   .output h3 { margin: 0 0 6px; font-size: 1rem; }
   table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
   td, th { text-align: left; padding: 3px 8px 3px 0; border-bottom: 1px solid #2c3038; vertical-align: top; }

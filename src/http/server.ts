@@ -184,7 +184,7 @@ export class StatusEndpoint {
         response.writeHead(200, {
           ...COMMON_HEADERS,
           'content-type': 'text/html; charset=utf-8',
-          'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+          'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
         });
         response.end(statusPage(nonce));
         return;
