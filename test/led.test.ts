@@ -117,7 +117,7 @@ test('LED extension: each state from bus events maps to its kernel pattern, each
   const bad = await sup.controller.commands.invoke('identify', { seconds: 'ten' }, { transport: 'internal' });
   t.deepEqual(bad, {
     ok: false,
-    error: { code: 'ERR_BAD_ARGUMENT', message: 'identify needs "seconds": an integer 1-3600, got "ten"' },
+    error: { code: 'ERR_BAD_ARGUMENT', message: 'identify needs "seconds": an integer 1-600, got "ten"' },
   });
 
   await sup.stop();

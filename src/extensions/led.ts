@@ -9,7 +9,8 @@ export interface LedDeps {
 }
 
 export const IDENTIFY_DEFAULT_S = 10;
-const IDENTIFY_MAX_S = 3600;
+// The MQTT contract (docs/asyncapi.yaml IdentifyArgs) allows at most 600.
+const IDENTIFY_MAX_S = 600;
 
 /**
  * The status LED(s) named in `led.names` show the device state (docs in README "Status LED").
