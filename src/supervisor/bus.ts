@@ -31,6 +31,8 @@ export interface BusEvents {
   'output.stats': { outputs: Array<{ name: string; frames: number; dropped: number }> };
   /** The fleet broker connection came up or went down (session: the birth's counter). */
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
+  /** The local status endpoint listens (the URL names the bound address and port). */
+  'http.listening': { url: string };
   /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
   'config.applied': {
     version: number;
