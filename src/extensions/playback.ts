@@ -36,6 +36,39 @@ export function playbackCreate(context: ExtensionContext): Extension {
   const demoOn = new Set<string>();
   const claimed = new Set<string>();
 
+  /** Outputs playing a source asked for with the `play` command, and the consumer showing it. */
+  const manual = new Map<string, string>();
+  let manualSerial = 0;
+
+  const manualRelease = (outputs: readonly string[]): void => {
+    const consumers = new Set(outputs.map((o) => manual.get(o)).filter((c): c is string => c !== undefined));
+    for (const o of outputs) manual.delete(o);
+    for (const consumer of consumers) {
+      if ([...manual.values()].includes(consumer)) continue;
+      try {
+        decode.release(consumer);
+      } catch {
+        // The decoder failed and is gone already.
+      }
+    }
+  };
+
+  const outputsArg = (value: unknown, command: string): string[] => {
+    const driven = screens?.outputs().map((o) => o.name) ?? [];
+    if (value === undefined) return driven;
+    if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'string')) {
+      throw new CommandError('ERR_BAD_ARGUMENT', `${command}: "outputs" must be a non-empty list of output names`);
+    }
+    const unknown = value.filter((v) => !driven.includes(v));
+    if (unknown.length > 0) {
+      throw new CommandError(
+        'ERR_BAD_ARGUMENT',
+        `${command}: no output ${unknown.map((u) => `"${u}"`).join(', ')}; outputs: ${driven.join(', ') || 'none'}`,
+      );
+    }
+    return [...new Set(value as string[])];
+  };
+
   const claim = (outputs: readonly string[]): void => {
     for (const output of outputs) {
       claimed.add(output);
@@ -48,8 +81,17 @@ export function playbackCreate(context: ExtensionContext): Extension {
     }
   };
 
+  const failureNoted = new Set<number>();
   const fallbackCheck = (decoders: readonly DecoderInfo[]): void => {
     for (const d of decoders) {
+      if (d.failure && !failureNoted.has(d.id)) {
+        // Once per decoder: its outputs keep the last frame they showed.
+        failureNoted.add(d.id);
+        logger.error(
+          { decoder: d.id, source: d.source, consumers: d.consumers, reason: d.failure },
+          `decoder ${d.id} stopped: ${d.failure}`,
+        );
+      }
       if (d.hwMode === 'software' || !d.hwFallback || fallbackNoted.has(d.id)) continue;
       // Once per decoder, however many outputs it feeds and however long it runs.
       fallbackNoted.add(d.id);
@@ -182,6 +224,75 @@ export function playbackCreate(context: ExtensionContext): Extension {
           },
         }),
         commands.register(screenshotCommand({ screens: () => screens })),
+        commands.register({
+          name: 'play',
+          description:
+            'Play a source (path or URL) on outputs ({"source", "outputs"?: all, "hw"?, "startSeconds"?}) until stop or the next schedule change.',
+          handler: async (args) => {
+            if (!screens) throw new CommandError('ERR_NOT_READY', 'no outputs yet: the display has not started');
+            const target = screens;
+            if (typeof args.source !== 'string' || args.source.trim() === '') {
+              throw new CommandError(
+                'ERR_BAD_ARGUMENT',
+                `play: "source" must be a path or URL, got ${JSON.stringify(args.source)}`,
+              );
+            }
+            if (args.hw !== undefined && args.hw !== 'auto' && args.hw !== 'software') {
+              throw new CommandError(
+                'ERR_BAD_ARGUMENT',
+                `play: "hw" must be "auto" or "software", got ${JSON.stringify(args.hw)}`,
+              );
+            }
+            const start = args.startSeconds;
+            if (start !== undefined && (typeof start !== 'number' || !(start >= 0))) {
+              throw new CommandError(
+                'ERR_BAD_ARGUMENT',
+                `play: "startSeconds" must be a number >= 0, got ${JSON.stringify(start)}`,
+              );
+            }
+            const outputs = outputsArg(args.outputs, 'play');
+            const consumer = `play#${++manualSerial}`;
+            // Opened off the JavaScript thread and prerolled: the outputs switch at a vblank
+            // from the old picture straight to the new one.
+            await decode.acquireAsync(consumer, {
+              source: args.source,
+              hw: (args.hw as 'auto' | 'software' | undefined) ?? config.decode.hardware,
+              preroll: true,
+              ...(start !== undefined ? { startSeconds: start as number } : {}),
+            });
+            claim(outputs);
+            manualRelease(outputs);
+            target.play(
+              decode,
+              consumer,
+              outputs.map((output) => ({ output })),
+            );
+            for (const output of outputs) {
+              manual.set(output, consumer);
+              bus.emit('playback.changed', { output, source: args.source, reason: 'play command' });
+            }
+            const decoder = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+            logger.info(
+              { outputs, source: args.source, decoder: decoder?.id },
+              `playing ${args.source} on ${outputs.join(', ')}`,
+            );
+            return { outputs, source: args.source, decoder: decoder?.id ?? null };
+          },
+        }),
+        commands.register({
+          name: 'stop',
+          description:
+            'Stop what the play command started on outputs ({"outputs"?: all}); the demo or content returns.',
+          handler: (args) => {
+            const outputs = outputsArg(args.outputs, 'stop').filter((o) => manual.has(o));
+            manualRelease(outputs);
+            for (const o of outputs) claimed.delete(o);
+            demoPlay();
+            for (const output of outputs)
+              bus.emit('playback.changed', { output, source: null, reason: 'stop command' });
+            return { stopped: outputs };
+          },
+        }),
       );
       timers = [
         setTimeout(statusLog, STATUS_FIRST_MS),

@@ -17,7 +17,27 @@ export interface PreviewJpeg {
  * logged by the caller.
  */
 export class JpegEncoder {
-  readonly #scaler = new Scaler();
+  /**
+   * One node-av Scaler per input size and format: a Scaler's cached filter graph breaks when
+   * the frame size changes under it ("Invalid too big or non positive size" from its crop).
+   */
+  readonly #scalers = new Map<string, Scaler>();
+
+  #scalerFor(frame: ScreenFrame): Scaler {
+    const key = `${frame.width}x${frame.height}/${frame.format}`;
+    let scaler = this.#scalers.get(key);
+    if (!scaler) {
+      // A handful of sizes at most (outputs, sources); forget the oldest beyond that.
+      if (this.#scalers.size >= 8) {
+        const [oldest, old] = this.#scalers.entries().next().value as [string, Scaler];
+        old.close();
+        this.#scalers.delete(oldest);
+      }
+      scaler = new Scaler();
+      this.#scalers.set(key, scaler);
+    }
+    return scaler;
+  }
 
   async encode(frame: ScreenFrame, width?: number, quality = 80): Promise<PreviewJpeg> {
     const pixels = Buffer.from(frame.data.buffer, frame.data.byteOffset, frame.data.byteLength);
@@ -32,7 +52,7 @@ export class JpegEncoder {
       // Even sizes: the JPEG encoder works in 4:2:0.
       const w = Math.max(2, outWidth & ~1);
       const h = Math.max(2, Math.round((frame.height * w) / frame.width) & ~1);
-      const jpeg = await this.#scaler.toJpeg(source, { resize: { width: w, height: h }, quality });
+      const jpeg = await this.#scalerFor(frame).toJpeg(source, { resize: { width: w, height: h }, quality });
       return { jpeg, width: w, height: h, at: Date.now() };
     } finally {
       source.free();
@@ -40,7 +60,8 @@ export class JpegEncoder {
   }
 
   close(): void {
-    this.#scaler.close();
+    for (const scaler of this.#scalers.values()) scaler.close();
+    this.#scalers.clear();
   }
 }
 
