@@ -34,8 +34,8 @@ test.serial('two virtual outputs show one decoder frame-locked: every frame, no 
   t.true(a.vblanks > 200 && a.vblanks < 260, `vblanks ${a.vblanks} in 4 s at 60 Hz`);
   // A 30 fps clip on 60 Hz outputs: each frame is shown, each for two vblanks; a drop needs a
   // measured stall of this machine (see the 2-minute test).
-  t.true(a.dropped <= a.lateTicks + status.late, `dropped ${a.dropped}, stalls ${a.lateTicks + status.late}`);
-  t.true(b.dropped <= b.lateTicks + status.late, `dropped ${b.dropped}, stalls ${b.lateTicks + status.late}`);
+  t.true(a.dropped <= a.lateTicks + status.delayed, `dropped ${a.dropped}, stalls ${a.lateTicks + status.delayed}`);
+  t.true(b.dropped <= b.lateTicks + status.delayed, `dropped ${b.dropped}, stalls ${b.lateTicks + status.delayed}`);
   t.true(Math.abs(a.frames - status.frames) <= 1, `shown ${a.frames} of ${status.frames} decoded`);
   t.true(a.repeats >= a.frames - 2, `repeats ${a.repeats}`);
   const frame = display.snapshot('Virtual-2');
@@ -103,6 +103,9 @@ test.serial(
     await sleep(300);
     const held = decode.status().decoders.find((d) => d.source === next);
     t.like(held, { prerolled: true, frames: 1 }, 'decoded its first frame and waits');
+    // Before the switch a busy machine may have had item-1's first frame late; the switch
+    // itself must add no blank vblank.
+    const blankBefore = display.stats().map((o) => o.blank);
 
     display.play(decode, 'item-2', ['Virtual-1', 'Virtual-2']);
     decode.release('item-1');
@@ -118,7 +121,9 @@ test.serial(
     const started = decode.status().decoders.find((d) => d.source === next);
     t.false(started?.prerolled, 'its clock started when the outputs took the first frame');
     t.true((started?.frames ?? 0) >= 14, `frames ${started?.frames}`);
-    for (const o of display.stats()) t.is(o.blank, 0, `${o.name}: no vblank without a picture`);
+    display.stats().forEach((o, i) => {
+      t.is(o.blank, blankBefore[i] ?? -1, `${o.name}: no vblank without a picture at the switch`);
+    });
     t.deepEqual(
       decode.status().decoders.map((d) => d.source),
       [next],
@@ -172,14 +177,17 @@ test('a 2-minute clip on two virtual outputs: 0 drops (bar measured stalls of th
   t.deepEqual(wrong, [], 'every sampled frame is the one its sequence number says');
   t.true(checked > 200, `${checked} samples`);
   // A drop needs a stall: the vblank thread run late (lateTicks) or a frame published late
-  // (decoder late). Both threads run real-time where allowed, so on a quiet machine both are
+  // (decoder delayed, > 4 ms). Both threads run real-time where allowed, so on a quiet machine both are
   // 0 and so are the drops; on a loaded shared machine every drop must be one of those.
-  const stalls = (out: typeof a) => (out?.lateTicks ?? 0) + (d?.late ?? 0);
-  t.log(`Virtual-1: ${a?.dropped} dropped, ${a?.lateTicks} late vblanks; decoder late ${d?.late}`);
+  const stalls = (out: typeof a) => (out?.lateTicks ?? 0) + (d?.delayed ?? 0);
+  t.log(`Virtual-1: ${a?.dropped} dropped, ${a?.lateTicks} late vblanks; decoder delayed ${d?.delayed}`);
   t.true((a?.dropped ?? 1) <= stalls(a), `Virtual-1: ${a?.dropped} drops, ${stalls(a)} measured stalls`);
   t.true((b?.dropped ?? 1) <= stalls(b), `Virtual-2: ${b?.dropped} drops, ${stalls(b)} measured stalls`);
   if (stalls(a) === 0) t.is(a?.dropped, 0, 'no stall, no drop');
   t.is(a?.blank, 0, 'no vblank without a picture');
   t.true((d?.frames ?? 0) >= 3500, `decoded ${d?.frames} of 3600`);
-  t.true(Math.abs((a?.frames ?? 0) - (d?.frames ?? 0)) <= 1, `shown ${a?.frames} of ${d?.frames}`);
+  t.true(
+    Math.abs((a?.frames ?? 0) + (a?.dropped ?? 0) - (d?.frames ?? 0)) <= 1,
+    `shown ${a?.frames} + dropped ${a?.dropped} of ${d?.frames}`,
+  );
 });

@@ -58,6 +58,9 @@ pub struct DecoderCounters {
     pub frames: AtomicU64,
     /// Frames decoded later than one frame period after they were due.
     pub late: AtomicU64,
+    /// Frames published more than 4 ms after they were due: the machine held the (real-time)
+    /// pacing thread or the decode up. Lets a drop be told from an engine fault.
+    pub delayed: AtomicU64,
     pub loops: AtomicU64,
     /// Bytes the CPU copied for the newest frame (0 on a zero-copy path).
     pub bytes_copied_last: AtomicU64,
@@ -721,8 +724,13 @@ impl Session {
                 if shared.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-            } else if now > due + Duration::from_micros(self.period_us as u64) {
-                shared.counters.late.fetch_add(1, Ordering::Relaxed);
+            } else {
+                if now > due + Duration::from_millis(4) {
+                    shared.counters.delayed.fetch_add(1, Ordering::Relaxed);
+                }
+                if now > due + Duration::from_micros(self.period_us as u64) {
+                    shared.counters.late.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let (mut frame, _, _) = self.ahead.pop_front().expect("front exists");
             let published = self.publish(&frame, timeline, shared);
