@@ -347,6 +347,7 @@ try {
     `| play → reply (ms) | ${f1(quantile(out.replyMs, 0.5))} | ${f1(quantile(out.replyMs, 0.99))} | ${f1(Math.max(...out.replyMs))} | |`,
   );
   console.log('');
+  console.log(`every device done, per round (ms): ${allMs.map((x) => x.toFixed(0)).join(' ')}`);
   console.log(
     `CPU over the ${ROUNDS} measured rounds: broker ${fleet.brokerCpuS.toFixed(2)} s, devices ${fleet.deviceCpuS.toFixed(2)} s (${((fleet.deviceCpuS * 1000) / (ROUNDS * DEVICES)).toFixed(2)} ms per device per command)`,
   );
