@@ -51,11 +51,13 @@ test('a QoS 1 command sent while the device is offline arrives after it reconnec
   t.like(replies[0]?.json, { id: 'while-away', ok: true, result: { pong: true } });
   t.is(replies[0]?.packet.properties?.correlationData?.toString(), 'k1');
   // Answered on the new connection (the session counter counts connection attempts), after its birth.
-  const session = (replies[0]?.json as { result: { session: number } }).result.session;
+  const reply = replies[0] as Received;
+  const session = (reply.json as { result: { session: number } }).result.session;
   t.true(session > 1);
   const births = fleet.received.filter((m) => state(m, 'online'));
-  t.is((births.at(-1)?.json as { session: number }).session, session);
-  t.true(fleet.received.indexOf(births.at(-1) as Received) < fleet.received.indexOf(replies[0] as Received));
+  const birth = births.at(-1) as Received;
+  t.is((birth.json as { session: number }).session, session);
+  t.true(fleet.received.indexOf(birth) < fleet.received.indexOf(reply));
   assertEveryMessageValid(t, fleet.received);
 });
 
