@@ -68,6 +68,7 @@ for (let i = first; i < first + count; i++) {
         fps: 30,
         frames: 0,
         late: 0,
+        delayed: 0,
         loops: 0,
         queueDepth: 0,
         bytesCopiedPerFrame: 0,
