@@ -1,5 +1,4 @@
-import { AV_PIX_FMT_BGR0, AV_PIX_FMT_NV12, Frame } from 'node-av';
-import { Scaler } from 'node-av/api';
+import type { Scaler } from 'node-av/api';
 import type { ScreenFrame, Screens } from '../display/screens.ts';
 import type { Logger } from '../log/logger.ts';
 
@@ -10,6 +9,17 @@ export interface PreviewJpeg {
   /** Epoch ms when it was taken. */
   readonly at: number;
 }
+
+/**
+ * node-av (FFmpeg with its own libraries) takes most of a second to load on a small box, and far
+ * longer on an emulated one: loaded on the first encode, so the supervisor's start and the first
+ * frame never wait for it.
+ */
+let nodeAv: Promise<[typeof import('node-av'), typeof import('node-av/api')]> | undefined;
+const nodeAvLoad = () => {
+  nodeAv ??= Promise.all([import('node-av'), import('node-av/api')]);
+  return nodeAv;
+};
 
 /**
  * Encodes what an output shows as a JPEG with FFmpeg (through node-av), optionally scaled to
@@ -23,7 +33,7 @@ export class JpegEncoder {
    */
   readonly #scalers = new Map<string, Scaler>();
 
-  #scalerFor(frame: ScreenFrame): Scaler {
+  #scalerFor(frame: ScreenFrame, api: typeof import('node-av/api')): Scaler {
     const key = `${frame.width}x${frame.height}/${frame.format}`;
     let scaler = this.#scalers.get(key);
     if (!scaler) {
@@ -33,13 +43,14 @@ export class JpegEncoder {
         old.close();
         this.#scalers.delete(oldest);
       }
-      scaler = new Scaler();
+      scaler = new api.Scaler();
       this.#scalers.set(key, scaler);
     }
     return scaler;
   }
 
   async encode(frame: ScreenFrame, width?: number, quality = 80): Promise<PreviewJpeg> {
+    const [{ AV_PIX_FMT_BGR0, AV_PIX_FMT_NV12, Frame }, api] = await nodeAvLoad();
     const pixels = Buffer.from(frame.data.buffer, frame.data.byteOffset, frame.data.byteLength);
     const source = Frame.fromVideoBuffer(pixels, {
       width: frame.width,
@@ -52,7 +63,7 @@ export class JpegEncoder {
       // Even sizes: the JPEG encoder works in 4:2:0.
       const w = Math.max(2, outWidth & ~1);
       const h = Math.max(2, Math.round((frame.height * w) / frame.width) & ~1);
-      const jpeg = await this.#scalerFor(frame).toJpeg(source, { resize: { width: w, height: h }, quality });
+      const jpeg = await this.#scalerFor(frame, api).toJpeg(source, { resize: { width: w, height: h }, quality });
       return { jpeg, width: w, height: h, at: Date.now() };
     } finally {
       source.free();

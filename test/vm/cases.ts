@@ -986,7 +986,7 @@ export const vkmsCases: VmCase[] = [
       const tail = (): string => `${proc.stdout()}${proc.stderr()}`.trim().split('\n').slice(-6).join(' | ');
       try {
         const driven = (name: string): RegExp => new RegExp(`"msg":"output ${name}: \\d+x\\d+@\\d+ on CRTC \\d+"`);
-        await proc.waitForLine(driven(first), 30000);
+        await proc.waitForLine(driven(first), 60000);
         await proc.waitForLine(driven(second), 30000);
         await statusSet(2);
         await proc.waitForLine(new RegExp(`"msg":"output ${second} removed"`), 15000);
