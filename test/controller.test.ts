@@ -135,3 +135,14 @@ test('display: the reasons for running with virtual outputs', (t) => {
     reason: '/dev/dri/card0: permission denied',
   });
 });
+
+test('MULTIHEAD_EXTENSIONS picks extensions by name, in their usual order; unset runs all', async (t) => {
+  const { extensionsChosen } = await import('../src/cli/run.ts');
+  const { builtinExtensions } = await import('../src/extensions/index.ts');
+  t.deepEqual(
+    extensionsChosen('display, led,nosuch').map((e) => e.name),
+    ['led', 'display'],
+  );
+  t.is(extensionsChosen(undefined), builtinExtensions);
+  t.is(extensionsChosen(' , '), builtinExtensions);
+});

@@ -1,8 +1,8 @@
-//! Real-time scheduling for the threads that keep time: the presentation thread (reacts to
-//! flips), the virtual vblank clock and each decoder's pacing thread. On a busy machine a
-//! normal-priority thread can wake tens of milliseconds late, and a frame is then replaced
-//! before any vblank showed it. These threads sleep almost all the time, so SCHED_FIFO costs
-//! the rest of the system nothing; FFmpeg's own decode workers stay at normal priority.
+//! Real-time scheduling for the threads that keep time: the KMS presentation thread (reacts to
+//! flips) and the virtual vblank clock. On a busy machine a normal-priority thread can wake
+//! tens of milliseconds late and miss a vblank. These threads sleep almost all the time, so
+//! SCHED_FIFO costs the rest of the system little. Decoder threads stay at normal priority:
+//! they demux and may decode, and at SCHED_FIFO that work starved an emulated guest.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -12,8 +12,13 @@ const PRIORITY: i32 = 10;
 /// 0 not tried, 1 granted, 2 refused (no CAP_SYS_NICE or RLIMIT_RTPRIO).
 static OUTCOME: AtomicU8 = AtomicU8::new(0);
 
-/// Puts the calling thread in SCHED_FIFO if the process may; otherwise it stays as it was.
+/// Puts the calling thread in SCHED_FIFO when MULTIHEAD_REALTIME=1 and the process may;
+/// otherwise it stays as it was. Opt-in: the appliance's unit turns it on (with LimitRTPRIO),
+/// while under emulation (TCG) a real-time thread can freeze a one-CPU guest.
 pub fn realtime_enter() -> bool {
+    if std::env::var("MULTIHEAD_REALTIME").as_deref() != Ok("1") {
+        return false;
+    }
     let param = libc::sched_param {
         sched_priority: PRIORITY,
     };
@@ -29,11 +34,4 @@ pub fn realtime_granted() -> Option<bool> {
         2 => Some(false),
         _ => None,
     }
-}
-
-/// Back to normal scheduling, before a thread creates others (FFmpeg's decode workers would
-/// inherit SCHED_FIFO and could starve the machine on a heavy stream).
-pub fn realtime_leave() {
-    let param = libc::sched_param { sched_priority: 0 };
-    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_OTHER, &param) };
 }

@@ -65,7 +65,7 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
     logger: logging.logger,
     logRing: logging.ring,
     addon,
-    extensions: builtinExtensions,
+    extensions: extensionsChosen(process.env.MULTIHEAD_EXTENSIONS),
     stopTimeoutMs: STOP_BUDGET_MS,
   });
 
@@ -96,4 +96,19 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
   }
   // Runs until a signal handler exits the process.
   return new Promise<never>(() => {});
+}
+
+/**
+ * Diagnosis: MULTIHEAD_EXTENSIONS=led,playback,display runs only those (in their usual order),
+ * e.g. to tell whether a fault is in the display path or elsewhere, or on a slow emulated guest
+ * where loading the fleet and HTTP modules takes minutes. Unknown names are ignored, and an
+ * empty or unset variable runs them all.
+ */
+export function extensionsChosen(wanted: string | undefined): typeof builtinExtensions {
+  const names = (wanted ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  if (names.length === 0) return builtinExtensions;
+  return builtinExtensions.filter((e) => names.includes(e.name));
 }

@@ -305,8 +305,9 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
             .store(index.keyframes.len() as u64, Ordering::Relaxed);
     }
     let _ = opened.send(Ok(session.info.clone()));
-    // Opened (FFmpeg's worker threads exist, at normal priority): pace frames in real time.
-    crate::realtime::realtime_enter();
+    // Not real-time: this thread demuxes, runs lavfi graphs and (for codecs without frame
+    // threads) decodes; at SCHED_FIFO that work starved a whole emulated guest. Frames decoded
+    // ahead cover its scheduling jitter instead.
     if let Err(reason) = session.run(&shared) {
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
@@ -611,10 +612,7 @@ impl Session {
             .stream(self.stream)
             .map(|s| s.parameters())
             .ok_or_else(|| format!("{}: stream {} vanished", self.source, self.stream))?;
-        // The new decoder's worker threads must not inherit this thread's real-time policy.
-        crate::realtime::realtime_leave();
         let opened = decoder_open(parameters, None);
-        crate::realtime::realtime_enter();
         self.decoder = opened
             .map_err(|e| format!("{}: software decoder after \"{reason}\": {e}", self.source))?;
         self.hw = HwPath::Software;
