@@ -99,7 +99,9 @@ test('broker restart: the device comes back by itself with a new session and rep
   await broker.start();
   const fleet2 = await fleetFor(t, broker.url);
   const rebirth = await fleet2.next((m) => online(m), 5000, 'birth after the broker came back');
-  t.is((rebirth.json as { session: number }).session, 2);
+  // Each connection attempt takes the next number (its will carries it), so attempts refused while the
+  // broker was down are skipped: the number only has to grow.
+  t.true((rebirth.json as { session: number }).session >= 2, JSON.stringify(rebirth.json));
   await fleet2.next((m) => m.topic === 'multihead/dev-1/status', 5000, 'status republished');
   assertAllValid(t, fleet2);
 });
