@@ -56,6 +56,7 @@ die() {
   log "ERROR: $*"
   exit 1
 }
+trap 'log "ERROR: failed at line $LINENO: $BASH_COMMAND"' ERR
 t_start=$(date +%s)
 since() { echo "$(($(date +%s) - t_start))s"; }
 # Heavy steps are niced: the build machine is shared.
@@ -175,7 +176,7 @@ fi
 cp "$addon" "$buildroot/tmp/multihead.node"
 addon_links=$(chroot "$buildroot" ldd /tmp/multihead.node | awk '/=>/ {print $1, $3}')
 echo "$addon_links" | grep -q 'libavcodec.so.61' || die "the addon does not link libavcodec.so.61: $addon_links"
-log "stage 2: addon links $(echo "$addon_links" | grep -oE 'lib(av[a-z]*|swscale|gbm|drm)\.so\.[0-9]+' | tr '\n' ' ')"
+log "stage 2: addon links $(echo "$addon_links" | grep -oE '^lib(av[a-z]*|swscale|gbm|drm)\.so\.[0-9]+' | tr '\n' ' ')"
 
 # --- Stage 3: the base root ---------------------------------------------------------------
 # Kernel: trixie's 6.12 LTS by default. It is the kernel Debian supports with security
@@ -287,10 +288,11 @@ echo "$security" >"$tmp/outdir/security"
 rm -rf "$root/var/lib/dpkg" "$root/var/cache/debconf"
 find "$root" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
 
+# mksquashfs takes SOURCE_DATE_EPOCH from the environment for every file time and its own.
 log "stage 4: mksquashfs root (zstd)"
 t4=$(date +%s)
 heavy mksquashfs "$root" "$tmp/root.sqfs" -noappend -comp zstd -Xcompression-level 15 -b 256K \
-  -all-time "$SOURCE_DATE_EPOCH" -mkfs-time "$SOURCE_DATE_EPOCH" -no-progress -quiet -processors 2 >&2
+  -no-progress -quiet -processors 2 >&2
 log "stage 4: root.sqfs $(($(stat -c %s "$tmp/root.sqfs") / 1048576)) MiB in $(($(date +%s) - t4))s"
 
 # ESP: FAT32, files added with mtools (no mount).
@@ -311,7 +313,7 @@ gid=$(awk -F: '$1 == "multihead" {print $3}' "$root/etc/group")
 mkdir -p "$tmp/data"
 rm -f "$tmp/data.img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L data -U "$DATA_FS_UUID" -m 0 \
-  -E "hash_seed=$DATA_FS_UUID,root_owner=$uid:$gid" -d "$tmp/data" "$tmp/data.img" "${DATA_MIB}M"
+  -E "hash_seed=$DATA_FS_UUID,root_owner=$uid:$gid" -d "$tmp/data" "$tmp/data.img" "${DATA_MIB}M" >&2
 
 # GPT, 1 MiB aligned: ESP | root | data.
 root_mib=$((($(stat -c %s "$tmp/root.sqfs") + 1048575) / 1048576))
@@ -354,9 +356,9 @@ heavy zstd -q -T2 -10 "$img" -o "$img.zst"
   echo "partitions: esp ${esp_mib} MiB (kernel $(($(stat -c %s "$esp/multihead/vmlinuz") / 1048576)) MiB, initrd $(($(stat -c %s "$esp/multihead/initrd.img") / 1048576)) MiB), root ${root_mib} MiB squashfs, data ${DATA_MIB} MiB ext4 (grows on first boot)"
   echo "root uncompressed: $(du -sm "$root" | cut -f1) MiB"
   echo "largest areas of the root (MiB, uncompressed):"
-  du -xm -d 3 "$root/usr" 2>/dev/null | sort -rn | sed -n '2,16p' | sed "s|$root||; s/^/  /"
+  du -xm -d 3 "$root/usr" 2>/dev/null | sort -rn | awk 'NR >= 2 && NR <= 16' | sed "s|$root||; s/^/  /"
   echo "largest packages (MiB installed):"
-  sort -k3 -rn "$tmp/packages" | head -15 | awk '{printf "  %-40s %6.1f\n", $1, $3/1024}'
+  sort -k3 -rn "$tmp/packages" | awk 'NR <= 15' | awk '{printf "  %-40s %6.1f\n", $1, $3/1024}'
 } >"$tmp/outdir/sizes"
 sed 's/^/image: /' "$tmp/outdir/sizes" >&2
 

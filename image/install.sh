@@ -90,8 +90,6 @@ unshare -m --propagation private sh -c '
   mount -t proc proc "$1/proc"
   chroot "$1" /bin/sh -e -c "
     systemd-sysusers
-    # Root is locked: no password login anywhere (there is no getty either).
-    usermod -p \"!*\" root 2>/dev/null || sed -i \"s/^root:[^:]*:/root:!*:/\" /etc/shadow
     systemctl enable multihead.service multihead-provision.service multihead-test-agent.service \
       systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
     # No login prompt on any screen or serial line, no first-boot questions, no logind
@@ -101,6 +99,12 @@ unshare -m --propagation private sh -c '
       apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service 2>&1 | grep -v \"^Created\" || true
   "
 ' install "$root"
+# Every account locked (no password can log in anywhere; there is no getty or login either):
+# "x" in passwd, "!*" in shadow for each account shadow does not list yet (root among them).
+touch "$root/etc/shadow"
+chmod 0600 "$root/etc/shadow"
+awk -F: 'NR == FNR { seen[$1] = 1; next } !($1 in seen) { print $1 ":!*:1::::::" }' "$root/etc/shadow" "$root/etc/passwd" >>"$root/etc/shadow"
+sed -i 's/^\([^:]*\):[^:]*:/\1:x:/' "$root/etc/passwd"
 grep -q '^multihead:' "$root/etc/passwd" || {
   log "systemd-sysusers did not create the multihead user"
   exit 1
