@@ -85,7 +85,6 @@ for tool in mmdebstrap unshare flock chroot sha256sum mksquashfs mkfs.vfat mcopy
   command -v "$tool" >/dev/null || die "missing host tool: $tool (apt-get install mmdebstrap squashfs-tools dosfstools mtools e2fsprogs fdisk zstd)"
 done
 [ -f "$KEYRING" ] || die "missing $KEYRING (apt-get install debian-archive-keyring)"
-mkdir -p "$cache/debs/partial"
 exec 9>"$cache/.lock"
 log "waiting for the build lock"
 flock 9
@@ -93,7 +92,8 @@ if [ -f "$out/multihead.img.zst" ]; then
   echo "$out"
   exit 0
 fi
-debs=$cache/debs
+# One .deb cache per root (stages 1 and 3 run at the same time and apt locks its archive dir).
+mkdir -p "$cache/debs-buildroot/partial" "$cache/debs-baseroot/partial"
 sources_main="deb [signed-by=$KEYRING] $MIRROR $SUITE main non-free non-free-firmware"
 sources_bpo="deb [signed-by=$KEYRING] $MIRROR $SUITE-backports main non-free non-free-firmware"
 
@@ -106,10 +106,57 @@ mmdebstrap_cached() {
   heavy unshare -m --propagation private mmdebstrap --mode=root \
     --aptopt='Acquire::Languages "none"' \
     --aptopt='Acquire::Retries "3"' \
-    --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives && mount --bind '$debs' \"\$1\"/var/cache/apt/archives" \
+    --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives && mount --bind '$cache/debs-$prefix' \"\$1\"/var/cache/apt/archives" \
     "$@" \
     2> >(sed -u "s/^/image: $prefix: /" >&2) >&2
 }
+
+# --- Stage 3: the base root ---------------------------------------------------------------
+# Kernel: trixie's 6.12 LTS by default. It is the kernel Debian supports with security
+# updates for the release's lifetime, and it already drives Intel Gen9-Xe2 (i915/xe) and
+# AMD up to RDNA3 with VAAPI. trixie-backports (7.x) is there for GPUs newer than that.
+case "$KERNEL_FLAVOUR" in
+trixie) kernel_pkg=linux-image-amd64 sources_extra=() ;;
+backports) kernel_pkg=linux-image-amd64/$SUITE-backports sources_extra=("$sources_bpo") ;;
+*) die "MULTIHEAD_IMAGE_KERNEL must be trixie or backports, not $KERNEL_FLAVOUR" ;;
+esac
+# Only what the appliance runs: systemd (networkd, resolved, timesyncd, repart), the kernel
+# with an initramfs, GPU firmware, VA drivers and the FFmpeg libraries the addon links.
+# No apt, no shell login, no SSH server, no Plymouth.
+base_pkgs="systemd systemd-sysv udev systemd-timesyncd systemd-resolved systemd-repart systemd-boot-efi \
+$kernel_pkg initramfs-tools zstd kmod e2fsprogs ca-certificates tzdata \
+firmware-intel-graphics firmware-amd-graphics \
+intel-media-va-driver-non-free mesa-va-drivers libva2 libva-drm2 vainfo \
+libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libavdevice61 libavfilter10 libgbm1 libdrm2"
+baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" | sha256sum | cut -c1-16)
+baseroot=$cache/baseroot-$baseroot_key
+stage3() {
+  rm -rf "$baseroot" "$baseroot.tmp"
+  log "stage 3: mmdebstrap $SUITE appliance root (kernel: $kernel_pkg)"
+  # The initramfs settings go in before the kernel's postinst builds it (essential hook).
+  # shellcheck disable=SC2016
+  mmdebstrap_cached baseroot --variant=essential \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    --include="$(echo "$base_pkgs" | tr -s ' ' ',')" \
+    --essential-hook="mkdir -p \"\$1\"/etc/initramfs-tools/conf.d && cp '$here/initramfs.conf' \"\$1\"/etc/initramfs-tools/conf.d/multihead.conf && printf 'squashfs\n' >>\"\$1\"/etc/initramfs-tools/modules" \
+    --customize-hook='umount "$1"/var/cache/apt/archives' \
+    --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/log/apt' \
+    "$SUITE" "$baseroot.tmp" "$sources_main" "${sources_extra[@]}"
+  ls "$baseroot.tmp"/boot/vmlinuz-* >/dev/null 2>&1 || die "no kernel in the base root"
+  ls "$baseroot.tmp"/boot/initrd.img-* >/dev/null 2>&1 || die "no initramfs in the base root"
+  touch "$baseroot.tmp/.complete"
+  mv -T "$baseroot.tmp" "$baseroot"
+}
+stage3_pid=
+if [ ! -f "$baseroot/.complete" ]; then
+  # Downloads and dpkg (I/O) here while stages 1-2 compile (CPU).
+  stage3 &
+  stage3_pid=$!
+else
+  log "stage 3: cached base root $(basename "$baseroot")"
+fi
 
 # --- Stage 1: the build root --------------------------------------------------------------
 build_pkgs="ca-certificates build-essential pkg-config rustc cargo clang libclang-dev \
@@ -178,46 +225,10 @@ addon_links=$(chroot "$buildroot" ldd /tmp/multihead.node | awk '/=>/ {print $1,
 echo "$addon_links" | grep -q 'libavcodec.so.61' || die "the addon does not link libavcodec.so.61: $addon_links"
 log "stage 2: addon links $(echo "$addon_links" | grep -oE '^lib(av[a-z]*|swscale|gbm|drm)\.so\.[0-9]+' | tr '\n' ' ')"
 
-# --- Stage 3: the base root ---------------------------------------------------------------
-# Kernel: trixie's 6.12 LTS by default. It is the kernel Debian supports with security
-# updates for the release's lifetime, and it already drives Intel Gen9-Xe2 (i915/xe) and
-# AMD up to RDNA3 with VAAPI. trixie-backports (7.x) is there for GPUs newer than that.
-case "$KERNEL_FLAVOUR" in
-trixie) kernel_pkg=linux-image-amd64 sources_extra=() ;;
-backports) kernel_pkg=linux-image-amd64/$SUITE-backports sources_extra=("$sources_bpo") ;;
-*) die "MULTIHEAD_IMAGE_KERNEL must be trixie or backports, not $KERNEL_FLAVOUR" ;;
-esac
-# Only what the appliance runs: systemd (networkd, resolved, timesyncd, repart), the kernel
-# with an initramfs, GPU firmware, VA drivers and the FFmpeg libraries the addon links.
-# No apt, no shell login, no SSH server, no Plymouth.
-base_pkgs="systemd systemd-sysv udev systemd-timesyncd systemd-resolved systemd-repart systemd-boot-efi \
-$kernel_pkg initramfs-tools zstd kmod e2fsprogs ca-certificates tzdata \
-firmware-intel-graphics firmware-amd-graphics \
-intel-media-va-driver-non-free mesa-va-drivers libva2 libva-drm2 vainfo \
-libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libavdevice61 libavfilter10 libgbm1 libdrm2"
-baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" | sha256sum | cut -c1-16)
-baseroot=$cache/baseroot-$baseroot_key
-if [ ! -f "$baseroot/.complete" ]; then
-  rm -rf "$baseroot" "$baseroot.tmp"
-  log "stage 3: mmdebstrap $SUITE appliance root (kernel: $kernel_pkg)"
-  # The initramfs settings go in before the kernel's postinst builds it (essential hook).
-  # shellcheck disable=SC2016
-  mmdebstrap_cached baseroot --variant=essential \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --include="$(echo "$base_pkgs" | tr -s ' ' ',')" \
-    --essential-hook="mkdir -p \"\$1\"/etc/initramfs-tools/conf.d && cp '$here/initramfs.conf' \"\$1\"/etc/initramfs-tools/conf.d/multihead.conf && printf 'squashfs\n' >>\"\$1\"/etc/initramfs-tools/modules" \
-    --customize-hook='umount "$1"/var/cache/apt/archives' \
-    --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/log/apt' \
-    "$SUITE" "$baseroot.tmp" "$sources_main" "${sources_extra[@]}"
-  ls "$baseroot.tmp"/boot/vmlinuz-* >/dev/null 2>&1 || die "no kernel in the base root"
-  ls "$baseroot.tmp"/boot/initrd.img-* >/dev/null 2>&1 || die "no initramfs in the base root"
-  touch "$baseroot.tmp/.complete"
-  mv -T "$baseroot.tmp" "$baseroot"
+if [ -n "$stage3_pid" ]; then
+  log "waiting for stage 3"
+  wait "$stage3_pid" || die "stage 3 failed (see above)"
   log "stage 3 done ($(since))"
-else
-  log "stage 3: cached base root $(basename "$baseroot")"
 fi
 
 # --- Stage 4: the image -------------------------------------------------------------------

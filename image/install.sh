@@ -92,11 +92,15 @@ unshare -m --propagation private sh -c '
     systemd-sysusers
     systemctl enable multihead.service multihead-provision.service multihead-test-agent.service \
       systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
-    # No login prompt on any screen or serial line, no first-boot questions, no logind
-    # (there is no D-Bus and no one logs in); the screens belong to the supervisor.
+    # No login prompt on any screen or serial line, no first-boot questions, no logind (no
+    # one logs in); the screens belong to the supervisor. The ConditionNeedsUpdate= units
+    # (ldconfig, hwdb, catalog, sysusers) did their work at build time: with /var in RAM
+    # they would otherwise redo it at every boot, and the root is read-only anyway.
     systemctl mask getty.target getty@.service autovt@.service serial-getty@.service console-getty.service \
       systemd-firstboot.service systemd-logind.service systemd-networkd-wait-online.service \
-      apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service 2>&1 | grep -v \"^Created\" || true
+      apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service dpkg-db-backup.timer \
+      ldconfig.service systemd-hwdb-update.service systemd-journal-catalog-update.service \
+      systemd-update-done.service systemd-sysusers.service 2>&1 | grep -v \"^Created\" || true
   "
 ' install "$root"
 # Every account locked (no password can log in anywhere; there is no getty or login either):
