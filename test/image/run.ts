@@ -65,10 +65,10 @@ async function check(id: string, body: () => Promise<string>): Promise<boolean> 
 }
 const metrics: { firstFrame?: number; restart?: number; imageMb?: number } = {};
 const finish = (): never => {
+  for (const p of pending) say(`PENDING image/${p}`);
   say(
     `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'}`,
   );
-  for (const p of pending) say(`PENDING image/${p}`);
   say(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 && passed > 0 ? 0 : 1);
 };
