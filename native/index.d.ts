@@ -14,6 +14,12 @@ export declare class DecodeManager {
   release(consumer: string): void
   /** Sharing on or off at run time (the RFC's runtime control). */
   setSharedDecode(on: boolean): void
+  /**
+   * The VAAPI device (a render node) for decoders opened from now on; null picks the first
+   * render node. The supervisor passes the render node of the KMS device it drives, so
+   * decoded surfaces live on the GPU that scans them out.
+   */
+  setVaapiDevice(path?: string | undefined | null): void
   setMaxDecoders(max: number): void
   status(): DecodeStatus
   /**
@@ -81,6 +87,11 @@ export declare class KmsDevice {
   stopVideo(): void
   videoCounters(): VideoCounters
   stats(): Array<OutputStats>
+  /**
+   * What an output's primary plane shows now, rows packed (for previews and screenshots):
+   * XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
+   */
+  snapshot(connector: string): ScreenFrame | null
   copyCounters(): CopyCounters
   /**
    * Heap allocations made so far (process-wide) while handling page flips and committing
@@ -126,7 +137,6 @@ export interface ConnectorInfo {
   monitor?: MonitorInfo
 }
 
-/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
 export interface CopyCounters {
   conversions: number
   bytesCopied: number
@@ -175,6 +185,18 @@ export interface DecoderInfo {
   consumers: Array<string>
   /** Decoding on the GPU (VAAPI) rather than the CPU. */
   hw: boolean
+  /**
+   * How frames reach outputs: "vaapi" (GPU surfaces, zero copy), "dmabuf" (software decode
+   * in dma-bufs, zero copy after decode) or "software" (NV12 ring, one upload per frame).
+   */
+  path: string
+  /**
+   * Why frames do not take the hardware path: no VAAPI device, the driver refused the
+   * stream, or it failed mid-stream (decoding then continued in software).
+   */
+  hwFallback?: string
+  /** Frames handed on as dma-bufs. */
+  exported: number
   codec: string
   width: number
   height: number
@@ -283,6 +305,16 @@ export interface FormatModifier {
   modifier: string
 }
 
+/** Every running frame loop and how long ago it last went round. Empty when none runs. */
+export declare function frameLoops(): Array<LoopHealth>
+
+/**
+ * Test and diagnosis hook: every frame loop stops going round for `ms` milliseconds (as a
+ * deadlocked driver call would), so watchdog handling can be proven. Refused unless
+ * MULTIHEAD_TEST_HOOKS=1 is set in the environment.
+ */
+export declare function frameLoopsStall(ms: number): void
+
 export interface FrameSnapshot {
   width: number
   height: number
@@ -320,6 +352,13 @@ export interface Layer {
  * whose GPU driver is still loading, and the supervisor must keep running either way.
  */
 export declare function listDrmDevices(dir?: string | undefined | null): Array<DrmDeviceInfo>
+
+export interface LoopHealth {
+  /** "present" (a KMS device) or "vblank" (virtual outputs). */
+  name: string
+  /** Milliseconds since the loop last went round; it wakes at least every 20 ms. */
+  ageMs: number
+}
 
 export interface ModeInfo {
   name: string
@@ -396,6 +435,15 @@ export interface Rect {
   height: number
 }
 
+/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
+export interface ScreenFrame {
+  width: number
+  height: number
+  /** "XR24" (B, G, R, X bytes) or "NV12". */
+  format: string
+  data: Buffer
+}
+
 /**
  * Sends `state` (e.g. `"READY=1
 STATUS=playing"`, `"WATCHDOG=1"`) to the service manager.
@@ -417,6 +465,8 @@ export interface VideoCounters {
   /** Vblanks that showed a new frame, and vblanks that kept the previous one. */
   framesShown: number
   repeats: number
+  /** Frames shown straight from the decoder's dma-bufs (VAAPI or export pool): no CPU copy. */
+  zeroCopy: number
   /** Video commits that failed, and the newest reason. */
   errors: number
   lastError?: string

@@ -45,6 +45,8 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 [ "$mode" = test ] && pkgs="$pkgs squashfs-tools dosfstools mtools fdisk e2fsprogs ovmf mosquitto mosquitto-clients"
 # The decode tests make their clips with the ffmpeg command.
 [ "$mode" = test ] && pkgs="$pkgs ffmpeg"
+# The MQTT tests start their own mosquitto broker on loopback.
+[ "$mode" = test ] && pkgs="$pkgs mosquitto"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {

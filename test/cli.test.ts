@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import { schemaMarkdown } from '../src/config/describe.ts';
 import { scratchDir, writeJson } from './helpers/tmp.ts';
@@ -201,10 +201,9 @@ test('without a KMS device the run command plays the built-in demo on 2 virtual 
   t.truthy(decoder, 'a decoder status line');
   t.deepEqual(decoder?.consumers, ['Virtual-1', 'Virtual-2'], 'one decoder, both outputs');
   t.true(Number(decoder?.frames) > 10);
-  t.truthy(
-    entries.find((e) => e.msg === 'decoder 1 decodes in software: the VAAPI path is not built yet'),
-    'the software fallback is said once',
-  );
+  const fallback = entries.filter((e) => /^decoder 1 decodes in software: /.test(String(e.msg)));
+  t.is(fallback.length, 1, 'the software fallback is said once');
+  if (!existsSync('/dev/dri')) t.is(fallback[0]?.msg, 'decoder 1 decodes in software: no /dev/dri on this machine');
   const outputLines = entries.filter((e) => /^output Virtual-\d: \d+ frames/.test(String(e.msg)));
   t.is(outputLines.length, 2);
   child.kill('SIGTERM');

@@ -96,14 +96,14 @@ test('stop is idempotent: a second signal waits for the same shutdown', async (t
 
 test('a throwing bus listener is logged and does not stop the others', async (t) => {
   const { controller, lines } = controllerWith([]);
-  const seen: BusEvents['display.ready'][] = [];
-  controller.bus.on('display.ready', () => {
+  const seen: BusEvents['playback.changed'][] = [];
+  controller.bus.on('playback.changed', () => {
     throw new Error('listener bug');
   });
-  controller.bus.on('display.ready', (payload) => seen.push(payload));
-  controller.bus.emit('display.ready', { mode: 'virtual', reason: 'test' });
+  controller.bus.on('playback.changed', (payload) => seen.push(payload));
+  controller.bus.emit('playback.changed', { output: 'HDMI-A-1', source: null, reason: 'test' });
   t.is(seen.length, 1);
-  t.true(lines.some((l) => l.includes('listener for display.ready threw') && l.includes('listener bug')));
+  t.true(lines.some((l) => l.includes('listener for playback.changed threw') && l.includes('listener bug')));
 });
 
 const card = (n: number, patch: Partial<DrmDeviceInfo> = {}): DrmDeviceInfo => ({

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { loadAddon } from '../src/native/addon.ts';
-import { counterClip, lumaMean } from './helpers/clips.ts';
+import { clipMake, counterClip, lumaMean } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-virtual-'));
@@ -125,3 +125,54 @@ test.serial(
     );
   },
 );
+
+test('a 2-minute clip on two virtual outputs: 0 drops, 0 blank vblanks, the expected frame whenever looked at', async (t) => {
+  t.timeout(240_000);
+  // 3600 frames; luma cycles through 16 + (N mod 200), so each frame tells which it is.
+  const long = clipMake(dir, 'two-minutes.mp4', [
+    '-f',
+    'lavfi',
+    '-i',
+    "color=c=black:size=64x64:rate=30:duration=120,geq=lum='16+mod(N,200)':cb=128:cr=128",
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-qp',
+    '0',
+    '-pix_fmt',
+    'yuv420p',
+  ]);
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay([
+    { name: 'Virtual-1', width: 64, height: 64, refresh: 60 },
+    { name: 'Virtual-2', width: 64, height: 64, refresh: 60 },
+  ]);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  decode.acquire('wall', { source: long });
+  display.play(decode, 'wall', ['Virtual-1', 'Virtual-2']);
+  let checked = 0;
+  const wrong: string[] = [];
+  const end = Date.now() + 118_000;
+  while (Date.now() < end) {
+    await sleep(500);
+    const frame = display.snapshot('Virtual-1');
+    if (!frame) continue;
+    const n = frame.sequence - 1;
+    const luma = lumaMean(frame.data, 64 * 64);
+    if (Math.abs(luma - (16 + (n % 200))) > 1) wrong.push(`frame ${n}: luma ${luma}`);
+    checked++;
+  }
+  const [a, b] = display.stats();
+  const [d] = decode.status().decoders;
+  t.deepEqual(wrong, [], 'every sampled frame is the one its sequence number says');
+  t.true(checked > 200, `${checked} samples`);
+  t.is(a?.dropped, 0, 'no decoded frame skipped on Virtual-1');
+  t.is(b?.dropped, 0, 'no decoded frame skipped on Virtual-2');
+  t.is(a?.blank, 0, 'no vblank without a picture');
+  t.true((d?.frames ?? 0) >= 3500, `decoded ${d?.frames} of 3600`);
+  t.true(Math.abs((a?.frames ?? 0) - (d?.frames ?? 0)) <= 1, `shown ${a?.frames} of ${d?.frames}`);
+});

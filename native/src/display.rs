@@ -212,6 +212,15 @@ pub struct OutputStats {
 
 /// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
 #[napi(object)]
+pub struct ScreenFrame {
+    pub width: u32,
+    pub height: u32,
+    /// "XR24" (B, G, R, X bytes) or "NV12".
+    pub format: String,
+    pub data: napi::bindgen_prelude::Buffer,
+}
+
+#[napi(object)]
 pub struct CopyCounters {
     pub conversions: f64,
     pub bytes_copied: f64,
@@ -238,6 +247,8 @@ pub struct VideoCounters {
     /// Vblanks that showed a new frame, and vblanks that kept the previous one.
     pub frames_shown: f64,
     pub repeats: f64,
+    /// Frames shown straight from the decoder's dma-bufs (VAAPI or export pool): no CPU copy.
+    pub zero_copy: f64,
     /// Video commits that failed, and the newest reason.
     pub errors: f64,
     pub last_error: Option<String>,
@@ -620,21 +631,23 @@ impl KmsDevice {
                 )));
             }
         }
+        let objects: Vec<_> = descriptor
+            .objects
+            .iter()
+            .map(|o| (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64))
+            .collect();
+        let planes: Vec<_> = descriptor
+            .planes
+            .iter()
+            .map(|p| (p.object as usize, p.offset, p.pitch))
+            .collect();
         let desc = DmaBufDesc {
             width: descriptor.width,
             height: descriptor.height,
             format,
             modifier,
-            objects: descriptor
-                .objects
-                .iter()
-                .map(|o| (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64))
-                .collect(),
-            planes: descriptor
-                .planes
-                .iter()
-                .map(|p| (p.object as usize, p.offset, p.pitch))
-                .collect(),
+            objects: &objects,
+            planes: &planes,
         };
         self.with_engine(|e| {
             let (buffer, cached) = e.buffers.dmabuf_import(&e.card, &desc)?;
@@ -764,6 +777,7 @@ impl KmsDevice {
                 upload_bytes: c.upload_bytes as f64,
                 frames_shown: c.frames_shown as f64,
                 repeats: c.repeats as f64,
+                zero_copy: c.zero_copy as f64,
                 errors: c.errors as f64,
                 last_error: e.video_error.clone(),
             })
@@ -790,6 +804,28 @@ impl KmsDevice {
                     late_commits: o.stats.late_commits as f64,
                 })
                 .collect())
+        })
+    }
+
+    /// What an output's primary plane shows now, rows packed (for previews and screenshots):
+    /// XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
+    #[napi]
+    pub fn snapshot(&self, connector: String) -> napi::Result<Option<ScreenFrame>> {
+        self.with_engine(|e| {
+            let index = e.output_index(&connector)?;
+            let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
+            if buffer == 0 {
+                return Ok(None);
+            }
+            Ok(e.buffers
+                .dumb_packed(buffer)
+                .ok()
+                .map(|(width, height, format, data)| ScreenFrame {
+                    width,
+                    height,
+                    format: fourcc_name(format),
+                    data: data.into(),
+                }))
         })
     }
 

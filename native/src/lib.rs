@@ -7,7 +7,9 @@
 mod alloc_count;
 pub mod decode;
 pub mod display;
+pub mod heartbeat;
 pub mod playback;
+pub mod realtime;
 pub mod systemd;
 pub mod virtual_display;
 

@@ -58,6 +58,14 @@ pub struct DecoderInfo {
     pub consumers: Vec<String>,
     /// Decoding on the GPU (VAAPI) rather than the CPU.
     pub hw: bool,
+    /// How frames reach outputs: "vaapi" (GPU surfaces, zero copy), "dmabuf" (software decode
+    /// in dma-bufs, zero copy after decode) or "software" (NV12 ring, one upload per frame).
+    pub path: String,
+    /// Why frames do not take the hardware path: no VAAPI device, the driver refused the
+    /// stream, or it failed mid-stream (decoding then continued in software).
+    pub hw_fallback: Option<String>,
+    /// Frames handed on as dma-bufs.
+    pub exported: f64,
     pub codec: String,
     pub width: u32,
     pub height: u32,
@@ -144,7 +152,9 @@ impl Task for AcquireTask {
 fn request_parse(request: DecodeRequest) -> Result<Request, DecodeError> {
     let hw_text = request.hw.as_deref().unwrap_or("auto");
     let hw = HwMode::parse(hw_text).ok_or_else(|| {
-        DecodeError::BadRequest(format!("hw {hw_text:?} is not \"auto\" or \"software\""))
+        DecodeError::BadRequest(format!(
+            "hw {hw_text:?} is not \"auto\", \"software\" or \"dmabuf\""
+        ))
     })?;
     let start = request.start_seconds.unwrap_or(0.0);
     if !start.is_finite() || start < 0.0 {
@@ -233,6 +243,14 @@ impl DecodeManager {
         self.with(|r| r.set_shared(on))
     }
 
+    /// The VAAPI device (a render node) for decoders opened from now on; null picks the first
+    /// render node. The supervisor passes the render node of the KMS device it drives, so
+    /// decoded surfaces live on the GPU that scans them out.
+    #[napi]
+    pub fn set_vaapi_device(&self, path: Option<String>) {
+        crate::decode::vaapi::vaapi_device_set(path);
+    }
+
     #[napi]
     pub fn set_max_decoders(&self, max: u32) -> napi::Result<()> {
         self.with(|r| {
@@ -258,6 +276,9 @@ impl DecodeManager {
                         stream: s.key.stream,
                         consumers: s.consumers,
                         hw: s.hw,
+                        path: s.path.to_owned(),
+                        hw_fallback: s.hw_fallback,
+                        exported: s.exported as f64,
                         codec: s.codec,
                         width: s.width,
                         height: s.height,

@@ -133,7 +133,10 @@ impl VirtualDisplay {
         let (thread_state, thread_stop) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("multihead-vblank".into())
-            .spawn(move || vblank_run(&thread_state, &thread_stop))
+            .spawn(move || {
+                crate::realtime::realtime_enter();
+                vblank_run(&thread_state, &thread_stop)
+            })
             .map_err(|e| {
                 napi::Error::from_reason(format!("cannot start the vblank thread: {e}"))
             })?;
@@ -241,7 +244,9 @@ impl Drop for VirtualDisplay {
 fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     let start = Instant::now();
     let mut ticks: Vec<u64> = Vec::new();
+    let heartbeat = crate::heartbeat::Heartbeat::register("vblank");
     while !stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         let next_due = {
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
             ticks.resize(state.outputs.len(), 0);

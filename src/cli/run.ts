@@ -1,7 +1,8 @@
-import { ConfigError, configLoad } from '../config/load.ts';
+import { ConfigError } from '../config/load.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { builtinExtensions } from '../extensions/index.ts';
 import { loggerFor, loggingCreate } from '../log/logger.ts';
+import { configLoadWithDesired } from '../mqtt/desired-store.ts';
 import { loadAddon, type NativeAddon } from '../native/addon.ts';
 import { Controller } from '../supervisor/controller.ts';
 import { appVersion } from '../version.ts';
@@ -19,9 +20,10 @@ const HARD_EXIT_MS = 1900;
  * stop, 1 if the stop overran, 70 on an internal fault, 78 on invalid configuration.
  */
 export async function supervisorRun(options: RunOptions): Promise<never> {
-  let loaded: ReturnType<typeof configLoad>;
+  let loaded: ReturnType<typeof configLoadWithDesired>;
   try {
-    loaded = configLoad({ path: options.configPath });
+    // The fleet's last applied desired config (saved in the data directory) layers on top.
+    loaded = configLoadWithDesired({ path: options.configPath });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`multihead: ${error.message}\n`);
@@ -49,11 +51,14 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
       addon: addon.version(),
       node: process.version,
       configFile: loaded.file ?? null,
+      desiredVersion: loaded.desiredVersion,
       deviceId: config.device.id,
       deviceName: config.device.name,
     },
     `multihead ${appVersion} starting as ${config.device.id} (${config.device.name})`,
   );
+  if (loaded.desiredProblem)
+    log.warn({ problem: loaded.desiredProblem }, `saved fleet config not used: ${loaded.desiredProblem}`);
 
   const controller = new Controller({
     config,

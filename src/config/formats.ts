@@ -189,6 +189,9 @@ function integerIn(name: string, min: number, max: number): Format {
 
 export const port = integerIn('tcp-port', 0, 65535);
 export const decoderCount = integerIn('decoder-count', 1, 64);
+export const intervalSeconds = integerIn('interval-seconds', 1, 86_400);
+export const byteCount = integerIn('byte-count', 1024 * 1024, 2 ** 44);
+export const downloadCount = integerIn('download-count', 1, 16);
 
 /** true/false, or in the environment also 1/0, yes/no, on/off. */
 export const flag: Format = {
@@ -205,6 +208,17 @@ export const flag: Format = {
   },
 };
 export const ringSize = integerIn('ring-size', 10, 100_000);
+export const previewInterval = integerIn('preview-interval', 0, 3600);
+export const previewWidth = integerIn('preview-width', 64, 1920);
+
+export const vaapiDevice: Format = {
+  name: 'vaapi-device',
+  rule: 'must be "auto" (the KMS device\'s render node) or a path such as /dev/dri/renderD128',
+  validate(value) {
+    if (value === 'auto') return;
+    if (typeof value !== 'string' || !/^\/dev\/dri\/renderD\d+$/.test(value)) fail(vaapiDevice.rule);
+  },
+};
 
 export const ledNames: Format = {
   name: 'led-names',

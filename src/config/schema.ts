@@ -103,6 +103,12 @@ export const schema = {
       default: '',
       env: 'MULTIHEAD_MQTT_KEY',
     },
+    telemetryIntervalS: {
+      doc: 'Seconds between telemetry messages on <prefix>/<device.id>/telemetry. Applies at once when changed over MQTT.',
+      format: f.intervalSeconds,
+      default: 60,
+      env: 'MULTIHEAD_MQTT_TELEMETRY_INTERVAL_S',
+    },
   },
   http: {
     bind: {
@@ -152,12 +158,68 @@ export const schema = {
       default: 4,
       env: 'MULTIHEAD_DECODE_MAX_DECODERS',
     },
+    hardware: {
+      doc: '"auto": VAAPI on the render node of the KMS device when the stream and driver allow it, else software (said once per decoder). "software": never the GPU.',
+      format: f.oneOf('hardware-mode', ['auto', 'software']),
+      default: 'auto' as 'auto' | 'software',
+      env: 'MULTIHEAD_DECODE_HARDWARE',
+    },
+    vaapiDevice: {
+      doc: 'Render node VAAPI decodes on. "auto": the one belonging to the KMS device driven, else the first /dev/dri/renderD*.',
+      format: f.vaapiDevice,
+      default: 'auto',
+      env: 'MULTIHEAD_DECODE_VAAPI_DEVICE',
+    },
+  },
+  playback: {
+    demo: {
+      doc: 'Play the built-in generated demo on every output while no content is assigned (a slate shows otherwise).',
+      format: f.flag,
+      default: true,
+      env: 'MULTIHEAD_PLAYBACK_DEMO',
+    },
+  },
+  preview: {
+    intervalS: {
+      doc: 'Seconds between JPEG previews of each output (status page, MQTT status); 0 turns previews off.',
+      format: f.previewInterval,
+      default: 5,
+      env: 'MULTIHEAD_PREVIEW_INTERVAL_S',
+    },
+    width: {
+      doc: 'Width of preview JPEGs in pixels; the height follows the output.',
+      format: f.previewWidth,
+      default: 320,
+      env: 'MULTIHEAD_PREVIEW_WIDTH',
+    },
   },
   dataDir: {
     doc: 'Writable directory for media cache, state and logs (the data partition on the appliance).',
     format: f.absolutePath,
     default: '/var/lib/multihead',
     env: 'MULTIHEAD_DATA_DIR',
+  },
+  content: {
+    file: {
+      doc: 'The content document (media, playlists, schedules, output assignment; docs/content.md). Empty: content.json in dataDir.',
+      format: f.optionalAbsolutePath,
+      default: '',
+      env: 'MULTIHEAD_CONTENT_FILE',
+    },
+  },
+  cache: {
+    maxBytes: {
+      doc: 'Most bytes of media kept in the cache under dataDir; least recently used media not needed now or next is evicted first.',
+      format: f.byteCount,
+      default: 4 * 1024 ** 3,
+      env: 'MULTIHEAD_CACHE_MAX_BYTES',
+    },
+    concurrency: {
+      doc: 'Media downloads running at once.',
+      format: f.downloadCount,
+      default: 2,
+      env: 'MULTIHEAD_CACHE_CONCURRENCY',
+    },
   },
   log: {
     level: {

@@ -1,5 +1,5 @@
 import type { OutputSetting } from '../config/formats.ts';
-import type { ConnectorInfo, OutputConfig } from '../native/addon.ts';
+import type { ConnectorInfo, OutputConfig, VirtualOutputConfig } from '../native/addon.ts';
 
 export interface OutputPlan {
   /** What to hand to `KmsDevice.configure`. */
@@ -47,4 +47,22 @@ export function outputsPlan(
 export function kmsErrorCode(error: unknown): string | undefined {
   const message = error instanceof Error ? error.message : String(error);
   return /^(ERR_KMS_[A-Z_]+): /.exec(message)?.[1];
+}
+
+/** Two 720p60 virtual outputs for "auto"; else one per enabled configured connector. */
+export function virtualOutputs(setting: 'auto' | readonly OutputSetting[]): VirtualOutputConfig[] {
+  if (setting === 'auto') {
+    return ['Virtual-1', 'Virtual-2'].map((name) => ({ name, width: 1280, height: 720, refresh: 60 }));
+  }
+  return setting
+    .filter((o) => o.enabled !== false)
+    .map((o) => {
+      const m = /^(\d+)x(\d+)(?:@(\d+(?:\.\d+)?))?$/.exec(o.mode);
+      return {
+        name: o.connector,
+        width: m ? Number(m[1]) : 1280,
+        height: m ? Number(m[2]) : 720,
+        refresh: m?.[3] ? Math.round(Number(m[3])) : 60,
+      };
+    });
 }

@@ -1,5 +1,6 @@
-import { kmsErrorCode, outputsPlan } from '../display/outputs.ts';
-import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo } from '../native/addon.ts';
+import { kmsErrorCode, outputsPlan, virtualOutputs } from '../display/outputs.ts';
+import { kmsScreens, virtualScreens } from '../display/screens.ts';
+import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
 /** Hotplug uevents come in bursts (one per connector and a change per card): settle first. */
@@ -10,11 +11,13 @@ const SLATE_BGRX = [0x20, 0x1c, 0x18, 0xff] as const;
 /**
  * Drives the KMS device: picks the card, opens it through the native engine, configures the
  * outputs from the `outputs` setting and keeps them configured across hotplug. Without a
- * card it says why in one line and leaves the outputs virtual.
+ * card it says why in one line and drives virtual outputs instead (memory scanout, simulated
+ * vblank). Either way it announces the outputs as `Screens` for playback.
  */
 export function displayCreate(context: ExtensionContext): Extension {
   const { config, logger, bus, addon } = context;
   let device: KmsDevice | undefined;
+  let virtual: VirtualDisplay | undefined;
   let outputs: OutputInfo[] = [];
   const slates = new Map<string, number>();
   let hotplugTimer: NodeJS.Timeout | undefined;
@@ -94,6 +97,20 @@ export function displayCreate(context: ExtensionContext): Extension {
     hotplugTimer.unref();
   };
 
+  const virtualStart = (reason: string): void => {
+    const wanted = virtualOutputs(config.outputs);
+    virtual = new addon.VirtualDisplay(wanted);
+    logger.info(
+      { outputs: wanted.map((o) => o.name) },
+      `virtual outputs ${wanted.map((o) => `${o.name} ${o.width}x${o.height}@${o.refresh}`).join(', ')}`,
+    );
+    const screens = virtualScreens(
+      virtual,
+      wanted.map((o) => ({ name: o.name, width: o.width, height: o.height, refresh: o.refresh ?? 60 })),
+    );
+    bus.emit('display.ready', { mode: 'virtual', reason, screens });
+  };
+
   return {
     name: 'display',
     start() {
@@ -108,7 +125,7 @@ export function displayCreate(context: ExtensionContext): Extension {
           { reason: chosen.reason, devices: devices.length },
           'no KMS device found; running with virtual outputs',
         );
-        bus.emit('display.ready', { mode: 'virtual', reason: chosen.reason });
+        virtualStart(chosen.reason);
         return;
       }
       try {
@@ -119,18 +136,20 @@ export function displayCreate(context: ExtensionContext): Extension {
           { device: chosen.device.path, code: kmsErrorCode(error) },
           `cannot drive ${chosen.device.path}: ${reason}`,
         );
-        bus.emit('display.ready', { mode: 'virtual', reason });
+        virtualStart(reason);
         return;
       }
       logger.info({ device: device.path, driver: device.driver }, `using KMS device ${device.path} (${device.driver})`);
       device.onEvent(onEvent);
       outputsApply(device);
-      bus.emit('display.ready', { mode: 'kms', device: chosen.device });
+      bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: kmsScreens(device, () => outputs) });
     },
     stop() {
       clearTimeout(hotplugTimer);
       device?.close();
       device = undefined;
+      virtual?.close();
+      virtual = undefined;
       outputs = [];
       slates.clear();
     },

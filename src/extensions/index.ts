@@ -1,5 +1,7 @@
 import type { ExtensionDefinition } from '../supervisor/extension.ts';
+import { contentCreate } from './content.ts';
 import { displayCreate } from './display.ts';
+import { mqttCreate } from './mqtt.ts';
 import { playbackCreate } from './playback.ts';
 
 /**
@@ -9,4 +11,7 @@ import { playbackCreate } from './playback.ts';
 export const builtinExtensions: readonly ExtensionDefinition[] = [
   { name: 'playback', create: playbackCreate },
   { name: 'display', create: displayCreate },
+  // After the display, so the first status it publishes already knows KMS or virtual outputs.
+  { name: 'mqtt', create: (context) => mqttCreate(context) },
+  { name: 'content', create: contentCreate },
 ];

@@ -10,6 +10,7 @@ export type DisplayEvent = Native.DisplayEvent;
 export type KmsDevice = Native.KmsDevice;
 export type DecodeManager = Native.DecodeManager;
 export type DecodeStatus = Native.DecodeStatus;
+export type DecoderInfo = Native.DecoderInfo;
 export type VirtualDisplay = Native.VirtualDisplay;
 export type VirtualOutputConfig = Native.VirtualOutputConfig;
 

@@ -1,15 +1,45 @@
-import type { DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+import type { Config } from '../config/schema.ts';
+import type { Screens } from '../display/screens.ts';
+import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
 /** Every event on the bus, by name. Extensions talk to each other only through these. */
 export interface BusEvents {
   'supervisor.state': { state: SupervisorState; reason?: string };
-  'display.ready': { mode: 'kms'; device: DrmDeviceInfo } | { mode: 'virtual'; reason: string };
+  /** The outputs exist and can be drawn on: real ones, or virtual ones and why. */
+  'display.ready':
+    | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
+    | { mode: 'virtual'; reason: string; screens: Screens };
   /** The outputs driven now, after start, a config change or hotplug. */
   'display.outputs': { outputs: OutputInfo[] };
   /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
   'decode.status': { status: DecodeStatus };
+  /** A decoder runs in software although hardware was asked for: once per decoder. */
+  'decode.fallback': { decoder: number; source: string; reason: string; midStream: boolean };
+  /** A new JPEG preview of an output (status page, MQTT status). */
+  'preview.updated': { output: string; jpeg: Buffer; width: number; height: number; at: number };
+  /**
+   * Playback is ready for others to show things: the outputs, the one decode manager (so every
+   * source is decoded once, whoever shows it) and `claim`, which makes the built-in demo let go
+   * of outputs that content takes over.
+   */
+  'playback.ready': { screens: Screens; decode: DecodeManager; claim: (outputs: readonly string[]) => void };
+  /** What an output plays now (a source, the demo, or nothing). */
+  'playback.changed': { output: string; source: string | null; reason: string };
+  /** Per-output counters, periodically, from whoever drives the outputs (telemetry shows them). */
+  'output.stats': { outputs: Array<{ name: string; frames: number; dropped: number }> };
+  /** The fleet broker connection came up or went down (session: the birth's counter). */
+  'mqtt.connection': { connected: boolean; session: number; reason?: string };
+  /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
+  'config.applied': {
+    version: number;
+    config: Config;
+    /** Keys that changed and took effect at once. */
+    applied: string[];
+    /** Keys that changed and take effect at the next start. */
+    restartRequired: string[];
+  };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;
@@ -20,6 +50,7 @@ export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => 
  */
 export class EventBus {
   readonly #listeners = new Map<keyof BusEvents, Set<BusListener<never>>>();
+  readonly #latest = new Map<keyof BusEvents, unknown>();
   readonly #onListenerError: (event: keyof BusEvents, error: unknown) => void;
 
   constructor(onListenerError: (event: keyof BusEvents, error: unknown) => void) {
@@ -36,7 +67,16 @@ export class EventBus {
     return () => set.delete(listener as BusListener<never>);
   }
 
+  /**
+   * The newest payload of `event`, for extensions that start after it was emitted (MQTT and
+   * HTTP start after the display has said whether it runs on KMS or virtual outputs).
+   */
+  latest<K extends keyof BusEvents>(event: K): BusEvents[K] | undefined {
+    return this.#latest.get(event) as BusEvents[K] | undefined;
+  }
+
   emit<K extends keyof BusEvents>(event: K, payload: BusEvents[K]): void {
+    this.#latest.set(event, payload);
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
         (listener as BusListener<K>)(payload);

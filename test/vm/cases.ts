@@ -771,6 +771,63 @@ export const vkmsCases: VmCase[] = [
     },
   },
   {
+    id: 'video-dmabuf-zero-copy',
+    title:
+      'decoded frames in dma-bufs shaped like a VAAPI export: imported once per surface, scanned out with 0 CPU copies',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const o = await vkmsOutput(kms);
+      // A frame counter in luma, so a surface reused while on screen would show as a wrong level.
+      const clip = path.join(vm.scratch, 'counter-dmabuf.mp4');
+      execFileSync('ffmpeg', [
+        '-v',
+        'error',
+        '-y',
+        '-f',
+        'lavfi',
+        '-i',
+        `color=c=black:size=${o.mode.width}x${o.mode.height}:rate=10:duration=2,geq=lum='40+8*N':cb=128:cr=128`,
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-pix_fmt',
+        'yuv420p',
+        clip,
+      ]);
+      await kms.call('playVideo', { source: clip, consumer: 'main', outputs: [o.connector], hw: 'dmabuf' });
+      await sleep(2500);
+      const status = await kms.call<{
+        decoders: Array<{ path: string; exported: number; hwFallback?: string; frames: number }>;
+      }>('decodeStatus');
+      const framebuffers = await kms.call<number>('bufferCount');
+      await kms.call('stopVideo');
+      await sleep(100);
+      const video = await kms.call<{ uploads: number; zeroCopy: number; errors: number; lastError?: string }>(
+        'videoCounters',
+      );
+      const copies = await kms.call<{ conversions: number; bytesCopied: number }>('copyCounters');
+      const d = status.decoders[0];
+      assert.equal(d?.path, 'dmabuf', `decoder path ${d?.path}: ${d?.hwFallback}`);
+      assert.equal(video.errors, 0, `video commits failed: ${video.lastError}`);
+      assert.ok(video.zeroCopy >= 15, `zero-copy frames ${video.zeroCopy}`);
+      assert.equal(video.uploads, 0, 'no frame was copied into a scanout buffer');
+      // The decoder's export pool has 7 surfaces: each imported once, then found in the cache.
+      assert.ok(framebuffers <= 7, `${framebuffers} framebuffers for ${video.zeroCopy} frames`);
+      assert.equal(copies.conversions, 0, 'no frame was converted');
+      assert.equal(copies.bytesCopied, 0, 'the engine copied no bytes');
+      const image = await writebackCapture(ctx, o.connector);
+      const y = image.rgb[((o.mode.height >> 1) * o.mode.width + (o.mode.width >> 1)) * 3] ?? -1;
+      // The still frame after stop is one of the clip's levels: luma 40+8n, limited range.
+      const levels = Array.from({ length: 20 }, (_, n) => Math.round(((40 + 8 * n - 16) * 255) / 219));
+      assert.ok(
+        levels.some((l) => Math.abs(l - y) <= 3),
+        `the frame on screen (${y}) is one of the clip's frames (${levels.join(',')})`,
+      );
+      return `${video.zeroCopy} frames shown from ${d?.exported} exported dma-bufs through ${framebuffers} framebuffers, 0 uploads, 0 conversions, 0 bytes copied by the engine; frame on screen level ${y}`;
+    },
+  },
+  {
     id: 'flip-loop-vkms',
     title: 'vkms flip loop of 300 frames: sequence-checked vblank timing',
     async run({ kms }) {

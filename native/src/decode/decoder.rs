@@ -3,8 +3,10 @@
 //! NV12 buffers that every consumer of the source reads. Looping at the end continues the
 //! timeline, so outputs never see time jump back.
 //!
-//! Software decode only for now; the VAAPI zero-copy path (DRM PRIME export into the KMS
-//! engine's framebuffer cache) builds on this and is not here yet.
+//! Frames come out one of three ways: VAAPI surfaces exported as DRM PRIME (zero copy), software
+//! frames written into udmabuf exports (the same journey without a GPU), or software frames in
+//! the NV12 ring. When the hardware path fails mid-stream the decoder reopens in software and
+//! continues after the last frame it delivered.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -18,13 +20,23 @@ use ffmpeg_next as ffmpeg;
 
 use super::error::DecodeError;
 use super::index::{media_identity, KeyframeIndex};
-use super::key::SourceKey;
+use super::key::{HwMode, SourceKey};
 use super::nv12::{nv12_size, yuv420p_to_nv12};
+use super::prime::{ExportPool, PrimeFrame};
+use super::vaapi::{vaapi_export, HwState, VaapiDevice};
 
 /// Frames kept: one being written, the newest, and one a slow reader may still hold.
 const RING: usize = 3;
 /// How long opening a source may take before the caller hears it failed.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Exported frames beyond the decoder's own needs: the ring's slots plus what the engine may
+/// hold (on screen, in flight, queued). All outputs of a source show the same frame, so this
+/// does not grow with the number of outputs.
+const EXPORT_FRAMES: usize = RING + 4;
+/// Test hook: after this many frames on the hardware path, behave as if the hardware failed.
+const FAULT_ENV: &str = "MULTIHEAD_FAULT_HW_AFTER_FRAMES";
+/// Consecutive hardware decode errors that mean the hardware has given up on this stream.
+const HW_ERRORS_FATAL: u32 = 3;
 
 /// What the decoder learned when it opened the source.
 #[derive(Clone, Debug, Default)]
@@ -50,10 +62,14 @@ pub struct DecoderCounters {
     /// Keyframe index: 0 none, 1 loaded from beside the file, 2 built and saved by this decoder.
     pub index_state: AtomicU64,
     pub index_keyframes: AtomicU64,
+    /// Frames delivered as dma-bufs (VAAPI or export pool).
+    pub exported: AtomicU64,
 }
 
 pub struct FrameRing {
     pub slots: [Vec<u8>; RING],
+    /// Set instead of `slots[i]` when the frame lives in a dma-buf.
+    pub prime: [Option<Arc<PrimeFrame>>; RING],
     /// (sequence number, pts in µs on the looped timeline) per slot.
     pub meta: [(u64, i64); RING],
     /// Slot holding the newest complete frame.
@@ -71,6 +87,25 @@ struct Shared {
     ring: Mutex<FrameRing>,
     /// Set when the thread ends on an error (a stream that broke mid-way).
     failure: Mutex<Option<String>>,
+    /// Which path frames take now, and why not the hardware one (read by status).
+    path: Mutex<(HwPathKind, Option<String>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwPathKind {
+    Vaapi,
+    Dmabuf,
+    Software,
+}
+
+impl HwPathKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HwPathKind::Vaapi => "vaapi",
+            HwPathKind::Dmabuf => "dmabuf",
+            HwPathKind::Software => "software",
+        }
+    }
 }
 
 pub struct Decoder {
@@ -92,12 +127,14 @@ impl Decoder {
             counters: DecoderCounters::default(),
             ring: Mutex::new(FrameRing {
                 slots: Default::default(),
+                prime: Default::default(),
                 meta: [(0, 0); RING],
                 newest: None,
                 width: 0,
                 height: 0,
             }),
             failure: Mutex::new(None),
+            path: Mutex::new((HwPathKind::Software, None)),
         });
         let (opened_tx, opened_rx) = sync_channel(1);
         let thread_key = key.clone();
@@ -141,6 +178,15 @@ impl Decoder {
             .clone()
     }
 
+    /// The path frames take ("vaapi", "dmabuf", "software") and why it is not the hardware one.
+    pub fn path(&self) -> (HwPathKind, Option<String>) {
+        self.shared
+            .path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Prerolled and waiting for an output to take its first frame.
     pub fn held(&self) -> bool {
         self.shared.hold.load(Ordering::Relaxed)
@@ -163,7 +209,23 @@ impl Shared {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let slot = ring.newest?;
         let (seq, pts) = ring.meta[slot];
-        Some(f(&ring.slots[slot], ring.width, ring.height, seq, pts))
+        let bytes = match &ring.prime[slot] {
+            Some(prime) => prime.cpu_bytes()?,
+            None => &ring.slots[slot],
+        };
+        Some(f(bytes, ring.width, ring.height, seq, pts))
+    }
+
+    fn newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest?;
+        ring.prime[slot].clone().map(|p| (p, ring.meta[slot].0))
+    }
+
+    fn hold_release(&self) {
+        if self.hold.load(Ordering::Relaxed) {
+            self.hold.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -177,8 +239,19 @@ impl FrameSource {
     /// so its first frame is on screen exactly when its second is timed from.
     pub fn take_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
         let result = self.with_newest(f);
-        if result.is_some() && self.0.hold.load(Ordering::Relaxed) {
-            self.0.hold.store(false, Ordering::Relaxed);
+        if result.is_some() {
+            self.0.hold_release();
+        }
+        result
+    }
+
+    /// For KMS outputs: the newest frame when it lives in a dma-buf, with its sequence number.
+    /// The returned `Arc` is the claim that keeps the surface from being reused; cloning it
+    /// does not allocate.
+    pub fn take_newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+        let result = self.0.newest_prime();
+        if result.is_some() {
+            self.0.hold_release();
         }
         result
     }
@@ -215,6 +288,8 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
         }
     };
     // Before answering, so a status right after acquire() already tells.
+    *shared.path.lock().unwrap_or_else(|p| p.into_inner()) =
+        (session.hw.kind(), session.fallback.clone());
     if let Some(index) = &session.index {
         shared.counters.index_state.store(1, Ordering::Relaxed);
         shared
@@ -223,6 +298,8 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
             .store(index.keyframes.len() as u64, Ordering::Relaxed);
     }
     let _ = opened.send(Ok(session.info.clone()));
+    // Opened (FFmpeg's worker threads exist, at normal priority): pace frames in real time.
+    crate::realtime::realtime_enter();
     if let Err(reason) = session.run(&shared) {
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
@@ -243,11 +320,69 @@ struct Session {
     /// Keyframes seen on the first pass, saved as the index when it completes.
     keyframes_seen: Vec<(i64, i64)>,
     time_base_raw: (i32, i32),
-    scaler: Option<(
-        Pixel,
-        ffmpeg::software::scaling::Context,
-        ffmpeg::frame::Video,
-    )>,
+    scaler: Option<Scaler>,
+    hw: HwPath,
+    /// Why frames do not take the hardware path, once known.
+    fallback: Option<String>,
+    /// Read by FFmpeg's get_format callback through the codec context's opaque pointer, so it
+    /// is boxed (a stable address) and lives as long as the session.
+    hw_state: Box<HwState>,
+    /// Set by publish when the hardware path failed; acted on between packets.
+    fallback_pending: Option<String>,
+    /// Stream pts (µs) of the newest published frame: where a fallback resumes.
+    last_pts_us: Option<i64>,
+    /// After a fallback: frames up to here were shown already.
+    skip_until_us: Option<i64>,
+    hw_frames: u64,
+    hw_errors: u32,
+    fault_after: Option<u64>,
+}
+
+type Scaler = (
+    Pixel,
+    ffmpeg::software::scaling::Context,
+    ffmpeg::frame::Video,
+);
+
+/// Where decoded frames go.
+enum HwPath {
+    Vaapi(VaapiDevice),
+    /// The pool is made at the first frame's size.
+    Dmabuf(Option<ExportPool>),
+    Software,
+}
+
+impl HwPath {
+    fn kind(&self) -> HwPathKind {
+        match self {
+            HwPath::Vaapi(_) => HwPathKind::Vaapi,
+            HwPath::Dmabuf(_) => HwPathKind::Dmabuf,
+            HwPath::Software => HwPathKind::Software,
+        }
+    }
+}
+
+/// A decoder for the stream, on the VAAPI device when one is given.
+fn decoder_open(
+    parameters: ffmpeg::codec::Parameters,
+    vaapi: Option<(&VaapiDevice, &HwState)>,
+) -> Result<ffmpeg::decoder::Video, String> {
+    let mut context = ffmpeg::codec::context::Context::from_parameters(parameters)
+        .map_err(|e| format!("decoder parameters: {e}"))?;
+    match vaapi {
+        Some((device, state)) => unsafe {
+            device.attach(context.as_mut_ptr(), state, EXPORT_FRAMES as i32)?
+        },
+        None => context.set_threading(ffmpeg::codec::threading::Config {
+            kind: ffmpeg::codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        }),
+    }
+    context
+        .decoder()
+        .video()
+        .map_err(|e| format!("no decoder for this stream: {e}"))
 }
 
 impl Session {
@@ -309,17 +444,36 @@ impl Session {
             source: source.clone(),
             reason,
         };
-        let mut context = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-            .map_err(|e| codec_err(format!("decoder parameters: {e}")))?;
-        context.set_threading(ffmpeg::codec::threading::Config {
-            kind: ffmpeg::codec::threading::Type::Frame,
-            count: 0,
-            ..Default::default()
-        });
-        let decoder = context
-            .decoder()
-            .video()
-            .map_err(|e| codec_err(format!("no decoder for this stream: {e}")))?;
+        let hw_state = Box::new(HwState::default());
+        let (mut hw, mut fallback) = match key.hw {
+            HwMode::Software => (HwPath::Software, None),
+            HwMode::Dmabuf => (HwPath::Dmabuf(None), None),
+            HwMode::Auto => match VaapiDevice::open() {
+                Ok(device) => (HwPath::Vaapi(device), None),
+                Err(reason) => (HwPath::Software, Some(reason)),
+            },
+        };
+        let decoder = match &hw {
+            HwPath::Vaapi(device) => {
+                match decoder_open(stream.parameters(), Some((device, &hw_state))) {
+                    Ok(decoder) => Some(decoder),
+                    Err(reason) => {
+                        fallback = Some(format!("VAAPI on {}: {reason}", device.path));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let decoder = match decoder {
+            Some(decoder) => decoder,
+            None => {
+                if matches!(hw, HwPath::Vaapi(_)) {
+                    hw = HwPath::Software;
+                }
+                decoder_open(stream.parameters(), None).map_err(codec_err)?
+            }
+        };
         let codec = decoder
             .codec()
             .map(|c| c.name().to_owned())
@@ -357,6 +511,15 @@ impl Session {
             index,
             keyframes_seen: Vec::with_capacity(1024),
             time_base_raw: (tb.numerator(), tb.denominator()),
+            hw,
+            fallback,
+            hw_state,
+            fallback_pending: None,
+            last_pts_us: None,
+            skip_until_us: None,
+            hw_frames: 0,
+            hw_errors: 0,
+            fault_after: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
         })
     }
 
@@ -379,9 +542,24 @@ impl Session {
                             self.keyframes_seen.push((pts, packet.position() as i64));
                         }
                     }
-                    // A damaged packet is skipped, not fatal: the next keyframe recovers.
-                    let _ = self.decoder.send_packet(&packet);
+                    // A damaged packet is skipped, not fatal: the next keyframe recovers. On the
+                    // hardware, errors in a row mean the hardware gave up on this stream.
+                    match self.decoder.send_packet(&packet) {
+                        Err(e) if matches!(self.hw, HwPath::Vaapi(_)) => {
+                            self.hw_errors += 1;
+                            if self.hw_errors >= HW_ERRORS_FATAL {
+                                self.fallback_pending = Some(format!(
+                                    "VAAPI failed {} times in a row: {e}",
+                                    self.hw_errors
+                                ));
+                            }
+                        }
+                        _ => self.hw_errors = 0,
+                    }
                     self.drain(&mut frame, &mut clock, shared)?;
+                    if let Some(reason) = self.fallback_pending.take() {
+                        self.fall_back(reason, shared)?;
+                    }
                 }
                 Err(ffmpeg::Error::Eof) => {
                     let _ = self.decoder.send_eof();
@@ -409,6 +587,34 @@ impl Session {
                 Err(e) => return Err(format!("{}: read failed: {e}", self.source)),
             }
         }
+        Ok(())
+    }
+
+    /// The hardware path failed: continue in software from just after the last frame shown.
+    fn fall_back(&mut self, reason: String, shared: &Shared) -> Result<(), String> {
+        let parameters = self
+            .input
+            .stream(self.stream)
+            .map(|s| s.parameters())
+            .ok_or_else(|| format!("{}: stream {} vanished", self.source, self.stream))?;
+        // The new decoder's worker threads must not inherit this thread's real-time policy.
+        crate::realtime::realtime_leave();
+        let opened = decoder_open(parameters, None);
+        crate::realtime::realtime_enter();
+        self.decoder = opened
+            .map_err(|e| format!("{}: software decoder after \"{reason}\": {e}", self.source))?;
+        self.hw = HwPath::Software;
+        if let Some(last) = self.last_pts_us {
+            // The keyframe at or before the last frame shown; frames up to it are decoded as
+            // references but not shown again.
+            self.input
+                .seek(last, ..last + 1)
+                .map_err(|e| format!("{}: seek to resume after fallback: {e}", self.source))?;
+            self.skip_until_us = Some(last);
+        }
+        self.fallback = Some(reason);
+        *shared.path.lock().unwrap_or_else(|p| p.into_inner()) =
+            (HwPathKind::Software, self.fallback.clone());
         Ok(())
     }
 
@@ -456,6 +662,12 @@ impl Session {
             if pts.is_some_and(|p| p < self.start_us) {
                 continue;
             }
+            if let (Some(p), Some(until)) = (pts, self.skip_until_us) {
+                if p <= until {
+                    continue;
+                }
+                self.skip_until_us = None;
+            }
             let due = clock.due(pts, self.period_us);
             let now = Instant::now();
             if now > due + Duration::from_micros(self.period_us as u64) {
@@ -466,7 +678,14 @@ impl Session {
                 std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
             }
             self.publish(frame, clock.timeline_us(), shared)?;
+            if pts.is_some() {
+                self.last_pts_us = pts;
+            }
             clock.interval(&shared.counters);
+            if self.fallback_pending.is_some() {
+                // Resume in software before decoding further on a path that failed.
+                return Ok(());
+            }
             if shared.hold.load(Ordering::Relaxed) {
                 // Prerolled: wait with the first frame ready until an output takes it, then
                 // time the following frames from that moment.
@@ -479,46 +698,87 @@ impl Session {
         Ok(())
     }
 
-    /// Puts the frame into the ring as NV12, converting once.
+    /// Puts the frame into the ring: as a dma-buf on the hardware and export paths, else as NV12
+    /// bytes, converting once.
     fn publish(
         &mut self,
         frame: &ffmpeg::frame::Video,
         pts_us: i64,
         shared: &Shared,
     ) -> Result<(), String> {
-        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        let (width, height) = (frame.width(), frame.height());
+        if frame.format() == Pixel::VAAPI {
+            return match unsafe { vaapi_export(frame.as_ptr()) } {
+                Ok(prime) => {
+                    self.ring_put_prime(prime, pts_us, 0, shared);
+                    self.hw_frame_count();
+                    Ok(())
+                }
+                Err(reason) => {
+                    self.fallback_pending = Some(reason);
+                    Ok(())
+                }
+            };
+        }
+        if self.hw_state.refused.load(Ordering::Relaxed) && matches!(self.hw, HwPath::Vaapi(_)) {
+            // FFmpeg fell back inside the same context: software frames from here on.
+            self.hw = HwPath::Software;
+            self.fallback = Some(format!(
+                "the VAAPI driver refused this {} stream",
+                self.info.codec
+            ));
+            *shared.path.lock().unwrap_or_else(|p| p.into_inner()) =
+                (HwPathKind::Software, self.fallback.clone());
+        }
+        if let HwPath::Dmabuf(pool) = &mut self.hw {
+            if !pool.as_ref().is_some_and(|p| p.fits(width, height)) {
+                match ExportPool::new(EXPORT_FRAMES, width, height) {
+                    Ok(made) => *pool = Some(made),
+                    Err(reason) => {
+                        self.fallback_pending = Some(format!("export pool: {reason}"));
+                        return Ok(());
+                    }
+                }
+            }
+            let pool = pool.as_mut().expect("made above");
+            let mut failed = None;
+            let exported =
+                pool.export(
+                    |out| match nv12_fill(&mut self.scaler, &self.source, frame, out) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            failed = Some(e);
+                            0
+                        }
+                    },
+                );
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let Some(prime) = exported else {
+                // Every export buffer is still claimed by the ring or an output: skip this frame.
+                shared.counters.late.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            };
+            let copied = nv12_size(width as usize, height as usize) as u64;
+            self.ring_put_prime(prime, pts_us, copied, shared);
+            self.hw_frame_count();
+            return Ok(());
+        }
         let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match ring.newest {
-            Some(n) => (n + 1) % RING,
-            None => 0,
-        };
-        let size = nv12_size(width, height);
+        let slot = ring.newest.map_or(0, |n| (n + 1) % RING);
+        let size = nv12_size(width as usize, height as usize);
         if ring.slots[slot].len() != size {
             // Only when the stream's size changes: steady state reuses the ring.
             ring.slots[slot] = vec![0; size];
         }
-        let copied = match frame.format() {
-            Pixel::YUV420P | Pixel::YUVJ420P => yuv420p_to_nv12(
-                frame.data(0),
-                frame.stride(0),
-                frame.data(1),
-                frame.stride(1),
-                frame.data(2),
-                frame.stride(2),
-                width,
-                height,
-                &mut ring.slots[slot],
-            ),
-            other => {
-                let scaled = self.scale(frame, other)?;
-                nv12_copy(scaled, width, height, &mut ring.slots[slot])
-            }
-        };
+        let copied = nv12_fill(&mut self.scaler, &self.source, frame, &mut ring.slots[slot])?;
+        ring.prime[slot] = None;
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
         ring.meta[slot] = (seq, pts_us);
         ring.newest = Some(slot);
-        ring.width = width as u32;
-        ring.height = height as u32;
+        ring.width = width;
+        ring.height = height;
         shared
             .counters
             .bytes_copied_last
@@ -526,39 +786,87 @@ impl Session {
         Ok(())
     }
 
-    /// Converts any other pixel format to NV12 with swscale (made once per format and size).
-    fn scale(
-        &mut self,
-        frame: &ffmpeg::frame::Video,
-        format: Pixel,
-    ) -> Result<&ffmpeg::frame::Video, String> {
-        let (w, h) = (frame.width(), frame.height());
-        let fits = self
-            .scaler
-            .as_ref()
-            .is_some_and(|(f, _, out)| *f == format && out.width() == w && out.height() == h);
-        if !fits {
-            let context = ffmpeg::software::scaling::Context::get(
-                format,
-                w,
-                h,
-                Pixel::NV12,
-                w,
-                h,
-                ffmpeg::software::scaling::Flags::BILINEAR,
-            )
-            .map_err(|e| format!("{}: no conversion from {format:?}: {e}", self.source))?;
-            self.scaler = Some((
-                format,
-                context,
-                ffmpeg::frame::Video::new(Pixel::NV12, w, h),
+    fn ring_put_prime(&self, prime: PrimeFrame, pts_us: i64, copied: u64, shared: &Shared) {
+        let (width, height) = (prime.width, prime.height);
+        let prime = Arc::new(prime);
+        let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest.map_or(0, |n| (n + 1) % RING);
+        // Drops the claim of the frame that was here; an output may still hold its own.
+        ring.prime[slot] = Some(prime);
+        let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        ring.meta[slot] = (seq, pts_us);
+        ring.newest = Some(slot);
+        ring.width = width;
+        ring.height = height;
+        drop(ring);
+        shared.counters.exported.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .bytes_copied_last
+            .store(copied, Ordering::Relaxed);
+    }
+
+    fn hw_frame_count(&mut self) {
+        self.hw_frames += 1;
+        if self.fault_after.is_some_and(|n| self.hw_frames == n) {
+            self.fallback_pending = Some(format!(
+                "injected hardware failure after {} frames ({FAULT_ENV})",
+                self.hw_frames
             ));
         }
-        let (_, context, out) = self.scaler.as_mut().expect("set above");
-        context
-            .run(frame, out)
-            .map_err(|e| format!("{}: conversion failed: {e}", self.source))?;
-        Ok(out)
+    }
+}
+
+/// Writes `frame` as packed NV12 into `out`, converting with swscale when it is neither
+/// YUV420P nor NV12 (the scaler is made once per format and size). Returns bytes written.
+fn nv12_fill(
+    scaler: &mut Option<Scaler>,
+    source: &str,
+    frame: &ffmpeg::frame::Video,
+    out: &mut [u8],
+) -> Result<usize, String> {
+    let (width, height) = (frame.width() as usize, frame.height() as usize);
+    match frame.format() {
+        Pixel::YUV420P | Pixel::YUVJ420P => Ok(yuv420p_to_nv12(
+            frame.data(0),
+            frame.stride(0),
+            frame.data(1),
+            frame.stride(1),
+            frame.data(2),
+            frame.stride(2),
+            width,
+            height,
+            out,
+        )),
+        Pixel::NV12 => Ok(nv12_copy(frame, width, height, out)),
+        format => {
+            let (w, h) = (frame.width(), frame.height());
+            let fits = scaler
+                .as_ref()
+                .is_some_and(|(f, _, o)| *f == format && o.width() == w && o.height() == h);
+            if !fits {
+                let context = ffmpeg::software::scaling::Context::get(
+                    format,
+                    w,
+                    h,
+                    Pixel::NV12,
+                    w,
+                    h,
+                    ffmpeg::software::scaling::Flags::BILINEAR,
+                )
+                .map_err(|e| format!("{source}: no conversion from {format:?}: {e}"))?;
+                *scaler = Some((
+                    format,
+                    context,
+                    ffmpeg::frame::Video::new(Pixel::NV12, w, h),
+                ));
+            }
+            let (_, context, scaled) = scaler.as_mut().expect("set above");
+            context
+                .run(frame, scaled)
+                .map_err(|e| format!("{source}: conversion failed: {e}"))?;
+            Ok(nv12_copy(scaled, width, height, out))
+        }
     }
 }
 

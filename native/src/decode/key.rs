@@ -7,6 +7,9 @@ pub enum HwMode {
     /// VAAPI when the stream and the device allow it, else software.
     Auto,
     Software,
+    /// Software decode handed on through dma-bufs (udmabuf) exactly as VAAPI surfaces are:
+    /// the zero-copy path of the engine, provable without a GPU.
+    Dmabuf,
 }
 
 impl HwMode {
@@ -14,6 +17,7 @@ impl HwMode {
         match text {
             "auto" => Some(HwMode::Auto),
             "software" => Some(HwMode::Software),
+            "dmabuf" => Some(HwMode::Dmabuf),
             _ => None,
         }
     }
@@ -22,6 +26,7 @@ impl HwMode {
         match self {
             HwMode::Auto => "auto",
             HwMode::Software => "software",
+            HwMode::Dmabuf => "dmabuf",
         }
     }
 }

@@ -6,4 +6,6 @@ pub mod error;
 pub mod index;
 pub mod key;
 pub mod nv12;
+pub mod prime;
 pub mod registry;
+pub mod vaapi;

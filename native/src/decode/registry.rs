@@ -53,6 +53,11 @@ pub struct DecoderStatus {
     pub key: SourceKey,
     pub consumers: Vec<String>,
     pub hw: bool,
+    /// "vaapi", "dmabuf" or "software".
+    pub path: &'static str,
+    /// Why frames do not take the hardware path (no device, driver refused, failed mid-stream).
+    pub hw_fallback: Option<String>,
+    pub exported: u64,
     pub codec: String,
     pub width: u32,
     pub height: u32,
@@ -285,11 +290,15 @@ impl Registry {
                 let d = &e.decoder;
                 let c = d.counters();
                 let interval = c.interval_us.load(Ordering::Relaxed);
+                let (path, hw_fallback) = d.path();
                 DecoderStatus {
                     id: d.id,
                     key: d.key.clone(),
                     consumers: e.consumers.clone(),
-                    hw: false,
+                    hw: path == super::decoder::HwPathKind::Vaapi,
+                    path: path.as_str(),
+                    hw_fallback,
+                    exported: c.exported.load(Ordering::Relaxed),
                     codec: d.info.codec.clone(),
                     width: d.info.width,
                     height: d.info.height,

@@ -79,17 +79,18 @@ pub struct DmaBufDesc<'a> {
     pub height: u32,
     pub format: u32,
     pub modifier: u64,
-    /// (fd, size) per object.
-    pub objects: Vec<(BorrowedFd<'a>, u64)>,
+    /// (fd, size) per object. Slices, so a per-frame import can describe itself on the stack.
+    pub objects: &'a [(BorrowedFd<'a>, u64)],
     /// (object index, offset, pitch) per plane of the single layer.
-    pub planes: Vec<(usize, u32, u32)>,
+    pub planes: &'a [(usize, u32, u32)],
 }
 
 /// Identity of an imported buffer: the dma-buf inodes plus how they are laid out.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ImportKey {
-    inodes: Vec<u64>,
-    layout: Vec<(usize, u32, u32)>,
+    /// Fixed arrays: the key is built for every imported frame and must not allocate.
+    inodes: [u64; 4],
+    layout: [(usize, u32, u32); 4],
     format: u32,
     modifier: u64,
     size: (u32, u32),
@@ -486,6 +487,47 @@ impl BufferStore {
         Ok(map.bytes_mut()[..len].to_vec())
     }
 
+    /// A copy of a dumb XR24 or NV12 buffer with rows packed tightly (for previews and
+    /// screenshots): (width, height, fourcc, bytes). Imported buffers are the GPU's and are
+    /// not read back.
+    pub fn dumb_packed(&mut self, id: u32) -> KmsResult<(u32, u32, u32, Vec<u8>)> {
+        let buffer = self.get_mut(id)?;
+        let (w, h, format) = (buffer.width as usize, buffer.height as usize, buffer.format);
+        let (pitches, offsets) = (buffer.pitches, buffer.offsets);
+        let Storage::Dumb { map, .. } = &mut buffer.storage else {
+            return Err(KmsError::BadBuffer(format!(
+                "buffer {id} is imported; it cannot be read"
+            )));
+        };
+        let bytes = map.bytes_mut();
+        let mut out = Vec::new();
+        let mut rows = |offset: usize, pitch: usize, row_bytes: usize, count: usize| {
+            for r in 0..count {
+                let at = offset + r * pitch;
+                out.extend_from_slice(&bytes[at..at + row_bytes]);
+            }
+        };
+        match format {
+            XR24 | AR24 => rows(offsets[0] as usize, pitches[0] as usize, w * 4, h),
+            NV12 => {
+                rows(offsets[0] as usize, pitches[0] as usize, w, h);
+                rows(
+                    offsets[1] as usize,
+                    pitches[1] as usize,
+                    w.div_ceil(2) * 2,
+                    h.div_ceil(2),
+                );
+            }
+            other => {
+                return Err(KmsError::BadBuffer(format!(
+                    "buffer {id} is {}; only XR24 and NV12 are read back",
+                    fourcc_name(other)
+                )))
+            }
+        }
+        Ok((w as u32, h as u32, format, out))
+    }
+
     pub fn dmabuf_import(&mut self, card: &Card, desc: &DmaBufDesc<'_>) -> KmsResult<(u32, bool)> {
         if desc.planes.is_empty()
             || desc.planes.len() > 4
@@ -496,8 +538,8 @@ impl BufferStore {
                 "a dma-buf needs 1-4 objects and 1-4 planes".into(),
             ));
         }
-        let mut inodes = Vec::with_capacity(desc.objects.len());
-        for (fd, _) in &desc.objects {
+        let mut inodes = [0u64; 4];
+        for (i, (fd, _)) in desc.objects.iter().enumerate() {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             if unsafe { libc::fstat(std::os::fd::AsRawFd::as_raw_fd(fd), &mut st) } != 0 {
                 return Err(KmsError::BadBuffer(format!(
@@ -506,11 +548,13 @@ impl BufferStore {
                     std::io::Error::last_os_error()
                 )));
             }
-            inodes.push(st.st_ino);
+            inodes[i] = st.st_ino;
         }
+        let mut layout = [(0, 0, 0); 4];
+        layout[..desc.planes.len()].copy_from_slice(desc.planes);
         let key = ImportKey {
             inodes,
-            layout: desc.planes.clone(),
+            layout,
             format: desc.format,
             modifier: desc.modifier,
             size: (desc.width, desc.height),
@@ -518,7 +562,7 @@ impl BufferStore {
         if let Some(&fb) = self.imports.get(&key) {
             return Ok((fb, true));
         }
-        for &(object, _, _) in &desc.planes {
+        for &(object, _, _) in desc.planes {
             if object >= desc.objects.len() {
                 return Err(KmsError::BadBuffer(format!(
                     "a plane names object {object}, but there are {}",
@@ -542,7 +586,7 @@ impl BufferStore {
 
     fn external_keep(&mut self, desc: &DmaBufDesc<'_>, key: ImportKey) -> KmsResult<u32> {
         let mut fds = Vec::with_capacity(desc.objects.len());
-        for (fd, size) in &desc.objects {
+        for (fd, size) in desc.objects {
             let owned = fd
                 .try_clone_to_owned()
                 .map_err(|e| KmsError::Ioctl("dup dma-buf fd", e))?;
@@ -588,7 +632,7 @@ impl BufferStore {
         key: &ImportKey,
     ) -> KmsResult<u32> {
         let mut object_handles = Vec::with_capacity(desc.objects.len());
-        for (fd, _) in &desc.objects {
+        for (fd, _) in desc.objects {
             match drm_ffi::gem::fd_to_handle(card.as_fd(), *fd) {
                 Ok(prime) => {
                     *self.gem_refs.entry(prime.handle).or_insert(0) += 1;

@@ -127,6 +127,9 @@ pub struct Engine {
     pub(super) video_scene: Vec<SceneOutput>,
     pub video_counters: super::video::VideoCounters,
     pub video_error: Option<String>,
+    /// Claims on dma-buf frames of stopped video that outputs may still show: dropped once no
+    /// CRTC scans them out, so the decoder cannot overwrite a surface on screen.
+    pub(super) video_retired: Vec<(u32, std::sync::Arc<crate::decode::prime::PrimeFrame>)>,
     /// (source, copy) converted for the commit being built: each source once per frame.
     converted_now: Vec<(u32, u32)>,
     pub copies: CopyCounters,
@@ -157,6 +160,7 @@ impl Engine {
             video_scene: Vec::new(),
             video_counters: Default::default(),
             video_error: None,
+            video_retired: Vec::new(),
             converted_now: Vec::with_capacity(8),
             copies: CopyCounters::default(),
         })
@@ -932,6 +936,7 @@ impl Engine {
 
     pub fn close(&mut self) {
         self.video.clear();
+        self.video_retired.clear();
         self.video_scene.clear();
         self.conversions.clear();
         self.flip_loop = None;

@@ -39,7 +39,10 @@ impl Presenter {
         let uevents = uevent_socket().ok();
         let thread = std::thread::Builder::new()
             .name("multihead-present".into())
-            .spawn(move || presenter_run(engine, card_fd, &card_name, stop_fd, uevents, sink))?;
+            .spawn(move || {
+                crate::realtime::realtime_enter();
+                presenter_run(engine, card_fd, &card_name, stop_fd, uevents, sink)
+            })?;
         Ok(Presenter {
             stop,
             thread: Some(thread),
@@ -73,7 +76,9 @@ fn presenter_run(
     let mut buf = [0u8; 4096];
     let mut flips = [(0u32, 0u32, 0u64); 64];
     let uevent_fd = uevents.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+    let heartbeat = crate::heartbeat::Heartbeat::register("present");
     loop {
+        heartbeat.beat();
         let mut fds = [
             libc::pollfd {
                 fd: card_fd,

@@ -20,6 +20,38 @@ const UDMABUF_CREATE: libc::c_ulong = 0x4018_7542;
 
 /// A dma-buf holding `data`, padded to whole pages. The caller owns the returned fd.
 pub fn udmabuf_create(data: &[u8]) -> KmsResult<OwnedFd> {
+    let (dmabuf, memfd, _) = udmabuf_with_memfd(data.len())?;
+    let mut written = 0;
+    while written < data.len() {
+        let n = unsafe {
+            libc::pwrite(
+                memfd.as_raw_fd(),
+                data[written..].as_ptr().cast(),
+                data.len() - written,
+                written as libc::off_t,
+            )
+        };
+        if n <= 0 {
+            return Err(KmsError::BadBuffer(format!(
+                "udmabuf: write: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        written += n as usize;
+    }
+    Ok(dmabuf)
+}
+
+/// A dma-buf of at least `len` bytes (whole pages) and the memfd behind it, through which the
+/// CPU fills it: returns (dma-buf, memfd, size).
+pub fn udmabuf_with_memfd(len: usize) -> KmsResult<(OwnedFd, OwnedFd, usize)> {
+    let (memfd, size) = memfd_sealed(len)?;
+    let dmabuf = udmabuf_from_memfd(&memfd, size)?;
+    Ok((dmabuf, memfd, size))
+}
+
+/// A memfd of at least `len` bytes (whole pages), sealed against shrinking as udmabuf requires.
+pub fn memfd_sealed(len: usize) -> KmsResult<(OwnedFd, usize)> {
     let err = |what: &str| {
         KmsError::BadBuffer(format!(
             "udmabuf: {what}: {}",
@@ -27,7 +59,7 @@ pub fn udmabuf_create(data: &[u8]) -> KmsResult<OwnedFd> {
         ))
     };
     let page = 4096usize;
-    let size = data.len().max(1).div_ceil(page) * page;
+    let size = len.max(1).div_ceil(page) * page;
     let memfd = unsafe {
         libc::memfd_create(
             c"multihead-udmabuf".as_ptr(),
@@ -41,25 +73,14 @@ pub fn udmabuf_create(data: &[u8]) -> KmsResult<OwnedFd> {
     if unsafe { libc::ftruncate(memfd.as_raw_fd(), size as libc::off_t) } != 0 {
         return Err(err("ftruncate"));
     }
-    let mut written = 0;
-    while written < data.len() {
-        let n = unsafe {
-            libc::pwrite(
-                memfd.as_raw_fd(),
-                data[written..].as_ptr().cast(),
-                data.len() - written,
-                written as libc::off_t,
-            )
-        };
-        if n <= 0 {
-            return Err(err("write"));
-        }
-        written += n as usize;
-    }
-    // udmabuf requires the memfd to be sealed against shrinking.
     if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
         return Err(err("seal"));
     }
+    Ok((memfd, size))
+}
+
+/// Wraps a sealed memfd's first `size` bytes in a dma-buf.
+pub fn udmabuf_from_memfd(memfd: &OwnedFd, size: usize) -> KmsResult<OwnedFd> {
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -73,7 +94,10 @@ pub fn udmabuf_create(data: &[u8]) -> KmsResult<OwnedFd> {
     };
     let fd = unsafe { libc::ioctl(dev.as_raw_fd(), UDMABUF_CREATE, &request) };
     if fd < 0 {
-        return Err(err("UDMABUF_CREATE"));
+        return Err(KmsError::BadBuffer(format!(
+            "udmabuf: UDMABUF_CREATE: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -3,8 +3,12 @@
 //! that source, all in one atomic commit, so the outputs stay frame-locked. No JavaScript
 //! runs per frame.
 
-use crate::decode::decoder::FrameSource;
+use std::sync::Arc;
 
+use crate::decode::decoder::FrameSource;
+use crate::decode::prime::PrimeFrame;
+
+use super::buffer::DmaBufDesc;
 use super::engine::{Engine, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
 use super::formats::{YuvColor, NV12};
@@ -32,7 +36,15 @@ pub struct VideoBinding {
     size: (u32, u32),
     shown_sequence: u64,
     current: u32,
+    /// Framebuffers imported from the source's dma-bufs (one per surface, cached by the
+    /// buffer store), released when the binding ends.
+    imported: Vec<u32>,
+    /// Claims on dma-buf frames that are on screen or about to be: (framebuffer, frame).
+    held: Vec<(u32, Arc<PrimeFrame>)>,
 }
+
+/// Claims held per source: on screen, in flight and the new one, with room for a repeat.
+const HELD: usize = 6;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VideoCounters {
@@ -45,6 +57,8 @@ pub struct VideoCounters {
     pub repeats: u64,
     /// Video commits that failed; the newest reason is in `Engine::video_error`.
     pub errors: u64,
+    /// Frames shown straight from the decoder's dma-bufs, with no CPU copy in the engine.
+    pub zero_copy: u64,
 }
 
 impl Engine {
@@ -79,6 +93,8 @@ impl Engine {
             size: (0, 0),
             shown_sequence: 0,
             current: 0,
+            imported: Vec::with_capacity(HELD * 2),
+            held: Vec::with_capacity(HELD),
         });
         self.video_scene_rebuild();
         if self.outputs.iter().all(|o| !o.pending) {
@@ -138,10 +154,11 @@ impl Engine {
         while i < self.video.len() {
             if self.video[i].placements.is_empty() {
                 let binding = self.video.remove(i);
-                for buffer in binding.pool {
+                for buffer in binding.pool.into_iter().chain(binding.imported) {
                     // Freed once no CRTC shows it.
                     let _ = self.buffer_release(buffer);
                 }
+                self.video_retired.extend(binding.held);
             } else {
                 i += 1;
             }
@@ -169,6 +186,11 @@ impl Engine {
 
     /// At a vblank with every output idle: upload what is new and commit all video outputs.
     pub(super) fn video_step(&mut self) -> KmsResult<()> {
+        if !self.video_retired.is_empty() {
+            let buffers = &self.buffers;
+            self.video_retired
+                .retain(|(id, _)| buffers.get(*id).is_ok_and(|b| b.screen_refs > 0));
+        }
         if self.video.is_empty() {
             return Ok(());
         }
@@ -202,10 +224,17 @@ impl Engine {
         result
     }
 
-    /// Copies binding `b`'s newest decoded frame into a free pool buffer if it is new.
+    /// Binding `b`'s newest decoded frame if it is new: a dma-buf frame is imported (cached per
+    /// surface) and shown as it is; an NV12 frame is copied into a free pool buffer.
     fn video_upload(&mut self, b: usize) -> KmsResult<bool> {
         let shown = self.video[b].shown_sequence;
         let source = self.video[b].source.clone();
+        if let Some((prime, sequence)) = source.take_newest_prime() {
+            if sequence == shown {
+                return Ok(false);
+            }
+            return self.video_import(b, prime, sequence).map(|()| true);
+        }
         let size = source.with_newest(|_, w, h, seq, _| (w, h, seq));
         let Some((width, height, sequence)) = size else {
             return Ok(false);
@@ -249,5 +278,38 @@ impl Engine {
         binding.shown_sequence = sequence;
         binding.current = target;
         Ok(true)
+    }
+
+    fn video_import(&mut self, b: usize, prime: Arc<PrimeFrame>, sequence: u64) -> KmsResult<()> {
+        let (buffer, cached) = prime.with_layout(|objects, planes| {
+            let desc = DmaBufDesc {
+                width: prime.width,
+                height: prime.height,
+                format: prime.format,
+                modifier: prime.modifier,
+                objects,
+                planes,
+            };
+            self.buffers.dmabuf_import(&self.card, &desc)
+        })?;
+        if let Ok(buf) = self.buffers.get_mut(buffer) {
+            // The surface holds a new frame: a converted copy of its old content is stale.
+            buf.generation += 1;
+        }
+        let buffers = &self.buffers;
+        let binding = &mut self.video[b];
+        if !cached || !binding.imported.contains(&buffer) {
+            binding.imported.push(buffer);
+        }
+        // Claims on frames no CRTC shows any more go back to the decoder.
+        let current = binding.current;
+        binding.held.retain(|(id, _)| {
+            *id == current || buffers.get(*id).is_ok_and(|buf| buf.screen_refs > 0)
+        });
+        binding.held.push((buffer, prime));
+        binding.shown_sequence = sequence;
+        binding.current = buffer;
+        self.video_counters.zero_copy += 1;
+        Ok(())
     }
 }

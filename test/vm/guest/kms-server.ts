@@ -226,7 +226,7 @@ const methods: Record<string, (p: Params) => unknown> = {
   playVideo: (p) => {
     decode ??= new addon.DecodeManager({});
     const consumer = String(p.consumer ?? 'video');
-    decode.acquire(consumer, { source: String(p.source) });
+    decode.acquire(consumer, { source: String(p.source), ...(p.hw ? { hw: String(p.hw) } : {}) });
     const outputs = (p.outputs as Array<string | { connector: string }>).map((o) =>
       typeof o === 'string' ? { connector: o } : o,
     );

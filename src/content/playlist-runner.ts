@@ -1,0 +1,253 @@
+import type { MediaItem } from './model.ts';
+import type { Player, PlayerItem, PlayerTarget, PreparedItem } from './player.ts';
+
+/** A playlist with its media looked up: what a runner plays. */
+export interface RunnablePlaylist {
+  readonly id: string;
+  readonly loop: boolean;
+  readonly items: ReadonlyArray<{ readonly media: MediaItem; readonly durationMs?: number }>;
+}
+
+export interface RunnerLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+export interface RunnerDeps {
+  readonly player: Player;
+  /** The outputs this runner drives (one, or every tile of a video wall). */
+  readonly targets: readonly PlayerTarget[];
+  /** A verified cached file for the media, or null when it is not (yet) cached. */
+  readonly resolve: (media: MediaItem) => Promise<string | null>;
+  readonly log: RunnerLog;
+  /** How often a play-to-end video is checked for its end (the addon reports loops, not an end event). */
+  readonly pollMs?: number;
+}
+
+export type RunnerState =
+  | { kind: 'idle' }
+  | { kind: 'playing'; playlist: string; item: string; index: number }
+  | { kind: 'waiting'; playlist: string; reason: string }
+  | { kind: 'slate'; reason: string };
+
+interface Prepared {
+  readonly index: number;
+  readonly prepared: PreparedItem;
+}
+
+/**
+ * Plays one playlist on one output or video wall, item after item: each next item is
+ * prerolled while the current one shows, so every switch is gapless. Items whose media is
+ * not cached, or that the decoder refuses, are skipped; with nothing playable the outputs get
+ * a slate naming why. A newer play() or slate() cancels whatever an older one still awaits.
+ */
+export class PlaylistRunner {
+  readonly #deps: RunnerDeps;
+  #generation = 0;
+  #playlist: RunnablePlaylist | undefined;
+  #current: Prepared | undefined;
+  #next: Prepared | undefined;
+  /** Prerolled ahead of a schedule boundary: the first item of the playlist that comes next. */
+  #pending: { playlist: string; first: Prepared } | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #state: RunnerState = { kind: 'idle' };
+  readonly #failed = new Set<string>();
+  /** Bumped by retry(): media that arrives while play() is still looking must not be missed. */
+  #arrivals = 0;
+
+  constructor(deps: RunnerDeps) {
+    this.#deps = deps;
+  }
+
+  get state(): RunnerState {
+    return this.#state;
+  }
+
+  get playlistId(): string | undefined {
+    return this.#playlist?.id;
+  }
+
+  get outputs(): string[] {
+    return this.#deps.targets.map((t) => t.output);
+  }
+
+  /** Prerolls the first playable item of `playlist`, to be taken by a later play() of it. */
+  async preroll(playlist: RunnablePlaylist): Promise<void> {
+    if (this.#pending?.playlist === playlist.id) return;
+    this.#dropPending();
+    const generation = this.#generation;
+    const first = await this.#prepareFrom(playlist, 0, playlist.items.length);
+    if (!first) return;
+    if (generation !== this.#generation || this.#pending) {
+      this.#deps.player.discard(first.prepared);
+      return;
+    }
+    this.#pending = { playlist: playlist.id, first };
+  }
+
+  /** Starts `playlist` from its first playable item (from the preroll when there is one). */
+  async play(playlist: RunnablePlaylist): Promise<void> {
+    const generation = this.#cancel();
+    const arrivals = this.#arrivals;
+    this.#playlist = playlist;
+    let first: Prepared | undefined;
+    if (this.#pending?.playlist === playlist.id) {
+      first = this.#pending.first;
+      this.#pending = undefined;
+    } else {
+      this.#dropPending();
+      first = await this.#prepareFrom(playlist, 0, playlist.items.length);
+      if (generation !== this.#generation) {
+        if (first) this.#deps.player.discard(first.prepared);
+        return;
+      }
+    }
+    if (!first) {
+      await this.#waitForMedia(playlist, generation);
+      if (generation === this.#generation && arrivals !== this.#arrivals) await this.play(playlist);
+      return;
+    }
+    this.#showAndSchedule(first, generation);
+  }
+
+  /** Media arrived in the cache: a runner waiting for media tries again. */
+  retry(): void {
+    this.#arrivals++;
+    if (this.#state.kind === 'waiting' && this.#playlist) void this.play(this.#playlist);
+  }
+
+  async slate(reason: string): Promise<void> {
+    const generation = this.#cancel();
+    this.#playlist = undefined;
+    this.#dropPending();
+    this.#state = { kind: 'slate', reason };
+    await this.#deps.player
+      .slate(this.outputs, reason, () => generation === this.#generation)
+      .catch((error: Error) => {
+        this.#deps.log.warn({ err: error }, `slate on ${this.outputs.join(', ')} failed: ${error.message}`);
+      });
+    if (generation !== this.#generation) return;
+    // The slate replaced the outputs' picture; the items it replaced are released by the player.
+    this.#current = undefined;
+  }
+
+  stop(): void {
+    this.#cancel();
+    this.#dropPending();
+    this.#playlist = undefined;
+    this.#state = { kind: 'idle' };
+  }
+
+  #cancel(): number {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#next) this.#deps.player.discard(this.#next.prepared);
+    this.#next = undefined;
+    return ++this.#generation;
+  }
+
+  #dropPending(): void {
+    if (this.#pending) this.#deps.player.discard(this.#pending.first.prepared);
+    this.#pending = undefined;
+  }
+
+  async #waitForMedia(playlist: RunnablePlaylist, generation: number): Promise<void> {
+    const missing = playlist.items.map((i) => i.media.id).join(', ');
+    const reason = `playlist ${playlist.id}: waiting for media (${missing})`;
+    this.#deps.log.warn({ playlist: playlist.id }, `${this.outputs.join(', ')}: ${reason}`);
+    // Keep the current picture if there is one (a previous playlist's item); else a slate.
+    if (!this.#current) {
+      await this.#deps.player.slate(this.outputs, reason, () => generation === this.#generation).catch(() => {});
+    }
+    if (generation === this.#generation) this.#state = { kind: 'waiting', playlist: playlist.id, reason };
+  }
+
+  /** The first item from `start` (wrapping) whose media is cached and opens; at most `count` tried. */
+  async #prepareFrom(playlist: RunnablePlaylist, start: number, count: number): Promise<Prepared | undefined> {
+    for (let k = 0; k < count; k++) {
+      const index = (start + k) % playlist.items.length;
+      const entry = playlist.items[index];
+      if (!entry) continue;
+      const path = await this.#deps.resolve(entry.media);
+      if (!path) continue;
+      const item: PlayerItem = { path, type: entry.media.type, label: entry.media.id };
+      try {
+        return { index, prepared: await this.#deps.player.prepare(item) };
+      } catch (error) {
+        // A file that passed its checksum but does not decode: skip it, say so once.
+        if (!this.#failed.has(path)) {
+          this.#failed.add(path);
+          this.#deps.log.warn(
+            { media: entry.media.id, err: error },
+            `media ${entry.media.id} cannot be played, skipped: ${(error as Error).message}`,
+          );
+        }
+      }
+    }
+    return undefined;
+  }
+
+  #showAndSchedule(item: Prepared, generation: number): void {
+    const playlist = this.#playlist;
+    if (!playlist) return;
+    const previous = this.#current;
+    try {
+      this.#deps.player.show(item.prepared, this.#deps.targets);
+    } catch (error) {
+      this.#deps.log.warn({ err: error }, `showing ${item.prepared.item.label} failed: ${(error as Error).message}`);
+      this.#deps.player.discard(item.prepared);
+      return;
+    }
+    if (previous && previous.prepared.handle !== item.prepared.handle) this.#deps.player.discard(previous.prepared);
+    this.#current = item;
+    this.#state = { kind: 'playing', playlist: playlist.id, item: item.prepared.item.label, index: item.index };
+    const entry = playlist.items[item.index];
+    const single = playlist.items.length === 1;
+    const last = item.index === playlist.items.length - 1;
+    if (single || (last && !playlist.loop)) return; // it loops (or holds) by itself
+
+    // Preroll what comes next while this one shows.
+    const nextStart = (item.index + 1) % playlist.items.length;
+    void this.#prepareFrom(playlist, nextStart, playlist.items.length - 1).then((next) => {
+      if (generation !== this.#generation) {
+        if (next) this.#deps.player.discard(next.prepared);
+        return;
+      }
+      this.#next = next;
+    });
+
+    const advance = (): void => {
+      if (generation !== this.#generation) return;
+      const next = this.#next;
+      this.#next = undefined;
+      if (next) {
+        this.#showAndSchedule(next, generation);
+        return;
+      }
+      // Nothing else was ready (not cached yet, or refused): look now; meanwhile the current
+      // item keeps playing (a video loops, an image stays).
+      void this.#prepareFrom(playlist, nextStart, playlist.items.length - 1).then((found) => {
+        if (generation !== this.#generation) {
+          if (found) this.#deps.player.discard(found.prepared);
+          return;
+        }
+        if (found) this.#showAndSchedule(found, generation);
+        else this.#timer = setTimeout(advance, 1000);
+      });
+    };
+    const durationMs =
+      entry?.durationMs ?? (entry?.media.duration !== undefined ? entry.media.duration * 1000 : undefined);
+    if (durationMs !== undefined) {
+      this.#timer = setTimeout(advance, durationMs);
+      return;
+    }
+    // Play to the end: the decoder loops at the end of the file; its loop counter is the signal.
+    const base = this.#deps.player.loops(item.prepared);
+    const poll = (): void => {
+      if (generation !== this.#generation) return;
+      if (this.#deps.player.loops(item.prepared) > base) advance();
+      else this.#timer = setTimeout(poll, this.#deps.pollMs ?? 40);
+    };
+    this.#timer = setTimeout(poll, this.#deps.pollMs ?? 40);
+  }
+}

@@ -1,0 +1,155 @@
+import type { Screens } from '../display/screens.ts';
+import type { DecodeManager } from '../native/addon.ts';
+import type { Player, PlayerItem, PlayerTarget, PreparedItem } from './player.ts';
+
+export interface ScreensPlayerDeps {
+  /** The supervisor's one decode manager: content shares decoders with everything else. */
+  readonly decode: DecodeManager;
+  readonly screens: Screens;
+  /** Shown on slates next to the reason. */
+  readonly deviceName: string;
+  /** Told before content takes outputs over, so whatever played there (the demo) lets go. */
+  readonly claim?: (outputs: readonly string[]) => void;
+  /** Called once per crop that virtual outputs cannot honour (they have no source rectangle). */
+  readonly onCropIgnored?: (output: string) => void;
+}
+
+/** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
+const SLATE_COLOUR = '0x181c20';
+/** Longest wait for an item's first decoded frame before it is given up on (skipped). */
+const PREROLL_TIMEOUT_MS = 5000;
+
+/**
+ * A Player over the decode manager and the Screens (KMS or virtual outputs). Every item is its
+ * own decoder consumer; `prepare` prerolls it (first frame decoded and held) and `show` hands
+ * it the outputs at a vblank, then releases what they showed before, exactly as the engine's
+ * gapless test does. Crop rectangles (video-wall tiles) go to the planes on KMS.
+ */
+export class ScreensPlayer implements Player {
+  readonly #deps: ScreensPlayerDeps;
+  readonly #onOutput = new Map<string, string>();
+  readonly #held = new Set<string>();
+  readonly #cropWarned = new Set<string>();
+  #serial = 0;
+
+  constructor(deps: ScreensPlayerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Follows hotplug: the outputs driven now. */
+  get outputs(): readonly string[] {
+    return this.#deps.screens.outputs().map((o) => o.name);
+  }
+
+  async prepare(item: PlayerItem): Promise<PreparedItem> {
+    const handle = `content#${++this.#serial}:${item.label}`;
+    await this.#deps.decode.acquireAsync(handle, { source: item.path, preroll: true });
+    this.#held.add(handle);
+    // acquireAsync resolves once the source is open, which can be before its first frame is
+    // decoded (a busy CPU): an output given it then would have a vblank with no picture.
+    const deadline = Date.now() + PREROLL_TIMEOUT_MS;
+    for (;;) {
+      const d = this.#deps.decode.status().decoders.find((x) => x.consumers.includes(handle));
+      if (d?.failure) {
+        this.#release(handle);
+        throw new Error(`ERR_DECODE_FAILED: ${item.path}: ${d.failure}`);
+      }
+      if (d && d.frames > 0) break;
+      if (Date.now() > deadline) {
+        this.#release(handle);
+        throw new Error(`ERR_CONTENT_PREROLL_TIMEOUT: ${item.path}: no frame decoded in ${PREROLL_TIMEOUT_MS} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return { handle, item };
+  }
+
+  show(prepared: PreparedItem, targets: readonly PlayerTarget[]): void {
+    const driven = this.outputs;
+    const shown = targets.filter((t) => driven.includes(t.output));
+    const outputs = shown.map((t) => t.output);
+    if (this.#deps.screens.kind === 'virtual') {
+      for (const t of shown) {
+        if (t.crop && !this.#cropWarned.has(t.output)) {
+          this.#cropWarned.add(t.output);
+          this.#deps.onCropIgnored?.(t.output);
+        }
+      }
+    }
+    if (outputs.length === 0) return;
+    this.#deps.claim?.(outputs);
+    this.#deps.screens.play(
+      this.#deps.decode,
+      prepared.handle,
+      shown.map((t) => ({ output: t.output, ...(t.crop ? { crop: t.crop } : {}) })),
+    );
+    const replaced = new Set<string>();
+    for (const o of outputs) {
+      const before = this.#onOutput.get(o);
+      if (before !== undefined && before !== prepared.handle) replaced.add(before);
+      this.#onOutput.set(o, prepared.handle);
+    }
+    const stillShown = new Set(this.#onOutput.values());
+    for (const handle of replaced) {
+      if (!stillShown.has(handle)) this.#release(handle);
+    }
+  }
+
+  discard(prepared: PreparedItem): void {
+    if (![...this.#onOutput.values()].includes(prepared.handle)) this.#release(prepared.handle);
+  }
+
+  loops(prepared: PreparedItem): number {
+    const d = this.#deps.decode.status().decoders.find((x) => x.consumers.includes(prepared.handle));
+    return d?.loops ?? 0;
+  }
+
+  async slate(outputs: readonly string[], reason: string, wanted: () => boolean = () => true): Promise<void> {
+    for (const name of outputs) {
+      const config = this.#deps.screens.outputs().find((o) => o.name === name);
+      if (!config) continue;
+      const text = slateText(`${this.#deps.deviceName} - ${name}`, reason);
+      const size = `${config.width}x${config.height}`;
+      const font = Math.max(12, Math.round(config.height / 30));
+      const withText = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1,drawtext=text='${text}':fontcolor=white:fontsize=${font}:x=${font}:y=${font}`;
+      let prepared: PreparedItem;
+      try {
+        prepared = await this.prepare({ path: withText, type: 'image', label: 'slate' });
+      } catch {
+        // An FFmpeg without drawtext: a plain slate still says "driven, nothing to play".
+        const plain = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1`;
+        prepared = await this.prepare({ path: plain, type: 'image', label: 'slate' });
+      }
+      // Content may have started while the slate was being made: then it must not cover it.
+      if (wanted()) this.show(prepared, [{ output: name }]);
+      else this.discard(prepared);
+    }
+  }
+
+  #release(handle: string): void {
+    if (!this.#held.delete(handle)) return;
+    try {
+      this.#deps.decode.release(handle);
+    } catch {
+      // Already gone (the decoder failed and was dropped): nothing left to release.
+    }
+  }
+
+  close(): void {
+    for (const handle of [...this.#held]) this.#release(handle);
+    this.#onOutput.clear();
+  }
+}
+
+/**
+ * Text for FFmpeg's drawtext inside a filter graph: only characters that need no escaping
+ * beyond the colon, so a reason can never break out of the filter.
+ */
+export function slateText(title: string, reason: string): string {
+  const clean = (s: string): string =>
+    s
+      .replace(/[^A-Za-z0-9 .,()#/_+:-]/g, ' ')
+      .slice(0, 160)
+      .replace(/:/g, '\\:');
+  return `${clean(title)} -- ${clean(reason)}`;
+}

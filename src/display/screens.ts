@@ -1,0 +1,121 @@
+import type { DecodeManager, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+
+/** One output as playback sees it, whichever backend drives it. */
+export interface ScreenOutput {
+  readonly name: string;
+  readonly width: number;
+  readonly height: number;
+  readonly refresh: number;
+}
+
+/** Where one output shows a source: a normalised source crop (video walls) and a rotation. */
+export interface ScreenPlacement {
+  readonly output: string;
+  /** Part of the decoded picture, in 0..1 coordinates. Default: all of it. */
+  readonly crop?: { x: number; y: number; width: number; height: number };
+  readonly rotation?: 0 | 90 | 180 | 270;
+}
+
+/** Per-output counters for logs, telemetry and metrics. */
+export interface ScreenStats {
+  readonly name: string;
+  /** Vblanks (virtual) or page flips (KMS) so far. */
+  readonly vblanks: number;
+  /** Vblanks that showed a new frame (virtual) or commits (KMS). */
+  readonly frames: number;
+  /** Frames that never reached the output (late: skipped to the newest). */
+  readonly dropped: number;
+}
+
+/** A picture of what an output shows, rows packed. */
+export interface ScreenFrame {
+  readonly width: number;
+  readonly height: number;
+  readonly format: 'NV12' | 'XR24';
+  readonly data: Uint8Array;
+}
+
+/**
+ * The outputs playback draws on: real KMS outputs, or virtual ones (a memory scanout paced by a
+ * simulated vblank) on a machine without a display. Playback and previews use only this, so
+ * they behave the same on a laptop, in tests and on the appliance.
+ */
+export interface Screens {
+  readonly kind: 'kms' | 'virtual';
+  outputs(): ScreenOutput[];
+  /** Shows the consumer's decoder on these outputs from the next vblank, replacing what they showed. */
+  play(decode: DecodeManager, consumer: string, placements: readonly ScreenPlacement[]): void;
+  /** What the output shows now; undefined when nothing, or a GPU buffer the CPU cannot read. */
+  snapshot(output: string): ScreenFrame | undefined;
+  stats(): ScreenStats[];
+}
+
+export function virtualScreens(display: VirtualDisplay, outputs: readonly ScreenOutput[]): Screens {
+  return {
+    kind: 'virtual',
+    outputs: () => [...outputs],
+    play(decode, consumer, placements) {
+      // Virtual outputs show the whole decoded frame: crop and rotation are the planes' job on KMS.
+      display.play(
+        decode,
+        consumer,
+        placements.map((p) => p.output),
+      );
+    },
+    snapshot(output) {
+      const frame = display.snapshot(output);
+      return frame ? { width: frame.width, height: frame.height, format: 'NV12', data: frame.data } : undefined;
+    },
+    stats: () =>
+      display.stats().map((o) => ({ name: o.name, vblanks: o.vblanks, frames: o.frames, dropped: o.dropped })),
+  };
+}
+
+export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo[]): Screens {
+  return {
+    kind: 'kms',
+    outputs: () =>
+      current().map((o) => ({
+        name: o.connector,
+        width: o.mode.width,
+        height: o.mode.height,
+        refresh: o.mode.refresh,
+      })),
+    play(decode, consumer, placements) {
+      // The engine crops in source pixels; the decoder knows the stream's size once opened.
+      const source = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+      device.playVideo(
+        decode,
+        consumer,
+        placements.map((p) => ({
+          connector: p.output,
+          ...(p.crop && source ? { src: cropPixels(p.crop, source.width, source.height) } : {}),
+          ...(p.rotation ? { rotation: p.rotation } : {}),
+        })),
+      );
+    },
+    snapshot(output) {
+      const frame = device.snapshot(output);
+      if (!frame || (frame.format !== 'NV12' && frame.format !== 'XR24')) return undefined;
+      return { width: frame.width, height: frame.height, format: frame.format, data: frame.data };
+    },
+    stats: () =>
+      device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
+  };
+}
+
+/** A normalised crop in whole source pixels, kept inside the frame. */
+export function cropPixels(
+  crop: NonNullable<ScreenPlacement['crop']>,
+  width: number,
+  height: number,
+): { x: number; y: number; width: number; height: number } {
+  const x = Math.min(width - 1, Math.max(0, Math.round(crop.x * width)));
+  const y = Math.min(height - 1, Math.max(0, Math.round(crop.y * height)));
+  return {
+    x,
+    y,
+    width: Math.max(1, Math.min(width - x, Math.round(crop.width * width))),
+    height: Math.max(1, Math.min(height - y, Math.round(crop.height * height))),
+  };
+}

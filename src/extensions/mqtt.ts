@@ -1,0 +1,333 @@
+import { execFile } from 'node:child_process';
+import { configLoad } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import { builtinCommandsRegister, type CommandRunner } from '../mqtt/builtin-commands.ts';
+import { CommandRouter, type ReplyPayload, type ReplyTarget } from '../mqtt/command-router.ts';
+import { type Backoff, brokerName, MqttConnection, type PublishOptions } from '../mqtt/connection.ts';
+import { type Contract, contractLoad } from '../mqtt/contract.ts';
+import { DesiredConfig, type ReportedConfig } from '../mqtt/desired-config.ts';
+import { type DeviceEvent, eventSourcesAttach } from '../mqtt/events.ts';
+import { RateLimiter } from '../mqtt/rate-limit.ts';
+import { sessionNext } from '../mqtt/session-counter.ts';
+import { TelemetrySampler } from '../mqtt/telemetry.ts';
+import { deviceTopics, topicParse } from '../mqtt/topics.ts';
+import type { DecodeStatus } from '../native/addon.ts';
+import { StatusTracker } from '../status/status.ts';
+import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
+import { appVersion } from '../version.ts';
+
+/** What the MQTT extension takes from its surroundings; tests replace the parts that would touch the machine. */
+export interface MqttDeps {
+  /** Ends the supervisor so the service manager starts it again (`restart` command). */
+  readonly restart: () => void;
+  /** Runs `systemctl reboot` (`reboot` command). */
+  readonly run: CommandRunner;
+  /** The configuration from the lower layers plus a desired layer; throws ConfigError. */
+  readonly reload: (desired: Record<string, unknown>) => Config;
+  readonly backoff: Backoff;
+  readonly thermalDir: string;
+  readonly procDir: string;
+  readonly sessionExpiryS: number;
+  /** Time for a reply to leave before restart/reboot act. */
+  readonly graceMs: number;
+  /** Per command: burst, then per second. */
+  readonly rate: { burst: number; perSecond: number };
+  readonly startedAt: number;
+  readonly contract?: Contract;
+}
+
+/** Bounded offline buffers: a long outage costs at most this many messages of memory. */
+const OFFLINE_EVENTS = 100;
+const OFFLINE_TELEMETRY = 10;
+const OFFLINE_REPLIES = 100;
+const STATUS_DEBOUNCE_MS = 250;
+
+export function mqttDefaults(): MqttDeps {
+  return {
+    // An orderly stop (offline published, outputs released); systemd's Restart=always starts
+    // the service again, while `systemctl stop` still stops it for good.
+    restart: () => process.kill(process.pid, 'SIGTERM'),
+    run: (file, args) =>
+      new Promise((resolve, reject) =>
+        execFile(file, [...args], { timeout: 30_000 }, (error) => (error ? reject(error) : resolve())),
+      ),
+    // The same layers as at start (file from MULTIHEAD_CONFIG or the default path, environment).
+    reload: (desired) => configLoad({ desired }).config,
+    backoff: { initialMs: 1000, maxMs: 60_000 },
+    thermalDir: '/sys/class/thermal',
+    procDir: '/proc',
+    sessionExpiryS: 3600,
+    graceMs: 500,
+    rate: { burst: 20, perSecond: 5 },
+    startedAt: Date.now(),
+  };
+}
+
+/**
+ * The fleet transport (docs/mqtt.md): birth and last will, retained status, telemetry, events,
+ * desired/reported configuration and commands with replies. Commands are looked up in the
+ * shared CommandRegistry; this extension offers only the generic ones (ping, config.get,
+ * logs.get, restart, reboot). Playback never waits for it: start() returns at once and the
+ * broker is reached in the background.
+ */
+export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDeps> = {}): Extension {
+  const deps: MqttDeps = { ...mqttDefaults(), ...overrides };
+  const { config, logger, bus, commands, addon, logRing } = context;
+  const topics = deviceTopics(config.mqtt.prefix, config.device.id, config.device.groups);
+  const offs: Array<() => void> = [];
+  let connection: MqttConnection | undefined;
+  let session = 0;
+  let telemetryTimer: NodeJS.Timeout | undefined;
+  let statusTimer: NodeJS.Timeout | undefined;
+  let desiredChain: Promise<void> = Promise.resolve();
+  const offline = { events: [] as string[], telemetry: [] as string[], replies: [] as Array<[ReplyTarget, string]> };
+  const eventLimiter = new RateLimiter({ burst: 30, perSecond: 10 });
+  let eventsDropped = 0;
+
+  const contract = deps.contract ?? contractLoad();
+  const tracker = new StatusTracker({
+    bus,
+    config,
+    versions: { app: appVersion, addon: addon.version(), node: process.version },
+    startedAt: deps.startedAt,
+  });
+  const desired = new DesiredConfig({
+    contract,
+    dataDir: config.dataDir,
+    reload: deps.reload,
+    initial: config,
+    commands,
+    bus,
+    logger,
+    localAppliers: {
+      'mqtt.telemetryIntervalS': async (seconds) => {
+        telemetrySchedule(seconds as number);
+        return true;
+      },
+    },
+  });
+  const sampler = new TelemetrySampler({
+    thermalDir: deps.thermalDir,
+    procDir: deps.procDir,
+    startedAt: deps.startedAt,
+    session: () => session,
+    decodeStatus: async (): Promise<DecodeStatus | undefined> => {
+      if (commands.has('decode.status')) {
+        const reply = await commands.invoke('decode.status', {}, { transport: 'internal', from: 'telemetry' });
+        if (reply.ok) return reply.result as DecodeStatus;
+      }
+      return tracker.decodeStatus;
+    },
+    outputStats: () => bus.latest('output.stats')?.outputs,
+  });
+
+  const publish = (topic: string, payload: unknown, options?: PublishOptions): boolean =>
+    connection?.publish(topic, JSON.stringify(payload), options) ?? false;
+  const bounded = <T>(queue: T[], item: T, max: number): void => {
+    queue.push(item);
+    if (queue.length > max) queue.shift();
+  };
+
+  const eventSend = (event: DeviceEvent): void => {
+    if (!eventLimiter.take('events')) {
+      eventsDropped++;
+      return;
+    }
+    const text = JSON.stringify(event);
+    if (!connection?.publish(topics.events, text, { qos: 1 })) bounded(offline.events, text, OFFLINE_EVENTS);
+  };
+  const statePayload = (state: 'online' | 'offline', reason?: string) => ({
+    state,
+    session,
+    ...(state === 'online' || reason ? { at: new Date().toISOString() } : {}),
+    ...(reason ? { reason } : {}),
+  });
+  const statusPublish = (): void => {
+    clearTimeout(statusTimer);
+    statusTimer = undefined;
+    publish(topics.status, tracker.document(), { retain: true });
+  };
+  const reportedPublish = (report: ReportedConfig | undefined): void => {
+    if (report) publish(topics.reported, report, { retain: true });
+  };
+  const telemetrySend = async (): Promise<void> => {
+    try {
+      const text = JSON.stringify(await sampler.sample());
+      if (!connection?.publish(topics.telemetry, text, { qos: 0 })) {
+        bounded(offline.telemetry, text, OFFLINE_TELEMETRY);
+      }
+    } catch (error) {
+      logger.warn({ err: error }, `telemetry sample failed: ${(error as Error).message}`);
+    }
+  };
+  const telemetrySchedule = (seconds: number): void => {
+    clearInterval(telemetryTimer);
+    telemetryTimer = setInterval(() => void telemetrySend(), seconds * 1000);
+    telemetryTimer.unref();
+  };
+  const replySend = (target: ReplyTarget, body: ReplyPayload): void => {
+    let text: string;
+    try {
+      text = JSON.stringify(body);
+    } catch (error) {
+      text = JSON.stringify({
+        ...(body.id !== undefined ? { id: body.id } : {}),
+        device: body.device,
+        command: body.command,
+        ok: false,
+        error: { code: 'ERR_INTERNAL', message: `reply could not be encoded: ${(error as Error).message}` },
+      });
+    }
+    const options = target.correlationData ? { properties: { correlationData: target.correlationData } } : {};
+    if (!connection?.publish(target.topic, text, { qos: 1, ...options })) {
+      bounded(offline.replies, [target, text], OFFLINE_REPLIES);
+    }
+  };
+
+  const router = new CommandRouter({
+    contract,
+    commands,
+    deviceId: config.device.id,
+    logger,
+    rate: deps.rate,
+    reply: replySend,
+    unanswered: (command, error, from) =>
+      eventSend({
+        type: 'command.unanswered',
+        severity: 'warn',
+        at: new Date().toISOString(),
+        message: `${command} from ${from} has no reply address (MQTT v5 Response Topic or "replyTo"): ${error.code} ${error.message}`,
+        details: { command, topic: from, code: error.code },
+      }),
+  });
+
+  const desiredHandle = (payload: Buffer): void => {
+    desiredChain = desiredChain
+      .then(async () => {
+        const report = await desired.handle(payload);
+        reportedPublish(report);
+        eventSend({
+          type: report.outcome === 'applied' ? 'config.applied' : 'config.rejected',
+          severity: report.outcome === 'applied' ? 'info' : 'warn',
+          at: report.at,
+          message:
+            report.outcome === 'applied'
+              ? `desired config version ${report.version} applied`
+              : `desired config${report.version === null ? '' : ` version ${report.version}`} rejected: ${report.errors.map((e) => e.message).join('; ')}`,
+          details: { version: report.version, appliedVersion: report.appliedVersion },
+        });
+      })
+      .catch((error: unknown) =>
+        logger.error({ err: error }, `desired config handling failed: ${(error as Error).message}`),
+      );
+  };
+
+  const onConnect = (): void => {
+    // Birth, then everything retained, then what waited: a consumer that sees `online`
+    // finds status and reported config current right after it.
+    publish(topics.state, statePayload('online'), { retain: true });
+    statusPublish();
+    reportedPublish(desired.report);
+    for (const text of offline.events.splice(0)) connection?.publish(topics.events, text, { qos: 1 });
+    for (const text of offline.telemetry.splice(0)) connection?.publish(topics.telemetry, text, { qos: 0 });
+    for (const [target, text] of offline.replies.splice(0)) {
+      connection?.publish(target.topic, text, {
+        qos: 1,
+        ...(target.correlationData ? { properties: { correlationData: target.correlationData } } : {}),
+      });
+    }
+    if (eventsDropped > 0) {
+      logger.warn({ dropped: eventsDropped }, `${eventsDropped} event(s) dropped by the events rate limit`);
+      eventsDropped = 0;
+    }
+    bus.emit('mqtt.connection', { connected: true, session });
+  };
+
+  return {
+    name: 'mqtt',
+    async start() {
+      offs.push(
+        builtinCommandsRegister({
+          commands,
+          deviceId: config.device.id,
+          session: () => session,
+          startedAt: deps.startedAt,
+          effectiveConfig: () => desired.effective,
+          appliedVersion: () => desired.appliedVersion,
+          logRing,
+          restart: deps.restart,
+          run: deps.run,
+          graceMs: deps.graceMs,
+          logger,
+        }),
+      );
+      const booted = await desired.boot();
+      tracker.configVersionSet(desired.appliedVersion);
+      if (booted?.restartRequired.length) {
+        logger.warn(
+          { restartRequired: booted.restartRequired },
+          `saved desired config version ${booted.version}: ${booted.restartRequired.join(', ')} not in effect until restart`,
+        );
+      }
+      if (config.mqtt.url === '') {
+        logger.info('MQTT off: mqtt.url is empty');
+        return;
+      }
+      offs.push(
+        tracker.onChange(() => {
+          statusTimer ??= setTimeout(statusPublish, STATUS_DEBOUNCE_MS);
+        }),
+        eventSourcesAttach({ bus, logRing, emit: eventSend }),
+      );
+      let sessionProblemSaid = false;
+      connection = new MqttConnection({
+        broker: config.mqtt,
+        clientId: `multihead-${config.device.id}`,
+        logger,
+        backoff: deps.backoff,
+        sessionExpiryS: deps.sessionExpiryS,
+        subscriptions: topics.subscriptions,
+        beforeConnect: () => {
+          try {
+            session = sessionNext(config.dataDir);
+          } catch (error) {
+            // Still counts up within this run; consumers may see a number again after a restart.
+            session++;
+            if (!sessionProblemSaid) {
+              logger.error(
+                { code: 'ERR_SESSION_PERSIST', dataDir: config.dataDir },
+                `cannot save the MQTT session counter in ${config.dataDir}: ${(error as Error).message}`,
+              );
+              sessionProblemSaid = true;
+            }
+          }
+          return { topic: topics.state, payload: JSON.stringify({ state: 'offline', session }) };
+        },
+        onConnect,
+        onDisconnect: (reason) => bus.emit('mqtt.connection', { connected: false, session, reason }),
+        onMessage: (topic, payload, packet) => {
+          const target = topicParse(topic, config.mqtt.prefix, config.device.id, config.device.groups);
+          if (target.kind === 'desired') desiredHandle(payload);
+          else if (target.kind === 'command') void router.handle(target.command, topic, payload, packet);
+        },
+      });
+      if (!connection.start()) {
+        connection = undefined;
+        return;
+      }
+      telemetrySchedule(desired.effective.mqtt.telemetryIntervalS);
+      logger.info(
+        { broker: brokerName(config.mqtt.url), root: topics.root },
+        `MQTT fleet contract on ${topics.root}/ via ${brokerName(config.mqtt.url)}`,
+      );
+    },
+    async stop() {
+      clearInterval(telemetryTimer);
+      clearTimeout(statusTimer);
+      for (const off of offs.splice(0)) off();
+      tracker.close();
+      await connection?.stop({ topic: topics.state, payload: JSON.stringify(statePayload('offline', 'stopped')) });
+      connection = undefined;
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import type { LogEntry, LogRing } from '../log/ring.ts';
+import type { BusEvents, EventBus } from '../supervisor/bus.ts';
+
+/** One message on `events` (components.schemas.Event in docs/asyncapi.yaml). */
+export interface DeviceEvent {
+  type:
+    | 'error'
+    | 'display.fallback'
+    | 'outputs.changed'
+    | 'decoder.failed'
+    | 'config.applied'
+    | 'config.rejected'
+    | 'command.unanswered';
+  severity: 'info' | 'warn' | 'error';
+  at: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export interface EventSourcesDeps {
+  readonly bus: EventBus;
+  readonly logRing: LogRing;
+  readonly emit: (event: DeviceEvent) => void;
+  readonly now?: () => number;
+}
+
+/**
+ * What the fleet hears about without asking: error log lines, the display falling back to
+ * virtual outputs, outputs appearing or going (hotplug), decoders that stop with a failure.
+ * Returns the function that stops listening.
+ */
+export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
+  const now = deps.now ?? Date.now;
+  const at = (): string => new Date(now()).toISOString();
+  const failed = new Set<number>();
+  let outputs: string | undefined;
+  const fallback = (ready: BusEvents['display.ready']): void => {
+    if (ready.mode !== 'virtual') return;
+    deps.emit({
+      type: 'display.fallback',
+      severity: 'warn',
+      at: at(),
+      message: `no KMS device; running with virtual outputs: ${ready.reason}`,
+      details: { reason: ready.reason },
+    });
+  };
+  // The display decides before this extension starts; the fleet still hears about it.
+  const ready = deps.bus.latest('display.ready');
+  if (ready) fallback(ready);
+  const offs = [
+    deps.bus.on('display.ready', fallback),
+    deps.bus.on('display.outputs', ({ outputs: list }) => {
+      const names = list.map((o) => o.connector).sort();
+      const key = names.join(',');
+      if (key === outputs) return;
+      const before = outputs === undefined ? [] : outputs.split(',').filter(Boolean);
+      outputs = key;
+      deps.emit({
+        type: 'outputs.changed',
+        severity: 'info',
+        at: at(),
+        message: `outputs now ${names.length > 0 ? names.join(', ') : 'none'}`,
+        details: {
+          outputs: names,
+          added: names.filter((n) => !before.includes(n)),
+          removed: before.filter((n) => !names.includes(n)),
+        },
+      });
+    }),
+    deps.bus.on('decode.status', ({ status }) => {
+      for (const d of status.decoders) {
+        if (!d.failure || failed.has(d.id)) continue;
+        failed.add(d.id);
+        deps.emit({
+          type: 'decoder.failed',
+          severity: 'error',
+          at: at(),
+          message: `decoder ${d.id} (${d.source}) stopped: ${d.failure}`,
+          details: { decoder: d.id, source: d.source, consumers: d.consumers, failure: d.failure },
+        });
+      }
+    }),
+    deps.logRing.subscribe((entry: LogEntry) => {
+      if (entry.level !== 'error' && entry.level !== 'fatal') return;
+      // The ring holds redacted lines only, so nothing secret reaches the broker this way.
+      deps.emit({
+        type: 'error',
+        severity: 'error',
+        at: at(),
+        message: String(entry.msg ?? '').slice(0, 4096),
+        details: {
+          ...(typeof entry.component === 'string' ? { component: entry.component } : {}),
+          ...(typeof entry.code === 'string' ? { code: entry.code } : {}),
+          level: entry.level,
+        },
+      });
+    }),
+  ];
+  return () => {
+    for (const off of offs) off();
+  };
+}

@@ -1,0 +1,165 @@
+import type { Config } from '../config/schema.ts';
+import type { DecodeStatus } from '../native/addon.ts';
+import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
+
+/** The status document: retained on MQTT `status`, served by the local status endpoint. */
+export interface StatusDocument {
+  device: { id: string; name: string; groups: string[] };
+  versions: { app: string; addon: string; node: string };
+  startedAt: string;
+  uptimeS: number;
+  supervisor: SupervisorState;
+  display: { mode: 'kms' | 'virtual' | 'unknown'; device?: string; driver?: string; reason?: string };
+  outputs: Array<{ name: string; mode?: string; source: string | null; decoder: number | null }>;
+  decode: {
+    sharedDecode: boolean;
+    maxDecoders: number;
+    decoders: Array<{
+      id: number;
+      source: string;
+      consumers: string[];
+      hw: boolean;
+      codec: string;
+      width: number;
+      height: number;
+      failure?: string;
+    }>;
+  } | null;
+  config: { version: number | null };
+}
+
+export interface StatusDeps {
+  readonly bus: EventBus;
+  readonly config: Config;
+  readonly versions: StatusDocument['versions'];
+  /** When the supervisor started (epoch ms); uptime counts from here. */
+  readonly startedAt: number;
+  readonly now?: () => number;
+}
+
+/**
+ * Keeps the status document current from bus events. Other extensions never call it: they
+ * emit what they do, and every reader (MQTT, HTTP, CLI) sees the same document. Counters that
+ * change every frame (fps, frames) are telemetry, not status, so the document only changes
+ * when something a person would notice changes.
+ */
+export class StatusTracker {
+  readonly #deps: StatusDeps;
+  readonly #now: () => number;
+  readonly #unsubscribe: Array<() => void> = [];
+  readonly #listeners = new Set<() => void>();
+  #supervisor: SupervisorState;
+  #display: BusEvents['display.ready'] | undefined;
+  #outputs: BusEvents['display.outputs']['outputs'] = [];
+  #decode: DecodeStatus | undefined;
+  #configVersion: number | null = null;
+
+  constructor(deps: StatusDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+    const { bus } = deps;
+    // Extensions that start after the display still learn what it said (the bus keeps the newest).
+    this.#supervisor = bus.latest('supervisor.state')?.state ?? 'starting';
+    this.#display = bus.latest('display.ready');
+    this.#outputs = bus.latest('display.outputs')?.outputs ?? [];
+    this.#decode = bus.latest('decode.status')?.status;
+    this.#configVersion = bus.latest('config.applied')?.version ?? null;
+    this.#unsubscribe.push(
+      bus.on('supervisor.state', ({ state }) => this.#update(() => (this.#supervisor = state))),
+      bus.on('display.ready', (ready) => this.#update(() => (this.#display = ready))),
+      bus.on('display.outputs', ({ outputs }) => this.#update(() => (this.#outputs = outputs))),
+      bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
+      bus.on('config.applied', ({ version }) => this.#update(() => (this.#configVersion = version))),
+    );
+  }
+
+  /** The newest decoder status (with its counters), for telemetry. */
+  get decodeStatus(): DecodeStatus | undefined {
+    return this.#decode;
+  }
+
+  /** Sets the applied desired-config version known at start (before any config.applied event). */
+  configVersionSet(version: number | null): void {
+    this.#update(() => (this.#configVersion = version));
+  }
+
+  document(): StatusDocument {
+    const { config, versions, startedAt } = this.#deps;
+    const display = this.#display;
+    const decoders = this.#decode?.decoders ?? [];
+    // An output's source is the decoder it consumes; outputs the display does not drive
+    // (virtual outputs) appear through their decoders.
+    const consumerOf = new Map<string, { source: string; decoder: number }>();
+    for (const d of decoders) for (const c of d.consumers) consumerOf.set(c, { source: d.source, decoder: d.id });
+    const names = [...new Set([...this.#outputs.map((o) => o.connector), ...consumerOf.keys()])].sort();
+    const modeOf = new Map(this.#outputs.map((o) => [o.connector, o.mode]));
+    return {
+      device: { id: config.device.id, name: config.device.name, groups: [...config.device.groups] },
+      versions: { ...versions },
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeS: Math.max(0, Math.floor((this.#now() - startedAt) / 1000)),
+      supervisor: this.#supervisor,
+      display:
+        display === undefined
+          ? { mode: 'unknown' }
+          : display.mode === 'kms'
+            ? {
+                mode: 'kms',
+                device: display.device.path,
+                ...(display.device.driver ? { driver: display.device.driver } : {}),
+              }
+            : { mode: 'virtual', reason: display.reason },
+      outputs: names.map((name) => {
+        const mode = modeOf.get(name);
+        const playing = consumerOf.get(name);
+        return {
+          name,
+          ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
+          source: playing?.source ?? null,
+          decoder: playing?.decoder ?? null,
+        };
+      }),
+      decode: this.#decode
+        ? {
+            sharedDecode: this.#decode.sharedDecode,
+            maxDecoders: this.#decode.maxDecoders,
+            decoders: decoders.map((d) => ({
+              id: d.id,
+              source: d.source,
+              consumers: [...d.consumers],
+              hw: d.hw,
+              codec: d.codec,
+              width: d.width,
+              height: d.height,
+              ...(d.failure ? { failure: d.failure } : {}),
+            })),
+          }
+        : null,
+      config: { version: this.#configVersion },
+    };
+  }
+
+  /** Called after each change of the document (uptime aside). Returns the unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  close(): void {
+    for (const off of this.#unsubscribe) off();
+    this.#unsubscribe.length = 0;
+    this.#listeners.clear();
+  }
+
+  #update(change: () => void): void {
+    const before = this.#fingerprint();
+    change();
+    if (this.#fingerprint() === before) return;
+    for (const listener of this.#listeners) listener();
+  }
+
+  #fingerprint(): string {
+    const { uptimeS: _, ...rest } = this.document();
+    return JSON.stringify(rest);
+  }
+}

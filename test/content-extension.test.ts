@@ -1,0 +1,354 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { configLoad } from '../src/config/load.ts';
+import { ScreensPlayer } from '../src/content/screens-player.ts';
+import { virtualScreens } from '../src/display/screens.ts';
+import { type ContentDeps, type ContentStatus, contentCreateWith } from '../src/extensions/content.ts';
+import { loggingCreate } from '../src/log/logger.ts';
+import { loadAddon, type VirtualDisplay } from '../src/native/addon.ts';
+import { EventBus } from '../src/supervisor/bus.ts';
+import { CommandRegistry } from '../src/supervisor/commands.ts';
+import type { Extension } from '../src/supervisor/extension.ts';
+import { counterClip, lumaMean } from './helpers/clips.ts';
+import { type MediaServer, mediaServerStart } from './helpers/media-server.ts';
+import { scratchDir } from './helpers/tmp.ts';
+
+const addon = loadAddon();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const SIZE = 64;
+
+interface Rig {
+  readonly extension: Extension;
+  readonly commands: CommandRegistry;
+  readonly display: VirtualDisplay;
+  readonly lines: string[];
+  readonly dataDir: string;
+  /**
+   * Mean luma of what an output scans out now. NaN between a play() and the next vblank: the
+   * addon's snapshot() answers null then (play() resets the frame sequence) although the
+   * scanout still holds the previous picture; samples taken then tell nothing and are skipped.
+   * Gaps on screen are what the engine's `blank` counter counts.
+   */
+  readonly luma: (output: string) => number;
+}
+
+/** The content extension on two 64x64 virtual outputs, with its data under `dataDir`. */
+function rig(t: ExecutionContext, dataDir: string, deps: ContentDeps = {}): Rig {
+  const outputs = [
+    { connector: 'Virtual-1', mode: `${SIZE}x${SIZE}@60` },
+    { connector: 'Virtual-2', mode: `${SIZE}x${SIZE}@60` },
+  ];
+  const config = configLoad({
+    env: { MULTIHEAD_DATA_DIR: dataDir, MULTIHEAD_OUTPUTS: JSON.stringify(outputs), MULTIHEAD_DEVICE_NAME: 'lobby' },
+    defaultPath: '/nonexistent/config.json',
+  }).config;
+  const lines: string[] = [];
+  const logging = loggingCreate({ level: 'info', ringSize: 1000, sink: { write: (l) => lines.push(l) } });
+  const commands = new CommandRegistry();
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay(outputs.map((o) => ({ name: o.connector, width: SIZE, height: SIZE })));
+  const extension = contentCreateWith(
+    { config, logger: logging.logger, bus: new EventBus(() => {}), commands, addon, logRing: logging.ring },
+    {
+      playerCreate: () =>
+        new ScreensPlayer({
+          decode,
+          screens: virtualScreens(
+            display,
+            outputs.map((o) => ({ name: o.connector, width: SIZE, height: SIZE, refresh: 60 })),
+          ),
+          deviceName: 'lobby',
+        }),
+      retry: { attempts: 2, baseMs: 5, maxMs: 10 },
+      ...deps,
+    },
+  );
+  t.teardown(async () => {
+    await extension.stop();
+    display.close();
+    decode.close();
+  });
+  return {
+    extension,
+    commands,
+    display,
+    lines,
+    dataDir,
+    luma: (output) => {
+      const frame = display.snapshot(output);
+      return frame && frame.sequence > 0 ? lumaMean(frame.data, SIZE * SIZE) : Number.NaN;
+    },
+  };
+}
+
+/** Two counter clips: "low" (luma 64..122) and "high" (luma 160..218); never as dark as black. */
+const clipDir = mkdtempSync(join(tmpdir(), 'multihead-content-clips-'));
+test.after.always(() => rmSync(clipDir, { recursive: true, force: true }));
+const low = readFileSync(counterClip(clipDir, 'low.mp4', `${SIZE}x${SIZE}`, '64+2*N'));
+const high = readFileSync(counterClip(clipDir, 'high.mp4', `${SIZE}x${SIZE}`, '160+2*N'));
+
+async function serve(t: ExecutionContext): Promise<MediaServer> {
+  const s = await mediaServerStart();
+  t.teardown(() => s.close());
+  return s;
+}
+
+function media(s: MediaServer) {
+  const a = s.add('/low.mp4', low);
+  const b = s.add('/high.mp4', high);
+  return [
+    { id: 'low', url: s.url('/low.mp4'), sha256: a.sha256, size: a.size, type: 'video' },
+    { id: 'high', url: s.url('/high.mp4'), sha256: b.sha256, size: b.size, type: 'video' },
+  ];
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+async function status(r: Rig): Promise<ContentStatus> {
+  const reply = await r.commands.invoke('content.status', {}, { transport: 'internal' });
+  if (!reply.ok) throw new Error(reply.error.message);
+  return reply.result as ContentStatus;
+}
+
+test('playlist.set refuses invalid content with the path named, and changes nothing', async (t) => {
+  const r = rig(t, scratchDir(t));
+  await r.extension.start();
+  const reply = await r.commands.invoke(
+    'playlist.set',
+    { content: { version: 1, media: [], playlists: [{ id: 'p', items: [{ media: 'ghost' }] }], outputs: [] } },
+    { transport: 'internal' },
+  );
+  t.false(reply.ok);
+  if (reply.ok) return;
+  t.is(reply.error.code, 'ERR_CONTENT_INVALID');
+  t.is(
+    reply.error.message,
+    'ERR_CONTENT_INVALID: content: $.playlists[0].items[0].media: unknown media id "ghost" (none defined)',
+  );
+  t.false(existsSync(join(r.dataDir, 'content.json')));
+  t.is((await status(r)).version, null);
+});
+
+test('a broken content file at start is reported, not fatal; an unwritable data directory changes nothing', async (t) => {
+  const dataDir = scratchDir(t);
+  writeFileSync(join(dataDir, 'content.json'), '{"version": 2, "media": [');
+  const r = rig(t, dataDir);
+  await r.extension.start();
+  const st = await status(r);
+  t.is(st.version, null);
+  t.regex(st.problem ?? '', /^ERR_CONTENT_INVALID: .*content\.json: \$: not valid JSON: /);
+  t.true(r.lines.some((l) => l.includes('ERR_CONTENT_INVALID')));
+
+  const stuck = rig(t, '/dev/null/multihead');
+  await stuck.extension.start();
+  const reply = await stuck.commands.invoke(
+    'playlist.set',
+    { content: { version: 1, media: [], playlists: [], outputs: [] } },
+    { transport: 'internal' },
+  );
+  t.false(reply.ok);
+  if (reply.ok) return;
+  t.is(reply.error.code, 'ERR_CACHE_IO');
+  t.regex(
+    reply.error.message,
+    /^cannot open the media cache under \/dev\/null\/multihead: .*ENOTDIR.*; nothing changed$/,
+  );
+  t.is((await status(stuck)).version, null);
+});
+
+test.serial(
+  'playlist.set saves the content atomically, fetches the media and plays it; a restart plays it offline',
+  async (t) => {
+    const s = await serve(t);
+    const dataDir = scratchDir(t);
+    const r = rig(t, dataDir);
+    await r.extension.start();
+    const content = {
+      version: 7,
+      media: media(s),
+      playlists: [{ id: 'main', items: [{ media: 'low' }] }],
+      outputs: [
+        {
+          group: 'pair',
+          playlist: 'main',
+          tiles: [
+            { output: 'Virtual-1', crop: { x: 0, y: 0, width: 0.5, height: 1 } },
+            { output: 'Virtual-2', crop: { x: 0.5, y: 0, width: 0.5, height: 1 } },
+          ],
+        },
+      ],
+    };
+    const reply = await r.commands.invoke('playlist.set', { content }, { transport: 'internal' });
+    t.true(reply.ok, JSON.stringify(reply));
+    t.deepEqual(JSON.parse(readFileSync(join(dataDir, 'content.json'), 'utf8')), content);
+    await until('the clip on both outputs', () => r.luma('Virtual-1') >= 60 && r.luma('Virtual-2') >= 60);
+    const st = await status(r);
+    t.is(st.version, 7);
+    t.like(st.outputs['Virtual-1'], { playlist: 'main', source: 'fixed', state: { kind: 'playing', item: 'low' } });
+    t.like(st.cache, { items: 1, downloads: [] });
+    t.true(s.requests.length >= 1);
+    t.is(s.requests.filter((q) => q.path === '/high.mp4').length, 0, 'media no playlist needs is not fetched');
+
+    // Restart with the network gone: the saved content and the cached media are enough.
+    await r.extension.stop();
+    await s.close();
+    const again = rig(t, dataDir);
+    await again.extension.start();
+    await until('the cached clip after a restart', () => again.luma('Virtual-1') >= 60);
+    const l = again.luma('Virtual-1');
+    t.true(l >= 62 && l <= 124, `luma ${l}: the low clip`);
+    t.true(again.lines.some((line) => line.includes('content version 7 loaded')));
+  },
+);
+
+test.serial('nothing scheduled: the outputs show a slate with the reason, not black', async (t) => {
+  const s = await serve(t);
+  const r = rig(t, scratchDir(t), { clock: { now: () => Date.parse('2024-06-03T08:00:00Z') } });
+  await r.extension.start();
+  const reply = await r.commands.invoke(
+    'playlist.set',
+    {
+      content: {
+        version: 1,
+        media: media(s),
+        playlists: [{ id: 'main', items: [{ media: 'low' }] }],
+        schedules: [{ id: 's', timezone: 'UTC', windows: [{ playlist: 'main', start: '20:00', end: '21:00' }] }],
+        outputs: [{ output: 'Virtual-1', schedule: 's' }],
+      },
+    },
+    { transport: 'internal' },
+  );
+  t.true(reply.ok);
+  await until('slates', () => r.display.stats().every((o) => o.playing?.includes('slate')));
+  const st = await status(r);
+  t.like(st.outputs['Virtual-1'], { playlist: null, source: 'none', state: { kind: 'slate' } });
+  t.regex(JSON.stringify(st.outputs['Virtual-1']), /no window of schedule s is active and it has no default playlist/);
+  t.is(st.nextChangeAt, '2024-06-03T20:00:00.000Z');
+  // Dark grey with white text: brighter than black, darker than any clip.
+  await until('a slate frame', () => !Number.isNaN(r.luma('Virtual-2')));
+  const l = r.luma('Virtual-2');
+  t.true(l > 16 && l < 60, `slate luma ${l}`);
+});
+
+test.serial(
+  'schedule switch at a window boundary: the next playlist takes over at the boundary with no blank vblank',
+  async (t) => {
+    const s = await serve(t);
+    // A clock running in real time, 2.5 s before a window starts at 12:00:00 UTC.
+    const boundary = Date.parse('2024-06-03T12:00:00Z');
+    const offset = boundary - 2500 - Date.now();
+    const r = rig(t, scratchDir(t), { clock: { now: () => Date.now() + offset }, prerollMs: 1500 });
+    await r.extension.start();
+    const reply = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: media(s),
+          playlists: [
+            { id: 'morning', items: [{ media: 'low' }] },
+            { id: 'noon', items: [{ media: 'high' }] },
+          ],
+          schedules: [
+            {
+              id: 's',
+              timezone: 'UTC',
+              default: 'morning',
+              windows: [{ id: 'lunch', playlist: 'noon', start: '12:00', end: '13:00' }],
+            },
+          ],
+          outputs: [
+            { output: 'Virtual-1', schedule: 's' },
+            { output: 'Virtual-2', schedule: 's' },
+          ],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(reply.ok, JSON.stringify(reply));
+    t.is((reply as { result: { nextChangeAt: string } }).result.nextChangeAt, '2024-06-03T12:00:00.000Z');
+    const morning = (o: string): boolean => r.luma(o) >= 60 && r.luma(o) < 130;
+    await until('the morning clip', () => morning('Virtual-1') && morning('Virtual-2'), 2000);
+    const blankBefore = r.display.stats().map((o) => o.blank);
+
+    // Sample what the outputs scan out until just past the boundary.
+    const samples: Array<{ at: number; luma: number[] }> = [];
+    while (Date.now() + offset < boundary + 400) {
+      const luma = ['Virtual-1', 'Virtual-2'].map(r.luma);
+      if (luma.every((l) => !Number.isNaN(l))) samples.push({ at: Date.now() + offset, luma });
+      await sleep(4);
+    }
+    t.true(samples.filter((x) => x.at < boundary).length > 50, `${samples.length} samples`);
+    const firstHigh = samples.find((x) => x.luma.every((l) => l >= 150));
+    t.truthy(firstHigh, 'the noon clip is on both outputs after the boundary');
+    const switchedAt = firstHigh?.at ?? 0;
+    t.log(`switched ${switchedAt - boundary} ms after the boundary; ${samples.length} samples`);
+    t.true(switchedAt >= boundary, `not before the boundary (${switchedAt - boundary} ms)`);
+    t.true(switchedAt - boundary < 150, `within 150 ms of it (${switchedAt - boundary} ms)`);
+    t.true(
+      samples.filter((x) => x.at < boundary).every((x) => x.luma.every((l) => l >= 60 && l < 130)),
+      'the morning clip until the boundary',
+    );
+    const dark = samples.filter((x) => x.luma.some((l) => !(l >= 60)));
+    t.deepEqual(
+      dark.slice(0, 5).map((x) => [x.at - boundary, x.luma]),
+      [],
+      'no black or empty frame at any sample',
+    );
+    t.deepEqual(
+      r.display.stats().map((o) => o.blank),
+      blankBefore,
+      'no vblank without a picture across the switch',
+    );
+    t.deepEqual(blankBefore, [0, 0]);
+    const st = await status(r);
+    t.like(st.outputs['Virtual-2'], { playlist: 'noon', source: 'window', window: 'lunch' });
+    t.is(st.nextChangeAt, '2024-06-03T13:00:00.000Z');
+  },
+);
+
+test.serial(
+  'items follow each other gaplessly: an image-length item, then a video to its end, in a loop',
+  async (t) => {
+    const s = await serve(t);
+    const r = rig(t, scratchDir(t));
+    await r.extension.start();
+    const reply = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: media(s),
+          playlists: [{ id: 'mix', items: [{ media: 'low', duration: 0.4 }, { media: 'high' }] }],
+          outputs: [{ output: 'Virtual-1', playlist: 'mix' }],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(reply.ok);
+    await until('the first item', () => r.luma('Virtual-1') >= 60);
+    const seen: string[] = [];
+    const started = Date.now();
+    while (Date.now() - started < 3200) {
+      const l = r.luma('Virtual-1');
+      const which = l >= 150 ? 'high' : l >= 60 ? 'low' : `dark(${l})`;
+      if (!Number.isNaN(l) && seen.at(-1) !== which) seen.push(which);
+      await sleep(5);
+    }
+    // 0.4 s low, ~1 s high (to its end), 0.4 s low, ~1 s high ...
+    t.deepEqual(seen.slice(0, 4), ['low', 'high', 'low', 'high'], seen.join(' '));
+    t.false(
+      seen.some((x) => x.startsWith('dark')),
+      seen.join(' '),
+    );
+    t.is(r.display.stats().find((o) => o.name === 'Virtual-1')?.blank, 0);
+  },
+);

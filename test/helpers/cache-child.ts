@@ -1,0 +1,12 @@
+import { MediaCache } from '../../src/content/cache.ts';
+
+/**
+ * Run as a child process by the cache tests: downloads one item into a cache directory so
+ * the test can kill -9 it mid-download. Arguments: <cache dir> <item JSON>.
+ */
+const [dir, itemJson] = process.argv.slice(2);
+if (!dir || !itemJson) throw new Error('usage: cache-child.ts <dir> <item JSON>');
+const cache = new MediaCache({ dir, maxBytes: 100_000_000, concurrency: 1 });
+await cache.open();
+await cache.ensure([JSON.parse(itemJson)]);
+await cache.close();

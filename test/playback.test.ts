@@ -1,0 +1,155 @@
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { virtualScreens } from '../src/display/screens.ts';
+import { loadAddon } from '../src/native/addon.ts';
+import { JpegEncoder, Previews } from '../src/playback/previews.ts';
+import { screenshotCommand } from '../src/playback/screenshot.ts';
+import { CommandRegistry } from '../src/supervisor/commands.ts';
+import { counterClip } from './helpers/clips.ts';
+
+const addon = loadAddon();
+const dir = mkdtempSync(join(tmpdir(), 'multihead-playback-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+const clip = counterClip(dir, 'counter.mp4', '128x72', '4*N');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const silent = { warn() {}, info() {}, error() {}, debug() {} } as never;
+
+function playing(t: { teardown: (f: () => void) => void }) {
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay([
+    { name: 'Virtual-1', width: 128, height: 72, refresh: 60 },
+    { name: 'Virtual-2', width: 128, height: 72, refresh: 60 },
+  ]);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  const screens = virtualScreens(display, [
+    { name: 'Virtual-1', width: 128, height: 72, refresh: 60 },
+    { name: 'Virtual-2', width: 128, height: 72, refresh: 60 },
+  ]);
+  decode.acquire('wall', { source: clip });
+  screens.play(decode, 'wall', [{ output: 'Virtual-1' }, { output: 'Virtual-2' }]);
+  return screens;
+}
+
+/** JPEG dimensions from its SOF0 marker. */
+function jpegSize(jpeg: Buffer): { width: number; height: number } {
+  for (let i = 2; i < jpeg.length - 8; ) {
+    const marker = jpeg.readUInt16BE(i);
+    const length = jpeg.readUInt16BE(i + 2);
+    if (marker === 0xffc0 || marker === 0xffc2)
+      return { height: jpeg.readUInt16BE(i + 5), width: jpeg.readUInt16BE(i + 7) };
+    i += 2 + length;
+  }
+  return { width: 0, height: 0 };
+}
+
+test('previews: a JPEG of each output, scaled to the configured width, reported as it is taken', async (t) => {
+  const screens = playing(t);
+  await sleep(300);
+  const seen: string[] = [];
+  const previews = new Previews({
+    screens,
+    logger: silent,
+    intervalMs: 0,
+    width: 64,
+    onPreview: (output) => seen.push(output),
+  });
+  t.teardown(() => previews.stop());
+  await previews.takeAll();
+  t.deepEqual(seen, ['Virtual-1', 'Virtual-2']);
+  const p = previews.latest('Virtual-2');
+  t.truthy(p);
+  if (!p) return;
+  t.deepEqual([p.jpeg[0], p.jpeg[1]], [0xff, 0xd8], 'a JPEG');
+  t.deepEqual(jpegSize(p.jpeg), { width: 64, height: 36 });
+  t.deepEqual({ width: p.width, height: p.height }, { width: 64, height: 36 });
+});
+
+test('previews: an XR24 (BGRX) picture encodes too', async (t) => {
+  const encoder = new JpegEncoder();
+  t.teardown(() => encoder.close());
+  const data = new Uint8Array(32 * 16 * 4).fill(200);
+  const p = await encoder.encode({ width: 32, height: 16, format: 'XR24', data });
+  t.deepEqual(jpegSize(p.jpeg), { width: 32, height: 16 });
+});
+
+test('screenshot: one full-size JPEG per output as base64; bad arguments are named', async (t) => {
+  const screens = playing(t);
+  await sleep(300);
+  const commands = new CommandRegistry();
+  commands.register(screenshotCommand({ screens: () => screens }));
+  const origin = { transport: 'internal' } as const;
+  const reply = await commands.invoke('screenshot', {}, origin);
+  t.true(reply.ok, JSON.stringify(reply));
+  const shots = (reply as { result: { shots: Array<{ output: string; jpegBase64: string; width: number }> } }).result
+    .shots;
+  t.deepEqual(
+    shots.map((s) => s.output),
+    ['Virtual-1', 'Virtual-2'],
+  );
+  t.deepEqual(jpegSize(Buffer.from(shots[0]?.jpegBase64 ?? '', 'base64')), { width: 128, height: 72 });
+  t.like(await commands.invoke('screenshot', { output: 'HDMI-A-9' }, origin), {
+    ok: false,
+    error: { code: 'ERR_BAD_ARGUMENT', message: 'no output "HDMI-A-9"; outputs: Virtual-1, Virtual-2' },
+  });
+  t.like(await commands.invoke('screenshot', { quality: 0 }, origin), {
+    ok: false,
+    error: { code: 'ERR_BAD_ARGUMENT' },
+  });
+  t.like(await commands.invoke('screenshot', { uploadUrl: 'ftp://x/y' }, origin), {
+    ok: false,
+    error: { code: 'ERR_BAD_ARGUMENT', message: '"uploadUrl" must be an http:// or https:// URL' },
+  });
+});
+
+test('screenshot: uploads with PUT to the given URL, and a refusing server is a clear error', async (t) => {
+  const screens = playing(t);
+  await sleep(300);
+  const received: Array<{ url: string; type: string; bytes: number }> = [];
+  let refuse = false;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push({
+        url: req.url ?? '',
+        type: String(req.headers['content-type']),
+        bytes: Buffer.concat(chunks).length,
+      });
+      res.statusCode = refuse ? 403 : 201;
+      res.end();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const commands = new CommandRegistry();
+  commands.register(screenshotCommand({ screens: () => screens }));
+  const origin = { transport: 'internal' } as const;
+  const reply = await commands.invoke(
+    'screenshot',
+    { uploadUrl: `http://127.0.0.1:${port}/shots/{output}.jpg` },
+    origin,
+  );
+  t.true(reply.ok, JSON.stringify(reply));
+  t.deepEqual(
+    received.map((r) => r.url),
+    ['/shots/Virtual-1.jpg', '/shots/Virtual-2.jpg'],
+  );
+  t.true(received.every((r) => r.type === 'image/jpeg' && r.bytes > 100));
+  refuse = true;
+  t.like(
+    await commands.invoke('screenshot', { uploadUrl: `http://127.0.0.1:${port}/x.jpg`, output: 'Virtual-1' }, origin),
+    {
+      ok: false,
+      error: { code: 'ERR_UPLOAD', message: `PUT to 127.0.0.1:${port} answered 403 Forbidden` },
+    },
+  );
+});
