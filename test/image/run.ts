@@ -332,8 +332,10 @@ try {
     const out = (await vm.exec(['systemd-analyze', 'security', '--no-pager', 'multihead.service'])).stdout;
     const exposure = /Overall exposure level for multihead\.service: ([0-9.]+)/.exec(out)?.[1];
     if (!exposure || Number(exposure) > 2.5) throw new Error(`exposure ${exposure ?? '?'} (must be <= 2.5)`);
-    const masked = (await vm.exec(['systemctl', 'is-enabled', 'getty@tty1.service', 'autovt@tty1.service'])).stdout.split('\n');
-    const rootPw = (await vm.sh("awk -F: '$1 == \"root\" {print $2}' /etc/shadow")).trim();
+    const masked = (
+      await vm.exec(['systemctl', 'is-enabled', 'getty@tty1.service', 'autovt@tty1.service'])
+    ).stdout.split('\n');
+    const rootPw = (await vm.sh('awk -F: \'$1 == "root" {print $2}\' /etc/shadow')).trim();
     const sshd = (await vm.exec(['/bin/sh', '-c', 'command -v sshd'])).stdout.trim();
     const timesyncd = (await vm.exec(['systemctl', 'is-active', 'systemd-timesyncd.service'])).stdout.trim();
     const problems: string[] = [];
@@ -349,11 +351,12 @@ try {
   if (!mqttLanded()) pending.push('mqtt-birth (a): the MQTT extension is not in this tree yet (branch mqtt)');
   else {
     await check('mqtt-birth', async () => {
-      const seen = await waitUntil('birth/status from image-test on the broker', 60000, async () => {
-        const own = messages.filter((m) => m.topic.includes('image-test'));
-        return own.some((m) => /status/.test(m.topic)) ? own : undefined;
+      const seen = await waitUntil('state online and status from image-test on the broker', 120000, async () => {
+        const state = messages.find((m) => m.topic === 'multihead/image-test/state' && /"online"/.test(m.payload));
+        const status = messages.find((m) => m.topic === 'multihead/image-test/status');
+        return state && status ? { state, status } : undefined;
       });
-      return `${seen.length} message(s): ${[...new Set(seen.map((m) => m.topic))].slice(0, 6).join(', ')}`;
+      return `birth ${seen.state.payload.slice(0, 80)} after ${s(seen.state.at - vm.startedAt)} s; status ${seen.status.payload.length} bytes after ${s(seen.status.at - vm.startedAt)} s`;
     });
   }
 
@@ -394,36 +397,59 @@ try {
   if (!mqttLanded()) pending.push('mqtt-desired (g): the MQTT extension is not in this tree yet (branch mqtt)');
   else {
     await check('mqtt-desired', async () => {
-      const desired = { outputs: [{ connector: 'Virtual-1' }, { connector: 'Virtual-2' }] };
-      spawnSync('mosquitto_pub', [
-        '-h',
-        '127.0.0.1',
-        '-p',
-        String(brokerPort),
-        '-t',
-        'multihead/image-test/config/desired',
-        '-q',
-        '1',
-        '-m',
-        JSON.stringify(desired),
-      ]);
-      await waitUntil('head 3 dark after a desired config without Virtual-3', 60000, async () => {
-        const levels = await headsLevels(vm);
-        return levels[2] !== undefined && levels[2] <= LIT && (levels[0] ?? 0) > LIT ? true : undefined;
+      const topic = 'multihead/image-test/config/desired';
+      const publish = (doc: object): void => {
+        const r = spawnSync('mosquitto_pub', [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(brokerPort),
+          '-t',
+          topic,
+          '-q',
+          '1',
+          '-r',
+          '-m',
+          JSON.stringify(doc),
+        ]);
+        if (r.status !== 0) throw new Error(`mosquitto_pub: ${r.stderr}`);
+      };
+      const reported = (version: number) =>
+        waitUntil(`config/reported for version ${version}`, 60000, async () => {
+          for (const m of messages.filter((x) => x.topic === 'multihead/image-test/config/reported').reverse()) {
+            const r = JSON.parse(m.payload) as {
+              version?: number;
+              outcome?: string;
+              restartRequired?: string[];
+              errors?: unknown[];
+            };
+            if (r.version === version) return r;
+          }
+          return undefined;
+        });
+      const applyDesired = async (version: number, config: object): Promise<string> => {
+        publish({ version, config });
+        const r = await reported(version);
+        if (r.outcome !== 'applied') throw new Error(`desired ${version} ${r.outcome}: ${JSON.stringify(r.errors)}`);
+        // Keys that do not change live take effect at the next start, as the report says.
+        if (r.restartRequired?.length) {
+          await vm.sh('systemctl restart multihead.service');
+          return `applied, restart required for ${r.restartRequired.join(', ')} (systemctl restart)`;
+        }
+        return 'applied live';
+      };
+      const t0 = Date.now();
+      const how = await applyDesired(Date.now(), { outputs: [{ connector: 'Virtual-1' }, { connector: 'Virtual-2' }] });
+      const levels = await waitUntil('head 3 off, heads 1-2 on', 90000, async () => {
+        const l = await headsLevels(vm);
+        return (l[0] ?? 0) > LIT && (l[1] ?? 0) > LIT && (l[2] ?? 0) <= LIT ? l : undefined;
       });
-      spawnSync('mosquitto_pub', [
-        '-h',
-        '127.0.0.1',
-        '-p',
-        String(brokerPort),
-        '-t',
-        'multihead/image-test/config/desired',
-        '-q',
-        '1',
-        '-m',
-        '{}',
-      ]);
-      return 'a desired config without Virtual-3 turned head 3 off, heads 1-2 stayed up';
+      const took = Date.now() - t0;
+      await applyDesired(Date.now(), {});
+      await waitUntil('all heads back', 90000, async () =>
+        (await headsLevels(vm)).every((l) => l > LIT) ? true : undefined,
+      );
+      return `outputs without Virtual-3 over config/desired: ${how}; head 3 off (brightness ${levels.map((l) => l.toFixed(0)).join('/')}) ${s(took)} s after publishing; back to all heads after an empty desired`;
     });
   }
 
