@@ -66,9 +66,9 @@ heavy() { nice -n 10 "$@"; }
 inputs() {
   (
     cd "$repo"
-    find image systemd provision src bin native/src native/build.rs native/Cargo.toml \
+    find image systemd provision src bin docs native/src native/build.rs native/Cargo.toml \
       Cargo.toml Cargo.lock package.json package-lock.json test/vm/guest/agent.ts \
-      -type f ! -name '*.md' ! -name '*.node' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+      -type f ! -name '*.node' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION"
   )
 }

@@ -13,7 +13,8 @@ log() { echo "$*" >&2; }
 
 # --- The app -------------------------------------------------------------------------------
 mkdir -p "$app/native" "$app/provision" "$app/test" "$app/node_modules"
-cp -a "$repo/src" "$repo/bin" "$repo/package.json" "$repo/README.md" "$app/"
+# docs/ too: the MQTT contract (docs/asyncapi.yaml) is read at run time.
+cp -a "$repo/src" "$repo/bin" "$repo/docs" "$repo/package.json" "$repo/README.md" "$app/"
 install -m 0644 "$addon" "$app/native/multihead.node"
 # The provisioning code that runs on the device (the host CLI and tests stay out).
 for f in "$repo"/provision/*.ts "$repo/provision/multihead-boot"; do
