@@ -152,6 +152,22 @@ const broker = spawn('mosquitto', ['-c', path.join(work, 'mosquitto.conf')], { s
 broker.on('error', () => {});
 process.on('exit', () => broker.kill('SIGKILL'));
 const messages: Array<{ topic: string; payload: string; at: number }> = [];
+// mosquitto_sub gives up at once if the broker is not listening yet.
+for (let i = 0; ; i++) {
+  const up = await new Promise<boolean>((resolve) => {
+    const c = net.connect(brokerPort, '127.0.0.1', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+  if (up) break;
+  if (i > 100) {
+    fail('broker', `mosquitto did not listen on 127.0.0.1:${brokerPort}`);
+    finish();
+  }
+  await sleep(100);
+}
 const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-t', '#', '-v', '-q', '1'], {
   stdio: ['ignore', 'pipe', 'ignore'],
 });
@@ -285,11 +301,19 @@ try {
       const n = await outputLines(vm, pid);
       return n >= HEADS ? n : undefined;
     });
-    const a = await Promise.all(Array.from({ length: HEADS }, (_, h) => vm.screendump(h)));
-    await sleep(1500);
-    const b = await Promise.all(Array.from({ length: HEADS }, (_, h) => vm.screendump(h)));
+    // The demo starts a little after the outputs (the slate is the first frame): give it a
+    // minute to move on every head.
+    const dumps = () => Promise.all(Array.from({ length: HEADS }, (_, h) => vm.screendump(h)));
+    let a = await dumps();
+    let moving = a.map(() => false);
+    for (let round = 0; round < 40 && !moving.every(Boolean); round++) {
+      await sleep(1500);
+      const b = await dumps();
+      moving = moving.map((m, h) => m || !(a[h]?.rgb.equals(b[h]?.rgb ?? Buffer.alloc(0)) ?? true));
+      a = b;
+    }
+    const movingAt = (Date.now() - vm.startedAt) / 1000;
     const levels = a.map((shot) => brightness(shot).toFixed(0));
-    const moving = a.map((shot, h) => !shot.rgb.equals(b[h]?.rgb ?? Buffer.alloc(0)));
     for (let h = 0; h < HEADS; h++) {
       const shot = a[h];
       if (shot)
@@ -301,14 +325,13 @@ try {
     if (a.some((shot) => shot.width !== HEAD.width || shot.height !== HEAD.height)) {
       throw new Error(`head sizes ${a.map((x) => `${x.width}x${x.height}`).join(', ')}`);
     }
-    const what = moving.every(Boolean)
-      ? 'moving content on every head'
-      : moving.some(Boolean)
-        ? `moving on heads ${moving
-            .map((m, h) => (m ? h : -1))
-            .filter((h) => h >= 0)
-            .join(', ')}`
-        : 'a steady picture (the KMS slate: playback on KMS outputs is not in this tree yet)';
+    if (!moving.every(Boolean)) {
+      const still = moving.map((m, h) => (m ? -1 : h)).filter((h) => h >= 0);
+      throw new Error(
+        `heads ${still.join(', ')} show a steady picture (brightness ${levels.join('/')}), not the moving demo`,
+      );
+    }
+    const what = `the demo moving on every head by ${movingAt.toFixed(1)} s after QEMU start`;
     return `${outputs} outputs driven by pid ${pid}; brightness ${levels.join('/')}; ${what}`;
   });
 
@@ -442,7 +465,13 @@ try {
         return 'applied live';
       };
       const t0 = Date.now();
-      const how = await applyDesired(Date.now(), { outputs: [{ connector: 'Virtual-1' }, { connector: 'Virtual-2' }] });
+      const how = await applyDesired(Date.now(), {
+        outputs: [
+          { connector: 'Virtual-1', mode: 'preferred' },
+          { connector: 'Virtual-2', mode: 'preferred' },
+          { connector: 'Virtual-3', mode: 'preferred', enabled: false },
+        ],
+      });
       const levels = await waitUntil('head 3 off, heads 1-2 on', 90000, async () => {
         const l = await headsLevels(vm);
         return (l[0] ?? 0) > LIT && (l[1] ?? 0) > LIT && (l[2] ?? 0) <= LIT ? l : undefined;
