@@ -67,8 +67,8 @@ inputs() {
   (
     cd "$repo"
     find image systemd provision src bin docs native/src native/build.rs native/Cargo.toml \
-      Cargo.toml Cargo.lock package.json package-lock.json test/vm/guest/agent.ts \
-      -type f ! -name '*.node' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+      Cargo.toml Cargo.lock package.json package-lock.json test/vm/guest/agent.ts README.md \
+      -type f ! -name '*.node' ! -path 'image/*.md' ! -path 'systemd/*.md' ! -path 'provision/*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION"
   )
 }
