@@ -76,6 +76,8 @@ const finish = (): never => {
   process.exit(failed === 0 && passed > 0 ? 0 : 1);
 };
 
+// Interrupted: still run the exit hooks (QEMU, broker, temp files).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
 fs.rmSync(results, { recursive: true, force: true });
 fs.mkdirSync(results, { recursive: true });
 
