@@ -192,21 +192,32 @@ imageWrite(disk, provisionText);
 // --- Helpers -------------------------------------------------------------------------------
 let bootCount = 0;
 async function boot(label: string): Promise<ImageVm> {
-  bootCount++;
-  const dir = path.join(work, `boot-${bootCount}`);
-  fs.mkdirSync(dir);
-  const vm = await imageVmStart({ disk, vars, dir, heads: HEADS, headSize: HEAD, brokerPort });
-  try {
-    await vm.agentReady(240000);
-  } catch (e) {
-    fs.writeFileSync(path.join(results, `${label}-console.log`), vm.consoleLog());
-    await vm.powerCut();
-    throw new Error(
-      `${label}: ${(e as Error).message}\n--- console tail ---\n${vm.consoleLog().split('\n').slice(-25).join('\n')}`,
-    );
+  // TCG runs the guest's CPUs without the memory ordering real CPUs give cross-modified code,
+  // so the kernel's boot-time text patching (int3) rarely oopses before init (test/vm/run.ts
+  // retries for the same reason). That is the emulator, not the image: boot again.
+  for (let attempt = 1; ; attempt++) {
+    bootCount++;
+    const dir = path.join(work, `boot-${bootCount}`);
+    fs.mkdirSync(dir);
+    const vm = await imageVmStart({ disk, vars, dir, heads: HEADS, headSize: HEAD, brokerPort });
+    try {
+      await vm.agentReady(240000);
+      verbose(`${label}: agent ready ${s(Date.now() - vm.startedAt)} s after QEMU start`);
+      return vm;
+    } catch (e) {
+      await sleep(200);
+      const consoleText = vm.consoleLog();
+      fs.writeFileSync(path.join(results, `${label}-attempt${attempt}-console.log`), consoleText);
+      await vm.powerCut();
+      if (attempt < 3 && /Kernel panic|Oops/.test(consoleText)) {
+        say(`# ${label}: the guest kernel crashed while booting under TCG (attempt ${attempt}); booting again`);
+        continue;
+      }
+      throw new Error(
+        `${label}: ${(e as Error).message}\n--- console tail ---\n${consoleText.split('\n').slice(-25).join('\n')}`,
+      );
+    }
   }
-  verbose(`${label}: agent ready ${s(Date.now() - vm.startedAt)} s after QEMU start`);
-  return vm;
 }
 async function saveLogs(vm: ImageVm, label: string): Promise<void> {
   fs.writeFileSync(path.join(results, `${label}-console.log`), vm.consoleLog());
