@@ -207,6 +207,8 @@ export interface DecoderInfo {
   frames: number
   /** Frames decoded more than one frame period after they were due. */
   late: number
+  /** Frames published more than 4 ms after they were due (the machine held the decoder up). */
+  delayed: number
   loops: number
   queueDepth: number
   /** CPU bytes copied for the newest frame: 0 on the zero-copy hardware path. */
@@ -513,6 +515,12 @@ export interface VirtualOutputStats {
   dropped: number
   /** Vblanks bound to a source that had nothing to show yet (the gap gapless avoids). */
   blank: number
+  /**
+   * Vblanks the simulated clock processed more than 4 ms late: this machine did not run the
+   * (real-time) vblank thread in time, where a real display would have scanned out on time,
+   * so frames dropped around them are the machine's stall, not the engine's.
+   */
+  lateTicks: number
   /** Decoder sequence number of the frame on show (0: nothing yet). */
   sequence: number
   /** What plays here: the consumer name, if any. */

@@ -54,3 +54,18 @@ test('commands: withdrawing a command and registering a duplicate', async (t) =>
   t.false(registry.has('a'));
   t.like(await registry.invoke('a', {}, origin), { ok: false });
 });
+
+test('commands: an addon error keeps the code it leads with', async (t) => {
+  const registry = new CommandRegistry();
+  registry.register({
+    name: 'open',
+    description: '',
+    handler: () => {
+      throw new Error('ERR_DECODE_OPEN: /x.mp4: cannot open: No such file or directory');
+    },
+  });
+  t.deepEqual(await registry.invoke('open', {}, origin), {
+    ok: false,
+    error: { code: 'ERR_DECODE_OPEN', message: 'open: /x.mp4: cannot open: No such file or directory' },
+  });
+});

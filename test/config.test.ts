@@ -311,7 +311,7 @@ test('a section given as a scalar names the keys it should hold', (t) => {
   const dir = scratchDir(t);
   const error = loadError(t, { path: writeJson(dir, 'config.json', { http: 8080 }) });
   t.is(error.problems[0]?.key, 'http');
-  t.is(error.problems[0]?.rule, 'must be an object with keys bind, port, token');
+  t.is(error.problems[0]?.rule, 'must be an object with keys bind, port, token, rateLimit.burst, rateLimit.perSecond');
 });
 
 test('file-level problems: missing explicit file, bad JSON, not an object', (t) => {

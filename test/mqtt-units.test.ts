@@ -132,6 +132,7 @@ test('status tracker: outputs and what they play from bus events, including thos
     fps: 30,
     frames: 10,
     late: 0,
+    delayed: 0,
     loops: 0,
     queueDepth: 0,
     bytesCopiedPerFrame: 0,

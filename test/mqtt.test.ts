@@ -315,6 +315,7 @@ function fakePlayback(calls: Array<[string, unknown]>): ExtensionDefinition {
         fps: 29.97,
         frames: 900,
         late: 2,
+        delayed: 2,
         loops: 0,
         queueDepth: 1,
         bytesCopiedPerFrame: 1382400,
@@ -547,6 +548,7 @@ test('bus events reach the events topic: decoder failures and error log lines', 
           fps: 0,
           frames: 0,
           late: 0,
+          delayed: 0,
           loops: 0,
           queueDepth: 0,
           bytesCopiedPerFrame: 0,
@@ -599,4 +601,43 @@ test('the rate limit answers a flood with ERR_RATE_LIMITED and a replayed id is 
   t.is(fleet.on('replies/replay').length, 2);
   t.deepEqual(fleet.on('replies/replay')[0]?.json, fleet.on('replies/replay')[1]?.json);
   t.is(calls.length, 1, 'the command ran once');
+});
+
+test('a redelivered request that arrives while the first copy still runs is run once and answered twice', async (t) => {
+  const broker = await mosquittoStart(t);
+  let runs = 0;
+  const slow: ExtensionDefinition = {
+    name: 'slow',
+    create: ({ commands }) => {
+      let withdraw: (() => void) | undefined;
+      return {
+        name: 'slow',
+        start() {
+          withdraw = commands.register({
+            name: 'decode.maxDecoders',
+            description: 'test: takes its time',
+            handler: async (args) => {
+              runs++;
+              await sleep(300);
+              return { maxDecoders: args.max };
+            },
+          });
+        },
+        stop() {
+          withdraw?.();
+        },
+      };
+    },
+  };
+  await deviceStart(t, { url: broker.url, before: [slow] });
+  const fleet = await fleetFor(t, broker.url);
+  await fleet.next((m) => online(m));
+  const request = JSON.stringify({ id: 'twice', replyTo: 'replies/slow', args: { max: 3 } });
+  await fleet.publish('multihead/dev-1/cmd/decode.maxDecoders', request);
+  await fleet.publish('multihead/dev-1/cmd/decode.maxDecoders', request);
+  for (let i = 0; i < 100 && fleet.on('replies/slow').length < 2; i++) await sleep(20);
+  t.is(fleet.on('replies/slow').length, 2, 'both copies answered');
+  t.deepEqual(fleet.on('replies/slow')[0]?.json, fleet.on('replies/slow')[1]?.json);
+  t.like(fleet.on('replies/slow')[0]?.json, { id: 'twice', ok: true, result: { maxDecoders: 3 } });
+  t.is(runs, 1, 'run once');
 });

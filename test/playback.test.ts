@@ -94,7 +94,7 @@ test('screenshot: one full-size JPEG per output as base64; bad arguments are nam
     ['Virtual-1', 'Virtual-2'],
   );
   t.deepEqual(jpegSize(Buffer.from(shots[0]?.jpegBase64 ?? '', 'base64')), { width: 128, height: 72 });
-  t.like(await commands.invoke('screenshot', { output: 'HDMI-A-9' }, origin), {
+  t.like(await commands.invoke('screenshot', { outputs: ['HDMI-A-9'] }, origin), {
     ok: false,
     error: { code: 'ERR_BAD_ARGUMENT', message: 'no output "HDMI-A-9"; outputs: Virtual-1, Virtual-2' },
   });
@@ -146,10 +146,95 @@ test('screenshot: uploads with PUT to the given URL, and a refusing server is a 
   t.true(received.every((r) => r.type === 'image/jpeg' && r.bytes > 100));
   refuse = true;
   t.like(
-    await commands.invoke('screenshot', { uploadUrl: `http://127.0.0.1:${port}/x.jpg`, output: 'Virtual-1' }, origin),
+    await commands.invoke(
+      'screenshot',
+      { uploadUrl: `http://127.0.0.1:${port}/x.jpg`, outputs: ['Virtual-1'] },
+      origin,
+    ),
     {
       ok: false,
       error: { code: 'ERR_UPLOAD', message: `PUT to 127.0.0.1:${port} answered 403 Forbidden` },
     },
+  );
+});
+
+test('previews: the encoder copes with the picture changing size', async (t) => {
+  const encoder = new JpegEncoder();
+  t.teardown(() => encoder.close());
+  const frame = (w: number, h: number) => ({
+    width: w,
+    height: h,
+    format: 'NV12' as const,
+    data: new Uint8Array((w * h * 3) / 2).fill(120),
+  });
+  for (const [w, h] of [
+    [1280, 720],
+    [320, 180],
+    [1280, 720],
+  ] as const) {
+    const p = await encoder.encode(frame(w, h), 320);
+    t.deepEqual(jpegSize(p.jpeg), { width: 320, height: 180 }, `${w}x${h}`);
+  }
+});
+
+test('play and stop commands: a source on one output, errors named, the demo comes back', async (t) => {
+  const { playbackCreate, demoSource } = await import('../src/extensions/playback.ts');
+  const DEMO_SOURCE = demoSource(128, 72);
+  const { EventBus } = await import('../src/supervisor/bus.ts');
+  const { configLoad } = await import('../src/config/load.ts');
+  const { loggingCreate } = await import('../src/log/logger.ts');
+  const config = configLoad({
+    env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0' },
+    defaultPath: '/nonexistent/config.json',
+  }).config;
+  const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: () => {} } });
+  const bus = new EventBus(() => {});
+  const commands = new CommandRegistry();
+  const extension = playbackCreate({ config, logger: logging.logger, bus, addon, commands, logRing: logging.ring });
+  const display = new addon.VirtualDisplay([
+    { name: 'Virtual-1', width: 128, height: 72 },
+    { name: 'Virtual-2', width: 128, height: 72 },
+  ]);
+  const screens = virtualScreens(display, [
+    { name: 'Virtual-1', width: 128, height: 72, refresh: 60 },
+    { name: 'Virtual-2', width: 128, height: 72, refresh: 60 },
+  ]);
+  await extension.start();
+  t.teardown(async () => {
+    display.close();
+    await extension.stop();
+  });
+  bus.emit('display.ready', { mode: 'virtual', reason: 'test', screens });
+  const origin = { transport: 'internal' } as const;
+  const status = async () =>
+    (
+      (await commands.invoke('decode.status', {}, origin)) as {
+        result: { decoders: Array<{ source: string; consumers: string[] }> };
+      }
+    ).result.decoders;
+  t.deepEqual(
+    (await status()).map((d) => [d.source, d.consumers]),
+    [[DEMO_SOURCE, ['Virtual-1', 'Virtual-2']]],
+  );
+  const played = await commands.invoke('play', { source: clip, outputs: ['Virtual-1'] }, origin);
+  t.like(played, { ok: true, result: { outputs: ['Virtual-1'], source: clip } });
+  await sleep(300);
+  const decoders = await status();
+  t.deepEqual(decoders.find((d) => d.source === DEMO_SOURCE)?.consumers, ['Virtual-2'], 'the demo let go of Virtual-1');
+  t.is(decoders.find((d) => d.source === clip)?.consumers.length, 1);
+  t.like(await commands.invoke('play', { source: clip, outputs: ['HDMI-A-7'] }, origin), {
+    ok: false,
+    error: { code: 'ERR_BAD_ARGUMENT', message: 'play: no output "HDMI-A-7"; outputs: Virtual-1, Virtual-2' },
+  });
+  t.like(await commands.invoke('play', { source: '/nonexistent/clip.mp4' }, origin), {
+    ok: false,
+    error: { code: 'ERR_DECODE_OPEN' },
+  });
+  t.like(await commands.invoke('stop', {}, origin), { ok: true, result: { stopped: ['Virtual-1'] } });
+  await sleep(100);
+  t.deepEqual(
+    (await status()).map((d) => [d.source, d.consumers]),
+    [[DEMO_SOURCE, ['Virtual-2', 'Virtual-1']]],
+    'the clip decoder is gone and the demo is back on Virtual-1',
   );
 });

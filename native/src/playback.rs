@@ -76,6 +76,8 @@ pub struct DecoderInfo {
     pub frames: f64,
     /// Frames decoded more than one frame period after they were due.
     pub late: f64,
+    /// Frames published more than 4 ms after they were due (the machine held the decoder up).
+    pub delayed: f64,
     pub loops: f64,
     pub queue_depth: u32,
     /// CPU bytes copied for the newest frame: 0 on the zero-copy hardware path.
@@ -286,6 +288,7 @@ impl DecodeManager {
                         fps: s.fps,
                         frames: s.frames as f64,
                         late: s.late as f64,
+                        delayed: s.delayed as f64,
                         loops: s.loops as f64,
                         queue_depth: s.queue_depth,
                         bytes_copied_per_frame: s.bytes_copied_per_frame as f64,

@@ -36,6 +36,10 @@ pub struct VirtualOutputStats {
     pub dropped: f64,
     /// Vblanks bound to a source that had nothing to show yet (the gap gapless avoids).
     pub blank: f64,
+    /// Vblanks the simulated clock processed more than 4 ms late: this machine did not run the
+    /// (real-time) vblank thread in time, where a real display would have scanned out on time,
+    /// so frames dropped around them are the machine's stall, not the engine's.
+    pub late_ticks: f64,
     /// Decoder sequence number of the frame on show (0: nothing yet).
     pub sequence: f64,
     /// What plays here: the consumer name, if any.
@@ -67,6 +71,7 @@ struct Output {
     dropped: u64,
     /// Vblanks bound to a source with no frame to show yet.
     blank: u64,
+    late_ticks: u64,
 }
 
 struct State {
@@ -126,6 +131,7 @@ impl VirtualDisplay {
                 repeats: 0,
                 dropped: 0,
                 blank: 0,
+                late_ticks: 0,
             });
         }
         let state = Arc::new(Mutex::new(State { outputs: list }));
@@ -201,6 +207,7 @@ impl VirtualDisplay {
                 repeats: o.repeats as f64,
                 dropped: o.dropped as f64,
                 blank: o.blank as f64,
+                late_ticks: o.late_ticks as f64,
                 sequence: o.sequence as f64,
                 playing: o.source.as_ref().map(|(c, _)| c.clone()),
             })
@@ -241,6 +248,9 @@ impl Drop for VirtualDisplay {
 
 /// The simulated vblank: each output ticks at its own refresh; outputs with the same refresh
 /// tick together and take the same frame.
+/// Later than this, a real-time thread was held up by the machine, not by its own work.
+const STALL: Duration = Duration::from_millis(4);
+
 fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     let start = Instant::now();
     let mut ticks: Vec<u64> = Vec::new();
@@ -257,6 +267,9 @@ fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
                 let refresh = u64::from(o.refresh);
                 let due = |tick: u64| Duration::from_nanos((tick + 1) * 1_000_000_000 / refresh);
                 if now >= due(*tick) {
+                    if now - due(*tick) > STALL {
+                        o.late_ticks += 1;
+                    }
                     *tick += 1;
                     vblank(o);
                 }

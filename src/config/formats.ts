@@ -210,6 +210,8 @@ export const flag: Format = {
 export const ringSize = integerIn('ring-size', 10, 100_000);
 export const previewInterval = integerIn('preview-interval', 0, 3600);
 export const previewWidth = integerIn('preview-width', 64, 1920);
+export const requestBurst = integerIn('request-burst', 1, 10_000);
+export const requestRate = integerIn('request-rate', 1, 10_000);
 
 export const vaapiDevice: Format = {
   name: 'vaapi-device',

@@ -130,6 +130,20 @@ export const schema = {
       env: 'MULTIHEAD_HTTP_TOKEN',
       sensitive: true,
     },
+    rateLimit: {
+      burst: {
+        doc: 'Requests one client address may make at once before the status endpoint answers 429.',
+        format: f.requestBurst,
+        default: 60,
+        env: 'MULTIHEAD_HTTP_RATE_LIMIT_BURST',
+      },
+      perSecond: {
+        doc: 'Requests per second one client address may make after its burst.',
+        format: f.requestRate,
+        default: 20,
+        env: 'MULTIHEAD_HTTP_RATE_LIMIT_PER_SECOND',
+      },
+    },
   },
   led: {
     names: {

@@ -20,6 +20,7 @@ import type { Player } from '../content/player.ts';
 import { PlaylistRunner, type RunnablePlaylist } from '../content/playlist-runner.ts';
 import { type Placement, type ScheduleResult, scheduleAt } from '../content/scheduler.ts';
 import { ScreensPlayer } from '../content/screens-player.ts';
+import { SyncJob } from '../content/sync-job.ts';
 import { CommandError } from '../supervisor/commands.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
@@ -36,6 +37,8 @@ export interface ContentDeps {
   readonly playerCreate?: (context: ExtensionContext) => Player | undefined;
   readonly prerollMs?: number;
   readonly retry?: { attempts?: number; baseMs?: number; maxMs?: number };
+  /** Least time between two `content.sync` progress events of one job (default 1 s). */
+  readonly syncProgressEveryMs?: number;
 }
 
 export interface ContentStatus {
@@ -74,6 +77,8 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   let problem: string | undefined;
   let timers: NodeJS.Timeout[] = [];
   let stopped = false;
+  /** Content sync jobs under way (one per apply); they hear every cache progress event. */
+  const jobs = new Set<SyncJob>();
 
   const cacheOpen = async (): Promise<MediaCache> => {
     if (cache) return cache;
@@ -103,6 +108,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   };
 
   const progressLog = (p: CacheProgress): void => {
+    for (const job of jobs) job.progress(p);
     const fields = { media: p.id, url: p.url, state: p.state, bytes: p.bytes, total: p.total, attempt: p.attempt };
     if (p.state === 'failed')
       logger.error({ ...fields, code: p.error?.code }, p.error?.message ?? `media ${p.id} failed`);
@@ -193,18 +199,38 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   const signatures = new Map<string, string>();
   const signature = (r: RunnablePlaylist | undefined): string => JSON.stringify(r ?? null);
 
-  const reschedule = (): void => {
+  /** `syncVersion`: this reschedule applies new content, so its media fetch is a job the fleet can follow. */
+  const reschedule = (syncVersion?: number): string | undefined => {
     for (const t of timers) clearTimeout(t);
     timers = [];
     const c = content;
-    if (!c || stopped) return;
+    if (!c || stopped) return undefined;
     const now = clock.now();
     const r = scheduleAt(now, c);
     result = r;
     const media = needed(c, r);
+    let jobId: string | undefined;
     if (cache) {
       const pinned = new Set(media.map((m) => m.sha256));
+      const mediaCache = cache;
+      const job =
+        syncVersion === undefined
+          ? undefined
+          : new SyncJob({
+              version: syncVersion,
+              items: media,
+              cached: (m) => mediaCache.has(m),
+              emit: (doc) => context.bus.emit('content.sync', doc),
+              clock,
+              ...(deps.syncProgressEveryMs !== undefined ? { progressEveryMs: deps.syncProgressEveryMs } : {}),
+            });
+      if (job) jobs.add(job);
+      jobId = job?.jobId;
       void cache.ensure(media, pinned).then((results) => {
+        if (job) {
+          jobs.delete(job);
+          job.finish(results);
+        }
         const failed = results.filter((x) => !x.ok);
         if (failed.length > 0) {
           logger.warn(
@@ -241,7 +267,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
     }
     const at = r.nextChangeAt;
     const delay = at === null ? RECHECK_MS : Math.min(RECHECK_MS, Math.max(0, at - now));
-    timers.push(setTimeout(reschedule, delay));
+    timers.push(setTimeout(() => reschedule(), delay));
     if (at !== null && at - now <= RECHECK_MS && r.next && p) {
       const next = r.next;
       timers.push(
@@ -261,15 +287,17 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
       );
     }
     for (const t of timers) t.unref();
+    return jobId;
   };
 
-  const apply = async (c: Content): Promise<void> => {
+  /** Resolves to the id of the content sync job that fetches the media. */
+  const apply = async (c: Content): Promise<string | undefined> => {
     await cacheOpen();
     content = c;
     problem = undefined;
     const p = playerEnsure();
     if (p) runnersReconcile(c, p);
-    reschedule();
+    return reschedule(c.version);
   };
 
   const persist = async (c: Content): Promise<void> => {
@@ -327,9 +355,15 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
                 `cannot save ${file}: ${(error as Error).message}; nothing changed`,
               );
             }
-            await apply(next);
+            const jobId = await apply(next);
             logger.info({ version: next.version, file }, `content version ${next.version} applied`);
-            return { version: next.version, file, nextChangeAt: status().nextChangeAt, outputs: status().outputs };
+            return {
+              version: next.version,
+              file,
+              nextChangeAt: status().nextChangeAt,
+              outputs: status().outputs,
+              ...(jobId ? { jobId } : {}),
+            };
           },
         }),
         commands.register({

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { configLoad } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import type { ContentSync } from '../content/sync-job.ts';
 import { builtinCommandsRegister, type CommandRunner } from '../mqtt/builtin-commands.ts';
 import { CommandRouter, type ReplyPayload, type ReplyTarget } from '../mqtt/command-router.ts';
 import { type Backoff, brokerName, MqttConnection, type PublishOptions } from '../mqtt/connection.ts';
@@ -41,6 +42,13 @@ const OFFLINE_EVENTS = 100;
 const OFFLINE_TELEMETRY = 10;
 const OFFLINE_REPLIES = 100;
 const STATUS_DEBOUNCE_MS = 250;
+/** Jobs whose newest document waits for the broker; older jobs' documents are dropped first. */
+const OFFLINE_JOBS = 20;
+/**
+ * Job documents are retained so a dashboard that subscribes mid-sync sees where a job stands,
+ * and expire (MQTT v5 Message Expiry) so finished jobs do not pile up in the broker forever.
+ */
+const JOB_RETAIN_S = 86_400;
 
 export function mqttDefaults(): MqttDeps {
   return {
@@ -80,7 +88,13 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
   let telemetryTimer: NodeJS.Timeout | undefined;
   let statusTimer: NodeJS.Timeout | undefined;
   let desiredChain: Promise<void> = Promise.resolve();
-  const offline = { events: [] as string[], telemetry: [] as string[], replies: [] as Array<[ReplyTarget, string]> };
+  const offline = {
+    events: [] as string[],
+    telemetry: [] as string[],
+    replies: [] as Array<[ReplyTarget, string]>,
+    /** Newest document per job id (a job's older progress is worthless once a newer one exists). */
+    jobs: new Map<string, string>(),
+  };
   const eventLimiter = new RateLimiter({ burst: 30, perSecond: 10 });
   let eventsDropped = 0;
 
@@ -184,6 +198,18 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
     }
   };
 
+  const jobOptions: PublishOptions = { qos: 1, retain: true, properties: { messageExpiryInterval: JOB_RETAIN_S } };
+  const jobSend = (doc: ContentSync): void => {
+    const text = JSON.stringify(doc);
+    if (connection?.publish(topics.job(doc.jobId), text, jobOptions)) return;
+    offline.jobs.delete(doc.jobId);
+    offline.jobs.set(doc.jobId, text);
+    for (const oldest of offline.jobs.keys()) {
+      if (offline.jobs.size <= OFFLINE_JOBS) break;
+      offline.jobs.delete(oldest);
+    }
+  };
+
   const router = new CommandRouter({
     contract,
     commands,
@@ -228,6 +254,8 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
     publish(topics.state, statePayload('online'), { retain: true });
     statusPublish();
     reportedPublish(desired.report);
+    for (const [jobId, text] of offline.jobs) connection?.publish(topics.job(jobId), text, jobOptions);
+    offline.jobs.clear();
     for (const text of offline.events.splice(0)) connection?.publish(topics.events, text, { qos: 1 });
     for (const text of offline.telemetry.splice(0)) connection?.publish(topics.telemetry, text, { qos: 0 });
     for (const [target, text] of offline.replies.splice(0)) {
@@ -278,6 +306,7 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
           statusTimer ??= setTimeout(statusPublish, STATUS_DEBOUNCE_MS);
         }),
         eventSourcesAttach({ bus, logRing, emit: eventSend }),
+        bus.on('content.sync', jobSend),
       );
       let sessionProblemSaid = false;
       connection = new MqttConnection({

@@ -44,6 +44,8 @@ export class CommandRouter {
   readonly #now: () => number;
   /** Replies by reply topic + id, oldest first (Map keeps insertion order). */
   readonly #replies = new Map<string, { at: number; payload: ReplyPayload }>();
+  /** Requests being run now, so a redelivery that arrives meanwhile waits for the same reply. */
+  readonly #running = new Map<string, Promise<ReplyPayload>>();
 
   constructor(deps: CommandRouterDeps) {
     this.#deps = deps;
@@ -132,18 +134,34 @@ export class CommandRouter {
         if (target) this.#deps.reply(target, earlier.payload);
         return;
       }
+      const running = this.#running.get(replayKey);
+      if (running) {
+        // A QoS 1 redelivery while the first copy still runs: one run, the same reply twice.
+        logger.info({ command, id }, `request ${id} is running; answering with its reply when done`);
+        const payload = await running;
+        if (target) this.#deps.reply(target, payload);
+        return;
+      }
     }
     if (!commands.has(command)) {
       return fail('ERR_NOT_AVAILABLE', `${command} is part of the contract but nothing on this device offers it (yet)`);
     }
-    const reply = await commands.invoke(
-      command,
-      ((request as { args?: unknown }).args ?? {}) as Record<string, unknown>,
-      {
-        transport: 'mqtt',
-        from: topic,
-      },
-    );
+    const invoked = commands.invoke(command, ((request as { args?: unknown }).args ?? {}) as Record<string, unknown>, {
+      transport: 'mqtt',
+      from: topic,
+    });
+    if (replayKey) {
+      this.#running.set(
+        replayKey,
+        invoked.then((r) => ({ ...(id !== undefined ? { id } : {}), device: this.#deps.deviceId, command, ...r })),
+      );
+    }
+    let reply: Awaited<typeof invoked>;
+    try {
+      reply = await invoked;
+    } finally {
+      if (replayKey) this.#running.delete(replayKey);
+    }
     logger.debug({ command, ok: reply.ok, from: topic }, `command ${command}: ${reply.ok ? 'ok' : reply.error.code}`);
     if (replayKey) {
       const body: ReplyPayload = {

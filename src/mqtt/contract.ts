@@ -13,6 +13,7 @@ export type ContractSchemaName =
   | 'Event'
   | 'DesiredConfig'
   | 'ReportedConfig'
+  | 'Job'
   | 'CommandRequest'
   | 'CommandReply';
 

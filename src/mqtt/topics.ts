@@ -7,6 +7,8 @@ export interface DeviceTopics {
   readonly events: string;
   readonly desired: string;
   readonly reported: string;
+  /** Job documents (content sync): `<root>/jobs/<jobId>`. */
+  readonly job: (jobId: string) => string;
   /** What the device subscribes to. */
   readonly subscriptions: readonly string[];
 }
@@ -21,6 +23,7 @@ export function deviceTopics(prefix: string, deviceId: string, groups: readonly 
     events: `${root}/events`,
     desired: `${root}/config/desired`,
     reported: `${root}/config/reported`,
+    job: (jobId) => `${root}/jobs/${jobId}`,
     subscriptions: [
       `${root}/cmd/+`,
       `${root}/config/desired`,

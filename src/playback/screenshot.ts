@@ -24,7 +24,7 @@ export interface Shot {
 
 /**
  * `screenshot`: a JPEG of what each output really shows, read from the engine's scanout buffer
- * (KMS) or the virtual scanout. Arguments: `output` (default: all), `width` (scale down),
+ * (KMS) or the virtual scanout. Arguments: `outputs` (default: all), `width` (scale down),
  * `quality` (1-100), `uploadUrl` (HTTP(S) PUT target; `{output}` in it is replaced by the
  * output's name, otherwise `?output=<name>` is added when there are several outputs).
  */
@@ -35,12 +35,16 @@ export function screenshotCommand(deps: ScreenshotDeps): CommandDefinition {
     async handler(args) {
       const screens = deps.screens();
       if (!screens) throw new CommandError('ERR_NOT_READY', 'no outputs yet: the display has not started');
-      const { output, width, quality, uploadUrl } = screenshotArgs(args);
+      const { outputs, width, quality, uploadUrl } = screenshotArgs(args);
       const names = screens.outputs().map((o) => o.name);
-      if (output !== undefined && !names.includes(output)) {
-        throw new CommandError('ERR_BAD_ARGUMENT', `no output "${output}"; outputs: ${names.join(', ') || 'none'}`);
+      const unknown = (outputs ?? []).filter((o) => !names.includes(o));
+      if (unknown.length > 0) {
+        throw new CommandError(
+          'ERR_BAD_ARGUMENT',
+          `no output ${unknown.map((u) => `"${u}"`).join(', ')}; outputs: ${names.join(', ') || 'none'}`,
+        );
       }
-      const wanted = output === undefined ? names : [output];
+      const wanted = outputs ?? names;
       const encoder = new JpegEncoder();
       const shots: Shot[] = [];
       try {
@@ -71,14 +75,17 @@ export function screenshotCommand(deps: ScreenshotDeps): CommandDefinition {
 }
 
 function screenshotArgs(args: Record<string, unknown>): {
-  output?: string;
+  outputs?: string[];
   width?: number;
   quality?: number;
   uploadUrl?: string;
 } {
-  const { output, width, quality, uploadUrl } = args;
-  if (output !== undefined && typeof output !== 'string') {
-    throw new CommandError('ERR_BAD_ARGUMENT', `"output" must be an output name, got ${JSON.stringify(output)}`);
+  const { outputs, width, quality, uploadUrl } = args;
+  if (
+    outputs !== undefined &&
+    (!Array.isArray(outputs) || outputs.length === 0 || !outputs.every((o) => typeof o === 'string'))
+  ) {
+    throw new CommandError('ERR_BAD_ARGUMENT', `"outputs" must be a non-empty list of output names`);
   }
   if (width !== undefined && (!Number.isInteger(width) || (width as number) < 16 || (width as number) > 7680)) {
     throw new CommandError('ERR_BAD_ARGUMENT', `"width" must be an integer 16-7680, got ${JSON.stringify(width)}`);
@@ -98,7 +105,7 @@ function screenshotArgs(args: Record<string, unknown>): {
     }
   }
   return {
-    ...(output !== undefined ? { output: output as string } : {}),
+    ...(outputs !== undefined ? { outputs: [...new Set(outputs as string[])] } : {}),
     ...(width !== undefined ? { width: width as number } : {}),
     ...(quality !== undefined ? { quality: quality as number } : {}),
     ...(uploadUrl !== undefined ? { uploadUrl: uploadUrl as string } : {}),

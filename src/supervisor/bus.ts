@@ -1,4 +1,5 @@
 import type { Config } from '../config/schema.ts';
+import type { ContentSync } from '../content/sync-job.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
 
@@ -29,8 +30,15 @@ export interface BusEvents {
   'playback.changed': { output: string; source: string | null; reason: string };
   /** Per-output counters, periodically, from whoever drives the outputs (telemetry shows them). */
   'output.stats': { outputs: Array<{ name: string; frames: number; dropped: number }> };
+  /**
+   * A content sync job (the media fetch of one content apply) was accepted, progressed or
+   * ended; the MQTT extension publishes it on `jobs/<jobId>`.
+   */
+  'content.sync': ContentSync;
   /** The fleet broker connection came up or went down (session: the birth's counter). */
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
+  /** The local status endpoint listens (the URL names the bound address and port). */
+  'http.listening': { url: string };
   /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
   'config.applied': {
     version: number;

@@ -70,8 +70,14 @@ export class CommandRegistry {
     } catch (error) {
       if (error instanceof CommandError) return { ok: false, error: { code: error.code, message: error.message } };
       const e = error as { code?: unknown; message?: unknown };
-      const code = typeof e?.code === 'string' && e.code.startsWith('ERR_') ? e.code : 'ERR_INTERNAL';
-      return { ok: false, error: { code, message: `${name}: ${String(e?.message ?? error)}` } };
+      const message = String(e?.message ?? error);
+      if (typeof e?.code === 'string' && e.code.startsWith('ERR_')) {
+        return { ok: false, error: { code: e.code, message: `${name}: ${message}` } };
+      }
+      // The native addon's errors lead with their code: "ERR_DECODE_OPEN: a.mp4: ...".
+      const coded = /^(ERR_[A-Z0-9_]+): (.*)$/s.exec(message);
+      if (coded) return { ok: false, error: { code: coded[1] as string, message: `${name}: ${coded[2]}` } };
+      return { ok: false, error: { code: 'ERR_INTERNAL', message: `${name}: ${message}` } };
     }
   }
 }

@@ -55,15 +55,16 @@ export class Controller {
     this.#setState('starting');
     this.#keepAlive = setInterval(() => {}, 2 ** 30);
     for (const definition of this.#deps.extensions) {
-      const extension = definition.create({
-        config: this.#deps.config,
-        logger: loggerFor(this.#deps.logger, definition.name),
-        bus: this.bus,
-        commands: this.commands,
-        addon: this.#deps.addon,
-        logRing: this.#deps.logRing,
-      });
+      let extension: Extension;
       try {
+        extension = await definition.create({
+          config: this.#deps.config,
+          logger: loggerFor(this.#deps.logger, definition.name),
+          bus: this.bus,
+          commands: this.commands,
+          addon: this.#deps.addon,
+          logRing: this.#deps.logRing,
+        });
         await extension.start();
       } catch (error) {
         await this.stop(`extension ${definition.name} failed to start`);

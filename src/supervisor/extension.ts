@@ -27,7 +27,11 @@ export interface Extension {
   stop(): Promise<void> | void;
 }
 
-export type ExtensionFactory = (context: ExtensionContext) => Extension;
+/**
+ * Makes the extension. May be async: extensions that the first frame does not need load their
+ * modules (mqtt.js, ajv, prom-client, ...) only when their turn comes, after the outputs play.
+ */
+export type ExtensionFactory = (context: ExtensionContext) => Extension | Promise<Extension>;
 
 export interface ExtensionDefinition {
   readonly name: string;

@@ -9,6 +9,12 @@ import { scratchDir } from './tmp.ts';
 export interface BrokerOptions {
   /** Require this user name and password (a mosquitto password file is generated). */
   readonly auth?: { username: string; password: string };
+  /** More users in the password file (with `auth`, or alone). */
+  readonly users?: ReadonlyArray<{ username: string; password: string }>;
+  /** mosquitto ACL file contents (`acl_file`). */
+  readonly acl?: string;
+  /** Keep sessions and queued messages across broker restarts (a persistence file in the scratch dir). */
+  readonly persistence?: boolean;
   /** Listen with TLS using certificates made by `tlsFiles`. */
   readonly tls?: TlsFiles;
   /** Allocate the port and write the config, but leave the broker stopped (for "broker down at start"). */
@@ -47,19 +53,27 @@ export async function mosquittoStart(t: ExecutionContext, options: BrokerOptions
     `listener ${port} 127.0.0.1`,
     // Run as root in CI; without this mosquitto drops to user "mosquitto" and cannot read the scratch dir.
     'user root',
-    'persistence false',
+    ...(options.persistence
+      ? ['persistence true', `persistence_location ${dir}/`, 'autosave_interval 1']
+      : ['persistence false']),
     `log_dest file ${join(dir, 'mosquitto.log')}`,
     'log_type error',
     'log_type warning',
     'log_type notice',
   ];
-  if (options.auth) {
+  const users = [...(options.auth ? [options.auth] : []), ...(options.users ?? [])];
+  if (users.length > 0) {
     const passwords = join(dir, 'passwords');
     writeFileSync(passwords, '');
-    execFileSync('mosquitto_passwd', ['-b', passwords, options.auth.username, options.auth.password]);
+    for (const u of users) execFileSync('mosquitto_passwd', ['-b', passwords, u.username, u.password]);
     lines.push('allow_anonymous false', `password_file ${passwords}`);
   } else {
     lines.push('allow_anonymous true');
+  }
+  if (options.acl !== undefined) {
+    const acl = join(dir, 'acl');
+    writeFileSync(acl, options.acl);
+    lines.push(`acl_file ${acl}`);
   }
   if (options.tls) {
     lines.push(`cafile ${options.tls.ca}`, `certfile ${options.tls.serverCert}`, `keyfile ${options.tls.serverKey}`);

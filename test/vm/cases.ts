@@ -416,8 +416,8 @@ export const virtioCases: VmCase[] = [
       const { kms, vm } = ctx;
       const outputs = await outputsAll(kms);
       const { width, height } = outputs[0]?.mode ?? { width: 0, height: 0 };
-      // Flat frames whose luma encodes the frame number; 4 fps so most rounds of three
-      // screendumps fall inside one frame.
+      // Flat frames whose luma encodes the frame number; 2 fps so that, even on a loaded
+      // machine where a screendump takes a few hundred ms, most rounds of three fall inside one frame.
       const clip = path.join(vm.scratch, 'counter.mp4');
       execFileSync('ffmpeg', [
         '-v',
@@ -426,7 +426,7 @@ export const virtioCases: VmCase[] = [
         '-f',
         'lavfi',
         '-i',
-        `color=c=black:size=${width}x${height}:rate=4:duration=6,geq=lum='16+7*N':cb=128:cr=128`,
+        `color=c=black:size=${width}x${height}:rate=2:duration=12,geq=lum='16+7*N':cb=128:cr=128`,
         '-c:v',
         'libx264',
         '-preset',
@@ -444,7 +444,7 @@ export const virtioCases: VmCase[] = [
       // the first dump to after the last; in such a round every head must show the same frame.
       const rounds: number[][] = [];
       const straddled: number[][] = [];
-      for (let attempt = 0; attempt < 16 && rounds.length < 5; attempt++) {
+      for (let attempt = 0; attempt < 24 && rounds.length < 5; attempt++) {
         const before = await shown();
         await sleep(40);
         const settled = await shown();
@@ -473,7 +473,7 @@ export const virtioCases: VmCase[] = [
       assert.ok(distinct >= 2, `the video moves: ${JSON.stringify(rounds)}`);
       // virtio-gpu's planes take no NV12: each uploaded frame is converted once for all heads.
       assert.equal(video.errors, 0, `video commits failed: ${video.lastError}`);
-      assert.ok(video.uploads > 10, `uploads ${video.uploads}`);
+      assert.ok(video.uploads > 4, `uploads ${video.uploads}`);
       assert.equal(copies.conversions, video.uploads, 'one conversion per new frame, shared by the heads');
       return `same frame on 3 heads in ${together}/${rounds.length} still rounds (${rounds.map((l) => l.join('/')).join(' ')}; ${straddled.length} rounds straddled a flip); ${video.uploads} uploads, ${copies.conversions} conversions, ${video.framesShown} new-frame vblanks, ${video.repeats} repeats; decoder frames ${status.decoders[0]?.frames}`;
     },
@@ -986,7 +986,7 @@ export const vkmsCases: VmCase[] = [
       const tail = (): string => `${proc.stdout()}${proc.stderr()}`.trim().split('\n').slice(-6).join(' | ');
       try {
         const driven = (name: string): RegExp => new RegExp(`"msg":"output ${name}: \\d+x\\d+@\\d+ on CRTC \\d+"`);
-        await proc.waitForLine(driven(first), 30000);
+        await proc.waitForLine(driven(first), 60000);
         await proc.waitForLine(driven(second), 30000);
         await statusSet(2);
         await proc.waitForLine(new RegExp(`"msg":"output ${second} removed"`), 15000);

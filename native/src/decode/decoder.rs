@@ -29,10 +29,14 @@ use super::vaapi::{vaapi_export, HwState, VaapiDevice};
 const RING: usize = 3;
 /// How long opening a source may take before the caller hears it failed.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Exported frames beyond the decoder's own needs: the ring's slots plus what the engine may
-/// hold (on screen, in flight, queued). All outputs of a source show the same frame, so this
-/// does not grow with the number of outputs.
-const EXPORT_FRAMES: usize = RING + 4;
+/// Frames decoded ahead of their time. The pacing thread runs real-time but FFmpeg's decode
+/// workers do not: on a busy machine a frame can take longer than its period to decode, and
+/// without frames in hand the next two would then be published within one vblank (a drop).
+const AHEAD: usize = 4;
+/// Exported frames beyond the decoder's own needs: the ring's slots, the frames decoded ahead,
+/// and what the engine may hold (on screen, in flight, queued). All outputs of a source show
+/// the same frame, so this does not grow with the number of outputs.
+const EXPORT_FRAMES: usize = RING + AHEAD + 4;
 /// Test hook: after this many frames on the hardware path, behave as if the hardware failed.
 const FAULT_ENV: &str = "MULTIHEAD_FAULT_HW_AFTER_FRAMES";
 /// Consecutive hardware decode errors that mean the hardware has given up on this stream.
@@ -54,6 +58,9 @@ pub struct DecoderCounters {
     pub frames: AtomicU64,
     /// Frames decoded later than one frame period after they were due.
     pub late: AtomicU64,
+    /// Frames published more than 4 ms after they were due: the machine held the (real-time)
+    /// pacing thread or the decode up. Lets a drop be told from an engine fault.
+    pub delayed: AtomicU64,
     pub loops: AtomicU64,
     /// Bytes the CPU copied for the newest frame (0 on a zero-copy path).
     pub bytes_copied_last: AtomicU64,
@@ -336,6 +343,10 @@ struct Session {
     hw_frames: u64,
     hw_errors: u32,
     fault_after: Option<u64>,
+    /// Decoded frames waiting for their time: (frame, stream pts µs, timeline µs).
+    ahead: std::collections::VecDeque<(ffmpeg::frame::Video, Option<i64>, i64)>,
+    /// Emptied frames to decode into, so frames in flight are never copied.
+    spare: Vec<ffmpeg::frame::Video>,
 }
 
 type Scaler = (
@@ -520,13 +531,14 @@ impl Session {
             hw_frames: 0,
             hw_errors: 0,
             fault_after: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
+            ahead: std::collections::VecDeque::with_capacity(AHEAD + 1),
+            spare: (0..=AHEAD).map(|_| ffmpeg::frame::Video::empty()).collect(),
         })
     }
 
     /// Decodes until told to stop. Returns why it stopped early, if it did.
     fn run(&mut self, shared: &Shared) -> Result<(), String> {
         let mut packet = ffmpeg::Packet::empty();
-        let mut frame = ffmpeg::frame::Video::empty();
         let mut clock = Clock::default();
         while !shared.stop.load(Ordering::Relaxed) {
             // av_read_frame does not release what the packet held: without this every packet
@@ -556,16 +568,18 @@ impl Session {
                         }
                         _ => self.hw_errors = 0,
                     }
-                    self.drain(&mut frame, &mut clock, shared)?;
+                    self.drain(&mut clock, shared)?;
                     if let Some(reason) = self.fallback_pending.take() {
                         self.fall_back(reason, shared)?;
                     }
                 }
                 Err(ffmpeg::Error::Eof) => {
                     let _ = self.decoder.send_eof();
-                    self.drain(&mut frame, &mut clock, shared)?;
+                    self.drain(&mut clock, shared)?;
                     self.index_save(shared);
-                    if shared.counters.frames.load(Ordering::Relaxed) == 1 {
+                    let published = shared.counters.frames.load(Ordering::Relaxed);
+                    if published + self.ahead.len() as u64 == 1 {
+                        self.pace(&mut clock, shared, 0)?;
                         // A still image: its one frame stays on show; decoding it again
                         // 25 times a second would only burn CPU and disk.
                         while !shared.stop.load(Ordering::Relaxed) {
@@ -644,46 +658,90 @@ impl Session {
         self.index = Some(index);
     }
 
-    fn drain(
-        &mut self,
-        frame: &mut ffmpeg::frame::Video,
-        clock: &mut Clock,
-        shared: &Shared,
-    ) -> Result<(), String> {
-        while self.decoder.receive_frame(frame).is_ok() {
+    /// Takes every frame the decoder has ready into the queue of frames decoded ahead, and
+    /// publishes queued frames as they fall due.
+    fn drain(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), String> {
+        loop {
+            let mut frame = self.spare.pop().unwrap_or_else(ffmpeg::frame::Video::empty);
+            if self.decoder.receive_frame(&mut frame).is_err() {
+                self.spare.push(frame);
+                return Ok(());
+            }
             if shared.stop.load(Ordering::Relaxed) {
+                self.spare.push(frame);
                 return Ok(());
             }
             let pts = frame
                 .timestamp()
                 .map(|t| (t as f64 * self.time_base * 1_000_000.0) as i64);
             // Decoding starts at the keyframe before the start offset: frames before it are
-            // needed as references but are not shown.
-            if pts.is_some_and(|p| p < self.start_us) {
+            // needed as references but are not shown. After a fallback, frames up to the last
+            // one shown are skipped the same way.
+            let before_start = pts.is_some_and(|p| p < self.start_us);
+            let shown_already = match (pts, self.skip_until_us) {
+                (Some(p), Some(until)) if p <= until => true,
+                (_, Some(_)) => {
+                    self.skip_until_us = None;
+                    false
+                }
+                _ => false,
+            };
+            if before_start || shown_already {
+                frame_recycle(&mut frame);
+                self.spare.push(frame);
                 continue;
             }
-            if let (Some(p), Some(until)) = (pts, self.skip_until_us) {
-                if p <= until {
-                    continue;
+            let timeline = clock.timeline_for(pts, self.period_us);
+            self.ahead.push_back((frame, pts, timeline));
+            self.pace(clock, shared, AHEAD)?;
+            if self.fallback_pending.is_some() {
+                // Resume in software before decoding further on a path that failed; frames
+                // decoded ahead on that path are dropped and decoded again.
+                while let Some((mut f, _, _)) = self.ahead.pop_front() {
+                    frame_recycle(&mut f);
+                    self.spare.push(f);
                 }
-                self.skip_until_us = None;
+                return Ok(());
             }
-            let due = clock.due(pts, self.period_us);
+        }
+    }
+
+    /// Publishes queued frames whose time has come. With fewer than `keep` frames queued it
+    /// returns as soon as the oldest is not yet due (so the caller decodes more); with the
+    /// queue full it waits for the oldest's time.
+    fn pace(&mut self, clock: &mut Clock, shared: &Shared, keep: usize) -> Result<(), String> {
+        while let Some(&(_, pts, timeline)) = self.ahead.front() {
+            let due = clock.due_of(timeline);
             let now = Instant::now();
-            if now > due + Duration::from_micros(self.period_us as u64) {
-                shared.counters.late.fetch_add(1, Ordering::Relaxed);
+            if now < due {
+                if self.ahead.len() < keep {
+                    return Ok(());
+                }
+                // Short naps, so a stop request is never kept waiting.
+                while Instant::now() < due && !shared.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            } else {
+                if now > due + Duration::from_millis(4) {
+                    shared.counters.delayed.fetch_add(1, Ordering::Relaxed);
+                }
+                if now > due + Duration::from_micros(self.period_us as u64) {
+                    shared.counters.late.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            // Wait for the frame's time in short naps, so a stop request is never kept waiting.
-            while Instant::now() < due && !shared.stop.load(Ordering::Relaxed) {
-                std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
-            }
-            self.publish(frame, clock.timeline_us(), shared)?;
+            let (mut frame, _, _) = self.ahead.pop_front().expect("front exists");
+            let published = self.publish(&frame, timeline, shared);
+            frame_recycle(&mut frame);
+            self.spare.push(frame);
+            published?;
             if pts.is_some() {
                 self.last_pts_us = pts;
             }
             clock.interval(&shared.counters);
             if self.fallback_pending.is_some() {
-                // Resume in software before decoding further on a path that failed.
                 return Ok(());
             }
             if shared.hold.load(Ordering::Relaxed) {
@@ -692,7 +750,7 @@ impl Session {
                 while shared.hold.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                clock.restart_at(Instant::now());
+                clock.restart_at(Instant::now(), timeline);
             }
         }
         Ok(())
@@ -886,6 +944,12 @@ fn nv12_copy(frame: &ffmpeg::frame::Video, width: usize, height: usize, out: &mu
     uv_base + height.div_ceil(2) * row_bytes
 }
 
+/// Gives a decoded frame back its buffers (the decoder's pool reuses them) and keeps the
+/// empty AVFrame for the next decode.
+fn frame_recycle(frame: &mut ffmpeg::frame::Video) {
+    unsafe { ffmpeg::ffi::av_frame_unref(frame.as_mut_ptr()) };
+}
+
 /// Maps stream timestamps onto the monotonic clock, continuing across loops.
 #[derive(Default)]
 struct Clock {
@@ -901,15 +965,19 @@ struct Clock {
 }
 
 impl Clock {
-    fn due(&mut self, pts_us: Option<i64>, period_us: i64) -> Instant {
+    /// The frame's place on the timeline (called once per frame, in decode order).
+    fn timeline_for(&mut self, pts_us: Option<i64>, period_us: i64) -> i64 {
         let pts = pts_us.unwrap_or(self.last_pts_us + period_us);
         let first = *self.first_pts_us.get_or_insert(pts);
         self.last_pts_us = pts;
         self.timeline_us = self.loop_offset_us + (pts - first);
-        let (at, base) = *self
-            .origin
-            .get_or_insert((Instant::now(), self.timeline_us));
-        let ahead = self.timeline_us - base;
+        self.timeline_us
+    }
+
+    /// When the frame at `timeline` is due; the first frame asked about is due now.
+    fn due_of(&mut self, timeline: i64) -> Instant {
+        let (at, base) = *self.origin.get_or_insert((Instant::now(), timeline));
+        let ahead = timeline - base;
         if ahead <= 0 {
             at
         } else {
@@ -917,19 +985,15 @@ impl Clock {
         }
     }
 
-    /// The frame on show now is the one just published: time the next ones from `at`.
-    fn restart_at(&mut self, at: Instant) {
-        self.origin = Some((at, self.timeline_us));
+    /// The frame at `timeline` went on show at `at`: time the next ones from there.
+    fn restart_at(&mut self, at: Instant, timeline: i64) {
+        self.origin = Some((at, timeline));
     }
 
     fn loop_end(&mut self, period_us: i64) {
         if let Some(first) = self.first_pts_us.take() {
             self.loop_offset_us += self.last_pts_us - first + period_us;
         }
-    }
-
-    fn timeline_us(&self) -> i64 {
-        self.timeline_us
     }
 
     fn interval(&mut self, counters: &DecoderCounters) {

@@ -98,7 +98,19 @@ impl Engine {
         });
         self.video_scene_rebuild();
         if self.outputs.iter().all(|o| !o.pending) {
-            self.video_step()?;
+            if let Err(e) = self.video_step() {
+                // The kernel refused the layout (a plane that cannot scale, say): take the new
+                // binding back rather than retry a doomed commit at every vblank. The outputs
+                // keep what they showed.
+                if let Some(binding) = self.video.pop() {
+                    for buffer in binding.pool.into_iter().chain(binding.imported) {
+                        let _ = self.buffer_release(buffer);
+                    }
+                    self.video_retired.extend(binding.held);
+                }
+                self.video_scene_rebuild();
+                return Err(e);
+            }
         }
         Ok(())
     }
