@@ -129,9 +129,10 @@ const esp = `${disk}@@${espOffset(disk)}`;
 {
   const entry = execFileSync('mtype', ['-i', esp, '::/loader/entries/multihead.conf'], { env: mtoolsEnv }).toString();
   const heads = Array.from({ length: HEADS }, (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`);
+  // Under TCG the supervisor needs minutes, not seconds, to its first frame (READY=1).
   const testEntry = entry.replace(
     /^options (.*)$/m,
-    `options $1 console=ttyS0,115200 multihead.test=1 ${heads.join(' ')}`,
+    `options $1 console=ttyS0,115200 multihead.test=1 systemd.default_timeout_start_sec=600 ${heads.join(' ')}`,
   );
   const file = path.join(work, 'multihead.conf');
   fs.writeFileSync(file, testEntry);
