@@ -40,6 +40,9 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # The guest runs this machine's userland, so Mesa's kms_swrast (libgl1-mesa-dri) lets GBM
 # allocate on vkms there.
 [ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
+# The appliance image (image/build.sh, test/image, test/provision.test.ts): partitions built as
+# files, UEFI firmware for QEMU, and a broker the booted image reports to.
+[ "$mode" = test ] && pkgs="$pkgs squashfs-tools dosfstools mtools fdisk e2fsprogs ovmf mosquitto mosquitto-clients"
 # The decode tests make their clips with the ffmpeg command.
 [ "$mode" = test ] && pkgs="$pkgs ffmpeg"
 # The MQTT tests start their own mosquitto broker on loopback.

