@@ -12,7 +12,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncDir, removeStaleTemps, symlinkAtomic, writeFileAtomic } from './atomic.ts';
+import { dirFsync, fileWriteAtomic, symlinkReplaceAtomic, tempsRemoveStale } from '../src/fs/atomic.ts';
 import {
   configProblems,
   hostnameFor,
@@ -67,7 +67,7 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
 
 function removeFromEsp(file: string): void {
   fs.rmSync(file, { force: true });
-  fsyncDir(path.dirname(file));
+  dirFsync(path.dirname(file));
 }
 
 function apply(file: string): number {
@@ -89,7 +89,7 @@ function apply(file: string): number {
     const base = file.replace(/\.json$/, '');
     fs.writeFileSync(`${base}.errors.txt`, `${e.message}\n`);
     fs.renameSync(file, `${base}.rejected.json`);
-    fsyncDir(path.dirname(file));
+    dirFsync(path.dirname(file));
     return 1;
   }
   const ids = owner();
@@ -99,7 +99,7 @@ function apply(file: string): number {
   fs.mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
   if (ids) fs.chownSync(secretsDir, ids.uid, ids.gid);
   for (const [name, pem] of provisionSecrets(spec)) {
-    writeFileAtomic(path.join(secretsDir, name), pem.endsWith('\n') ? pem : `${pem}\n`, opts);
+    fileWriteAtomic(path.join(secretsDir, name), pem.endsWith('\n') ? pem : `${pem}\n`, opts);
     say(`wrote ${path.join(secretsDir, name)} (0600)`);
   }
   const config = merge(readJson(CONFIG) ?? {}, provisionConfig(spec));
@@ -108,24 +108,24 @@ function apply(file: string): number {
     say(`REJECTED: the merged configuration does not load: ${problems.join('; ')}`);
     return 1;
   }
-  writeFileAtomic(CONFIG, `${JSON.stringify(config, null, 2)}\n`, opts);
+  fileWriteAtomic(CONFIG, `${JSON.stringify(config, null, 2)}\n`, opts);
   say(`wrote ${CONFIG} (0600): device ${spec.device.name}${spec.mqtt ? `, broker ${spec.mqtt.url}` : ''}`);
 
   fs.mkdirSync(path.dirname(NETWORK), { recursive: true, mode: 0o755 });
-  writeFileAtomic(path.join(SYSTEM, 'hostname'), `${hostnameFor(spec.device.id ?? spec.device.name)}\n`, {
+  fileWriteAtomic(path.join(SYSTEM, 'hostname'), `${hostnameFor(spec.device.id ?? spec.device.name)}\n`, {
     mode: 0o644,
   });
   const zone = spec.timezone ?? 'UTC';
   if (!fs.existsSync(path.join(ZONEINFO, zone))) say(`WARNING: ${zone} is not in ${ZONEINFO}; the clock stays UTC`);
-  symlinkAtomic(path.join(ZONEINFO, zone), path.join(SYSTEM, 'localtime'));
+  symlinkReplaceAtomic(path.join(ZONEINFO, zone), path.join(SYSTEM, 'localtime'));
   if (spec.network) {
-    writeFileAtomic(NETWORK, networkUnit(spec.network), { mode: 0o644 });
+    fileWriteAtomic(NETWORK, networkUnit(spec.network), { mode: 0o644 });
     say(`static network ${spec.network.address}`);
   } else if (fs.existsSync(NETWORK)) {
     fs.rmSync(NETWORK);
-    fsyncDir(path.dirname(NETWORK));
+    dirFsync(path.dirname(NETWORK));
   }
-  writeFileAtomic(
+  fileWriteAtomic(
     MARKER,
     `${JSON.stringify({ sha256: digest, appliedAt: new Date().toISOString(), device: spec.device.name })}\n`,
     {
@@ -158,8 +158,8 @@ async function writeConfig(): Promise<number> {
     return 78;
   }
   const ids = owner();
-  removeStaleTemps(CONFIG);
-  writeFileAtomic(CONFIG, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600, ...(ids ?? {}) });
+  tempsRemoveStale(CONFIG);
+  fileWriteAtomic(CONFIG, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600, ...(ids ?? {}) });
   return 0;
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ConfigLoadOptions, configLoad, type LoadedConfig } from '../config/load.ts';
-import { fileWriteAtomic } from './atomic-write.ts';
+import { fileWriteAtomic } from '../fs/atomic.ts';
 
 export const DESIRED_FILE = 'config-desired.json';
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileWriteAtomic } from './atomic-write.ts';
+import { fileWriteAtomic } from '../fs/atomic.ts';
 
 export const SESSION_FILE = 'mqtt-session.json';
 

@@ -547,14 +547,14 @@ try {
   let problems: string[] = [];
   const details: string[] = [];
   const writer = `
-import { writeFileAtomic } from '/usr/lib/multihead/provision/atomic.ts';
+import { fileWriteAtomic } from '/usr/lib/multihead/src/fs/atomic.ts';
 import fs from 'node:fs';
 const [uid, gid] = fs.readFileSync('/etc/passwd', 'utf8').split('\\n').find((l) => l.startsWith('multihead:')).split(':').slice(2, 4).map(Number);
 const base = JSON.parse(fs.readFileSync('/var/lib/multihead/config.json', 'utf8'));
 for (let gen = 1; ; gen++) {
   base.device.name = 'gen-' + gen;
   base.mqtt.username = 'u'.repeat(4000);
-  writeFileAtomic('/var/lib/multihead/config.json', JSON.stringify(base, null, 2), { mode: 0o600, uid, gid });
+  fileWriteAtomic('/var/lib/multihead/config.json', JSON.stringify(base, null, 2), { mode: 0o600, uid, gid });
   process.stdout.write(gen + '\\n');
 }`;
   const verify = async (vmNow: ImageVm): Promise<void> => {

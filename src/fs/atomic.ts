@@ -1,23 +1,32 @@
-// Crash-safe file replacement for the data partition: after a power cut at any instant the
-// file is either the old content or the new, never a mix or empty.
+// Crash-safe file replacement, for everything the box keeps on its data partition (desired
+// config, session counter, provisioning, secrets): after a power cut at any instant the file
+// is the old content or the new, never a mix or empty.
 //
 //   write a temp file in the same directory → fsync it → rename over the target → fsync the dir
+//
+// Synchronous on purpose: these are small files written rarely, and a caller that returns has
+// its data on disk. The media cache writes large files asynchronously through its own
+// fault-injectable file system (src/content/atomic-file.ts), with the same steps.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
 export interface AtomicOptions {
   /** Default 0600: what goes through here is configuration and secrets. */
-  mode?: number;
-  uid?: number;
-  gid?: number;
+  readonly mode?: number;
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
+const TEMP_MARK = '.tmp-';
 const tempName = (file: string): string =>
-  path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  path.join(
+    path.dirname(file),
+    `.${path.basename(file)}${TEMP_MARK}${process.pid}-${crypto.randomBytes(4).toString('hex')}`,
+  );
 
 /** Makes a directory's entries (a rename, an unlink) durable. Some file systems refuse: then best effort. */
-export function fsyncDir(dir: string): void {
+export function dirFsync(dir: string): void {
   let fd: number | undefined;
   try {
     fd = fs.openSync(dir, 'r');
@@ -30,8 +39,10 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-export function writeFileAtomic(file: string, data: string | Uint8Array, options: AtomicOptions = {}): void {
+/** Replaces `file` with `data` atomically and durably (its directory is created if missing). */
+export function fileWriteAtomic(file: string, data: string | Uint8Array, options: AtomicOptions = {}): void {
   const mode = options.mode ?? 0o600;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = tempName(file);
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
@@ -39,6 +50,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, options
     let written = 0;
     while (written < buffer.length) written += fs.writeSync(fd, buffer, written, buffer.length - written);
     if (options.uid !== undefined) fs.fchownSync(fd, options.uid, options.gid ?? -1);
+    // The umask may have narrowed the mode given to open.
     fs.fchmodSync(fd, mode);
     fs.fsyncSync(fd);
   } catch (e) {
@@ -53,23 +65,30 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, options
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  fsyncDir(path.dirname(file));
+  dirFsync(path.dirname(file));
 }
 
 /** Points `link` at `target`, replacing what was there in one rename. */
-export function symlinkAtomic(target: string, link: string): void {
+export function symlinkReplaceAtomic(target: string, link: string): void {
   const tmp = tempName(link);
   fs.symlinkSync(target, tmp);
   fs.renameSync(tmp, link);
-  fsyncDir(path.dirname(link));
+  dirFsync(path.dirname(link));
 }
 
-/** Removes temp files an interrupted writeFileAtomic left next to `file`. Returns how many. */
-export function removeStaleTemps(file: string): number {
-  const prefix = `.${path.basename(file)}.tmp-`;
+/** Removes the temp files that writes of `file` cut short (a power cut) left beside it. Returns how many. */
+export function tempsRemoveStale(file: string): number {
+  const prefix = `.${path.basename(file)}${TEMP_MARK}`;
   const dir = path.dirname(file);
   let removed = 0;
-  for (const name of fs.readdirSync(dir)) {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  for (const name of names) {
     if (!name.startsWith(prefix)) continue;
     fs.rmSync(path.join(dir, name), { force: true });
     removed++;
