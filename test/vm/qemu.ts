@@ -163,6 +163,55 @@ const installExitHook = (): void => {
   });
 };
 
+/**
+ * What every test VM has: TCG on q35 (no KVM here), 2 CPUs, no display, no reboot (a guest
+ * that reboots has failed), the serial console in a file, QMP and the test agent's
+ * virtio-serial port on unix sockets. Run through setpriv, whose parent-death signal kills
+ * QEMU even if the test process dies without its exit handlers (SIGKILL, a crash).
+ */
+export function qemuArgsBase(o: {
+  memoryMb: number | undefined;
+  consolePath: string;
+  qmpPath: string;
+  agentPath: string;
+}): string[] {
+  return [
+    '--pdeathsig',
+    'SIGKILL',
+    '--',
+    'qemu-system-x86_64',
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    'q35',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-smp',
+    '2',
+    '-m',
+    String(o.memoryMb ?? 1024),
+    '-display',
+    'none',
+    '-no-reboot',
+    '-chardev',
+    `file,id=console,path=${o.consolePath}`,
+    '-serial',
+    'chardev:console',
+    '-chardev',
+    `socket,id=qmp,path=${o.qmpPath},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
+    '-device',
+    'virtio-serial-pci,id=vser0',
+    '-chardev',
+    `socket,id=agent,path=${o.agentPath},server=on,wait=off`,
+    '-device',
+    'virtserialport,bus=vser0.0,chardev=agent,name=agent',
+  ];
+}
+
 export async function vmStart(opts: VmOptions): Promise<Vm> {
   const log = opts.log ?? (() => {});
   const started = Date.now();
@@ -198,45 +247,13 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
   kernelArgs.push(...(opts.extraKernelArgs ?? []));
 
   const qemuArgs = [
-    '--pdeathsig',
-    'SIGKILL',
-    '--',
-    'qemu-system-x86_64',
-    '-nodefaults',
-    '-no-user-config',
-    '-machine',
-    'q35',
-    '-accel',
-    'tcg',
-    '-cpu',
-    'max',
-    '-smp',
-    '2',
-    '-m',
-    String(opts.memoryMb ?? 1024),
-    '-display',
-    'none',
-    '-no-reboot',
+    ...qemuArgsBase({ memoryMb: opts.memoryMb, consolePath, qmpPath, agentPath }),
     '-kernel',
     path.join(artefacts, 'vmlinuz'),
     '-initrd',
     path.join(artefacts, 'initrd.img'),
     '-append',
     kernelArgs.join(' '),
-    '-chardev',
-    `file,id=console,path=${consolePath}`,
-    '-serial',
-    'chardev:console',
-    '-chardev',
-    `socket,id=qmp,path=${qmpPath},server=on,wait=off`,
-    '-mon',
-    'chardev=qmp,mode=control',
-    '-device',
-    'virtio-serial-pci,id=vser0',
-    '-chardev',
-    `socket,id=agent,path=${agentPath},server=on,wait=off`,
-    '-device',
-    'virtserialport,bus=vser0.0,chardev=agent,name=agent',
     '-fsdev',
     'local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap',
     '-device',
