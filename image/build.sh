@@ -321,7 +321,16 @@ export MTOOLS_SKIP_CHECK=1
 uid=$(awk -F: '$1 == "multihead" {print $3}' "$root/etc/passwd")
 gid=$(awk -F: '$1 == "multihead" {print $3}' "$root/etc/group")
 [ -n "$uid" ] && [ -n "$gid" ] || die "no multihead user in the image"
-mkdir -p "$tmp/data"
+journal_gid=$(awk -F: '$1 == "systemd-journal" {print $3}' "$root/etc/group")
+[ -n "$journal_gid" ] || die "no systemd-journal group in the image"
+rm -rf "$tmp/data"
+# The journal's directory exists from the start: fstab binds it to /var/log/journal on the first boot.
+mkdir -p "$tmp/data/logs/journal"
+chown 0:0 "$tmp/data/logs"
+chown "0:$journal_gid" "$tmp/data/logs/journal"
+chmod 0755 "$tmp/data/logs"
+chmod 2755 "$tmp/data/logs/journal"
+touch -h -d "@$SOURCE_DATE_EPOCH" "$tmp/data/logs/journal" "$tmp/data/logs" "$tmp/data"
 rm -f "$tmp/data.img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L data -U "$DATA_FS_UUID" -m 0 \
   -E "hash_seed=$DATA_FS_UUID,root_owner=$uid:$gid" -d "$tmp/data" "$tmp/data.img" "${DATA_MIB}M" >&2

@@ -53,13 +53,6 @@ log "app: $(du -sm "$app" | cut -f1) MiB ($(du -sm "$app/node_modules/node-linux
 lib=$root/usr/lib
 install -m 0644 "$sd/multihead.service" "$sd/multihead-provision.service" "$sd/multihead-test-agent.service" \
   "$lib/systemd/system/"
-if grep -rq 'sdNotify(' "$repo/src"; then
-  log "units: the supervisor calls sdNotify: Type=notify with the watchdog"
-else
-  log "units: WARNING: src/ does not call sdNotify yet: installing the Type=exec drop-in (no watchdog)"
-  mkdir -p "$lib/systemd/system/multihead.service.d"
-  install -m 0644 "$sd/multihead-no-sd-notify.conf" "$lib/systemd/system/multihead.service.d/10-no-sd-notify.conf"
-fi
 install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"
 install -D -m 0644 "$sd/multihead.tmpfiles" "$lib/tmpfiles.d/multihead.conf"
 install -D -m 0644 "$sd/journald.conf" "$lib/systemd/journald.conf.d/multihead.conf"

@@ -534,6 +534,18 @@ try {
     if (esp.includes('multihead-provision')) throw new Error(`file still on the ESP: ${esp}`);
     return 'the same file again was removed without being applied (the device-side change survived)';
   });
+  // Logs on the data partition: the first boot's journal is still there on the second.
+  await check('logs-kept', async () => {
+    const mount = (await vm2.sh('findmnt -n -o SOURCE,FSTYPE /var/log/journal || true')).trim();
+    const boots = (await vm2.sh('journalctl -F _BOOT_ID | wc -l')).trim();
+    const before = await vm2.sh(
+      "journalctl -b -1 -u multihead.service -o cat --no-pager | grep -c 'supervisor running' || true",
+    );
+    if (!/ext4/.test(mount)) throw new Error(`/var/log/journal is not on the data partition: "${mount}"`);
+    if (!(Number(boots) >= 2)) throw new Error(`the journal has ${boots} boot id(s)`);
+    if (!(Number(before) >= 1)) throw new Error('the previous boot has no "supervisor running" from multihead.service');
+    return `/var/log/journal on ${mount}; ${boots} boots in the journal, the previous one with the supervisor's ${before.trim()} start(s)`;
+  });
   await saveLogs(vm2, 'boot2');
   await vm2.stop();
 } catch (e) {
