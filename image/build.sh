@@ -85,6 +85,7 @@ for tool in mmdebstrap unshare flock chroot sha256sum mksquashfs mkfs.vfat mcopy
   command -v "$tool" >/dev/null || die "missing host tool: $tool (apt-get install mmdebstrap squashfs-tools dosfstools mtools e2fsprogs fdisk zstd)"
 done
 [ -f "$KEYRING" ] || die "missing $KEYRING (apt-get install debian-archive-keyring)"
+mkdir -p "$cache"
 exec 9>"$cache/.lock"
 log "waiting for the build lock"
 flock 9
