@@ -52,7 +52,8 @@ log "app: $(du -sm "$app" | cut -f1) MiB ($(du -sm "$app/node_modules/node-linux
 # --- Units and system configuration ---------------------------------------------------------
 lib=$root/usr/lib
 install -m 0644 "$sd/multihead.service" "$sd/multihead-provision.service" "$sd/multihead-test-agent.service" \
-  "$lib/systemd/system/"
+  "$sd/multihead-journal.service" "$lib/systemd/system/"
+install -D -m 0755 "$sd/journal-adopt" "$app/systemd/journal-adopt"
 install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"
 install -D -m 0644 "$sd/multihead.tmpfiles" "$lib/tmpfiles.d/multihead.conf"
 install -D -m 0644 "$sd/journald.conf" "$lib/systemd/journald.conf.d/multihead.conf"
@@ -84,7 +85,7 @@ unshare -m --propagation private sh -c '
   mount -t proc proc "$1/proc"
   chroot "$1" /bin/sh -e -c "
     systemd-sysusers
-    systemctl enable multihead.service multihead-provision.service multihead-test-agent.service \
+    systemctl enable multihead.service multihead-provision.service multihead-test-agent.service multihead-journal.service \
       systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
     # No login prompt on any screen or serial line, no first-boot questions, no logind (no
     # one logs in); the screens belong to the supervisor. The ConditionNeedsUpdate= units
