@@ -33,10 +33,23 @@ export declare class DecodeManager {
 
 /** One KMS device, opened as DRM master with atomic mode setting. */
 export declare class KmsDevice {
-  /** Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread. */
-  static open(path: string): KmsDevice
+  /**
+   * Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread. With
+   * `inheritedFd` (a descriptor systemd kept for us, see `fdStore`) the card is taken over
+   * instead: the descriptor is consumed whether or not that succeeds.
+   */
+  static open(path: string, inheritedFd?: number | undefined | null): KmsDevice
   get path(): string
   get driver(): string
+  /** Set when `open` took the card over from a previous instance. */
+  get takeover(): TakeoverInfo | null
+  /**
+   * Hands a duplicate of the card's descriptor to systemd's file descriptor store
+   * (`FDSTORE=1`, `FDNAME=name`). If this process dies, systemd keeps the file open: the
+   * outputs keep their last frame and DRM master stays with the file, and the next instance
+   * gets it back as `LISTEN_FDS` to pass to `open`. False without `$NOTIFY_SOCKET`.
+   */
+  fdStore(name: string): boolean
   connectors(): Array<ConnectorInfo>
   crtcs(): Array<CrtcInfo>
   planes(): Array<PlaneInfo>
@@ -453,6 +466,16 @@ STATUS=playing"`, `"WATCHDOG=1"`) to the service manager.
  * is set but unreachable is an error naming it.
  */
 export declare function sdNotify(state: string): boolean
+
+/** What taking over a previous instance's card found (`KmsDevice.takeover`). */
+export interface TakeoverInfo {
+  /** Framebuffers the previous instance left in the file. */
+  framebuffers: number
+  /** Of those, still on screen after the first configure (until our first frames). */
+  kept: number
+  /** Its buffer handles, closed at the takeover. */
+  handlesClosed: number
+}
 
 /**
  * The addon's own version, so the supervisor can report app and addon separately and a

@@ -34,6 +34,17 @@ fn bad_arg(message: String) -> napi::Error {
     )
 }
 
+/// What taking over a previous instance's card found (`KmsDevice.takeover`).
+#[napi(object)]
+pub struct TakeoverInfo {
+    /// Framebuffers the previous instance left in the file.
+    pub framebuffers: u32,
+    /// Of those, still on screen after the first configure (until our first frames).
+    pub kept: u32,
+    /// Its buffer handles, closed at the takeover.
+    pub handles_closed: u32,
+}
+
 #[napi(object)]
 pub struct ModeInfo {
     pub name: String,
@@ -403,10 +414,24 @@ impl KmsDevice {
 
 #[napi]
 impl KmsDevice {
-    /// Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread.
+    /// Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread. With
+    /// `inheritedFd` (a descriptor systemd kept for us, see `fdStore`) the card is taken over
+    /// instead: the descriptor is consumed whether or not that succeeds.
     #[napi(factory)]
-    pub fn open(path: String) -> napi::Result<Self> {
-        let engine = Engine::open(&path).map_err(js_error)?;
+    pub fn open(path: String, inherited_fd: Option<i32>) -> napi::Result<Self> {
+        let inherited = match inherited_fd {
+            Some(fd) if fd < 3 => {
+                return Err(bad_arg(format!(
+                    "inheritedFd {fd} is not a passed descriptor"
+                )))
+            }
+            // SAFETY: systemd passed it to this process (LISTEN_FDS) and nothing else owns it.
+            Some(fd) => {
+                Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+            None => None,
+        };
+        let engine = Engine::open(&path, inherited).map_err(js_error)?;
         let card_fd = engine.card.raw_fd();
         let device_path = engine.card.path().to_string_lossy().into_owned();
         let driver = engine.card.driver().to_owned();
@@ -509,6 +534,31 @@ impl KmsDevice {
     #[napi(getter)]
     pub fn driver(&self) -> String {
         self.shared.driver.clone()
+    }
+
+    /// Set when `open` took the card over from a previous instance.
+    #[napi(getter)]
+    pub fn takeover(&self) -> napi::Result<Option<TakeoverInfo>> {
+        self.with_engine(|e| {
+            Ok(e.takeover.map(|t| TakeoverInfo {
+                framebuffers: t.framebuffers,
+                kept: t.kept,
+                handles_closed: t.handles_closed,
+            }))
+        })
+    }
+
+    /// Hands a duplicate of the card's descriptor to systemd's file descriptor store
+    /// (`FDSTORE=1`, `FDNAME=name`). If this process dies, systemd keeps the file open: the
+    /// outputs keep their last frame and DRM master stays with the file, and the next instance
+    /// gets it back as `LISTEN_FDS` to pass to `open`. False without `$NOTIFY_SOCKET`.
+    #[napi]
+    pub fn fd_store(&self, name: String) -> napi::Result<bool> {
+        let fd = self.with_engine(|e| Ok(e.card.raw_fd()))?;
+        // SAFETY: the engine (and so the card's file) lives as long as this object; the fd is
+        // only read for the duration of the send.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        crate::systemd::sd_notify_fd(&format!("FDSTORE=1\nFDNAME={name}"), borrowed)
     }
 
     #[napi]

@@ -1,3 +1,4 @@
+import { fdStoreName, listenFds } from '../display/fd-store.ts';
 import { kmsErrorCode, outputsPlan, virtualOutputs } from '../display/outputs.ts';
 import { kmsScreens, virtualScreens } from '../display/screens.ts';
 import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
@@ -21,6 +22,35 @@ export function displayCreate(context: ExtensionContext): Extension {
   let outputs: OutputInfo[] = [];
   const slates = new Map<string, number>();
   let hotplugTimer: NodeJS.Timeout | undefined;
+  /** The card's descriptor is in systemd's store (see fd-store.ts). */
+  let stored = false;
+
+  /**
+   * Opens the card, or takes it over from the previous instance when systemd kept its
+   * descriptor. A descriptor that cannot be taken over (the previous instance stopped cleanly
+   * and dropped master) leaves the store and the card is opened afresh.
+   */
+  const kmsOpen = (path: string): KmsDevice => {
+    const name = fdStoreName(path);
+    const inherited = listenFds(process.env, process.pid).get(name);
+    // Taken once: a later open in this process must not reuse a number that is closed by
+    // then, or that by then is another file.
+    delete process.env.LISTEN_FDS;
+    delete process.env.LISTEN_PID;
+    delete process.env.LISTEN_FDNAMES;
+    if (inherited === undefined) return addon.KmsDevice.open(path);
+    try {
+      return addon.KmsDevice.open(path, inherited);
+    } catch (error) {
+      logger.warn({ device: path, code: kmsErrorCode(error) }, `${(error as Error).message}; opening ${path} afresh`);
+      try {
+        addon.sdNotify(`FDSTOREREMOVE=1\nFDNAME=${name}`);
+      } catch {
+        // No store to clean: nothing kept the file.
+      }
+      return addon.KmsDevice.open(path);
+    }
+  };
 
   const slateFor = (d: KmsDevice, width: number, height: number): number => {
     const key = `${width}x${height}`;
@@ -128,8 +158,9 @@ export function displayCreate(context: ExtensionContext): Extension {
         virtualStart(chosen.reason);
         return;
       }
+      const path = chosen.device.path;
       try {
-        device = addon.KmsDevice.open(chosen.device.path);
+        device = kmsOpen(path);
       } catch (error) {
         const reason = (error as Error).message;
         logger.error(
@@ -140,14 +171,36 @@ export function displayCreate(context: ExtensionContext): Extension {
         return;
       }
       logger.info({ device: device.path, driver: device.driver }, `using KMS device ${device.path} (${device.driver})`);
+      try {
+        stored = device.fdStore(fdStoreName(path));
+      } catch (error) {
+        // Only the restart loses: the screens go dark while the next instance starts.
+        logger.warn({ device: path }, `${path} not kept over restarts: ${(error as Error).message}`);
+      }
       device.onEvent(onEvent);
       outputsApply(device);
+      const takeover = device.takeover;
+      if (takeover) {
+        logger.info(
+          { device: path, takeover },
+          `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until now; ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left were freed`,
+        );
+      }
       bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: kmsScreens(device, () => outputs) });
     },
     stop() {
       clearTimeout(hotplugTimer);
+      const path = device?.path;
       device?.close();
       device = undefined;
+      if (stored && path !== undefined) {
+        stored = false;
+        try {
+          addon.sdNotify(`FDSTOREREMOVE=1\nFDNAME=${fdStoreName(path)}`);
+        } catch (error) {
+          logger.warn({ device: path }, `could not take ${path} out of systemd's store: ${(error as Error).message}`);
+        }
+      }
       virtual?.close();
       virtual = undefined;
       outputs = [];

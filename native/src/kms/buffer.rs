@@ -53,6 +53,9 @@ pub enum Storage {
         plane_objects: [usize; 4],
         key: ImportKey,
     },
+    /// A framebuffer a previous instance of the supervisor left on screen in the card's file
+    /// that this one took over: shown until our first frame replaces it, then removed.
+    Inherited,
 }
 
 pub struct Buffer {
@@ -448,7 +451,7 @@ impl BufferStore {
                 let y = y_map.bytes();
                 (y, uv_map.as_ref().map_or(y, DmaBufRead::bytes))
             }
-            Storage::Imported { .. } | Storage::Gbm { .. } => {
+            Storage::Imported { .. } | Storage::Gbm { .. } | Storage::Inherited => {
                 return Err(KmsError::BadBuffer(format!(
                     "buffer {src} is scanned out directly; it has no CPU view"
                 )))
@@ -727,6 +730,48 @@ impl BufferStore {
         }
     }
 
+    /// Takes a framebuffer left by a previous instance into the store, to be removed as soon as
+    /// no plane shows it (`screen_unref`, or `inherited_release_unshown` after the first commit).
+    pub fn inherited_add(&mut self, fb: u32, width: u32, height: u32) {
+        self.buffers.insert(
+            fb,
+            Buffer {
+                fb,
+                width,
+                height,
+                format: 0,
+                modifier: None,
+                pitches: [0; 4],
+                offsets: [0; 4],
+                storage: Storage::Inherited,
+                screen_refs: 0,
+                release_requested: true,
+                generation: 0,
+            },
+        );
+    }
+
+    /// The inherited framebuffer of this size, if `fb` is one (an output may keep showing it).
+    pub fn inherited_fits(&self, fb: u32, width: u32, height: u32) -> bool {
+        self.buffers.get(&fb).is_some_and(|b| {
+            matches!(b.storage, Storage::Inherited) && b.width == width && b.height == height
+        })
+    }
+
+    /// Removes the inherited framebuffers no output kept. Returns how many.
+    pub fn inherited_release_unshown(&mut self, card: &Card) -> usize {
+        let unshown: Vec<u32> = self
+            .buffers
+            .iter()
+            .filter(|(_, b)| matches!(b.storage, Storage::Inherited) && b.screen_refs == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &unshown {
+            self.destroy(card, id);
+        }
+        unshown.len()
+    }
+
     /// Everything, at close: the planes are being switched off, so screen refs no longer matter.
     pub fn destroy_all(&mut self, card: &Card) {
         let ids: Vec<u32> = self.buffers.keys().copied().collect();
@@ -754,6 +799,8 @@ impl BufferStore {
             }
             // Dropping the object frees it (after its framebuffer, removed above).
             Storage::Gbm { bo } => drop(bo),
+            // Its buffer handles were closed at the takeover; the framebuffer held the memory.
+            Storage::Inherited => {}
         }
     }
 

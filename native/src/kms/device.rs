@@ -1,7 +1,8 @@
 //! Opening a card for mode setting: master, atomic, universal planes, and clear refusals.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use drm::control::Device as ControlDevice;
@@ -15,6 +16,8 @@ pub struct Card {
     file: File,
     path: PathBuf,
     driver: String,
+    /// Taken over from a previous instance (systemd's file descriptor store), not opened here.
+    adopted: bool,
 }
 
 impl AsFd for Card {
@@ -37,6 +40,10 @@ impl Card {
 
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
+    }
+
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 }
 
@@ -68,17 +75,38 @@ pub fn device_resolve(wanted: &str) -> KmsResult<PathBuf> {
         })
 }
 
-pub fn device_open(wanted: &str) -> KmsResult<Card> {
+/// Opens the card, or with `inherited` takes over the descriptor a previous instance of the
+/// supervisor left with the service manager: the same open file, so still DRM master and still
+/// scanning out the previous instance's last frames until the first commit replaces them.
+pub fn device_open(wanted: &str, inherited: Option<OwnedFd>) -> KmsResult<Card> {
     let path = device_resolve(wanted)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| KmsError::Open(path.clone(), e))?;
+    let adopted = inherited.is_some();
+    let file = match inherited {
+        Some(fd) => {
+            let file = File::from(fd);
+            let theirs = file
+                .metadata()
+                .map_err(|e| KmsError::Inherited(path.clone(), e.to_string()))?;
+            let ours = std::fs::metadata(&path).map_err(|e| KmsError::Open(path.clone(), e))?;
+            if theirs.rdev() != ours.rdev() || !theirs.file_type().is_char_device() {
+                return Err(KmsError::Inherited(
+                    path.clone(),
+                    "it is another file, not this device node".into(),
+                ));
+            }
+            file
+        }
+        None => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| KmsError::Open(path.clone(), e))?,
+    };
     let mut card = Card {
         file,
         path,
         driver: String::new(),
+        adopted,
     };
     card.driver = card
         .get_driver()
@@ -100,6 +128,21 @@ pub fn device_open(wanted: &str) -> KmsResult<Card> {
 
     // The kernel makes the first opener master; anyone else must ask, and fails while a
     // display server or Plymouth holds it.
+    if adopted {
+        // SET_MASTER on a file another process opened needs CAP_SYS_ADMIN even when the file
+        // is master already, so ask instead, the way libdrm's drmIsMaster does: authenticating
+        // magic 0 is refused with EACCES only when the file is not master.
+        let not_master = drm_ffi::auth::auth_magic_token(card.as_fd(), 0)
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EACCES));
+        if not_master {
+            // The previous instance dropped master before it went (a clean stop).
+            return Err(KmsError::Inherited(
+                card.path.clone(),
+                "it is no longer DRM master".into(),
+            ));
+        }
+        return Ok(card);
+    }
     if card.acquire_master_lock().is_err() {
         return Err(KmsError::MasterHeld(
             card.path.clone(),
@@ -107,6 +150,28 @@ pub fn device_open(wanted: &str) -> KmsResult<Card> {
         ));
     }
     Ok(card)
+}
+
+/// GEM handles are small integers handed out lowest-free-first, so a previous instance's all
+/// lie below this (it never holds more than a few hundred buffers at once).
+const INHERITED_GEM_HANDLES_MAX: u32 = 16384;
+
+/// What a previous instance left in an inherited file: its framebuffers (still on screen, to be
+/// removed once the first commit replaced them) and its buffer handles, closed here. A
+/// framebuffer holds its own reference to its buffers, so closing the handles now blanks
+/// nothing; the memory is freed when the framebuffers go.
+pub fn inherited_tidy(card: &Card) -> (Vec<drm::control::framebuffer::Handle>, u32) {
+    let framebuffers = card
+        .resource_handles()
+        .map(|r| r.framebuffers().to_vec())
+        .unwrap_or_default();
+    let mut closed = 0;
+    for handle in 1..=INHERITED_GEM_HANDLES_MAX {
+        if drm_ffi::gem::close(card.as_fd(), handle).is_ok() {
+            closed += 1;
+        }
+    }
+    (framebuffers, closed)
 }
 
 /// Other processes with the node open, as "pid (comm)". Best effort: /proc may hide them.

@@ -15,7 +15,7 @@ use super::commit::{
     commit_error, AtomicRequest, FLAG_ALLOW_MODESET, FLAG_NONBLOCK, FLAG_PAGE_FLIP_EVENT,
     FLAG_TEST_ONLY,
 };
-use super::device::{device_open, Card};
+use super::device::{device_open, inherited_tidy, Card};
 use super::error::{KmsError, KmsResult};
 use super::formats::{fourcc_name, is_yuv, YuvColor, NV12, XR24};
 use super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
@@ -133,17 +133,47 @@ pub struct Engine {
     /// (source, copy) converted for the commit being built: each source once per frame.
     converted_now: Vec<(u32, u32)>,
     pub copies: CopyCounters,
+    /// Set when the card was taken over from a previous instance.
+    pub takeover: Option<Takeover>,
+}
+
+/// What a takeover found in the card's file: the previous instance's framebuffers (`kept` of
+/// them stayed on screen through the first configure) and how many buffer handles it left.
+#[derive(Clone, Copy, Debug)]
+pub struct Takeover {
+    pub framebuffers: u32,
+    pub handles_closed: u32,
+    pub kept: u32,
+    /// The first configure is done: what no output kept is gone.
+    pub settled: bool,
 }
 
 impl Engine {
-    pub fn open(wanted: &str) -> KmsResult<Engine> {
-        let card = device_open(wanted)?;
+    /// Opens the card, or takes over `inherited` (see `device_open`): then the previous
+    /// instance's framebuffers stay on screen until this one's first frames replace them.
+    pub fn open(wanted: &str, inherited: Option<std::os::fd::OwnedFd>) -> KmsResult<Engine> {
+        let card = device_open(wanted, inherited)?;
         let res = resources_read(&card)?;
         let mut buffers = BufferStore::default();
         buffers.modifiers_supported = card
             .get_driver_capability(drm::DriverCapability::AddFB2Modifiers)
             .is_ok_and(|v| v != 0);
+        let mut takeover = None;
+        if card.adopted() {
+            let (framebuffers, handles_closed) = inherited_tidy(&card);
+            for &fb in &framebuffers {
+                let (w, h) = card.get_framebuffer(fb).map(|i| i.size()).unwrap_or((0, 0));
+                buffers.inherited_add(u32::from(fb), w, h);
+            }
+            takeover = Some(Takeover {
+                framebuffers: framebuffers.len() as u32,
+                handles_closed,
+                kept: 0,
+                settled: false,
+            });
+        }
         Ok(Engine {
+            takeover,
             card,
             res,
             outputs: Vec::new(),
@@ -274,12 +304,24 @@ impl Engine {
                 let (w, h) = mode.size();
                 let (w, h) = (u32::from(w), u32::from(h));
                 let blank = self.blank_buffer(w, h)?;
+                // Taken over: the previous instance's last frame stays up until ours replaces
+                // it, rather than a blank between the two.
+                let first = self
+                    .res
+                    .planes
+                    .iter()
+                    .find(|p| u32::from(p.handle) == planes[0])
+                    .and_then(|p| self.card.get_plane(p.handle).ok())
+                    .and_then(|info| info.framebuffer())
+                    .map(u32::from)
+                    .filter(|&fb| self.buffers.inherited_fits(fb, w, h))
+                    .unwrap_or(blank);
                 let conn_id = connector.handle;
                 triples.push((conn_id, connector.crtc_prop, u64::from(crtc_id)));
                 triples.push((crtc_id, mode_prop, u64::from(blob)));
                 triples.push((crtc_id, active_prop, 1));
                 for (p, &plane) in planes.iter().enumerate() {
-                    let fb = if p == 0 { blank } else { 0 };
+                    let fb = if p == 0 { first } else { 0 };
                     self.plane_triples(
                         &mut triples,
                         plane,
@@ -301,7 +343,7 @@ impl Engine {
                     shown: vec![0; n],
                     incoming: {
                         let mut v = vec![0; n];
-                        v[0] = blank;
+                        v[0] = first;
                         v
                     },
                     staged: vec![0; n],
@@ -413,6 +455,11 @@ impl Engine {
         self.queued = None;
         self.flip_loop = None;
         self.video_remap();
+        if let Some(takeover) = self.takeover.as_mut().filter(|t| !t.settled) {
+            let released = self.buffers.inherited_release_unshown(&self.card) as u32;
+            takeover.kept = takeover.framebuffers.saturating_sub(released);
+            takeover.settled = true;
+        }
         Ok(())
     }
 

@@ -13,6 +13,8 @@ pub enum KmsError {
     AtomicRefused(PathBuf, String),
     /// Another process is DRM master; holders are "pid (comm)" read from /proc where visible.
     MasterHeld(PathBuf, Vec<String>),
+    /// The descriptor a previous instance left with the service manager cannot be taken over.
+    Inherited(PathBuf, String),
     ConnectorNotFound(String, Vec<String>),
     ConnectorDisconnected(String),
     ModeNotFound {
@@ -53,6 +55,7 @@ impl KmsError {
             KmsError::NotKms(..) => "ERR_KMS_NOT_KMS",
             KmsError::AtomicRefused(..) => "ERR_KMS_ATOMIC_REFUSED",
             KmsError::MasterHeld(..) => "ERR_KMS_MASTER_HELD",
+            KmsError::Inherited(..) => "ERR_KMS_INHERITED",
             KmsError::ConnectorNotFound(..) => "ERR_KMS_CONNECTOR_NOT_FOUND",
             KmsError::ConnectorDisconnected(..) => "ERR_KMS_CONNECTOR_DISCONNECTED",
             KmsError::ModeNotFound { .. } => "ERR_KMS_MODE_NOT_FOUND",
@@ -106,6 +109,11 @@ impl fmt::Display for KmsError {
                     available.join(", ")
                 )
             }
+            KmsError::Inherited(p, why) => write!(
+                f,
+                "{}: the descriptor kept over the restart cannot be taken over: {why}",
+                p.display()
+            ),
             KmsError::ConnectorDisconnected(c) => write!(f, "connector {c} is disconnected"),
             KmsError::ModeNotFound {
                 connector,
