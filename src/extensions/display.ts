@@ -183,7 +183,7 @@ export function displayCreate(context: ExtensionContext): Extension {
       if (takeover) {
         logger.info(
           { device: path, takeover },
-          `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until now; ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left were freed`,
+          `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until this one's first; the ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left are freed as they leave the screen`,
         );
       }
       bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: kmsScreens(device, () => outputs) });
