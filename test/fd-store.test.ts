@@ -14,10 +14,13 @@ test('fdStoreName: one name per card node, only characters systemd accepts', (t)
 
 test('listenFds: names map to descriptors from 3 up, only for this process', (t) => {
   const env = { LISTEN_PID: '4242', LISTEN_FDS: '2', LISTEN_FDNAMES: 'kms-card0:kms-card1' };
-  t.deepEqual([...listenFds(env, 4242)], [
-    ['kms-card0', 3],
-    ['kms-card1', 4],
-  ]);
+  t.deepEqual(
+    [...listenFds(env, 4242)],
+    [
+      ['kms-card0', 3],
+      ['kms-card1', 4],
+    ],
+  );
   // Inherited from a parent: not ours.
   t.is(listenFds(env, 4243).size, 0);
   t.is(listenFds({}, 4242).size, 0);
