@@ -968,57 +968,85 @@ export const vkmsCases: VmCase[] = [
         .map((n) => n.slice(cardName.length + 1))
         .sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]));
       assert.ok(first && second, `two connectors on ${card}: ${listing.stdout}`);
-      const proc = vm.spawn([`${repo}/bin/multihead`], {
-        cwd: repo,
-        env: {
-          MULTIHEAD_DISPLAY_DEVICE: card,
-          MULTIHEAD_DATA_DIR: '/tmp/multihead-data',
-          // Only the display path, and no demo: under TCG a software-generated 1024x768 demo
-          // takes the guest's CPU, and loading the MQTT, content and HTTP modules over 9p takes
-          // minutes; hotplug events would wait behind both. (The demo on KMS heads is the
-          // appliance image test's part.)
-          MULTIHEAD_EXTENSIONS: 'led,playback,display',
-          MULTIHEAD_PLAYBACK_DEMO: '0',
-        },
-      });
-      const statusSet = async (value: 1 | 2): Promise<void> => {
-        const r = await vm.exec([
-          'sh',
-          '-c',
-          `echo ${value} > /sys/kernel/config/vkms/supervisor/connectors/conn2/status`,
-        ]);
-        assert.equal(r.code, 0, r.stderr);
-      };
-      const tail = (): string => `${proc.stdout()}${proc.stderr()}`.trim().split('\n').slice(-6).join(' | ');
-      try {
-        const driven = (name: string): RegExp => new RegExp(`"msg":"output ${name}: \\d+x\\d+@\\d+ on CRTC \\d+"`);
-        await proc.waitForLine(driven(first), 60000);
-        await proc.waitForLine(driven(second), 30000);
-        await proc.waitForLine(/"msg":"supervisor running"/, 60000);
-        await statusSet(2);
-        await proc.waitForLine(new RegExp(`"msg":"output ${second} removed"`), 15000);
-        await statusSet(1);
-        await proc.waitForLine(/"connectors changed; reconfiguring outputs"[\s\S]*/, 15000);
-        const deadline = Date.now() + 15000;
-        while ((proc.stdout().match(new RegExp(`"msg":"output ${second}: `, 'g')) ?? []).length < 2) {
-          if (Date.now() > deadline) throw new Error(`${second} was not driven again after replug`);
-          await sleep(100);
+      // One supervisor run; `silent` when Node died by a signal before driving any output. Under
+      // TCG (no KVM) Node in this guest now and then dies at start-up with SIGSEGV or SIGTRAP
+      // (V8's code is written on one emulated CPU and run on another; the kernel's own text
+      // patching trips the same way, see run.ts). Retried once and reported, so a supervisor
+      // that cannot start still fails.
+      let silent = false;
+      const once = async (): Promise<string> => {
+        const proc = vm.spawn([`${repo}/bin/multihead`], {
+          cwd: repo,
+          env: {
+            MULTIHEAD_DISPLAY_DEVICE: card,
+            MULTIHEAD_DATA_DIR: '/tmp/multihead-data',
+            // Only the display path, and no demo: under TCG a software-generated 1024x768 demo
+            // takes the guest's CPU, and loading the MQTT, content and HTTP modules over 9p takes
+            // minutes; hotplug events would wait behind both. (The demo on KMS heads is the
+            // appliance image test's part.)
+            MULTIHEAD_EXTENSIONS: 'led,playback,display',
+            MULTIHEAD_PLAYBACK_DEMO: '0',
+          },
+        });
+        const statusSet = async (value: 1 | 2): Promise<void> => {
+          const r = await vm.exec([
+            'sh',
+            '-c',
+            `echo ${value} > /sys/kernel/config/vkms/supervisor/connectors/conn2/status`,
+          ]);
+          assert.equal(r.code, 0, r.stderr);
+        };
+        const tail = (): string => `${proc.stdout()}${proc.stderr()}`.trim().split('\n').slice(-6).join(' | ');
+        try {
+          const driven = (name: string): RegExp => new RegExp(`"msg":"output ${name}: \\d+x\\d+@\\d+ on CRTC \\d+"`);
+          await proc.waitForLine(driven(first), 60000);
+          await proc.waitForLine(driven(second), 30000);
+          await proc.waitForLine(/"msg":"supervisor running"/, 60000);
+          await statusSet(2);
+          await proc.waitForLine(new RegExp(`"msg":"output ${second} removed"`), 15000);
+          await statusSet(1);
+          await proc.waitForLine(/"connectors changed; reconfiguring outputs"[\s\S]*/, 15000);
+          const deadline = Date.now() + 15000;
+          while ((proc.stdout().match(new RegExp(`"msg":"output ${second}: `, 'g')) ?? []).length < 2) {
+            if (Date.now() > deadline) throw new Error(`${second} was not driven again after replug`);
+            await sleep(100);
+          }
+          proc.kill('SIGTERM');
+          const exit = await Promise.race([
+            proc.exited,
+            sleep(20000).then(() => {
+              throw new Error('the supervisor did not exit within 20 s of SIGTERM');
+            }),
+          ]);
+          assert.equal(exit.code, 0, `exit code after SIGTERM: ${exit.code}`);
+          assert.doesNotMatch(proc.stdout(), /"level":"(error|fatal)"/);
+          return `${card}: ${first} + ${second} driven; unplug -> "output ${second} removed"; replug -> driven again; SIGTERM -> exit 0`;
+        } catch (e) {
+          const died = await Promise.race([
+            proc.exited.then(
+              (r) => r.signal,
+              () => null,
+            ),
+            sleep(100).then(() => null),
+          ]);
+          silent = died !== null && !/"msg":"output /.test(proc.stdout());
+          const dmesg = (await vm.exec(['sh', '-c', 'dmesg | tail -n 4'])).stdout.trim().split('\n').join(' | ');
+          // A fatal error names itself at the top of stderr, before its stack.
+          const head = proc.stderr().trim().split('\n').slice(0, 12).join(' | ');
+          throw new Error(
+            `${(e as Error).message}; supervisor output: ${tail()}; stderr begins: ${head}; dmesg: ${dmesg}`,
+          );
+        } finally {
+          proc.kill('SIGKILL');
+          await proc.exited.catch(() => {});
         }
-        proc.kill('SIGTERM');
-        const exit = await Promise.race([
-          proc.exited,
-          sleep(20000).then(() => {
-            throw new Error('the supervisor did not exit within 20 s of SIGTERM');
-          }),
-        ]);
-        assert.equal(exit.code, 0, `exit code after SIGTERM: ${exit.code}`);
-        assert.doesNotMatch(proc.stdout(), /"level":"(error|fatal)"/);
-        return `${card}: ${first} + ${second} driven; unplug -> "output ${second} removed"; replug -> driven again; SIGTERM -> exit 0`;
+      };
+      try {
+        return await once();
       } catch (e) {
-        throw new Error(`${(e as Error).message}; supervisor output: ${tail()}`);
-      } finally {
-        proc.kill('SIGKILL');
-        await proc.exited.catch(() => {});
+        if (!silent) throw e;
+        const first = (e as Error).message.split(';')[0];
+        return `${await once()} (first run died at start-up: ${first})`;
       }
     },
   },

@@ -594,9 +594,12 @@ export class AgentClient {
     // Callers that never await `exited` must not turn a failure into an unhandled rejection.
     exited.catch(() => {});
     let done = false;
+    /** How it ended, for "exited without printing": the exit status, the signal or the error. */
+    let ended = '';
     const finish = (error: Error | undefined, result?: ExecResult): void => {
       if (done) return;
       done = true;
+      ended = error ? error.message : `exit code ${result?.code}, signal ${result?.signal}`;
       this.processes.delete(id);
       flushPartial();
       for (const w of waiters) w.resolve('');
@@ -628,7 +631,7 @@ export class AgentClient {
       waitForLine: (pattern, timeoutMs = 60000) => {
         const seen = lines.find((l) => pattern.test(l));
         if (seen !== undefined) return Promise.resolve(seen);
-        if (done) return Promise.reject(new Error(`${label} exited without printing ${pattern}`));
+        if (done) return Promise.reject(new Error(`${label} exited (${ended}) without printing ${pattern}`));
         return new Promise<string>((resolve, reject) => {
           const timer = setTimeout(() => {
             waiters.delete(waiter);
@@ -638,7 +641,8 @@ export class AgentClient {
             pattern,
             resolve: (line: string) => {
               clearTimeout(timer);
-              if (done && !pattern.test(line)) reject(new Error(`${label} exited without printing ${pattern}`));
+              if (done && !pattern.test(line))
+                reject(new Error(`${label} exited (${ended}) without printing ${pattern}`));
               else resolve(line);
             },
           };
