@@ -120,8 +120,14 @@ test('the broker restarts mid-command: the reply waits on the device and reaches
   const fleet2 = await fleetConnect(t, broker);
   proxy.restore();
   const replies = await repliesOn(fleet2, 'replies/slow');
-  t.is(replies.length, 1, 'exactly one reply');
-  t.like(replies[0]?.json, { id: 'slow-1', command: 'decode.status', ok: true, result: { decoders: [] } });
+  // One reply per delivery of the request. If the broker went down before the device's PUBACK
+  // reached it, it delivers the request again after the restart (QoS 1 is at least once): the
+  // device then answers that copy too, from memory, with the same reply, without running it.
+  t.true(replies.length >= 1 && replies.length <= 2, `${replies.length} replies`);
+  for (const r of replies) {
+    t.like(r.json, { id: 'slow-1', command: 'decode.status', ok: true, result: { decoders: [] } });
+    t.deepEqual(r.json, replies[0]?.json);
+  }
   t.is(runs, 1, 'the command ran once');
   await fleet2.next((m) => state(m, 'online') && (m.json as { session: number }).session > 1, 5000, 'rebirth');
   assertEveryMessageValid(t, [...fleet.received, ...fleet2.received]);
