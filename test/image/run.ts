@@ -439,9 +439,14 @@ try {
     );
     metrics.restart = (Date.now() - t0) / 1000;
     const restarts = (await vm.sh('systemctl show -p NRestarts --value multihead.service')).trim();
-    const takeover = (
-      await vm.sh(`journalctl -b -o cat _PID=${pid} --no-pager | grep -m1 'over from the previous instance' || true`)
-    ).trim();
+    // Logged just after the outputs are configured: under TCG that can be a second or two after
+    // the heads are driven, so wait for it rather than look once.
+    const takeover = await waitUntil('the takeover line', 30000, async () => {
+      const line = (
+        await vm.sh(`journalctl -b -o cat _PID=${pid} --no-pager | grep -m1 'over from the previous instance' || true`)
+      ).trim();
+      return line === '' ? undefined : line;
+    }).catch(() => '');
     const what = `kill -9 ${before} → pid ${pid} in ${s(tPid - t0)} s, driving all heads ${metrics.restart.toFixed(1)} s after the kill (NRestarts=${restarts})`;
     if (!takeover) throw new Error(`${what}, but it did not take the card over from systemd's store`);
     if (dark > 0) throw new Error(`${what}, but the heads went dark in ${dark} of ${looks} looks`);
