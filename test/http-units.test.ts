@@ -1,6 +1,6 @@
 import test from 'ava';
 import { isLoopbackAddress, isLoopbackBind, tokenMatches } from '../src/http/access.ts';
-import { ClientRateLimiter } from '../src/http/rate-limit.ts';
+import { RateLimiter } from '../src/rate-limit.ts';
 
 test('loopback: IPv4 127/8, ::1 and IPv4-mapped forms; LAN and hostnames are not', (t) => {
   for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) t.true(isLoopbackAddress(a), a);
@@ -18,17 +18,17 @@ test('token: exact match only; an empty configured token matches nothing', (t) =
   t.true(tokenMatches('x'.repeat(5000), 'x'.repeat(5000)), 'long tokens hash to equal-length digests');
 });
 
-test('rate limiter: burst, then a steady rate, per client; the table stays bounded', (t) => {
+test('rate limiter (the one MQTT uses too): burst, then a steady rate, per client; the table stays bounded', (t) => {
   let now = 0;
-  const limiter = new ClientRateLimiter({ burst: 3, perSecond: 2, maxClients: 100, now: () => now });
+  const limiter = new RateLimiter({ burst: 3, perSecond: 2, maxKeys: 100, now: () => now });
   t.deepEqual(
-    [1, 2, 3, 4].map(() => limiter.take('a')),
+    [1, 2, 3, 4].map(() => limiter.wait('a')),
     [0, 0, 0, 1],
   );
-  t.is(limiter.take('b'), 0, 'another client has its own bucket');
+  t.is(limiter.wait('b'), 0, 'another client has its own bucket');
   now += 500;
-  t.is(limiter.take('a'), 0, 'one token back after half a second at 2/s');
-  t.is(limiter.take('a'), 1);
-  for (let i = 0; i < 1000; i++) limiter.take(`10.0.${i >> 8}.${i & 255}`);
-  t.is(limiter.clients, 100);
+  t.is(limiter.wait('a'), 0, 'one token back after half a second at 2/s');
+  t.is(limiter.wait('a'), 1);
+  for (let i = 0; i < 1000; i++) limiter.wait(`10.0.${i >> 8}.${i & 255}`);
+  t.is(limiter.keys, 100);
 });

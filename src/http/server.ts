@@ -2,11 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger.ts';
-import { LEVEL_ORDER, type LogEntry, type LogRing } from '../log/ring.ts';
+import { redactValue, scrubText } from '../log/redact.ts';
+import { LEVEL_ORDER, type LogRing } from '../log/ring.ts';
+import { RateLimiter } from '../rate-limit.ts';
 import { isLoopbackAddress, requestToken, tokenMatches } from './access.ts';
 import type { Metrics } from './metrics.ts';
 import { statusPage } from './page.ts';
-import { ClientRateLimiter } from './rate-limit.ts';
+import { LogFollower } from './log-follower.ts';
 
 /** What the routes read; the HTTP extension builds it from the bus, so this file knows no events. */
 export interface EndpointSources {
@@ -35,6 +37,8 @@ export interface EndpointOptions {
   readonly sources: EndpointSources;
   /** Most /logs?follow=1 streams at once: each holds a socket and a ring listener. */
   readonly maxFollowers?: number;
+  /** Most bytes a /logs?follow=1 client may leave unread before lines are dropped (default 256 KiB). */
+  readonly followBufferBytes?: number;
   readonly keepaliveMs?: number;
 }
 
@@ -75,13 +79,13 @@ const COMMON_HEADERS = {
  */
 export class StatusEndpoint {
   readonly #options: EndpointOptions;
-  readonly #limiter: ClientRateLimiter;
+  readonly #limiter: RateLimiter;
   readonly #followers = new Set<ServerResponse>();
   #server: Server | undefined;
 
   constructor(options: EndpointOptions) {
     this.#options = options;
-    this.#limiter = new ClientRateLimiter(options.rate);
+    this.#limiter = new RateLimiter(options.rate);
   }
 
   /** Listens; resolves with the address actually bound (port 0 picks one). */
@@ -138,7 +142,7 @@ export class StatusEndpoint {
 
   #route(request: IncomingMessage, response: ServerResponse): void {
     const client = request.socket.remoteAddress ?? 'unknown';
-    const wait = this.#limiter.take(client);
+    const wait = this.#limiter.wait(client);
     if (wait > 0) {
       throw new HttpProblem(
         429,
@@ -204,7 +208,7 @@ export class StatusEndpoint {
         void sources.metrics.text().then(
           (text) => {
             response.writeHead(200, { ...COMMON_HEADERS, 'content-type': sources.metrics.contentType });
-            response.end(text);
+            response.end(scrubText(text));
           },
           (error: unknown) => {
             this.#options.logger.error({ err: error }, `metrics collection failed: ${(error as Error).message}`);
@@ -311,27 +315,25 @@ export class StatusEndpoint {
       response.end();
       return;
     }
-    const min = LEVEL_ORDER[levelText ?? 'trace'] ?? 0;
-    const send = (entry: LogEntry): void => {
-      if ((LEVEL_ORDER[entry.level] ?? 0) >= min) response.write(`event: log\ndata: ${JSON.stringify(entry)}\n\n`);
-    };
-    for (const entry of tail) send(entry);
-    const unsubscribe = logRing.subscribe(send);
-    // Comments keep proxies and idle timeouts from closing a quiet stream.
-    const keepalive = setInterval(() => response.write(': keepalive\n\n'), this.#options.keepaliveMs ?? 15_000);
-    keepalive.unref();
+    const follower = new LogFollower(response, {
+      minLevel: LEVEL_ORDER[levelText ?? 'trace'] ?? 0,
+      maxBufferedBytes: this.#options.followBufferBytes ?? 256 * 1024,
+      keepaliveMs: this.#options.keepaliveMs ?? 15_000,
+    });
+    for (const entry of tail) follower.send(entry);
+    const unsubscribe = logRing.subscribe((entry) => follower.send(entry));
     this.#followers.add(response);
-    const done = (): void => {
+    response.on('close', () => {
       unsubscribe();
-      clearInterval(keepalive);
+      follower.close();
       this.#followers.delete(response);
-    };
-    response.on('close', done);
+    });
     request.socket.setTimeout(0);
   }
 
   #json(response: ServerResponse, status: number, body: unknown): void {
-    const text = `${JSON.stringify(body)}\n`;
+    // Every JSON answer passes the same redaction as log lines and MQTT messages.
+    const text = `${JSON.stringify(redactValue(body))}\n`;
     response.writeHead(status, {
       ...COMMON_HEADERS,
       'content-type': 'application/json; charset=utf-8',

@@ -1,3 +1,4 @@
+import { redactValue } from '../log/redact.ts';
 import type { LogEntry, LogRing } from '../log/ring.ts';
 import type { BusEvents, EventBus } from '../supervisor/bus.ts';
 
@@ -31,12 +32,14 @@ export interface EventSourcesDeps {
  */
 export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
   const now = deps.now ?? Date.now;
+  // Sources, reasons and failures quote URLs that may carry credentials or signatures.
+  const emit = (event: DeviceEvent): void => deps.emit(redactValue(event) as DeviceEvent);
   const at = (): string => new Date(now()).toISOString();
   const failed = new Set<number>();
   let outputs: string | undefined;
   const fallback = (ready: BusEvents['display.ready']): void => {
     if (ready.mode !== 'virtual') return;
-    deps.emit({
+    emit({
       type: 'display.fallback',
       severity: 'warn',
       at: at(),
@@ -55,7 +58,7 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
       if (key === outputs) return;
       const before = outputs === undefined ? [] : outputs.split(',').filter(Boolean);
       outputs = key;
-      deps.emit({
+      emit({
         type: 'outputs.changed',
         severity: 'info',
         at: at(),
@@ -71,7 +74,7 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
       for (const d of status.decoders) {
         if (!d.failure || failed.has(d.id)) continue;
         failed.add(d.id);
-        deps.emit({
+        emit({
           type: 'decoder.failed',
           severity: 'error',
           at: at(),
@@ -82,8 +85,7 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
     }),
     deps.logRing.subscribe((entry: LogEntry) => {
       if (entry.level !== 'error' && entry.level !== 'fatal') return;
-      // The ring holds redacted lines only, so nothing secret reaches the broker this way.
-      deps.emit({
+      emit({
         type: 'error',
         severity: 'error',
         at: at(),

@@ -1,4 +1,5 @@
 import type { Config } from '../config/schema.ts';
+import { redactValue } from '../log/redact.ts';
 import type { DecodeStatus } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
 
@@ -83,7 +84,12 @@ export class StatusTracker {
     this.#update(() => (this.#configVersion = version));
   }
 
+  /** Redacted: sources may be URLs with credentials or signatures in them. */
   document(): StatusDocument {
+    return redactValue(this.#documentRaw()) as StatusDocument;
+  }
+
+  #documentRaw(): StatusDocument {
     const { config, versions, startedAt } = this.#deps;
     const display = this.#display;
     const decoders = this.#decode?.decoders ?? [];
