@@ -1,10 +1,22 @@
-// src/fs/atomic.ts: the one synchronous atomic write the supervisor (desired config, MQTT
-// session counter) and first-boot provisioning (config, secrets) share. Power cuts against it
-// are proven on a real ext4 data partition by test/image (check e); here its contract.
+// src/fs/atomic.ts: the one atomic writer: synchronous for the supervisor (desired config, MQTT
+// session counter) and first-boot provisioning (config, secrets), asynchronous for content.
+// Power cuts against it are proven on a real ext4 data partition by test/image (check e); here
+// its contract, and through an injected file system the exact order of the calls that make it
+// durable (a missing fsync leaves the file correct on a running machine, so only counting shows it).
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import { dirFsync, fileWriteAtomic, symlinkReplaceAtomic, tempsRemoveStale } from '../src/fs/atomic.ts';
+import {
+  type AsyncFs,
+  dirFsync,
+  fileWriteAtomic,
+  installAtomic,
+  type SyncFs,
+  symlinkReplaceAtomic,
+  tempsRemoveStale,
+  writeFileAtomic,
+} from '../src/fs/atomic.ts';
 import { scratchDir } from './helpers/tmp.ts';
 
 const leftovers = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.includes('.tmp-'));
@@ -75,4 +87,135 @@ test('symlinkReplaceAtomic swaps a link in one step; dirFsync accepts a director
   t.is(fs.readlinkSync(link), '/usr/share/zoneinfo/Europe/Berlin');
   t.deepEqual(leftovers(dir), []);
   t.notThrows(() => dirFsync(dir));
+});
+
+/** node:fs, recording each durable step: which call, and on the file or the directory. */
+function recordingSyncFs(dir: string, file: string): { io: SyncFs; calls: string[] } {
+  const calls: string[] = [];
+  const what = new Map<number, string>();
+  const name = (p: string): string => (p === dir ? 'dir' : p === file ? 'file' : 'temp');
+  const io: SyncFs = {
+    ...fs,
+    mkdirSync: fs.mkdirSync,
+    openSync: ((p: string, flags: string, mode?: number) => {
+      const fd = fs.openSync(p, flags, mode);
+      what.set(fd, name(p));
+      calls.push(`open ${name(p)}`);
+      return fd;
+    }) as SyncFs['openSync'],
+    writeSync: ((fd: number, buffer: Uint8Array, offset: number, length: number) => {
+      calls.push(`write ${what.get(fd)}`);
+      return fs.writeSync(fd, buffer, offset, length);
+    }) as SyncFs['writeSync'],
+    fsyncSync: (fd: number) => {
+      calls.push(`fsync ${what.get(fd)}`);
+      fs.fsyncSync(fd);
+    },
+    renameSync: (from, to) => {
+      calls.push(`rename ${name(String(from))} ${name(String(to))}`);
+      fs.renameSync(from, to);
+    },
+    closeSync: (fd: number) => {
+      calls.push(`close ${what.get(fd)}`);
+      fs.closeSync(fd);
+    },
+  };
+  return { io, calls };
+}
+
+test('fileWriteAtomic: open temp, write, fsync temp, rename over the file, fsync the directory, in that order', (t) => {
+  const dir = scratchDir(t);
+  const file = path.join(dir, 'config.json');
+  const { io, calls } = recordingSyncFs(dir, file);
+  fileWriteAtomic(file, '{"a":1}\n', { fs: io });
+  t.is(fs.readFileSync(file, 'utf8'), '{"a":1}\n');
+  t.deepEqual(calls, [
+    'open temp',
+    'write temp',
+    'fsync temp',
+    'close temp',
+    'rename temp file',
+    'open dir',
+    'fsync dir',
+    'close dir',
+  ]);
+});
+
+/** fs/promises, recording the same steps for the asynchronous writer. */
+function recordingAsyncFs(dir: string, file: string): { io: AsyncFs; calls: string[] } {
+  const calls: string[] = [];
+  const name = (p: string): string => (p === dir ? 'dir' : p === file ? 'file' : 'temp');
+  const io: AsyncFs = {
+    async open(p, flags, mode) {
+      const handle = await fsp.open(p, flags, mode);
+      calls.push(`open ${name(p)}`);
+      return {
+        write: async (data, offset, length, position) => {
+          calls.push(`write ${name(p)}`);
+          return handle.write(data, offset, length, position);
+        },
+        sync: async () => {
+          calls.push(`fsync ${name(p)}`);
+          await handle.sync();
+        },
+        close: async () => {
+          calls.push(`close ${name(p)}`);
+          await handle.close();
+        },
+      };
+    },
+    async rename(from, to) {
+      calls.push(`rename ${name(from)} ${name(to)}`);
+      await fsp.rename(from, to);
+    },
+    unlink: (p) => fsp.unlink(p),
+  };
+  return { io, calls };
+}
+
+test('writeFileAtomic (async, content): the same steps in the same order', async (t) => {
+  const dir = scratchDir(t);
+  const file = path.join(dir, 'index.json');
+  const { io, calls } = recordingAsyncFs(dir, file);
+  await writeFileAtomic(io, file, 'x'.repeat(10));
+  t.is(fs.readFileSync(file, 'utf8'), 'x'.repeat(10));
+  t.deepEqual(calls, [
+    'open temp',
+    'write temp',
+    'fsync temp',
+    'close temp',
+    'rename temp file',
+    'open dir',
+    'fsync dir',
+    'close dir',
+  ]);
+  t.deepEqual(leftovers(dir), []);
+});
+
+test('installAtomic fsyncs the directory it moved into', async (t) => {
+  const dir = scratchDir(t);
+  const from = path.join(dir, 'partial');
+  const file = path.join(dir, 'media');
+  fs.writeFileSync(from, 'm');
+  const { io, calls } = recordingAsyncFs(dir, file);
+  await installAtomic(io, from, file);
+  t.deepEqual(calls, ['rename temp file', 'open dir', 'fsync dir', 'close dir']);
+});
+
+test('writeFileAtomic (async) that cannot write leaves the old file and no temp', async (t) => {
+  const dir = scratchDir(t);
+  const file = path.join(dir, 'index.json');
+  fs.writeFileSync(file, 'old');
+  const { io } = recordingAsyncFs(dir, file);
+  const full: AsyncFs = {
+    ...io,
+    open: async (p, flags, mode) => {
+      const handle = await io.open(p, flags, mode);
+      if (p === dir) return handle;
+      return { ...handle, write: async () => ({ bytesWritten: 0 }) };
+    },
+  };
+  await t.throwsAsync(writeFileAtomic(full, file, 'new'), { message: /no progress/ });
+  t.is(fs.readFileSync(file, 'utf8'), 'old');
+  t.deepEqual(leftovers(dir), []);
 });

@@ -6,9 +6,9 @@ import { redactValue, scrubText } from '../log/redact.ts';
 import { LEVEL_ORDER, type LogRing } from '../log/ring.ts';
 import { RateLimiter } from '../rate-limit.ts';
 import { isLoopbackAddress, requestToken, tokenMatches } from './access.ts';
+import { LogFollower } from './log-follower.ts';
 import type { Metrics } from './metrics.ts';
 import { statusPage } from './page.ts';
-import { LogFollower } from './log-follower.ts';
 
 /** What the routes read; the HTTP extension builds it from the bus, so this file knows no events. */
 export interface EndpointSources {

@@ -19,14 +19,16 @@ const SECRET_KEY =
 const SECRET_QUERY_WORD = /sig|token|credential|key|secret|pass(?:word|wd)?|auth/i;
 
 /** A query separator, also percent-encoded (a URL inside another URL's query). */
-const QUERY_PARAM =
-  /([?&;]|%3[fF]|%26)([^=&?#\s"'<>\\]{1,200})(=|%3[dD])((?:(?!%26)[^&#\s"'<>\\])*)/g;
+const QUERY_PARAM = /([?&;]|%3[fF]|%26)([^=&?#\s"'<>\\]{1,200})(=|%3[dD])((?:(?!%26)[^&#\s"'<>\\])*)/g;
 
 const SCRUBBERS: ReadonlyArray<[RegExp, string | typeof queryParamScrub]> = [
   // Userinfo in any URL: mqtts://user:pass@broker, https://token@host. The user name can be a token too.
   [/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@"'<>]+@/gi, `$1${REDACTED}@`],
   // The same with the separators percent-encoded (a URL passed as a parameter).
-  [/\b([a-z][a-z0-9+.-]*%3[aA]%2[fF]%2[fF])[^\s/?#@"'<>%]*(?:%(?!40)[0-9a-fA-F]{2}[^\s/?#@"'<>%]*)*%40/g, `$1${REDACTED}%40`],
+  [
+    /\b([a-z][a-z0-9+.-]*%3[aA]%2[fF]%2[fF])[^\s/?#@"'<>%]*(?:%(?!40)[0-9a-fA-F]{2}[^\s/?#@"'<>%]*)*%40/g,
+    `$1${REDACTED}%40`,
+  ],
   // PEM private keys, complete or cut off.
   [/-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?(-----END \1PRIVATE KEY-----|$)/g, `[redacted private key]`],
   // HTTP authorization schemes written into messages.
