@@ -97,7 +97,8 @@ for (let i = first; i < first + count; i++) {
     {
       contract,
       restart: () => {},
-      run: async () => {},
+      // A bench never reboots: the request has nowhere to go (ERR_REBOOT_UNAVAILABLE).
+      runDir: '/nonexistent/run',
       backoff: { initialMs: 500, maxMs: 5000 },
       rate: { burst: 1000, perSecond: 1000 },
     },

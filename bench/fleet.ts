@@ -250,7 +250,7 @@ async function outputBench(root: string): Promise<{ ms: number[]; replyMs: numbe
     extensions: [
       { name: 'playback', create: playbackCreate },
       { name: 'display', create: displayCreate },
-      { name: 'mqtt', create: (c) => mqttCreate(c, { restart: () => {}, run: async () => {} }) },
+      { name: 'mqtt', create: (c) => mqttCreate(c, { restart: () => {}, runDir: '/nonexistent/run' }) },
     ],
   });
   const fleet = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'bench-fleet-2', reconnectPeriod: 0 });

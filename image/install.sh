@@ -2,17 +2,26 @@
 # Stage 4 of image/build.sh: installs the app, its Node 24 runtime, the units and the
 # read-only-root plumbing into a copy of the base root.
 #
-#   MULTIHEAD_REPO=<repo> MULTIHEAD_ADDON=<multihead.node> image/install.sh <root>
+#   MULTIHEAD_REPO=<repo> MULTIHEAD_ADDON=<multihead.node> [MULTIHEAD_IMAGE_VARIANT=test] image/install.sh <root>
+#
+# The "test" variant (test/image only) adds the root test agent and enables it; the production
+# variant (the default) has neither its code nor its unit.
 set -euo pipefail
 root=$1
 repo=${MULTIHEAD_REPO:?}
 addon=${MULTIHEAD_ADDON:?}
+variant=${MULTIHEAD_IMAGE_VARIANT:-production}
+case "$variant" in production | test) ;; *)
+  echo "MULTIHEAD_IMAGE_VARIANT must be production or test, not $variant" >&2
+  exit 1
+  ;;
+esac
 app=$root/usr/lib/multihead
 sd=$repo/systemd
 log() { echo "$*" >&2; }
 
 # --- The app -------------------------------------------------------------------------------
-mkdir -p "$app/native" "$app/provision" "$app/test" "$app/node_modules"
+mkdir -p "$app/native" "$app/provision" "$app/node_modules"
 # docs/ too: the MQTT contract (docs/asyncapi.yaml) is read at run time.
 cp -a "$repo/src" "$repo/bin" "$repo/docs" "$repo/package.json" "$repo/README.md" "$app/"
 install -m 0644 "$addon" "$app/native/multihead.node"
@@ -22,8 +31,12 @@ for f in "$repo"/provision/*.ts "$repo/provision/multihead-boot"; do
   cp "$f" "$app/provision/"
 done
 chmod 0755 "$app/provision/multihead-boot"
-# The test agent, inert unless the kernel command line says multihead.test=1 (see its unit).
-cp "$repo/test/vm/guest/agent.ts" "$app/test/agent.ts"
+# Test variant only: the agent runs any command as root for the test host; a production
+# image must not carry it, however inert its unit (multihead.test=1, a virtio port) makes it.
+if [ "$variant" = test ]; then
+  mkdir -p "$app/test"
+  cp "$repo/test/vm/guest/agent.ts" "$app/test/agent.ts"
+fi
 
 # Production dependencies exactly as the lockfile resolved them (npm ls --omit=dev).
 deps=$(cd "$repo" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2)
@@ -51,8 +64,13 @@ log "app: $(du -sm "$app" | cut -f1) MiB ($(du -sm "$app/node_modules/node-linux
 
 # --- Units and system configuration ---------------------------------------------------------
 lib=$root/usr/lib
-install -m 0644 "$sd/multihead.service" "$sd/multihead-provision.service" "$sd/multihead-test-agent.service" \
-  "$sd/multihead-journal.service" "$lib/systemd/system/"
+install -m 0644 "$sd/multihead.service" "$sd/multihead-provision.service" "$sd/multihead-journal.service" \
+  "$sd/multihead-reboot.path" "$sd/multihead-reboot.service" "$lib/systemd/system/"
+test_units=
+if [ "$variant" = test ]; then
+  install -m 0644 "$sd/multihead-test-agent.service" "$lib/systemd/system/"
+  test_units=multihead-test-agent.service
+fi
 install -D -m 0755 "$sd/journal-adopt" "$app/systemd/journal-adopt"
 install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"
 install -D -m 0644 "$sd/multihead.tmpfiles" "$lib/tmpfiles.d/multihead.conf"
@@ -85,7 +103,7 @@ unshare -m --propagation private sh -c '
   mount -t proc proc "$1/proc"
   chroot "$1" /bin/sh -e -c "
     systemd-sysusers
-    systemctl enable multihead.service multihead-provision.service multihead-test-agent.service multihead-journal.service \
+    systemctl enable multihead.service multihead-provision.service multihead-journal.service multihead-reboot.path $2 \
       systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
     # No login prompt on any screen or serial line, no first-boot questions, no logind (no
     # one logs in); the screens belong to the supervisor. The ConditionNeedsUpdate= units
@@ -97,7 +115,7 @@ unshare -m --propagation private sh -c '
       ldconfig.service systemd-hwdb-update.service systemd-journal-catalog-update.service \
       systemd-update-done.service systemd-sysusers.service 2>&1 | grep -v \"^Created\" || true
   "
-' install "$root"
+' install "$root" "$test_units"
 # Every account locked (no password can log in anywhere; there is no getty or login either):
 # "x" in passwd, "!*" in shadow for each account shadow does not list yet (root among them).
 touch "$root/etc/shadow"
@@ -114,6 +132,14 @@ case "$root_pw" in '!'* | '*') ;; *)
   exit 1
   ;;
 esac
+if [ "$variant" = production ]; then
+  for f in /usr/lib/systemd/system/multihead-test-agent.service /usr/lib/multihead/test; do
+    if [ -e "$root$f" ]; then
+      log "$f must not be in the production image"
+      exit 1
+    fi
+  done
+fi
 for f in /usr/sbin/sshd /usr/bin/plymouth /usr/sbin/plymouthd; do
   if [ -e "$root$f" ]; then
     log "$f must not be in the image"

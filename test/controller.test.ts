@@ -24,9 +24,14 @@ function controllerWith(extensions: ExtensionDefinition[], stopTimeoutMs = 300) 
 }
 
 /** An extension that records its lifecycle calls in `calls`. */
-function recorder(name: string, calls: string[], behaviour: { start?: () => unknown; stop?: () => unknown } = {}) {
+function recorder(
+  name: string,
+  calls: string[],
+  behaviour: { start?: () => unknown; stop?: () => unknown; essential?: boolean } = {},
+) {
   return {
     name,
+    essential: behaviour.essential ?? false,
     create: () => ({
       name,
       start: async () => {
@@ -53,11 +58,12 @@ test('extensions start in order and stop in reverse', async (t) => {
   t.deepEqual(states, ['starting', 'running', 'stopping', 'stopped']);
 });
 
-test('a failed start stops what already started and names the extension', async (t) => {
+test('a failed start of an essential extension stops what already started and names the extension', async (t) => {
   const calls: string[] = [];
   const { controller } = controllerWith([
     recorder('a', calls),
     recorder('b', calls, {
+      essential: true,
       start: () => {
         throw new Error('boom');
       },
@@ -69,6 +75,64 @@ test('a failed start stops what already started and names the extension', async 
   t.is(error?.message, 'extension b failed to start: boom');
   t.deepEqual(calls, ['start a', 'start b', 'stop a']);
   t.is(controller.state, 'stopped');
+});
+
+test('12 a non-essential extension that fails to start is left out, reported, and the others keep running', async (t) => {
+  const calls: string[] = [];
+  const { controller, lines, ring } = controllerWith([
+    recorder('playback', calls, { essential: true }),
+    recorder('mqtt', calls, {
+      start: () => {
+        throw new Error('broker module broken');
+      },
+    }),
+    { name: 'content', create: () => Promise.reject(new Error('no schema')) },
+    recorder('systemd', calls, { essential: true }),
+  ]);
+  const states: BusEvents['supervisor.state'][] = [];
+  controller.bus.on('supervisor.state', (s) => states.push(s));
+  await controller.start();
+  t.is(controller.state, 'running');
+  // mqtt's half-done start is released (its stop runs), playback is not stopped.
+  t.deepEqual(calls, ['start playback', 'start mqtt', 'stop mqtt', 'start systemd']);
+  t.deepEqual(controller.failed, [
+    { extension: 'mqtt', error: 'broker module broken' },
+    { extension: 'content', error: 'no schema' },
+  ]);
+  t.deepEqual(states.at(-1), { state: 'running', reason: 'without mqtt, content: failed to start' });
+  // As errors with a code: the MQTT events source publishes error lines from the ring.
+  const errors = ring.tail({ limit: 100, level: 'error' });
+  t.deepEqual(
+    errors.map((e) => [e.code, e.extension]),
+    [
+      ['ERR_EXTENSION_START', 'mqtt'],
+      ['ERR_EXTENSION_START', 'content'],
+    ],
+  );
+  t.true(lines.some((l) => l.includes('extension content failed to start and is left out')));
+  t.true(await controller.stop('test'));
+  t.deepEqual(calls.slice(4), ['stop systemd', 'stop playback']);
+});
+
+test('12 MULTIHEAD_FAULT_EXTENSION makes the named extension fail to start; an unknown name is an error', async (t) => {
+  const { builtinExtensions, extensionsWithFault } = await import('../src/extensions/index.ts');
+  t.is(extensionsWithFault(builtinExtensions, undefined), builtinExtensions);
+  t.is(extensionsWithFault(builtinExtensions, ''), builtinExtensions);
+  const faulty = extensionsWithFault(builtinExtensions, 'http');
+  t.deepEqual(
+    faulty.map((e) => e.name),
+    builtinExtensions.map((e) => e.name),
+  );
+  const http = faulty.find((e) => e.name === 'http');
+  t.throws(() => http?.create({} as never), { message: /fault injected by MULTIHEAD_FAULT_EXTENSION=http/ });
+  t.throws(() => extensionsWithFault(builtinExtensions, 'nosuch'), {
+    message: /MULTIHEAD_FAULT_EXTENSION=nosuch: no such extension \(one of led, playback, display/,
+  });
+  // What must keep the screens up stops the process when it fails; the rest is left out.
+  t.deepEqual(
+    builtinExtensions.filter((e) => e.essential).map((e) => e.name),
+    ['playback', 'display', 'systemd'],
+  );
 });
 
 test('a stop that hangs is cut off at the deadline and the others still stop', async (t) => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type ContractSchemaName, contractLoad } from '../src/mqtt/contract.ts';
@@ -220,7 +220,7 @@ test('a request without any reply address is reported on events', async (t) => {
   assertAllValid(t, fleet);
 });
 
-test('config.get masks secrets, logs.get filters by level, restart and reboot act through their injected runners', async (t) => {
+test('config.get masks secrets, logs.get filters by level, restart acts through its injected runner, reboot writes its request file', async (t) => {
   const broker = await mosquittoStart(t, { auth: { username: 'dev-1', password: 's3cret-pass' } });
   const device = await deviceStart(t, {
     url: broker.url,
@@ -244,13 +244,17 @@ test('config.get masks secrets, logs.get filters by level, restart and reboot ac
     ok: true,
     result: { restarting: true },
   });
+  const requestFile = join(device.runDir, 'reboot-request');
+  t.false(existsSync(requestFile));
   t.like((await requestV5(fleet, 'multihead/dev-1/cmd/reboot', '{}')).reply.json, {
     ok: true,
     result: { rebooting: true },
   });
+  // On the box multihead-reboot.path (root) reboots when this file appears: it must be there,
+  // complete, by the time the reply says rebooting.
+  t.like(JSON.parse(readFileSync(requestFile, 'utf8')), { transport: 'mqtt', from: 'multihead/dev-1/cmd/reboot' });
   await sleep(100);
   t.is(device.restarts.length, 1);
-  t.deepEqual(device.runs, [['systemctl', ['reboot']]]);
 
   // The password reached the broker (we are connected with auth) but no log line and no message.
   t.false(device.lines.some((l) => l.includes('s3cret-pass')));

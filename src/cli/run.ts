@@ -1,6 +1,6 @@
 import { ConfigError } from '../config/load.ts';
 import { ExitCode } from '../exit-codes.ts';
-import { builtinExtensions } from '../extensions/index.ts';
+import { builtinExtensions, extensionsWithFault } from '../extensions/index.ts';
 import { loggerFor, loggingCreate } from '../log/logger.ts';
 import { configLoadWithDesired } from '../mqtt/desired-store.ts';
 import { loadAddon, type NativeAddon } from '../native/addon.ts';
@@ -65,7 +65,10 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
     logger: logging.logger,
     logRing: logging.ring,
     addon,
-    extensions: extensionsChosen(process.env.MULTIHEAD_EXTENSIONS),
+    extensions: extensionsWithFault(
+      extensionsChosen(process.env.MULTIHEAD_EXTENSIONS),
+      process.env.MULTIHEAD_FAULT_EXTENSION,
+    ),
     stopTimeoutMs: STOP_BUDGET_MS,
   });
 

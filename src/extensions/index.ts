@@ -12,12 +12,44 @@ import { playbackCreate } from './playback.ts';
 export const builtinExtensions: readonly ExtensionDefinition[] = [
   // First: the LED blinks "booting" from the start and hears every event after.
   { name: 'led', create: (context) => ledCreate(context) },
-  { name: 'playback', create: playbackCreate },
-  { name: 'display', create: displayCreate },
+  { name: 'playback', create: playbackCreate, essential: true },
+  { name: 'display', create: displayCreate, essential: true },
   // After the display, so the first status it publishes already knows KMS or virtual outputs.
   { name: 'mqtt', create: async (context) => (await import('./mqtt.ts')).mqttCreate(context) },
   { name: 'content', create: async (context) => (await import('./content.ts')).contentCreate(context) },
   { name: 'http', create: async (context) => (await import('./http.ts')).httpCreate(context) },
   // Last: READY=1 only after everything else started, and STOPPING=1 first on the way down.
-  { name: 'systemd', create: async (context) => (await import('./systemd.ts')).systemdCreate(context) },
+  // Essential: without it READY=1 never comes and systemd would kill the service after its start timeout anyway.
+  {
+    name: 'systemd',
+    create: async (context) => (await import('./systemd.ts')).systemdCreate(context),
+    essential: true,
+  },
 ];
+
+/**
+ * Test hook (test/hostile, MULTIHEAD_FAULT_EXTENSION=<name>): that extension's start fails, as a
+ * broken module or a bad setting would make it, to prove the supervisor copes. Unset or empty:
+ * the list as given. A name that is not in the list is a mistake in the test, not ignored.
+ */
+export function extensionsWithFault(
+  extensions: readonly ExtensionDefinition[],
+  faulty: string | undefined,
+): readonly ExtensionDefinition[] {
+  if (!faulty) return extensions;
+  if (!extensions.some((e) => e.name === faulty)) {
+    throw new Error(
+      `MULTIHEAD_FAULT_EXTENSION=${faulty}: no such extension (one of ${extensions.map((e) => e.name).join(', ')})`,
+    );
+  }
+  return extensions.map((e) =>
+    e.name === faulty
+      ? {
+          ...e,
+          create: () => {
+            throw new Error(`fault injected by MULTIHEAD_FAULT_EXTENSION=${faulty}`);
+          },
+        }
+      : e,
+  );
+}

@@ -1,14 +1,14 @@
-import { execFile } from 'node:child_process';
 import { configLoad } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import type { ContentSync } from '../content/sync-job.ts';
-import { builtinCommandsRegister, type CommandRunner } from '../mqtt/builtin-commands.ts';
+import { builtinCommandsRegister } from '../mqtt/builtin-commands.ts';
 import { CommandRouter, type ReplyPayload, type ReplyTarget } from '../mqtt/command-router.ts';
 import { type Backoff, brokerName, MqttConnection, type PublishOptions } from '../mqtt/connection.ts';
 import { type Contract, contractLoad } from '../mqtt/contract.ts';
 import { DesiredConfig, type ReportedConfig } from '../mqtt/desired-config.ts';
 import { type DeviceEvent, eventSourcesAttach } from '../mqtt/events.ts';
 import { RateLimiter } from '../mqtt/rate-limit.ts';
+import { runDirFromEnv } from '../mqtt/reboot-request.ts';
 import { sessionNext } from '../mqtt/session-counter.ts';
 import { TelemetrySampler } from '../mqtt/telemetry.ts';
 import { deviceTopics, topicParse } from '../mqtt/topics.ts';
@@ -21,8 +21,8 @@ import { appVersion } from '../version.ts';
 export interface MqttDeps {
   /** Ends the supervisor so the service manager starts it again (`restart` command). */
   readonly restart: () => void;
-  /** Runs `systemctl reboot` (`reboot` command). */
-  readonly run: CommandRunner;
+  /** Where the `reboot` command writes its request for the root multihead-reboot.path. */
+  readonly runDir: string;
   /** The configuration from the lower layers plus a desired layer; throws ConfigError. */
   readonly reload: (desired: Record<string, unknown>) => Config;
   readonly backoff: Backoff;
@@ -55,10 +55,7 @@ export function mqttDefaults(): MqttDeps {
     // An orderly stop (offline published, outputs released); systemd's Restart=always starts
     // the service again, while `systemctl stop` still stops it for good.
     restart: () => process.kill(process.pid, 'SIGTERM'),
-    run: (file, args) =>
-      new Promise((resolve, reject) =>
-        execFile(file, [...args], { timeout: 30_000 }, (error) => (error ? reject(error) : resolve())),
-      ),
+    runDir: runDirFromEnv(),
     // The same layers as at start (file from MULTIHEAD_CONFIG or the default path, environment).
     reload: (desired) => configLoad({ desired }).config,
     backoff: { initialMs: 1000, maxMs: 60_000 },
@@ -284,7 +281,7 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
           appliedVersion: () => desired.appliedVersion,
           logRing,
           restart: deps.restart,
-          run: deps.run,
+          runDir: deps.runDir,
           graceMs: deps.graceMs,
           logger,
         }),

@@ -3,9 +3,7 @@ import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
 import type { LogRing } from '../log/ring.ts';
 import type { CommandRegistry } from '../supervisor/commands.ts';
-
-/** Runs a system command (systemctl); injectable so tests never reboot the machine. */
-export type CommandRunner = (file: string, args: readonly string[]) => Promise<void>;
+import { rebootRequestWrite } from './reboot-request.ts';
 
 export interface BuiltinCommandDeps {
   readonly commands: CommandRegistry;
@@ -17,8 +15,9 @@ export interface BuiltinCommandDeps {
   readonly logRing: LogRing;
   /** Ends the process so the service manager starts it again. */
   readonly restart: () => void;
-  readonly run: CommandRunner;
-  /** Time for the reply to leave before a restart or reboot (ms). */
+  /** Where `reboot` writes its request for multihead-reboot.path (see reboot-request.ts). */
+  readonly runDir: string;
+  /** Time for the reply to leave before a restart (ms). */
   readonly graceMs: number;
   readonly logger: Logger;
   readonly now?: () => number;
@@ -84,10 +83,20 @@ export function builtinCommandsRegister(deps: BuiltinCommandDeps): () => void {
     }),
     deps.commands.register({
       name: 'reboot',
-      description: 'Reboot the appliance with systemctl reboot (after the reply)',
-      handler: () => {
-        later('reboot', () => deps.run('systemctl', ['reboot']));
-        return { rebooting: true, inMs: deps.graceMs };
+      description:
+        'Reboot the appliance: asks root (multihead-reboot.path) through a request file in the run directory',
+      handler: (_args, origin) => {
+        // Synchronous and durable before the reply: `rebooting: true` means the request is on
+        // disk for the root path unit, never only that the supervisor meant to ask. The reply
+        // still leaves first: it is queued in this tick, and the stop systemd's reboot sends
+        // this process ends the MQTT session in order.
+        const file = rebootRequestWrite(deps.runDir, {
+          requestedAt: new Date(now()).toISOString(),
+          transport: origin.transport,
+          ...(origin.from ? { from: origin.from } : {}),
+        });
+        deps.logger.warn({ file, transport: origin.transport }, `reboot requested (${file})`);
+        return { rebooting: true, inMs: 0 };
       },
     }),
   ];

@@ -26,10 +26,24 @@ export class ExtensionStartError extends Error {
   }
 }
 
+/** An extension that is not running because its start failed, and why. */
+export interface ExtensionFailure {
+  readonly extension: string;
+  readonly error: string;
+}
+
+/** A stop of a half-started extension must not hold up the others' start. */
+const FAILED_STOP_MS = 500;
+
 /**
  * Starts the extensions in order and stops them in reverse, within a deadline. It owns
  * the event bus and holds the event loop open while running: a supervisor with nothing
  * to play (no KMS, no broker) must still stay up and wait for configuration.
+ *
+ * An essential extension that fails to start stops everything (the service manager starts
+ * the process again). Any other is logged as an error (ERR_EXTENSION_START, which the fleet
+ * hears on `events`), named in the `running` state's reason and left out: the screens keep
+ * playing without the fleet, the HTTP page or content.
  */
 export class Controller {
   readonly bus: EventBus;
@@ -37,6 +51,7 @@ export class Controller {
   readonly #deps: ControllerDeps;
   readonly #log: Logger;
   readonly #started: Extension[] = [];
+  readonly #failed: ExtensionFailure[] = [];
   #state: SupervisorState = 'stopped';
   #keepAlive: NodeJS.Timeout | undefined;
   #stopping: Promise<boolean> | undefined;
@@ -51,28 +66,63 @@ export class Controller {
     return this.#state;
   }
 
+  /** The non-essential extensions left out because their start failed. */
+  get failed(): readonly ExtensionFailure[] {
+    return this.#failed;
+  }
+
   async start(): Promise<void> {
     this.#setState('starting');
     this.#keepAlive = setInterval(() => {}, 2 ** 30);
     for (const definition of this.#deps.extensions) {
-      let extension: Extension;
-      try {
-        extension = await definition.create({
-          config: this.#deps.config,
-          logger: loggerFor(this.#deps.logger, definition.name),
-          bus: this.bus,
-          commands: this.commands,
-          addon: this.#deps.addon,
-          logRing: this.#deps.logRing,
-        });
-        await extension.start();
-      } catch (error) {
+      const outcome = await this.#startOne(definition);
+      if (outcome === 'started') continue;
+      if (definition.essential) {
         await this.stop(`extension ${definition.name} failed to start`);
-        throw new ExtensionStartError(definition.name, error);
+        throw new ExtensionStartError(definition.name, outcome.error);
       }
-      this.#started.push(extension);
+      await this.#leaveOut(definition.name, outcome);
     }
-    this.#setState('running');
+    const failed = this.#failed.map((f) => f.extension);
+    this.#setState('running', failed.length > 0 ? `without ${failed.join(', ')}: failed to start` : undefined);
+  }
+
+  async #startOne(
+    definition: ExtensionDefinition,
+  ): Promise<'started' | { error: unknown; extension: Extension | undefined }> {
+    let extension: Extension | undefined;
+    try {
+      extension = await definition.create({
+        config: this.#deps.config,
+        logger: loggerFor(this.#deps.logger, definition.name),
+        bus: this.bus,
+        commands: this.commands,
+        addon: this.#deps.addon,
+        logRing: this.#deps.logRing,
+      });
+      await extension.start();
+    } catch (error) {
+      return { error, extension };
+    }
+    this.#started.push(extension);
+    return 'started';
+  }
+
+  /** Reports a non-essential extension's failed start and releases what it took before failing. */
+  async #leaveOut(name: string, outcome: { error: unknown; extension: Extension | undefined }): Promise<void> {
+    const message = (outcome.error as Error)?.message ?? String(outcome.error);
+    this.#failed.push({ extension: name, error: message });
+    this.#log.error(
+      { code: 'ERR_EXTENSION_START', extension: name, err: outcome.error },
+      `extension ${name} failed to start and is left out; the others keep running: ${message}`,
+    );
+    if (!outcome.extension) return;
+    const stopped = await withTimeout(
+      Promise.resolve().then(() => outcome.extension?.stop()),
+      FAILED_STOP_MS,
+    );
+    if (stopped !== 'done')
+      this.#log.warn({ extension: name }, `extension ${name} did not release cleanly after its failed start`);
   }
 
   /** Stops everything in reverse start order. Resolves false if the deadline passed first. */

@@ -36,4 +36,10 @@ export type ExtensionFactory = (context: ExtensionContext) => Extension | Promis
 export interface ExtensionDefinition {
   readonly name: string;
   readonly create: ExtensionFactory;
+  /**
+   * Without it the supervisor has no reason to run (the outputs, playback, systemd's READY=1):
+   * if it fails to start, everything stops and the service manager starts the process again.
+   * Any other extension that fails to start is reported and left out; the rest keep running.
+   */
+  readonly essential?: boolean;
 }

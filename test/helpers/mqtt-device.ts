@@ -30,7 +30,8 @@ export interface Device {
   readonly lines: string[];
   readonly logger: Logger;
   readonly restarts: number[];
-  readonly runs: Array<[string, readonly string[]]>;
+  /** The run directory the `reboot` command writes its request into (as /run/multihead on a box). */
+  readonly runDir: string;
   stop(): Promise<boolean>;
 }
 
@@ -61,7 +62,8 @@ export async function deviceStart(t: ExecutionContext, options: DeviceOptions): 
   const lines: string[] = [];
   const logging = loggingCreate({ level: 'debug', ringSize: 500, sink: { write: (l) => lines.push(l) } });
   const restarts: number[] = [];
-  const runs: Array<[string, readonly string[]]> = [];
+  const runDir = join(dir, 'run');
+  mkdirSync(runDir);
   const controller = new Controller({
     config,
     logger: logging.logger,
@@ -74,9 +76,7 @@ export async function deviceStart(t: ExecutionContext, options: DeviceOptions): 
         create: (context) =>
           mqttCreate(context, {
             restart: () => restarts.push(Date.now()),
-            run: async (file, args) => {
-              runs.push([file, args]);
-            },
+            runDir,
             reload: (desired) => load(desired),
             backoff: { initialMs: 100, maxMs: 400 },
             thermalDir: thermal,
@@ -95,5 +95,5 @@ export async function deviceStart(t: ExecutionContext, options: DeviceOptions): 
     return stopped;
   };
   t.teardown(stop);
-  return { controller, config, dataDir, lines, logger: logging.logger, restarts, runs, stop };
+  return { controller, config, dataDir, lines, logger: logging.logger, restarts, runDir, stop };
 }
