@@ -2,17 +2,21 @@
 // the supervisor start):
 //
 //   node apply.ts apply /efi/multihead-provision.json
-//       Applies the file exactly once: secrets and the configuration go to the data partition
-//       (mode 0600, owned by the multihead user, each written atomically), then the file is
-//       removed from the FAT ESP. A file whose digest was already applied (a power cut after
-//       applying but before the removal, or the same file put back) is removed unapplied.
-//       A file that fails validation is renamed *.rejected with the reasons beside it.
+//       Applies the file exactly once: everything is checked first, then secrets and the
+//       configuration go to the data partition (mode 0600, owned by the multihead user, each
+//       written atomically), the fleet's desired layer is dropped (the technician on site wins),
+//       and the file is overwritten and removed from the FAT ESP. A file whose digest was already
+//       applied (a power cut after applying but before the removal, or the same file put back)
+//       drops the desired layer and is removed unapplied. A file that fails validation is
+//       replaced by multihead-provision.errors.txt holding only the reasons.
 //   node apply.ts write-config < config.json
 //       Replaces the supervisor's configuration atomically after the supervisor's own check.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { dirFsync, fileWriteAtomic, symlinkReplaceAtomic, tempsRemoveStale } from '../src/fs/atomic.ts';
+import { scrubText } from '../src/log/redact.ts';
+import { desiredClear } from '../src/mqtt/desired-store.ts';
 import {
   configProblems,
   hostnameFor,
@@ -65,9 +69,75 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
-function removeFromEsp(file: string): void {
+/**
+ * Overwrites a file on the ESP in place, then deletes it. FAT keeps a deleted file's clusters
+ * readable until they are reused, so the password and key inside must be gone first.
+ */
+function espShred(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r+');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const zeros = Buffer.alloc(Math.min(Math.max(size, 1), 1 << 16));
+    for (let at = 0; at < size; at += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, size - at), at);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.rmSync(file, { force: true });
   dirFsync(path.dirname(file));
+}
+
+/** A plain durable write: FAT has no modes to set, so the atomic writer's chmod would fail there. */
+function espWrite(file: string, text: string): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  dirFsync(path.dirname(file));
+}
+
+/** The rejected file leaves only its reasons behind (never a secret: they are scrubbed). */
+function reject(file: string, error: ProvisionError): number {
+  const reasons = scrubText(error.message);
+  say(`REJECTED ${reasons}`);
+  const base = file.replace(/\.json$/, '');
+  espWrite(`${base}.errors.txt`, `${reasons}\n`);
+  espShred(file);
+  // Left by earlier versions, which kept the rejected file whole.
+  espShred(`${base}.rejected.json`);
+  return 1;
+}
+
+/** The data directory the supervisor will use, where its desired layer lives. */
+function dataDirOf(config: Record<string, unknown>): string {
+  return typeof config.dataDir === 'string' && path.isAbsolute(config.dataDir) ? config.dataDir : DATA;
+}
+
+/** The technician on site wins: what the fleet set over MQTT no longer sits above this file. */
+function desiredDrop(config: Record<string, unknown>): void {
+  const dir = dataDirOf(config);
+  desiredClear(dir);
+  say(`dropped the fleet's desired config in ${dir}`);
+}
+
+/** Everything checked, nothing written: the spec and the configuration it merges into. */
+function validated(file: string): { spec: ReturnType<typeof provisionRead>['spec']; config: Record<string, unknown> } {
+  const { spec } = provisionRead(file);
+  const config = merge(readJson(CONFIG) ?? {}, provisionConfig(spec));
+  const problems = configProblems(config);
+  if (problems.length > 0) {
+    throw new ProvisionError(file, [`the merged configuration does not load: ${problems.join('; ')}`]);
+  }
+  return { spec, config };
 }
 
 function apply(file: string): number {
@@ -76,22 +146,18 @@ function apply(file: string): number {
   const marker = readJson(MARKER);
   if (marker?.sha256 === digest) {
     say(`${file} was already applied at ${String(marker.appliedAt)}; removing it without applying it again`);
-    removeFromEsp(file);
+    desiredDrop(readJson(CONFIG) ?? {});
+    espShred(file);
     return 0;
   }
-  let spec: ReturnType<typeof provisionRead>['spec'];
+  let checked: ReturnType<typeof validated>;
   try {
-    spec = provisionRead(file).spec;
+    checked = validated(file);
   } catch (e) {
     if (!(e instanceof ProvisionError)) throw e;
-    say(`REJECTED ${e.message}`);
-    // Left on the ESP for a technician, renamed so it is not retried at every boot.
-    const base = file.replace(/\.json$/, '');
-    fs.writeFileSync(`${base}.errors.txt`, `${e.message}\n`);
-    fs.renameSync(file, `${base}.rejected.json`);
-    dirFsync(path.dirname(file));
-    return 1;
+    return reject(file, e);
   }
+  const { spec, config } = checked;
   const ids = owner();
   const opts = { mode: 0o600, ...(ids ? { uid: ids.uid, gid: ids.gid } : {}) };
   // On the device this is SECRETS_DIR, the path the configuration names.
@@ -102,14 +168,9 @@ function apply(file: string): number {
     fileWriteAtomic(path.join(secretsDir, name), pem.endsWith('\n') ? pem : `${pem}\n`, opts);
     say(`wrote ${path.join(secretsDir, name)} (0600)`);
   }
-  const config = merge(readJson(CONFIG) ?? {}, provisionConfig(spec));
-  const problems = configProblems(config);
-  if (problems.length > 0) {
-    say(`REJECTED: the merged configuration does not load: ${problems.join('; ')}`);
-    return 1;
-  }
   fileWriteAtomic(CONFIG, `${JSON.stringify(config, null, 2)}\n`, opts);
-  say(`wrote ${CONFIG} (0600): device ${spec.device.name}${spec.mqtt ? `, broker ${spec.mqtt.url}` : ''}`);
+  say(`wrote ${CONFIG} (0600): device ${spec.device.name}${spec.mqtt ? `, broker ${scrubText(spec.mqtt.url)}` : ''}`);
+  desiredDrop(config);
 
   fs.mkdirSync(path.dirname(NETWORK), { recursive: true, mode: 0o755 });
   fileWriteAtomic(path.join(SYSTEM, 'hostname'), `${hostnameFor(spec.device.id ?? spec.device.name)}\n`, {
@@ -133,7 +194,7 @@ function apply(file: string): number {
     },
   );
   // Only now, with everything durable on the data partition, do the secrets leave the ESP.
-  removeFromEsp(file);
+  espShred(file);
   say(`applied and removed ${file}`);
   return 0;
 }

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as f from '../src/config/formats.ts';
 import { configLoad } from '../src/config/load.ts';
+import { scrubText } from '../src/log/redact.ts';
 
 export const PROVISION_FILE = 'multihead-provision.json';
 /** Where secrets go on the device (the data partition), one file each, mode 0600. */
@@ -44,9 +45,11 @@ export interface ProvisionSpec {
 export class ProvisionError extends Error {
   readonly problems: readonly string[];
   constructor(source: string, problems: readonly string[]) {
-    super(`${source}: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    // The project's one redaction: a problem may quote a value, and values here hold credentials.
+    const scrubbed = problems.map(scrubText);
+    super(`${source}: ${scrubbed.length} problem(s):\n${scrubbed.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'ProvisionError';
-    this.problems = problems;
+    this.problems = scrubbed;
   }
 }
 
@@ -181,7 +184,8 @@ export function provisionValidate(input: unknown, source = PROVISION_FILE): Prov
   return spec;
 }
 
-const secretKey = (key: string): boolean => /password|key$/.test(key);
+/** Keys whose values are never quoted in a problem: secrets, and the broker URL, whose user:password may not even parse as a URL. */
+const secretKey = (key: string): boolean => /password|key$|^mqtt\.url$/.test(key);
 
 function timezoneKnown(tz: string): boolean {
   try {
@@ -281,7 +285,9 @@ export function provisionRead(file: string): { spec: ProvisionSpec; text: string
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw new ProvisionError(file, [`not valid JSON: ${(e as Error).message}`]);
+    // JSON.parse quotes the text around the error, which may be a password: only where it is.
+    const where = /at position \d+( \(line \d+ column \d+\))?/.exec((e as Error).message)?.[0];
+    throw new ProvisionError(file, [`not valid JSON${where ? ` (${where})` : ''}`]);
   }
   return { spec: provisionValidate(data, file), text };
 }

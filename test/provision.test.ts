@@ -4,7 +4,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { scratchDir, writeJson } from './helpers/tmp.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -196,7 +196,7 @@ test('apply writes config and secrets (0600) atomically, removes the file, and n
     [],
   );
 
-  // Changed later (over MQTT, say); the same file put back must not undo that.
+  // Changed later by hand; the same file put back must not undo that.
   fs.writeFileSync(configFile, JSON.stringify({ ...config, device: { ...config.device, name: 'Renamed' } }));
   fs.writeFileSync(file, JSON.stringify(device));
   const second = applyRun(data, ['apply', file]);
@@ -206,50 +206,153 @@ test('apply writes config and secrets (0600) atomically, removes the file, and n
   t.is(JSON.parse(fs.readFileSync(configFile, 'utf8')).device.name, 'Renamed');
 });
 
-test('apply puts PEM secrets in files of their own and rejects a bad file with the reasons beside it', (t) => {
+/** A desired layer as the supervisor saves it: last good, one on trial, a rolled-back record. */
+function desiredLayerPlant(data: string): string[] {
+  const names = ['config-desired.json', 'config-desired.trial.json', 'config-desired.rolled-back.json'];
+  writeJson(data, names[0] as string, { version: 4, config: { mqtt: { url: 'mqtt://elsewhere:1883' } } });
+  writeJson(data, names[1] as string, { version: 5, config: { device: { id: 'stolen' } }, boots: 0, since: 'x' });
+  writeJson(data, names[2] as string, { version: 3, digest: 'x', reason: 'r', at: 'x' });
+  return names;
+}
+
+test('a provisioning file drops the fleet desired layer, also when the same file is put back', (t) => {
   const dir = scratchDir(t);
   const data = path.join(dir, 'data');
   fs.mkdirSync(data);
   const file = path.join(dir, 'multihead-provision.json');
-  fs.writeFileSync(file, JSON.stringify({ device: { name: 'x' }, mqtt: { url: 'ftp://nope' } }));
-  const bad = applyRun(data, ['apply', file]);
-  t.is(bad.code, 1);
-  t.false(fs.existsSync(file));
-  t.true(fs.existsSync(path.join(dir, 'multihead-provision.rejected.json')));
-  t.regex(fs.readFileSync(path.join(dir, 'multihead-provision.errors.txt'), 'utf8'), /mqtt\.url/);
-  t.false(fs.existsSync(path.join(data, 'config.json')));
+  let names = desiredLayerPlant(data);
+  fs.writeFileSync(file, JSON.stringify(device));
+  const first = applyRun(data, ['apply', file]);
+  t.is(first.code, 0, first.out);
+  for (const name of names) t.false(fs.existsSync(path.join(data, name)), `${name} left after provisioning`);
 
-  const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
-  if (!hasOpenssl) {
-    t.log('openssl not installed: the certificate case is skipped');
-    return;
-  }
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=dev',
-    ].concat(['-keyout', 'key.pem', '-out', 'cert.pem']),
-    { cwd: dir, stdio: 'ignore' },
-  );
-  const cert = fs.readFileSync(path.join(dir, 'cert.pem'), 'utf8');
-  const key = fs.readFileSync(path.join(dir, 'key.pem'), 'utf8');
+  // The technician's own file again (its digest is known): the config stays, the layer still goes.
+  names = desiredLayerPlant(data);
+  fs.writeFileSync(file, JSON.stringify(device));
+  const again = applyRun(data, ['apply', file]);
+  t.is(again.code, 0, again.out);
+  t.regex(again.out, /already applied/);
+  for (const name of names) t.false(fs.existsSync(path.join(data, name)), `${name} left after the same file`);
+});
+
+test('provisioning never prints the broker password, applied or rejected', (t) => {
+  const dir = scratchDir(t);
+  const data = path.join(dir, 'data');
+  fs.mkdirSync(data);
+  const file = path.join(dir, 'multihead-provision.json');
   fs.writeFileSync(
     file,
-    JSON.stringify({ device: { name: 'tls' }, mqtt: { url: 'mqtts://b:8883', ca: cert, cert, key } }),
+    JSON.stringify({ device: { name: 'x' }, mqtt: { url: 'mqtts://lobby:urlpw-4242@broker.example.com:8883' } }),
   );
   const ok = applyRun(data, ['apply', file]);
   t.is(ok.code, 0, ok.out);
-  const config = JSON.parse(fs.readFileSync(path.join(data, 'config.json'), 'utf8'));
+  t.regex(ok.out, /broker mqtts:\/\/\[redacted\]@broker\.example\.com:8883/);
+  t.false(ok.out.includes('urlpw-4242'), ok.out);
+
+  // Not a broker URL at all, and not valid JSON: neither error quotes what was written.
+  const badUrl = run([
+    'check',
+    writeJson(dir, 'u.json', { device: { name: 'x' }, mqtt: { url: 'lobby:urlpw-4242@b' } }),
+  ]);
+  t.is(badUrl.code, 65);
+  t.regex(badUrl.stderr, /mqtt\.url/);
+  t.false(badUrl.stderr.includes('urlpw-4242'), badUrl.stderr);
+  const torn = run(['check', writeJson(dir, 't.json', '{"device": {"name": "x"}, "mqtt": {"password": urlpw-4242}}')]);
+  t.is(torn.code, 65);
+  t.false(torn.stderr.includes('urlpw-4242'), torn.stderr);
+});
+
+test('device ids and group names the topic contract uses are refused by provisioning', (t) => {
+  const dir = scratchDir(t);
+  for (const id of ['all', 'group', 'replies', 'ALL']) {
+    const r = run(['check', writeJson(dir, `${id}.json`, { device: { name: 'x', id } })]);
+    t.is(r.code, 65, id);
+    t.regex(r.stderr, new RegExp(`device\\.id: must not be "${id}"`), r.stderr);
+  }
+  const groups = run(['check', writeJson(dir, 'g.json', { device: { name: 'x', groups: ['lobby', 'replies'] } })]);
+  t.is(groups.code, 65);
+  t.regex(groups.stderr, /device\.groups: must not name the group "replies"/);
+});
+
+test('a rejected provisioning file is overwritten and replaced by its reasons, with no secret left on the ESP', (t) => {
+  const dir = scratchDir(t);
+  const data = path.join(dir, 'data');
+  const esp = path.join(dir, 'esp');
+  fs.mkdirSync(data);
+  fs.mkdirSync(esp);
+  const file = path.join(esp, 'multihead-provision.json');
+  const secret = 'pw-6f1c9e-never-on-the-esp';
+  fs.writeFileSync(
+    file,
+    JSON.stringify({ device: { name: 'x', id: 'replies' }, mqtt: { url: 'ftp://nope', password: secret } }),
+  );
+  // A second name for the same inode sees whether the bytes themselves were overwritten, not only unlinked.
+  const inode = path.join(dir, 'same-inode');
+  fs.linkSync(file, inode);
+  const size = fs.statSync(file).size;
+
+  const bad = applyRun(data, ['apply', file]);
+  t.is(bad.code, 1);
+  t.false(bad.out.includes(secret), bad.out);
+  t.deepEqual(fs.readdirSync(esp), ['multihead-provision.errors.txt']);
+  const reasons = fs.readFileSync(path.join(esp, 'multihead-provision.errors.txt'), 'utf8');
+  t.regex(reasons, /mqtt\.url/);
+  t.regex(reasons, /device\.id/);
+  t.false(reasons.includes(secret));
+  t.true(fs.readFileSync(inode).equals(Buffer.alloc(size)), 'the rejected file was overwritten before it was deleted');
+  t.deepEqual(fs.readdirSync(data), [], 'nothing written to the data partition');
+});
+
+/** openssl makes the certificates; without it these checks cannot run, and that is a failure. */
+function openssl(t: ExecutionContext, dir: string, args: string[]): void {
+  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    t.fail(`openssl ${args[0]} failed (openssl is required: apt-get install openssl): ${r.error?.message ?? r.stderr}`);
+    throw new Error('openssl is required for the certificate checks');
+  }
+}
+
+test('apply puts PEM secrets in files of their own, and checks everything before writing any', (t) => {
+  const dir = scratchDir(t);
+  const data = path.join(dir, 'data');
+  fs.mkdirSync(data);
+  const file = path.join(dir, 'multihead-provision.json');
+  openssl(t, dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=dev',
+    '-keyout',
+    'key.pem',
+    '-out',
+    'cert.pem',
+  ]);
+  const cert = fs.readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+  const key = fs.readFileSync(path.join(dir, 'key.pem'), 'utf8');
+  const tls = { device: { name: 'tls' }, mqtt: { url: 'mqtts://b:8883', ca: cert, cert, key } };
+
+  // Valid alone, but the configuration it merges into does not load: no key may be written first.
+  const configFile = path.join(data, 'config.json');
+  fs.writeFileSync(configFile, JSON.stringify({ http: { port: 'eighty' } }));
+  fs.writeFileSync(file, JSON.stringify(tls));
+  const refused = applyRun(data, ['apply', file]);
+  t.is(refused.code, 1, refused.out);
+  t.regex(refused.out, /config\.http\.port/);
+  t.false(fs.existsSync(path.join(data, 'secrets')), 'no secret written before the merged config was checked');
+  t.false(refused.out.includes('PRIVATE KEY'));
+
+  fs.rmSync(configFile);
+  fs.writeFileSync(file, JSON.stringify(tls));
+  const ok = applyRun(data, ['apply', file]);
+  t.is(ok.code, 0, ok.out);
+  const config = JSON.parse(fs.readFileSync(configFile, 'utf8'));
   t.is(config.mqtt.key, '/var/lib/multihead/secrets/mqtt-client.key');
   for (const name of ['mqtt-ca.pem', 'mqtt-client.pem', 'mqtt-client.key']) {
     t.is(fs.statSync(path.join(data, 'secrets', name)).mode & 0o777, 0o600, name);
@@ -258,10 +361,7 @@ test('apply puts PEM secrets in files of their own and rejects a bad file with t
   t.false(JSON.stringify(config).includes('PRIVATE KEY'), 'the key is not inlined in the config');
 
   // A key that does not belong to the certificate is caught before anything is written.
-  execFileSync('openssl', ['genpkey', '-algorithm', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'other.pem'], {
-    cwd: dir,
-    stdio: 'ignore',
-  });
+  openssl(t, dir, ['genpkey', '-algorithm', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'other.pem']);
   const other = fs.readFileSync(path.join(dir, 'other.pem'), 'utf8');
   const check = run([
     'check',

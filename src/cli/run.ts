@@ -2,7 +2,8 @@ import { ConfigError } from '../config/load.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { builtinExtensions, extensionsWithFault } from '../extensions/index.ts';
 import { loggerFor, loggingCreate } from '../log/logger.ts';
-import { configLoadWithDesired } from '../mqtt/desired-store.ts';
+import { configLoadWithDesired, type LoadedWithDesired } from '../mqtt/desired-store.ts';
+import { trialWatch } from '../mqtt/desired-trial.ts';
 import { loadAddon, type NativeAddon } from '../native/addon.ts';
 import { Controller } from '../supervisor/controller.ts';
 import { appVersion } from '../version.ts';
@@ -20,9 +21,10 @@ const HARD_EXIT_MS = 1900;
  * stop, 1 if the stop overran, 70 on an internal fault, 78 on invalid configuration.
  */
 export async function supervisorRun(options: RunOptions): Promise<never> {
-  let loaded: ReturnType<typeof configLoadWithDesired>;
+  let loaded: LoadedWithDesired;
   try {
-    // The fleet's last applied desired config (saved in the data directory) layers on top.
+    // The fleet's desired config (saved in the data directory) layers on top: the one on
+    // trial if there is one, else the last good one.
     loaded = configLoadWithDesired({ path: options.configPath });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -59,6 +61,12 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
   );
   if (loaded.desiredProblem)
     log.warn({ problem: loaded.desiredProblem }, `saved fleet config not used: ${loaded.desiredProblem}`);
+  if (loaded.rolledBack) {
+    log.error(
+      { code: 'ERR_ROLLED_BACK', version: loaded.rolledBack.version },
+      `desired config version ${loaded.rolledBack.version} rolled back: ${loaded.rolledBack.reason}`,
+    );
+  }
 
   const controller = new Controller({
     config,
@@ -91,6 +99,17 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
   process.once('uncaughtException', fault);
   process.once('unhandledRejection', fault);
 
+  // Watching starts before the extensions, so the CONNACK of the first connection is seen.
+  if (loaded.trial) {
+    trialWatch({
+      bus: controller.bus,
+      dataDir: config.dataDir,
+      trial: loaded.trial,
+      brokerUrl: config.mqtt.url,
+      logger: loggerFor(logging.logger, 'config'),
+      restart: (reason) => void shutdown(reason, ExitCode.ok),
+    });
+  }
   try {
     await controller.start();
   } catch (error) {

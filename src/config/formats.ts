@@ -19,6 +19,15 @@ function fail(rule: string): never {
 }
 
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/**
+ * Topic levels the MQTT contract uses directly under the prefix (docs/mqtt.md). A device or
+ * group of that name would share topics with every device (`all`), the groups (`group`) or the
+ * replies tree (`replies`), and could read or forge what is meant for others. Compared without
+ * case, so a look-alike cannot slip past a case-insensitive reader (dashboards, ACL reviews).
+ */
+export const RESERVED_NAMES = ['all', 'group', 'replies'] as const;
+const reserved = (name: string): boolean => (RESERVED_NAMES as readonly string[]).includes(name.toLowerCase());
+const RESERVED_RULE = `not one of the contract's topic levels (${RESERVED_NAMES.join(', ')})`;
 /** MQTT topic levels must not contain wildcards or separators, and names reach the screen. */
 const TOPIC_SAFE = /^[^/+#\p{Cc}]{1,64}$/u;
 const CONNECTOR = /^[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*$/;
@@ -44,10 +53,11 @@ function splitList(raw: string): unknown {
 
 export const deviceId: Format = {
   name: 'device-id',
-  rule: 'must be empty (derive from /etc/machine-id) or 1-64 of A-Z a-z 0-9 _ - starting with a letter or digit',
+  rule: `must be empty (derive from /etc/machine-id) or 1-64 of A-Z a-z 0-9 _ - starting with a letter or digit, ${RESERVED_RULE}`,
   validate(value) {
     if (value === '') return;
     if (typeof value !== 'string' || !DEVICE_ID.test(value)) fail(deviceId.rule);
+    if (reserved(value)) fail(`must not be "${value}": ${RESERVED_RULE}`);
   },
 };
 
@@ -62,10 +72,12 @@ export const displayName: Format = {
 
 export const groupList: Format = {
   name: 'group-list',
-  rule: 'must be a list of distinct group names, each 1-64 of A-Z a-z 0-9 _ - (comma-separated in the environment)',
+  rule: `must be a list of distinct group names, each 1-64 of A-Z a-z 0-9 _ - and ${RESERVED_RULE} (comma-separated in the environment)`,
   coerce: splitList,
   validate(value) {
     if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && DEVICE_ID.test(g))) fail(groupList.rule);
+    const taken = value.find((g) => reserved(g as string));
+    if (taken !== undefined) fail(`must not name the group "${taken}": ${RESERVED_RULE}`);
     if (new Set(value).size !== value.length) fail('must not name the same group twice');
   },
 };
@@ -190,6 +202,7 @@ function integerIn(name: string, min: number, max: number): Format {
 export const port = integerIn('tcp-port', 0, 65535);
 export const decoderCount = integerIn('decoder-count', 1, 64);
 export const intervalSeconds = integerIn('interval-seconds', 1, 86_400);
+export const trialSeconds = integerIn('trial-seconds', 1, 3600);
 export const byteCount = integerIn('byte-count', 1024 * 1024, 2 ** 44);
 export const downloadCount = integerIn('download-count', 1, 16);
 

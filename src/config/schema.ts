@@ -109,6 +109,12 @@ export const schema = {
       default: 60,
       env: 'MULTIHEAD_MQTT_TELEMETRY_INTERVAL_S',
     },
+    trialS: {
+      doc: 'Seconds a desired config that changes how the box reaches the broker (mqtt.url, mqtt.username, mqtt.password, mqtt.ca, mqtt.cert, mqtt.key, mqtt.prefix, device.id) has to connect (CONNACK) before the box rolls back to the last good one and reports ERR_ROLLED_BACK. Taken from the last good config, never from the config on trial.',
+      format: f.trialSeconds,
+      default: 300,
+      env: 'MULTIHEAD_MQTT_TRIAL_S',
+    },
   },
   http: {
     bind: {
@@ -227,6 +233,12 @@ export const schema = {
       format: f.byteCount,
       default: 4 * 1024 ** 3,
       env: 'MULTIHEAD_CACHE_MAX_BYTES',
+    },
+    reserveBytes: {
+      doc: 'Bytes the media cache always leaves free on the data partition, so config, content and state writes still succeed: the cache is capped at the smaller of maxBytes and free space minus this.',
+      format: f.byteCount,
+      default: 128 * 1024 ** 2,
+      env: 'MULTIHEAD_CACHE_RESERVE_BYTES',
     },
     concurrency: {
       doc: 'Media downloads running at once.',
