@@ -136,6 +136,23 @@ export interface AcquireResult {
   created: boolean
 }
 
+/** Reads the kernel clock state (`adjtimex` with modes 0: read-only). */
+export declare function clockState(): ClockState
+
+/** What `adjtimex(2)` says about the system clock. */
+export interface ClockState {
+  /** False while the kernel's STA_UNSYNC bit is set (no NTP daemon has synchronised it yet). */
+  synchronized: boolean
+  /** The kernel's maximum error estimate, in microseconds (grows while unsynchronised). */
+  maxErrorUs: number
+  /** The estimated error, in microseconds. */
+  estErrorUs: number
+  /** The raw `status` bits (STA_*). */
+  status: number
+  /** The clock state `adjtimex` returned (TIME_OK 0 … TIME_ERROR 5). */
+  state: number
+}
+
 export declare function closeFd(fd: number): void
 
 export interface ConnectorInfo {

@@ -5,6 +5,7 @@
 //! never crosses into JavaScript.
 
 mod alloc_count;
+pub mod clock;
 pub mod decode;
 pub mod display;
 pub mod heartbeat;

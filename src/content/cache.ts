@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { installAtomic, writeFileAtomic } from './atomic-file.ts';
+import { installAtomic, writeFileAtomic } from '../fs/atomic.ts';
 import { CacheError, type CacheErrorCode } from './cache-error.ts';
 import { downloadAttempt, type Fetch } from './download.ts';
 import { type FileSystem, nodeFs } from './fs.ts';
@@ -11,7 +11,8 @@ import { Limiter } from './limiter.ts';
  * The offline media cache under `<dataDir>/cache`:
  *
  *   media/<sha256>          verified files, the only ones ever handed to the player
- *   partial/<sha256>.part   downloads in progress (resumed with HTTP Range after a crash)
+ *   partial/<sha256>.part   downloads in progress (resumed with HTTP Range after a crash, when the
+ *                           content still needs them; any other file there is collected at open)
  *   index.json              size, mtime and last use of each media file (written atomically)
  *
  * Files are named by content, so the same bytes under two ids or URLs are fetched once, and a
@@ -61,6 +62,16 @@ export interface CacheDeps {
   /** The cache directory, e.g. /var/lib/multihead/cache. */
   readonly dir: string;
   readonly maxBytes: number;
+  /**
+   * Bytes always left free on the cache's filesystem (config, content and logs share it): the
+   * cache never grows past free space minus this. 0: only `maxBytes` limits it.
+   */
+  readonly reserveBytes?: number;
+  /**
+   * The sha256s on screen now (every output's current item, and what is prerolled): never
+   * evicted, whatever the schedule says, asked afresh at every eviction.
+   */
+  readonly inUse?: () => Iterable<string>;
   readonly concurrency: number;
   readonly fetch?: Fetch;
   readonly fs?: FileSystem;
@@ -76,15 +87,28 @@ export interface CacheOpenReport {
   readonly bytes: number;
   /** Files whose size or mtime no longer match the index: re-hashed before use. */
   readonly unverified: string[];
+  /** Partial downloads kept to be resumed (the content still needs them). */
   readonly partials: number;
+  /** Partial downloads nobody needs any more (or foreign files in partial/): deleted. */
+  readonly orphansCollected: number;
+  readonly orphanBytesCollected: number;
 }
 
 export interface CacheStatus {
   readonly dir: string;
   readonly bytes: number;
   readonly maxBytes: number;
+  readonly reserveBytes: number;
+  /** The cap at the last check: the smaller of maxBytes and what free space minus the reserve allows. */
+  readonly limitBytes: number;
+  /** Free bytes on the cache's filesystem at the last check (null: not known). */
+  readonly freeBytes: number | null;
   readonly items: number;
   readonly unverified: number;
+  /** Bytes in partial downloads kept for a resume (counted against the cap). */
+  readonly partialBytes: number;
+  /** Orphaned partial downloads deleted when the cache was opened. */
+  readonly orphansCollected: { files: number; bytes: number };
   /** Downloads under way, waiting, or failed since the last success, by media id. */
   readonly downloads: CacheProgress[];
 }
@@ -110,6 +134,8 @@ type Events = { progress: [CacheProgress] };
 export class MediaCache extends EventEmitter<Events> {
   readonly dir: string;
   readonly maxBytes: number;
+  readonly reserveBytes: number;
+  readonly #inUse: () => Iterable<string>;
   readonly #fs: FileSystem;
   readonly #fetch: Fetch;
   readonly #clock: { now(): number };
@@ -122,6 +148,10 @@ export class MediaCache extends EventEmitter<Events> {
   /** Bytes promised to downloads under way, so two of them cannot both count on the same room. */
   readonly #reserved = new Map<string, number>();
   readonly #progress = new Map<string, CacheProgress>();
+  /** Partial files on disk that no download is writing now (kept for a resume), by sha256. */
+  readonly #leftover = new Map<string, number>();
+  #orphans = { files: 0, bytes: 0 };
+  #limit = { bytes: 0, free: null as number | null };
   readonly #closing = new AbortController();
   #indexWrite: Promise<void> = Promise.resolve();
   #dirty = false;
@@ -130,6 +160,9 @@ export class MediaCache extends EventEmitter<Events> {
     super();
     this.dir = deps.dir;
     this.maxBytes = deps.maxBytes;
+    this.reserveBytes = deps.reserveBytes ?? 0;
+    this.#inUse = deps.inUse ?? (() => []);
+    this.#limit = { bytes: deps.maxBytes, free: null };
     this.#fs = deps.fs ?? nodeFs;
     this.#fetch = deps.fetch ?? globalThis.fetch;
     this.#clock = deps.clock ?? Date;
@@ -162,9 +195,11 @@ export class MediaCache extends EventEmitter<Events> {
 
   /**
    * Loads the index and checks every media file's size and mtime against it. A file that
-   * changed behind our back is not trusted until ensure() re-hashes it.
+   * changed behind our back is not trusted until ensure() re-hashes it. Partial downloads of
+   * `wanted` media (sha256s) are kept to be resumed; every other file in partial/ is an orphan
+   * (a crash, or content that changed while it downloaded) and is deleted.
    */
-  async open(): Promise<CacheOpenReport> {
+  async open(wanted: ReadonlySet<string> = new Set()): Promise<CacheOpenReport> {
     await this.#fs.mkdir(this.#mediaDir, { recursive: true });
     await this.#fs.mkdir(this.#partialDir, { recursive: true });
     let index: IndexFile = { version: 1, items: {} };
@@ -193,10 +228,40 @@ export class MediaCache extends EventEmitter<Events> {
       });
       if (!trusted) unverified.push(name);
     }
-    const partials = (await this.#fs.readdir(this.#partialDir)).filter((n) => n.endsWith('.part')).length;
+    await this.#collectPartials(wanted);
     this.#dirty = true;
     await this.#flushIndex();
-    return { items: this.#entries.size, bytes: this.#bytes(), unverified, partials };
+    return {
+      items: this.#entries.size,
+      bytes: this.#bytes(),
+      unverified,
+      partials: this.#leftover.size,
+      orphansCollected: this.#orphans.files,
+      orphanBytesCollected: this.#orphans.bytes,
+    };
+  }
+
+  async #collectPartials(wanted: ReadonlySet<string>): Promise<void> {
+    for (const name of await this.#fs.readdir(this.#partialDir)) {
+      const path = join(this.#partialDir, name);
+      const sha = name.endsWith('.part') ? name.slice(0, -'.part'.length) : '';
+      let size = 0;
+      try {
+        size = (await this.#fs.stat(path)).size;
+      } catch {
+        continue;
+      }
+      if (SHA.test(sha) && wanted.has(sha)) {
+        this.#leftover.set(sha, size);
+        continue;
+      }
+      try {
+        await this.#fs.unlink(path);
+        this.#orphans = { files: this.#orphans.files + 1, bytes: this.#orphans.bytes + size };
+      } catch {
+        // A directory or a file we may not delete: not ours to fight over; it is left.
+      }
+    }
   }
 
   /** Installed and trusted, without touching the disk. */
@@ -287,6 +352,7 @@ export class MediaCache extends EventEmitter<Events> {
           await sleep(retryInMs, this.#closing.signal);
           continue;
         }
+        await this.#keepLeftover(item.sha256);
         this.#emit(item, { state: 'failed', bytes, attempt, error: error.toJSON() });
         return { id: item.id, sha256: item.sha256, ok: false, error: error.toJSON() };
       }
@@ -381,40 +447,114 @@ export class MediaCache extends EventEmitter<Events> {
     }
   }
 
-  /** Makes room under maxBytes for `item`, evicting the least recently used unpinned media. */
+  /**
+   * Makes room for `item` under the cap (the smaller of maxBytes and free space minus the
+   * reserve), evicting the least recently used media that is neither pinned nor on screen.
+   * Evicts nothing when even that would not make enough room.
+   */
   async #reserve(item: CacheItem, pinned: ReadonlySet<string>): Promise<void> {
     const need = item.size;
     if (need > this.maxBytes) {
       throw new CacheError('ERR_CACHE_LIMIT', item, `${need} bytes is more than cache.maxBytes (${this.maxBytes})`);
     }
-    const used = (): number => this.#bytes() + [...this.#reserved.values()].reduce((a, b) => a + b, 0);
-    const victims = [...this.#entries.entries()]
-      .filter(([sha]) => !pinned.has(sha) && !this.#inFlight.has(sha))
-      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-    while (used() + need > this.maxBytes) {
-      const victim = victims.shift();
-      if (!victim) {
-        throw new CacheError(
-          'ERR_CACHE_LIMIT',
-          item,
-          `needs ${need} bytes but only ${this.maxBytes - used()} of cache.maxBytes (${this.maxBytes}) are free and the rest is media the current or next schedule needs`,
-        );
-      }
-      await this.#evict(victim[0]);
+    // Its own partial (a resume) is part of `need` from here on.
+    this.#leftover.delete(item.sha256);
+    const limit = await this.#limitNow();
+    const used = (): number =>
+      this.#bytes() +
+      [...this.#reserved.values()].reduce((a, b) => a + b, 0) +
+      [...this.#leftover.values()].reduce((a, b) => a + b, 0);
+    const victims = this.#victims(pinned);
+    const freeable = victims.reduce((a, v) => a + v.size, 0);
+    if (used() - freeable + need > limit) {
+      throw new CacheError('ERR_CACHE_LIMIT', item, this.#noRoom(need, limit, used() - freeable));
     }
+    // Claimed before evicting, so a download reserving meanwhile cannot count on the same room.
     this.#reserved.set(item.sha256, need);
+    while (used() > limit) {
+      const victim = victims.shift();
+      if (!victim) break;
+      await victim.drop();
+    }
   }
 
-  /** On a full disk: drops unpinned media, oldest use first, until `need` bytes are freed. */
+  #noRoom(need: number, limit: number, kept: number): string {
+    const free = this.#limit.free;
+    const bound =
+      limit < this.maxBytes && free !== null
+        ? `the cache may use ${limit} bytes (${free} free on its filesystem minus cache.reserveBytes ${this.reserveBytes}, plus what it holds)`
+        : `the cache may use cache.maxBytes (${this.maxBytes})`;
+    return `needs ${need} bytes but ${bound} and ${kept} bytes of it are media on screen or that the current or next schedule needs (or downloads under way); not downloaded`;
+  }
+
+  /**
+   * The cap now: maxBytes, or less when the filesystem is fuller. What the cache holds on disk
+   * (media and partial files) counts as room it may reuse; the reserve is never touched.
+   */
+  async #limitNow(): Promise<number> {
+    if (!this.#fs.statfs) return this.maxBytes;
+    let free: number;
+    try {
+      const s = await this.#fs.statfs(this.dir);
+      free = Number(s.bavail) * Number(s.bsize);
+    } catch {
+      return this.maxBytes;
+    }
+    const onDisk = this.#bytes() + (await this.#partialBytesOnDisk());
+    const bytes = Math.max(0, Math.min(this.maxBytes, onDisk + free - this.reserveBytes));
+    this.#limit = { bytes, free };
+    return bytes;
+  }
+
+  async #partialBytesOnDisk(): Promise<number> {
+    let total = 0;
+    for (const name of await this.#fs.readdir(this.#partialDir).catch(() => [] as string[])) {
+      total += await this.#fs
+        .stat(join(this.#partialDir, name))
+        .then((s) => s.size)
+        .catch(() => 0);
+    }
+    return total;
+  }
+
+  #pinnedNow(pinned: ReadonlySet<string>): Set<string> {
+    return new Set([...pinned, ...this.#inUse()]);
+  }
+
+  /** What may go to make room, cheapest loss first: kept partials, then media by oldest use. */
+  #victims(pinned: ReadonlySet<string>): Array<{ size: number; drop: () => Promise<void> }> {
+    const keep = this.#pinnedNow(pinned);
+    const partials = [...this.#leftover.entries()]
+      .filter(([sha]) => !keep.has(sha) && !this.#inFlight.has(sha))
+      .map(([sha, size]) => ({ size, drop: () => this.#dropLeftover(sha) }));
+    const media = [...this.#entries.entries()]
+      .filter(([sha]) => !keep.has(sha) && !this.#inFlight.has(sha))
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed)
+      .map(([sha, entry]) => ({ size: entry.size, drop: () => this.#evict(sha) }));
+    return [...partials, ...media];
+  }
+
+  async #dropLeftover(sha256: string): Promise<void> {
+    await this.#fs.unlink(this.partialPath(sha256)).catch(() => {});
+    this.#leftover.delete(sha256);
+  }
+
+  /** A download that gave up may leave its partial file for a later resume: it counts as used. */
+  async #keepLeftover(sha256: string): Promise<void> {
+    try {
+      this.#leftover.set(sha256, (await this.#fs.stat(this.partialPath(sha256))).size);
+    } catch {
+      this.#leftover.delete(sha256);
+    }
+  }
+
+  /** On a full disk: drops what is neither pinned nor on screen, until `need` bytes are freed. */
   async #evictUnpinned(pinned: ReadonlySet<string>, need: number): Promise<number> {
     let freed = 0;
-    const victims = [...this.#entries.entries()]
-      .filter(([sha]) => !pinned.has(sha) && !this.#inFlight.has(sha))
-      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-    for (const [sha, entry] of victims) {
+    for (const victim of this.#victims(pinned)) {
       if (freed >= need) break;
-      await this.#evict(sha);
-      freed += entry.size;
+      await victim.drop();
+      freed += victim.size;
     }
     return freed;
   }
@@ -494,8 +634,13 @@ export class MediaCache extends EventEmitter<Events> {
       dir: this.dir,
       bytes: this.#bytes(),
       maxBytes: this.maxBytes,
+      reserveBytes: this.reserveBytes,
+      limitBytes: this.#limit.bytes,
+      freeBytes: this.#limit.free,
       items: this.#entries.size,
       unverified: [...this.#entries.values()].filter((e) => !e.verified).length,
+      partialBytes: [...this.#leftover.values()].reduce((a, b) => a + b, 0),
+      orphansCollected: { ...this.#orphans },
       downloads: [...this.#progress.values()],
     };
   }

@@ -25,6 +25,8 @@ export interface FileSystem {
   stat(path: string): Promise<{ size: number; mtimeMs: number }>;
   readdir(path: string): Promise<string[]>;
   readFile(path: string, encoding: 'utf8'): Promise<string>;
+  /** Free space of the filesystem holding `path` (optional: a fake without it has no disk cap). */
+  statfs?(path: string): Promise<{ bavail: number | bigint; bsize: number | bigint }>;
 }
 
 export const nodeFs: FileSystem = fsp;

@@ -32,6 +32,7 @@ export type RunnerState =
 
 interface Prepared {
   readonly index: number;
+  readonly media: MediaItem;
   readonly prepared: PreparedItem;
 }
 
@@ -69,6 +70,14 @@ export class PlaylistRunner {
 
   get outputs(): string[] {
     return this.#deps.targets.map((t) => t.output);
+  }
+
+  /**
+   * The media whose files this runner holds open or shows: the item on screen (also while a
+   * new playlist waits for its media), the next one prerolled, and a boundary's preroll.
+   */
+  get mediaInUse(): MediaItem[] {
+    return [this.#current, this.#next, this.#pending?.first].flatMap((p) => (p ? [p.media] : []));
   }
 
   /** Prerolls the first playable item of `playlist`, to be taken by a later play() of it. */
@@ -172,7 +181,7 @@ export class PlaylistRunner {
       if (!path) continue;
       const item: PlayerItem = { path, type: entry.media.type, label: entry.media.id };
       try {
-        return { index, prepared: await this.#deps.player.prepare(item) };
+        return { index, media: entry.media, prepared: await this.#deps.player.prepare(item) };
       } catch (error) {
         // A file that passed its checksum but does not decode: skip it, say so once.
         if (!this.#failed.has(path)) {

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { writeFileAtomic } from '../content/atomic-file.ts';
 import { type CacheProgress, MediaCache } from '../content/cache.ts';
+import { type ClockChange, ClockWatch, kernelClockSource, type TimeSyncState } from '../content/clock-watch.ts';
 import type { Fetch } from '../content/download.ts';
 import { type FileSystem, nodeFs } from '../content/fs.ts';
 import {
@@ -21,12 +21,14 @@ import { PlaylistRunner, type RunnablePlaylist } from '../content/playlist-runne
 import { type Placement, type ScheduleResult, scheduleAt } from '../content/scheduler.ts';
 import { ScreensPlayer } from '../content/screens-player.ts';
 import { SyncJob } from '../content/sync-job.ts';
+import { writeFileAtomic } from '../fs/atomic.ts';
+import { loadAddon } from '../native/addon.ts';
 import { CommandError } from '../supervisor/commands.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
 /** Prerolling this long before a schedule boundary lets the switch land on the boundary's vblank. */
 const PREROLL_MS = 3000;
-/** Re-evaluated at least this often: the clock may jump (NTP) and the horizon moves on. */
+/** Re-evaluated at least this often (the horizon moves on); clock steps reschedule at once. */
 const RECHECK_MS = 3_600_000;
 
 export interface ContentDeps {
@@ -39,6 +41,8 @@ export interface ContentDeps {
   readonly retry?: { attempts?: number; baseMs?: number; maxMs?: number };
   /** Least time between two `content.sync` progress events of one job (default 1 s). */
   readonly syncProgressEveryMs?: number;
+  /** The clock watch's monotonic clock, sync source and interval (tests); `clock` is its wall clock. */
+  readonly clockWatch?: Pick<ConstructorParameters<typeof ClockWatch>[0], 'monotonic' | 'sync' | 'intervalMs'>;
 }
 
 export interface ContentStatus {
@@ -49,6 +53,7 @@ export interface ContentStatus {
   readonly player: string;
   readonly outputs: Record<string, Placement & { state: PlaylistRunner['state'] }>;
   readonly cache: ReturnType<MediaCache['status']> | null;
+  readonly time: TimeSyncState | null;
   readonly problem?: string;
 }
 
@@ -80,18 +85,21 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   /** Content sync jobs under way (one per apply); they hear every cache progress event. */
   const jobs = new Set<SyncJob>();
 
-  const cacheOpen = async (): Promise<MediaCache> => {
+  /** `wanted`: the content about to apply; its partial downloads are kept, every other is an orphan. */
+  const cacheOpen = async (wanted: Content | undefined): Promise<MediaCache> => {
     if (cache) return cache;
     const c = new MediaCache({
       dir: join(config.dataDir, 'cache'),
       maxBytes: config.cache.maxBytes,
+      reserveBytes: config.cache.reserveBytes,
+      inUse: onScreen,
       concurrency: config.cache.concurrency,
       fs,
       clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
       ...(deps.retry ? { retry: deps.retry } : {}),
     });
-    const report = await c.open();
+    const report = await c.open(new Set(wanted?.media.map((m) => m.sha256) ?? []));
     logger.info(
       {
         dir: c.dir,
@@ -99,13 +107,18 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
         bytes: report.bytes,
         unverified: report.unverified.length,
         partials: report.partials,
+        orphansCollected: report.orphansCollected,
+        orphanBytesCollected: report.orphanBytesCollected,
       },
-      `media cache ${c.dir}: ${report.items} item(s), ${report.bytes} bytes${report.unverified.length ? `, ${report.unverified.length} to re-check` : ''}`,
+      `media cache ${c.dir}: ${report.items} item(s), ${report.bytes} bytes${report.unverified.length ? `, ${report.unverified.length} to re-check` : ''}${report.orphansCollected ? `, ${report.orphansCollected} orphaned partial download(s) (${report.orphanBytesCollected} bytes) deleted` : ''}`,
     );
     c.on('progress', progressLog);
     cache = c;
     return c;
   };
+
+  /** sha256s every output shows or holds prerolled now: the cache never evicts them. */
+  const onScreen = (): string[] => [...runners.values()].flatMap((r) => r.mediaInUse.map((m) => m.sha256));
 
   const progressLog = (p: CacheProgress): void => {
     for (const job of jobs) job.progress(p);
@@ -292,7 +305,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
 
   /** Resolves to the id of the content sync job that fetches the media. */
   const apply = async (c: Content): Promise<string | undefined> => {
-    await cacheOpen();
+    await cacheOpen(c);
     content = c;
     problem = undefined;
     const p = playerEnsure();
@@ -319,13 +332,54 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
       player: playerNote,
       outputs,
       cache: cache?.status() ?? null,
+      time: watch?.state ?? null,
       ...(problem ? { problem } : {}),
     };
+  };
+
+  /** Without content the cache still opens at start: orphaned partial downloads go now, not later. */
+  const cacheOpenAtStart = async (): Promise<void> => {
+    try {
+      await cacheOpen(undefined);
+    } catch (error) {
+      logger.error({ err: error }, `cannot open the media cache under ${config.dataDir}: ${(error as Error).message}`);
+    }
+  };
+
+  let watch: ClockWatch | undefined;
+  const clockChanged = (change: ClockChange, state: TimeSyncState): void => {
+    context.bus.emit('time.sync', state);
+    if (change.kind === 'state') {
+      logger.warn({ time: state }, `clock: synchronized ${state.synchronized} (source ${state.source})`);
+      return;
+    }
+    const why =
+      change.kind === 'step'
+        ? `the clock was stepped by ${change.deltaMs} ms`
+        : `the clock is synchronised (${change.source})`;
+    logger.info({ time: state, change }, `${why}: schedules re-evaluated`);
+    reschedule();
+  };
+  const watchStart = (): void => {
+    watch = new ClockWatch({
+      now: () => clock.now(),
+      sync: deps.clockWatch?.sync ?? kernelClockSource(addonClockState()),
+      ...(deps.clockWatch?.monotonic ? { monotonic: deps.clockWatch.monotonic } : {}),
+      ...(deps.clockWatch?.intervalMs ? { intervalMs: deps.clockWatch.intervalMs } : {}),
+      onChange: clockChanged,
+    });
+    context.bus.emit('time.sync', watch.state);
+    logger.info(
+      { time: watch.state },
+      `clock: synchronized ${watch.state.synchronized} (source ${watch.state.source})`,
+    );
+    watch.start();
   };
 
   return {
     name: 'content',
     async start() {
+      watchStart();
       withdraw.push(
         commands.register({
           name: 'playlist.set',
@@ -340,7 +394,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
               throw error;
             }
             try {
-              await cacheOpen();
+              await cacheOpen(next);
             } catch (error) {
               throw new CommandError(
                 'ERR_CACHE_IO',
@@ -374,6 +428,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
       );
       if (!existsSync(file)) {
         logger.info({ file }, `no content at ${file}; waiting for playlist.set`);
+        await cacheOpenAtStart();
         return;
       }
       try {
@@ -384,10 +439,12 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
         // A bad file must not stop the supervisor: outputs keep their slate, the reason is reported.
         problem = (error as Error).message;
         logger.error({ file, code: (error as { code?: string }).code, err: error }, problem);
+        await cacheOpenAtStart();
       }
     },
     async stop() {
       stopped = true;
+      watch?.stop();
       for (const w of withdraw.splice(0)) w();
       for (const t of timers) clearTimeout(t);
       timers = [];
@@ -413,4 +470,14 @@ function defaultPlayer(context: ExtensionContext): Player | undefined {
     onCropIgnored: (output) =>
       logger.warn({ output }, `output ${output}: virtual outputs cannot crop; the tile shows the whole picture`),
   });
+}
+
+/** The addon's adjtimex reading, or undefined when the addon (or an older build) lacks it. */
+function addonClockState(): (() => { synchronized: boolean; maxErrorUs: number }) | undefined {
+  try {
+    const addon = loadAddon() as { clockState?: () => { synchronized: boolean; maxErrorUs: number } };
+    return typeof addon.clockState === 'function' ? addon.clockState : undefined;
+  } catch {
+    return undefined;
+  }
 }
