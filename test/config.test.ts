@@ -386,3 +386,31 @@ test('decode settings: sharing on by default, words accepted from the environmen
   const max = loadError(t, { path: writeJson(dir, 'c.json', { decode: { maxDecoders: 0 } }) });
   t.regex(max.message, /decode\.maxDecoders = 0 from .*c\.json: must be an integer from 1 to 64/);
 });
+
+test('device ids and group names the topic contract uses are refused (all, group, replies, in any case)', (t) => {
+  for (const id of ['all', 'group', 'replies', 'Replies']) {
+    const error = loadError(t, { env: { MULTIHEAD_DEVICE_ID: id } });
+    t.is(error.problems[0]?.key, 'device.id');
+    t.regex(
+      error.message,
+      new RegExp(`device\\.id = "${id}" .*must not be "${id}": not one of the contract's topic levels`),
+    );
+  }
+  const groups = loadError(t, { env: { MULTIHEAD_DEVICE_GROUPS: 'lobby,all' } });
+  t.is(groups.problems[0]?.key, 'device.groups');
+  t.regex(groups.message, /must not name the group "all"/);
+  // Names that merely contain a reserved word are ordinary ids.
+  t.is(
+    load(t, { env: { MULTIHEAD_DEVICE_ID: 'all-hands', MULTIHEAD_DEVICE_GROUPS: 'groups,replies-2' } }).config.device
+      .id,
+    'all-hands',
+  );
+});
+
+test('mqtt.trialS: 300 s by default, 1 to 3600 allowed', (t) => {
+  t.is(load(t).config.mqtt.trialS, 300);
+  t.is(load(t, { env: { MULTIHEAD_MQTT_TRIAL_S: '5' } }).config.mqtt.trialS, 5);
+  for (const bad of ['0', '3601', 'soon']) {
+    t.is(loadError(t, { env: { MULTIHEAD_MQTT_TRIAL_S: bad } }).problems[0]?.key, 'mqtt.trialS', bad);
+  }
+});
