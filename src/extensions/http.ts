@@ -2,8 +2,6 @@ import type { Screens } from '../display/screens.ts';
 import { isLoopbackBind } from '../http/access.ts';
 import { Metrics } from '../http/metrics.ts';
 import { StatusEndpoint } from '../http/server.ts';
-import { redactValue } from '../log/redact.ts';
-import { frameLoopsCheck } from '../status/frame-loops.ts';
 import { HealthTracker } from '../status/health.ts';
 import { StatusTracker } from '../status/status.ts';
 import type { BusEvents } from '../supervisor/bus.ts';
@@ -62,7 +60,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
         versions: { app: appVersion, addon: addon.version(), node: process.version },
         startedAt,
       });
-      const tracker = new HealthTracker({ bus, config });
+      const tracker = HealthTracker.acquire({ bus, config, frameLoops: () => addon.frameLoops() });
       health = tracker;
       const documentNow = status;
       metrics = new Metrics({
@@ -79,22 +77,22 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
         rate: config.http.rateLimit,
         logger,
         sources: {
-          // Sources may be URLs with credentials in them: scrubbed like log lines.
-          status: () => redactValue(documentNow.document()),
+          // The endpoint redacts every answer (sources may be URLs with credentials in them).
+          status: () => documentNow.document(),
           health: () => {
+            // Polled now: a probe right after a stall must not get the last second's answer.
+            tracker.frameLoopsNow();
             const h = tracker.assess();
-            const loops = frameLoopsCheck(addon.frameLoops);
-            const reasons = [...loops.stalled, ...h.reasons];
-            const healthy = loops.stalled.length === 0 && (h.state === 'ok' || h.state === 'degraded');
+            const healthy = h.state === 'ok' || h.state === 'degraded';
             return {
               healthy,
               body: {
                 healthy,
-                state: loops.stalled.length > 0 ? 'error' : h.state,
-                reasons: redactValue(reasons),
+                state: h.state,
+                reasons: h.reasons,
                 broker: h.broker,
                 outputs: h.outputs.map((o) => ({ name: o.name, playing: o.playing })),
-                frameLoops: loops.loops,
+                frameLoops: h.frameLoops,
               },
             };
           },
@@ -106,7 +104,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
             return tracker.assess().outputs.map((o) => {
               const p = previews.get(o.name);
               const row = byName.get(o.name);
-              return redactValue({
+              return {
                 name: o.name,
                 mode: row?.mode ?? sizes.get(o.name) ?? null,
                 source: o.source,
@@ -115,7 +113,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
                 frames: o.frames,
                 dropped: o.dropped,
                 preview: p ? { at: p.at, width: p.width, height: p.height } : null,
-              });
+              };
             });
           },
           outputNames,
@@ -148,7 +146,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
       await endpoint?.stop();
       endpoint = undefined;
       status?.close();
-      health?.close();
+      health?.release();
       metrics?.close();
       previews.clear();
     },

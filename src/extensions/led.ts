@@ -19,7 +19,7 @@ const IDENTIFY_MAX_S = 600;
  * the box a fleet operator means.
  */
 export function ledCreate(context: ExtensionContext, overrides: Partial<LedDeps> = {}): Extension {
-  const { config, logger, bus, commands } = context;
+  const { config, logger, bus, commands, addon } = context;
   const files = overrides.files ?? realLedFiles;
   const offs: Array<() => void> = [];
   let leds: SysfsLed[] = [];
@@ -75,7 +75,8 @@ export function ledCreate(context: ExtensionContext, overrides: Partial<LedDeps>
           logger.error({ led: name, code: (error as { code?: string }).code }, (error as Error).message);
         }
       }
-      health = new HealthTracker({ bus, config });
+      // The supervisor's one health judgement, the same /healthz, MQTT status and systemd read.
+      health = HealthTracker.acquire({ bus, config, frameLoops: () => addon.frameLoops() });
       offs.push(
         health.onChange(refresh),
         commands.register({
@@ -107,7 +108,7 @@ export function ledCreate(context: ExtensionContext, overrides: Partial<LedDeps>
     stop() {
       clearTimeout(identifyTimer);
       for (const off of offs.splice(0)) off();
-      health?.close();
+      health?.release();
       health = undefined;
       // Dark after an orderly stop: a blinking LED would claim a supervisor is still deciding.
       show('off');

@@ -1,5 +1,4 @@
 import type { NativeAddon } from '../native/addon.ts';
-import { frameLoopsCheck } from '../status/frame-loops.ts';
 import { type Health, HealthTracker, healthSummary } from '../status/health.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
@@ -67,7 +66,8 @@ export function systemdCreate(context: ExtensionContext, overrides: Partial<Syst
   };
 
   const ping = (): void => {
-    const { stalled } = frameLoopsCheck(deps.frameLoops);
+    // Polled now, not the tracker's last sample: a ping must never vouch for a loop already stuck.
+    const stalled = health?.frameLoopsNow().stalled ?? [];
     if (stalled.length > 0) {
       if (!withheld) {
         withheld = true;
@@ -89,7 +89,7 @@ export function systemdCreate(context: ExtensionContext, overrides: Partial<Syst
         logger.debug('not started by a notify unit (no NOTIFY_SOCKET): no sd_notify');
         return;
       }
-      health = new HealthTracker({ bus, config });
+      health = HealthTracker.acquire({ bus, config, frameLoops: deps.frameLoops });
       health.onChange(onHealth);
       onHealth(health.assess());
       const usec = Number(deps.env.WATCHDOG_USEC ?? '');
@@ -105,7 +105,7 @@ export function systemdCreate(context: ExtensionContext, overrides: Partial<Syst
     },
     stop() {
       clearInterval(watchdog);
-      health?.close();
+      health?.release();
       health = undefined;
       if (deps.env.NOTIFY_SOCKET) send('STOPPING=1');
     },

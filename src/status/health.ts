@@ -2,6 +2,7 @@ import type { Config } from '../config/schema.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeStatus } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
+import { type FrameLoopHealth, frameLoopsCheck } from './frame-loops.ts';
 
 /**
  * booting: not yet showing frames; ok: every output with content plays; degraded: something a
@@ -28,18 +29,31 @@ export interface Health {
   readonly firstFrame: boolean;
   /** The display is ready and no output has anything to play (a slate is all there is). */
   readonly nothingToPlay: boolean;
+  /** The native frame loops and how long since each went round (when polled). */
+  readonly frameLoops: FrameLoopHealth['loops'];
+  /** A native frame loop is stuck: the systemd watchdog is withheld while this holds. */
+  readonly stalled: boolean;
 }
 
 export interface HealthDeps {
   readonly bus: EventBus;
   readonly config: Config;
+  /** The addon's frame loops; without it (unit tests) stalls are not judged. */
+  readonly frameLoops?: () => ReadonlyArray<{ name: string; ageMs: number }>;
+  /** How often the frame loops are polled (default 1 s). */
+  readonly pollMs?: number;
 }
+
+/** The one tracker per bus, and how many readers hold it. */
+const shared = new WeakMap<EventBus, { tracker: HealthTracker; holders: number }>();
 
 type OutputStats = BusEvents['output.stats']['outputs'];
 
 /**
- * One judgement of "is this box doing its job", derived only from bus events, shared by the LED,
- * /healthz and systemd's STATUS= line so the three never disagree. Frame counters come from
+ * One judgement of "is this box doing its job", derived from bus events and the native frame
+ * loops, and ONE instance of it per supervisor (`HealthTracker.acquire`): the LED, /healthz and
+ * /status, the MQTT `status` and systemd's STATUS= line and watchdog all read the same tracker,
+ * so they never disagree (a stuck frame loop is an error on all of them). Frame counters come from
  * `output.stats`: an output plays when its frame count moved since the previous sample, so a
  * decoder that died or a frozen presentation loop both show as "no new frames".
  */
@@ -58,10 +72,43 @@ export class HealthTracker {
   #broker: boolean | undefined;
   #firstFrame = false;
   #fingerprint = '';
+  #frameLoops: HealthDeps['frameLoops'];
+  #loops: FrameLoopHealth = { loops: [], stalled: [] };
+  #poll: NodeJS.Timeout | undefined;
+  readonly #pollMs: number;
+
+  /**
+   * The supervisor's one tracker for `deps.bus`, made by the first reader; give it back with
+   * `release()`. A reader that knows the frame loops (the addon) hands them over if the first did not.
+   */
+  static acquire(deps: HealthDeps): HealthTracker {
+    let entry = shared.get(deps.bus);
+    if (!entry) {
+      entry = { tracker: new HealthTracker(deps), holders: 0 };
+      shared.set(deps.bus, entry);
+    }
+    entry.holders++;
+    if (deps.frameLoops && !entry.tracker.#frameLoops) entry.tracker.#frameLoopsWatch(deps.frameLoops);
+    return entry.tracker;
+  }
+
+  /** Gives back an acquired tracker; the last reader's release closes it. */
+  release(): void {
+    const entry = shared.get(this.#bus);
+    if (entry?.tracker !== this) return this.close();
+    entry.holders--;
+    if (entry.holders > 0) return;
+    shared.delete(this.#bus);
+    this.close();
+  }
+
+  readonly #bus: EventBus;
 
   constructor(deps: HealthDeps) {
     this.#config = deps.config;
+    this.#pollMs = deps.pollMs ?? 1000;
     const { bus } = deps;
+    this.#bus = bus;
     // Extensions that start after the display still learn what was said before them.
     this.#supervisor = bus.latest('supervisor.state')?.state ?? 'starting';
     this.#screens = bus.latest('display.ready')?.screens;
@@ -86,10 +133,35 @@ export class HealthTracker {
       bus.on('output.stats', ({ outputs }) => this.#update(() => this.#statsTake(outputs))),
       bus.on('mqtt.connection', ({ connected }) => this.#update(() => (this.#broker = connected))),
     );
-    this.#fingerprint = JSON.stringify(this.assess());
+    this.#fingerprint = this.#fingerprintOf(this.assess());
+    if (deps.frameLoops) this.#frameLoopsWatch(deps.frameLoops);
+  }
+
+  /** The frame loops polled now (the watchdog asks before every ping), and the judgement updated. */
+  frameLoopsNow(): FrameLoopHealth {
+    const read = this.#frameLoops;
+    if (read) this.#update(() => (this.#loops = frameLoopsCheck(read)));
+    return this.#loops;
   }
 
   assess(): Health {
+    const health = this.#assessEvents();
+    const { stalled } = this.#loops;
+    const loops = { frameLoops: this.#loops.loops, stalled: stalled.length > 0 };
+    if (stalled.length === 0 || health.state === 'booting') return { ...health, ...loops };
+    // A stuck presentation or vblank thread shows nothing new whatever the counters said last.
+    return { ...health, ...loops, state: 'error', reasons: [...stalled, ...health.reasons] };
+  }
+
+  #frameLoopsWatch(read: NonNullable<HealthDeps['frameLoops']>): void {
+    this.#frameLoops = read;
+    clearInterval(this.#poll);
+    this.#poll = setInterval(() => this.frameLoopsNow(), this.#pollMs);
+    this.#poll.unref();
+    this.frameLoopsNow();
+  }
+
+  #assessEvents(): Omit<Health, 'frameLoops' | 'stalled'> {
     const broker = this.#config.mqtt.url === '' ? 'off' : this.#broker ? 'connected' : 'disconnected';
     const base = { broker, firstFrame: this.#firstFrame } as const;
     if (this.#supervisor !== 'running') {
@@ -131,7 +203,7 @@ export class HealthTracker {
     const assigned = outputs.filter((o) => o.source !== null);
     const playing = outputs.filter((o) => o.playing);
     const nothingToPlay = assigned.length === 0;
-    const result = (state: HealthState, reasons: string[]): Health => ({
+    const result = (state: HealthState, reasons: string[]): Omit<Health, 'frameLoops' | 'stalled'> => ({
       ...base,
       state,
       reasons,
@@ -159,6 +231,7 @@ export class HealthTracker {
   }
 
   close(): void {
+    clearInterval(this.#poll);
     for (const off of this.#unsubscribe.splice(0)) off();
     this.#listeners.clear();
   }
@@ -177,13 +250,19 @@ export class HealthTracker {
     if (outputs.some((o) => o.frames > 0)) this.#firstFrame = true;
   }
 
+  /** What readers care about: not counters, not how many ms a loop has waited. */
+  #fingerprintOf(health: Health): string {
+    return JSON.stringify({
+      ...health,
+      outputs: health.outputs.map((o) => [o.name, o.source, o.playing]),
+      frameLoops: health.frameLoops.map((l) => l.name),
+    });
+  }
+
   #update(change: () => void): void {
     change();
     const health = this.assess();
-    const fingerprint = JSON.stringify({
-      ...health,
-      outputs: health.outputs.map((o) => [o.name, o.source, o.playing]),
-    });
+    const fingerprint = this.#fingerprintOf(health);
     if (fingerprint === this.#fingerprint) return;
     this.#fingerprint = fingerprint;
     for (const listener of this.#listeners) listener(health);

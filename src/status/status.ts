@@ -1,7 +1,8 @@
 import type { Config } from '../config/schema.ts';
 import { redactValue } from '../log/redact.ts';
 import type { DecodeStatus } from '../native/addon.ts';
-import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
+import type { BusEvents, EventBus, SupervisorState, TimeSyncState } from '../supervisor/bus.ts';
+import { type HealthState, HealthTracker } from './health.ts';
 
 /** The status document: retained on MQTT `status`, served by the local status endpoint. */
 export interface StatusDocument {
@@ -10,6 +11,8 @@ export interface StatusDocument {
   startedAt: string;
   uptimeS: number;
   supervisor: SupervisorState;
+  /** The supervisor's one health judgement (the LED, /healthz and systemd show the same). */
+  health: { state: HealthState; reasons: string[] };
   display: { mode: 'kms' | 'virtual' | 'unknown'; device?: string; driver?: string; reason?: string };
   outputs: Array<{ name: string; mode?: string; source: string | null; decoder: number | null }>;
   decode: {
@@ -27,6 +30,8 @@ export interface StatusDocument {
     }>;
   } | null;
   config: { version: number | null };
+  /** The wall clock: synchronised or not (and by what), and steps seen (null until the content extension starts). */
+  time: TimeSyncState | null;
 }
 
 export interface StatusDeps {
@@ -54,24 +59,32 @@ export class StatusTracker {
   #outputs: BusEvents['display.outputs']['outputs'] = [];
   #decode: DecodeStatus | undefined;
   #configVersion: number | null = null;
+  #time: TimeSyncState | null = null;
+  readonly #health: HealthTracker;
+  #last = '';
 
   constructor(deps: StatusDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
     const { bus } = deps;
+    this.#health = HealthTracker.acquire({ bus, config: deps.config });
     // Extensions that start after the display still learn what it said (the bus keeps the newest).
     this.#supervisor = bus.latest('supervisor.state')?.state ?? 'starting';
     this.#display = bus.latest('display.ready');
     this.#outputs = bus.latest('display.outputs')?.outputs ?? [];
     this.#decode = bus.latest('decode.status')?.status;
     this.#configVersion = bus.latest('config.applied')?.version ?? null;
+    this.#time = bus.latest('time.sync') ?? null;
     this.#unsubscribe.push(
       bus.on('supervisor.state', ({ state }) => this.#update(() => (this.#supervisor = state))),
       bus.on('display.ready', (ready) => this.#update(() => (this.#display = ready))),
       bus.on('display.outputs', ({ outputs }) => this.#update(() => (this.#outputs = outputs))),
       bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
       bus.on('config.applied', ({ version }) => this.#update(() => (this.#configVersion = version))),
+      bus.on('time.sync', (time) => this.#update(() => (this.#time = time))),
+      this.#health.onChange(() => this.#update(() => {})),
     );
+    this.#last = this.#fingerprint();
   }
 
   /** The newest decoder status (with its counters), for telemetry. */
@@ -99,12 +112,14 @@ export class StatusTracker {
     for (const d of decoders) for (const c of d.consumers) consumerOf.set(c, { source: d.source, decoder: d.id });
     const names = [...new Set([...this.#outputs.map((o) => o.connector), ...consumerOf.keys()])].sort();
     const modeOf = new Map(this.#outputs.map((o) => [o.connector, o.mode]));
+    const health = this.#health.assess();
     return {
       device: { id: config.device.id, name: config.device.name, groups: [...config.device.groups] },
       versions: { ...versions },
       startedAt: new Date(startedAt).toISOString(),
       uptimeS: Math.max(0, Math.floor((this.#now() - startedAt) / 1000)),
       supervisor: this.#supervisor,
+      health: { state: health.state, reasons: health.reasons },
       display:
         display === undefined
           ? { mode: 'unknown' }
@@ -142,6 +157,7 @@ export class StatusTracker {
           }
         : null,
       config: { version: this.#configVersion },
+      time: this.#time,
     };
   }
 
@@ -153,14 +169,18 @@ export class StatusTracker {
 
   close(): void {
     for (const off of this.#unsubscribe) off();
+    if (this.#unsubscribe.length > 0) this.#health.release();
     this.#unsubscribe.length = 0;
     this.#listeners.clear();
   }
 
   #update(change: () => void): void {
-    const before = this.#fingerprint();
     change();
-    if (this.#fingerprint() === before) return;
+    // Against the last document told, not the one before `change`: the shared health tracker may
+    // have changed first on the same event.
+    const now = this.#fingerprint();
+    if (now === this.#last) return;
+    this.#last = now;
     for (const listener of this.#listeners) listener();
   }
 
