@@ -95,7 +95,10 @@ export class HealthTracker {
   /** Gives back an acquired tracker; the last reader's release closes it. */
   release(): void {
     const entry = shared.get(this.#bus);
-    if (entry?.tracker !== this) return this.close();
+    if (entry?.tracker !== this) {
+      this.close();
+      return;
+    }
     entry.holders--;
     if (entry.holders > 0) return;
     shared.delete(this.#bus);
