@@ -107,7 +107,7 @@ function readJson(dataDir: string, name: string, problems: string[]): Record<str
   } catch {
     // Named below: a torn or foreign file is the same problem to the reader.
   }
-  problems.push(`${path} is not the JSON object it should be`);
+  problems.push(`${path} is not JSON, or not a JSON object`);
   return undefined;
 }
 
