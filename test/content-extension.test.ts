@@ -352,3 +352,77 @@ test.serial(
     t.is(r.display.stats().find((o) => o.name === 'Virtual-1')?.blank, 0);
   },
 );
+
+/** Low by default, high from 12:00 to 13:00 UTC; Virtual-1 on that schedule. */
+function clockContent(s: MediaServer) {
+  return {
+    version: 3,
+    media: media(s),
+    playlists: [
+      { id: 'lo', items: [{ media: 'low' }] },
+      { id: 'hi', items: [{ media: 'high' }] },
+    ],
+    schedules: [
+      {
+        id: 'day',
+        timezone: 'UTC',
+        default: 'lo',
+        windows: [{ id: 'noon', playlist: 'hi', start: '12:00', end: '13:00' }],
+      },
+    ],
+    outputs: [{ output: 'Virtual-1', schedule: 'day' }],
+  };
+}
+
+test.serial('13 a clock step re-evaluates the schedule at once, not at the next hourly check', async (t) => {
+  const s = await serve(t);
+  // A wall clock that runs with real time and can be stepped, as NTP or `date -s` would.
+  let base = Date.parse('2024-06-03T10:00:00Z') - performance.now();
+  const r = rig(t, scratchDir(t), {
+    clock: { now: () => base + performance.now() },
+    clockWatch: { intervalMs: 50, sync: () => ({ synchronized: false, source: 'adjtimex' }) },
+  });
+  await r.extension.start();
+  const reply = await r.commands.invoke('playlist.set', { content: clockContent(s) }, { transport: 'internal' });
+  t.true(reply.ok, JSON.stringify(reply));
+  await until('the default playlist', async () => (await status(r)).outputs['Virtual-1']?.playlist === 'lo');
+  t.is((await status(r)).nextChangeAt, '2024-06-03T12:00:00.000Z');
+  t.like((await status(r)).time, { synchronized: false, source: 'adjtimex', steps: 0 });
+
+  base += 2.5 * 3_600_000; // 12:30: inside the noon window, which the old timer thinks is 2 h away
+  await until(
+    'the noon playlist after the step',
+    async () => (await status(r)).outputs['Virtual-1']?.playlist === 'hi',
+    3000,
+  );
+  const st = await status(r);
+  t.like(st.time, { steps: 1 });
+  t.true(Math.abs((st.time?.lastStep?.deltaMs ?? 0) - 9_000_000) < 1000, JSON.stringify(st.time));
+  t.is(st.nextChangeAt, '2024-06-03T13:00:00.000Z');
+  t.true(r.lines.some((l) => /the clock was stepped by 9\d{6} ms: schedules re-evaluated/.test(l)));
+});
+
+test.serial('13 the first synchronisation re-evaluates the schedule and is reported', async (t) => {
+  const s = await serve(t);
+  let synced = false;
+  const r = rig(t, scratchDir(t), {
+    clock: { now: () => Date.parse('2024-06-03T10:00:00Z') + performance.now() },
+    clockWatch: { intervalMs: 50, sync: () => ({ synchronized: synced, source: 'adjtimex' }) },
+  });
+  await r.extension.start();
+  t.true((await r.commands.invoke('playlist.set', { content: clockContent(s) }, { transport: 'internal' })).ok);
+  const before = await status(r);
+  t.like(before.time, { synchronized: false });
+  t.is(before.nextChangeAt, '2024-06-03T12:00:00.000Z', 'no boundary (nor the hourly check) comes in this test');
+  synced = true;
+  await until('the sync to be seen', async () => (await status(r)).time?.synchronized === true, 3000);
+  const after = await status(r);
+  t.truthy(after.time?.synchronizedAt);
+  t.true(
+    Date.parse(after.evaluatedAt ?? '') > Date.parse(before.evaluatedAt ?? ''),
+    `evaluated again: ${before.evaluatedAt} then ${after.evaluatedAt}`,
+  );
+  await until('the re-evaluation log line', () =>
+    r.lines.some((l) => l.includes('the clock is synchronised (adjtimex): schedules re-evaluated')),
+  );
+});

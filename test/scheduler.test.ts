@@ -1,6 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
+import { type ClockChange, ClockWatch, kernelClockSource } from '../src/content/clock-watch.ts';
 import { type Content, contentValidate, type ScheduleWindow } from '../src/content/model.ts';
 import { scheduleAt } from '../src/content/scheduler.ts';
+import { loadAddon } from '../src/native/addon.ts';
 
 const SHA = 'a'.repeat(64);
 const utc = (iso: string): number => Date.parse(iso.endsWith('Z') ? iso : `${iso}Z`);
@@ -236,4 +241,79 @@ test('seconds in window times', (t) => {
   t.is(playing(c, utc('2024-06-03T12:00:29')), 'idle');
   t.is(playing(c, utc('2024-06-03T12:00:30')), 'a');
   t.is(iso(scheduleAt(utc('2024-06-03T12:00:31'), c).nextChangeAt), '2024-06-03T12:00:45.000Z');
+});
+
+test('13 ClockWatch: a wall-clock step is reported with its size; slewing and a busy event loop are not steps', (t) => {
+  let wall = 1_000_000;
+  let mono = 5_000;
+  const changes: ClockChange[] = [];
+  const w = new ClockWatch({
+    now: () => wall,
+    monotonic: () => mono,
+    sync: () => ({ synchronized: true, source: 'adjtimex' }),
+    onChange: (c) => changes.push(c),
+  });
+  // 10 s pass, NTP slews 5 ms: no step.
+  wall += 10_005;
+  mono += 10_000;
+  w.check();
+  // Nothing checked for a minute (a blocked loop): both clocks moved alike, no step.
+  wall += 60_000;
+  mono += 60_000;
+  w.check();
+  t.deepEqual(changes, []);
+  wall -= 3_600_000; // stepped back an hour
+  mono += 1000;
+  wall += 1000;
+  w.check();
+  t.deepEqual(changes, [{ kind: 'step', deltaMs: -3_600_000 }]);
+  t.like(w.state, { steps: 1, synchronized: true, lastStep: { deltaMs: -3_600_000 } });
+  w.check();
+  t.is(changes.length, 1, 'a step is reported once');
+});
+
+test('13 ClockWatch: the first synchronisation is reported once; losing it is a state change', (t) => {
+  let synced: boolean | null = false;
+  const changes: ClockChange[] = [];
+  const w = new ClockWatch({
+    now: () => 0,
+    monotonic: () => 0,
+    sync: () => ({ synchronized: synced, source: 'adjtimex' }),
+    onChange: (c) => changes.push(c),
+  });
+  t.like(w.state, { synchronized: false, steps: 0 });
+  w.check();
+  t.deepEqual(changes, []);
+  synced = true;
+  w.check();
+  w.check();
+  t.deepEqual(changes, [{ kind: 'synchronized', source: 'adjtimex' }]);
+  t.truthy(w.state.synchronizedAt);
+  synced = false;
+  w.check();
+  t.deepEqual(changes.at(-1), { kind: 'state' });
+});
+
+test('13 kernelClockSource: adjtimex through the addon when it has clockState, else the timesyncd marker', (t) => {
+  const addonSource = kernelClockSource(() => ({ synchronized: true, maxErrorUs: 10 }));
+  t.deepEqual(addonSource(), { synchronized: true, source: 'adjtimex' });
+  const failing = kernelClockSource(() => {
+    throw new Error('EPERM');
+  });
+  t.deepEqual(failing(), { synchronized: null, source: 'none' });
+  const dir = mkdtempSync(join(tmpdir(), 'multihead-timesync-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'synchronized');
+  const fileSource = kernelClockSource(undefined, marker);
+  t.deepEqual(fileSource(), { synchronized: null, source: 'none' }, 'no marker tells nothing');
+  writeFileSync(marker, '');
+  t.deepEqual(fileSource(), { synchronized: true, source: 'timesyncd' });
+});
+
+test('13 the addon reads the kernel clock state (adjtimex, read-only)', (t) => {
+  const state = loadAddon().clockState();
+  t.is(typeof state.synchronized, 'boolean');
+  t.true(state.maxErrorUs >= 0);
+  // STA_UNSYNC (0x40) is the bit `synchronized` reflects.
+  t.is(state.synchronized, (state.status & 0x40) === 0);
 });

@@ -50,6 +50,8 @@ export interface ContentStatus {
   readonly version: number | null;
   readonly at: string;
   readonly nextChangeAt: string | null;
+  /** When the schedule was last evaluated (a boundary, the hourly check, new content, a clock step or sync). */
+  readonly evaluatedAt: string | null;
   readonly player: string;
   readonly outputs: Record<string, Placement & { state: PlaylistRunner['state'] }>;
   readonly cache: ReturnType<MediaCache['status']> | null;
@@ -76,6 +78,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   const runners = new Map<string, PlaylistRunner>();
   let content: Content | undefined;
   let result: ScheduleResult | undefined;
+  let evaluatedAt: number | undefined;
   let cache: MediaCache | undefined;
   let player: Player | undefined;
   let playerNote = 'not started';
@@ -221,6 +224,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
     const now = clock.now();
     const r = scheduleAt(now, c);
     result = r;
+    evaluatedAt = now;
     const media = needed(c, r);
     let jobId: string | undefined;
     if (cache) {
@@ -329,6 +333,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
       version: content?.version ?? null,
       at: new Date(clock.now()).toISOString(),
       nextChangeAt: result?.nextChangeAt == null ? null : new Date(result.nextChangeAt).toISOString(),
+      evaluatedAt: evaluatedAt === undefined ? null : new Date(evaluatedAt).toISOString(),
       player: playerNote,
       outputs,
       cache: cache?.status() ?? null,
