@@ -11,6 +11,8 @@ import { appVersion } from '../version.ts';
 export interface HttpDeps {
   /** Epoch ms the supervisor started; uptime counts from here. */
   readonly startedAt: number;
+  /** Most unread bytes per /logs follower before lines are dropped (tests make it small). */
+  readonly followBufferBytes?: number;
 }
 
 type Preview = BusEvents['preview.updated'];
@@ -76,6 +78,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
         token,
         rate: config.http.rateLimit,
         logger,
+        ...(overrides.followBufferBytes ? { followBufferBytes: overrides.followBufferBytes } : {}),
         sources: {
           // The endpoint redacts every answer (sources may be URLs with credentials in them).
           status: () => documentNow.document(),
