@@ -1,6 +1,6 @@
 import test from 'ava';
 import { loggerFor, loggingCreate } from '../src/log/logger.ts';
-import { scrubText } from '../src/log/redact.ts';
+import { redactText, scrubText } from '../src/log/redact.ts';
 import { LogRing } from '../src/log/ring.ts';
 
 function capture(level: 'info' | 'debug' = 'info', ringSize = 50) {
@@ -113,4 +113,39 @@ test('subscribers see new lines until they unsubscribe', (t) => {
 test('scrubText leaves ordinary text alone', (t) => {
   const text = 'decoder hw=vaapi fps=59.94 url=https://cdn.example/a.mp4 path=/var/lib/multihead';
   t.is(scrubText(text), text);
+});
+
+// Pre-signed URLs (S3, GCS) and tokens in queries: the value must go wherever the URL is quoted.
+const SIGNED = [
+  ['X-Amz-Signature', 'a1b2c3d4e5f6signature'],
+  ['X-Amz-Security-Token', 'FQoGZXIvYXdzEJr-sessiontoken'],
+  ['X-Amz-Credential', 'AKIAIOSFODNN7EXAMPLE%2F20240101'],
+  ['X-Goog-Signature', '0f1e2d3c4b5a-googsig'],
+  ['X-Goog-Credential', 'svc%40project.iam.gserviceaccount.com'],
+  ['sig', 'sv-sig-value'],
+  ['access_token', 'ya29.access'],
+  ['apiKey', 'key-value-123'],
+  ['client_secret', 'shh-secret'],
+  ['PASSWORD', 'hunter2-upper'],
+] as const;
+
+test('redactText: every query key naming a sig, signature, token, credential, key, secret or password, any case', (t) => {
+  const url = `https://user:pa55w0rd@media.example.com/v.mp4?page=2&${SIGNED.map(([k, v]) => `${k}=${v}`).join('&')}#t=5`;
+  for (const text of [url, JSON.stringify({ source: url, nested: [{ url }] }), `playing ${url} now`]) {
+    const out = redactText(text);
+    for (const [key, value] of SIGNED) {
+      t.false(out.includes(value), `${key} in ${out}`);
+      t.true(out.includes(`${key}=[redacted]`), `${key} is still named`);
+    }
+    t.false(out.includes('pa55w0rd'), 'userinfo');
+    t.false(out.includes('user:'), 'the user name too');
+    t.true(out.includes('page=2'), 'harmless parameters stay');
+    t.true(out.includes('media.example.com/v.mp4'), 'the host and path stay');
+  }
+  // A URL passed inside another URL's query, percent-encoded.
+  const inner = redactText('https://cdn/p?next=https%3A%2F%2Fu%3Apw9%40h%2Fz%3FX-Amz-Signature%3Dzz99%26ok%3D1');
+  t.false(inner.includes('zz99'), inner);
+  t.false(inner.includes('pw9'), inner);
+  t.true(inner.includes('ok%3D1'));
+  t.is(redactText(''), '', 'an empty MQTT payload stays empty');
 });
