@@ -21,6 +21,7 @@ import {
 import { trialWatch } from '../src/mqtt/desired-trial.ts';
 import { EventBus } from '../src/supervisor/bus.ts';
 import { CommandRegistry } from '../src/supervisor/commands.ts';
+import { until } from './helpers/supervisor.ts';
 import { scratchDir, writeJson } from './helpers/tmp.ts';
 
 const contract = contractLoad();
@@ -73,7 +74,7 @@ test('a document that changes connectivity is saved as a trial beside the last g
   t.is(report.appliedVersion, 1, 'version 1 runs until the restart');
   t.deepEqual(report.trial, { keys: ['mqtt.url'], timeoutS: 30 });
   t.true(report.restartRequired.includes('mqtt.url'));
-  await tick();
+  await until(() => restarts.length > 0, 'the restart into the trial', 5000);
   t.is(restarts.length, 1);
   const state = desiredState(dir);
   t.is(state.good?.version, 1, 'the last good config is kept');
@@ -125,7 +126,7 @@ test('trialWatch: a CONNACK makes the trial the last good config; none in time r
 
   trialWrite(dir, { version: 5, config: { mqtt: { url: 'mqtt://x:1' } }, boots: 1, since: 'now' });
   trialWatch({ ...watch, trial: { ...trial, version: 5 } });
-  await tick(150);
+  await until(() => reasons.length > 0, 'the rollback', 5000);
   t.deepEqual(reasons, ['desired config version 5 rolled back']);
   const back = JSON.parse(readFileSync(join(dir, ROLLED_BACK_FILE), 'utf8'));
   t.is(back.version, 5);
@@ -219,11 +220,11 @@ test('DesiredQueue: one at a time, and of a flood only the newest waits', async 
     if (handled.length === 1) await new Promise<void>((resolve) => (release = resolve));
   }, logger);
   queue.push(Buffer.from('first'));
-  await tick();
+  await until(() => handled.length === 1, 'the first to be taken', 5000);
   for (let i = 0; i < 200; i++) queue.push(Buffer.from(`flood-${i}`));
   t.is(queue.waiting, 1);
   release();
-  await tick(20);
+  await until(() => handled.length >= 2 && queue.waiting === 0, 'the newest to be handled', 5000);
   t.deepEqual(handled, ['first', 'flood-199']);
   t.is(queue.waiting, 0);
 });

@@ -72,8 +72,11 @@ export class HostileBox {
     return box;
   }
 
-  /** Starts the supervisor process and waits for its birth (`state` online with a new session). */
-  async boot(): Promise<void> {
+  /**
+   * Starts the supervisor process and waits for its birth (`state` online with a new session);
+   * `birth: false` only starts it (a start that is not expected to reach this broker).
+   */
+  async boot(options: { birth?: boolean } = {}): Promise<void> {
     const child = spawn(BIN, [], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.#t.teardown(() => {
@@ -92,6 +95,7 @@ export class HostileBox {
     child.once('exit', () => {
       this.exits += 1;
     });
+    if (options.birth === false) return;
     const before = this.session;
     const birth = await this.fleet.next(
       (m) =>
@@ -104,6 +108,20 @@ export class HostileBox {
     this.session = (birth.json as { session: number }).session;
   }
 
+  /** The exit code once the process ends by itself (an orderly restart asks systemd to start it again). */
+  exited(timeoutMs = 30_000): Promise<number | null> {
+    const child = this.child;
+    if (!child) return Promise.reject(new Error('the box was never started'));
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the box did not exit within ${timeoutMs} ms`)), timeoutMs);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+  }
+
   /** SIGTERM, and the exit code. */
   async stop(): Promise<number | null> {
     const child = this.child;
@@ -114,8 +132,9 @@ export class HostileBox {
   }
 
   /**
-   * A v5 request on `topic` (default: this device's `cmd/<command>`) with a fresh reply topic
-   * under `multihead/replies/`; resolves with the reply, or rejects after `timeoutMs`.
+   * A v5 request on `topic` (default: this device's `cmd/<command>`) with a fresh reply address
+   * `multihead/replies/fleet/<uuid>`; the device answers on that address plus `/<its id>`.
+   * Resolves with the reply, or rejects after `timeoutMs`.
    */
   async request(
     command: string,
@@ -128,12 +147,24 @@ export class HostileBox {
       retain: options.retain ?? false,
       properties: { responseTopic: replyTopic, ...options.properties },
     });
-    return this.fleet.next((m) => m.topic === replyTopic, options.timeoutMs ?? 10_000, `reply to ${command}`);
+    return this.fleet.next(
+      (m) => m.topic === `${replyTopic}/${this.id}`,
+      options.timeoutMs ?? 10_000,
+      `reply to ${command}`,
+    );
   }
 
   /** The first log line (raw JSON text) matching, waiting for it. */
   logLine(match: RegExp, what: string, timeoutMs = 15_000): Promise<string> {
     return until(() => this.lines.find((l) => match.test(l)), what, timeoutMs);
+  }
+
+  /** The status endpoint's base URL (no trailing slash), from the line the box logs when it listens. */
+  async httpUrl(timeoutMs = 15_000): Promise<string> {
+    const line = await this.logLine(/status endpoint on http:\/\//, 'the status endpoint listening', timeoutMs);
+    const url = /status endpoint on (http:\/\/[^\s"]+)/.exec(line)?.[1];
+    if (!url) throw new Error(`no URL in ${line}`);
+    return url.replace(/\/$/, '');
   }
 
   path(name: string): string {
