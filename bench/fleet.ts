@@ -134,7 +134,8 @@ async function fleetRound(fleet: MqttClient, round: number, ids: readonly string
   };
   const onMessage = (topic: string, payload: Buffer): void => {
     const now = performance.now();
-    if (topic === replyTo) {
+    // Each device answers on the reply address plus its id.
+    if (topic.startsWith(`${replyTo}/`)) {
       const body = JSON.parse(payload.toString()) as { device: string; ok: boolean };
       if (body.ok && !reply.has(body.device)) reply.set(body.device, now - t0);
     } else if (topic.endsWith('/status')) {
@@ -266,7 +267,8 @@ async function outputBench(root: string): Promise<{ ms: number[]; replyMs: numbe
       await sleep(20);
     }
     const replies = new Map<string, number>();
-    fleet.on('message', (topic) => replies.set(topic, performance.now()));
+    // Replies arrive on the reply address plus the device id; keyed by the address.
+    fleet.on('message', (topic) => replies.set(topic.slice(0, topic.lastIndexOf('/')), performance.now()));
     const shows = (output: string, clip: 'low' | 'high'): boolean => {
       const frame = screens.snapshot(output);
       if (!frame) return false;

@@ -30,6 +30,7 @@ const online = (root: string) => (m: Received) =>
 test('the documented ACL: the device works in its subtree, reads group/all commands, and reaches nothing else', async (t) => {
   const template = aclTemplate();
   t.regex(template, /pattern readwrite multihead\/%u\/#/);
+  t.regex(template, /pattern write multihead\/replies\/\+\/\+\/%u\n/);
   const broker = await mosquittoStart(t, { users: USERS, acl: template });
   const fleet = await FleetClient.connect(t, broker.url, credentials('fleet'));
   await fleet.subscribe('multihead/#');
@@ -62,7 +63,7 @@ test('the documented ACL: the device works in its subtree, reads group/all comma
       properties: { responseTopic: replyTo, correlationData: Buffer.from('c') },
     });
     return fleet.next(
-      (m) => m.topic === replyTo && (m.json as { device: string }).device === device,
+      (m) => m.topic === `${replyTo}/${device}` && (m.json as { device: string }).device === device,
       5000,
       `${device} answering ${topic}`,
     );
@@ -81,7 +82,11 @@ test('the documented ACL: the device works in its subtree, reads group/all comma
   // deliver, so what proves the ACL is what arrives, not the SUBACK.
   await rogue.subscribe('multihead/#', 'multihead/other-dev/#', 'multihead/replies/#', '#');
   await fleet.publish('multihead/other-dev/cmd/ping', JSON.stringify({ replyTo: 'multihead/replies/fleet/secret' }));
-  await fleet.next((m) => m.topic === 'multihead/replies/fleet/secret', 5000, 'other-dev answering the fleet');
+  await fleet.next(
+    (m) => m.topic === 'multihead/replies/fleet/secret/other-dev',
+    5000,
+    'other-dev answering the fleet',
+  );
   await fleet.publish('multihead/all/cmd/ping', JSON.stringify({ replyTo: 'multihead/replies/fleet/all' }));
   await fleet.publish('multihead/group/lobby/cmd/ping', JSON.stringify({ replyTo: 'multihead/replies/fleet/g' }));
   await fleet.publish('multihead/dev-1/events', 'own-marker');
@@ -110,6 +115,18 @@ test('the documented ACL: the device works in its subtree, reads group/all comma
     'multihead/elsewhere',
   ];
   const replyTo = 'multihead/replies/rogue/1';
+  // Replies: only those naming dev-1 itself are writable with its credentials; a reply that
+  // claims to come from another device (or from no device) never reaches the requester.
+  const forgedReplies = [
+    'multihead/replies/fleet/t1/other-dev',
+    'multihead/replies/fleet/t1',
+    'multihead/replies/fleet/t1/other-dev/dev-1',
+    'multihead/replies/dev-1/t1/other-dev',
+  ];
+  const forgedReply = JSON.stringify({ device: 'other-dev', command: 'ping', ok: true, result: { pong: true } });
+  for (const topic of forgedReplies) {
+    for (const qos of [0, 1] as const) await rogue.client.publishAsync(topic, forgedReply, { qos }).catch(() => {});
+  }
   for (const topic of forbidden) {
     for (const qos of [0, 1] as const) {
       // mosquitto answers a denied QoS 1 publish with "not authorized" (v5) or drops it silently.
@@ -121,10 +138,13 @@ test('the documented ACL: the device works in its subtree, reads group/all comma
   // ...while a message of the device's own reaches the watcher, so the silence above means something.
   await rogue.publish('multihead/dev-1/events', 'marker');
   await fleet.next((m) => m.topic === 'multihead/dev-1/events' && m.text === 'marker', 5000, 'the marker');
-  // A reply topic is writable (that is how devices answer).
-  await rogue.publish('multihead/replies/fleet/from-rogue', 'marker');
-  await fleet.next((m) => m.topic === 'multihead/replies/fleet/from-rogue', 5000, 'a reply-topic write');
+  // A reply naming the device itself is writable (that is how devices answer).
+  await rogue.publish('multihead/replies/fleet/from-rogue/dev-1', 'marker');
+  await fleet.next((m) => m.topic === 'multihead/replies/fleet/from-rogue/dev-1', 5000, 'a reply-topic write');
   await sleep(300);
+  for (const topic of forgedReplies) {
+    t.is(fleet.on(topic).length, 0, `the forged reply on ${topic} never reached the fleet`);
+  }
   for (const topic of forbidden) {
     t.false(
       fleet.on(topic).some((m) => m.text.includes('ROGUE')),
@@ -147,6 +167,6 @@ test('the documented ACL: the device works in its subtree, reads group/all comma
   assertEveryMessageValid(
     t,
     fleet.received.filter((m) => m.text !== 'marker' && m.text !== 'own-marker'),
-    { replyPrefix: 'multihead/replies' },
+    { expect: ['State', 'Status', 'ReportedConfig', 'CommandReply'] },
   );
 });

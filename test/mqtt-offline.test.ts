@@ -15,9 +15,14 @@ async function fleetConnect(t: ExecutionContext, broker: Broker): Promise<FleetC
     clean: false,
     properties: { sessionExpiryInterval: 600 },
   });
-  await fleet.subscribe('multihead/#', 'replies/#');
+  await fleet.subscribe('multihead/#');
   return fleet;
 }
+
+/** The fleet's reply address `name`, and the topic dev-1 answers it on. */
+const address = (name: string) => `multihead/replies/fleet/${name}`;
+const answered = (name: string) => `${address(name)}/dev-1`;
+const EXPECT = ['State', 'CommandReply'] as const;
 
 /** A device behind a proxy that the test can cut, on a broker that keeps sessions on disk. */
 async function rig(t: ExecutionContext, before: ExtensionDefinition[] = []) {
@@ -41,12 +46,12 @@ test('a QoS 1 command sent while the device is offline arrives after it reconnec
   // The broker saw the connection drop without a DISCONNECT: the last will says offline.
   await fleet.next((m) => state(m, 'offline'), 5000, 'the last will');
   await fleet.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: 'while-away' }), {
-    properties: { responseTopic: 'replies/away', correlationData: Buffer.from('k1') },
+    properties: { responseTopic: address('away'), correlationData: Buffer.from('k1') },
   });
   await sleep(500);
-  t.is(fleet.on('replies/away').length, 0, 'nothing answers while the device is away');
+  t.is(fleet.on(answered('away')).length, 0, 'nothing answers while the device is away');
   proxy.restore();
-  const replies = await repliesOn(fleet, 'replies/away');
+  const replies = await repliesOn(fleet, answered('away'));
   t.is(replies.length, 1, 'exactly one reply');
   t.like(replies[0]?.json, { id: 'while-away', ok: true, result: { pong: true } });
   t.is(replies[0]?.packet.properties?.correlationData?.toString(), 'k1');
@@ -58,23 +63,51 @@ test('a QoS 1 command sent while the device is offline arrives after it reconnec
   const birth = births.at(-1) as Received;
   t.is((birth.json as { session: number }).session, session);
   t.true(fleet.received.indexOf(birth) < fleet.received.indexOf(reply));
-  assertEveryMessageValid(t, fleet.received);
+  assertEveryMessageValid(t, fleet.received, { expect: EXPECT });
+});
+
+test('a request whose MQTT v5 Message Expiry ran out while the device was away never runs', async (t) => {
+  const { proxy, device, fleet } = await rig(t);
+  proxy.cut();
+  await fleet.next((m) => state(m, 'offline'), 5000, 'the last will');
+  await fleet.publish('multihead/dev-1/cmd/restart', JSON.stringify({ id: 'stale' }), {
+    properties: { responseTopic: address('stale'), messageExpiryInterval: 1 },
+  });
+  await fleet.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: 'fresh' }), {
+    properties: { responseTopic: address('fresh'), messageExpiryInterval: 600 },
+  });
+  // Time passing is the point here: the restart's 1 s expiry must run out while the device is away.
+  await sleep(2200);
+  proxy.restore();
+  // The queue is delivered in order: once the later ping is answered, the restart would have been too.
+  const fresh = await fleet.next((m) => m.topic === answered('fresh'), 8000, 'the fresh request answered');
+  t.like(fresh.json, { id: 'fresh', ok: true });
+  // The reply lives no longer than its request.
+  const left = fresh.packet.properties?.messageExpiryInterval;
+  t.true(typeof left === 'number' && left > 0 && left <= 600, `reply expiry ${left}`);
+  await sleep(300);
+  t.is(fleet.on(answered('stale')).length, 0, 'the expired request got no reply');
+  t.deepEqual(device.restarts, [], 'and did not run');
+  assertEveryMessageValid(t, fleet.received, { expect: EXPECT });
 });
 
 test('the broker restarts while a command waits for the offline device: persistence keeps it', async (t) => {
   const { broker, proxy, fleet } = await rig(t);
   proxy.cut();
   await fleet.next((m) => state(m, 'offline'), 5000, 'the last will');
-  await fleet.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: 'across-restart', replyTo: 'replies/restart' }));
+  await fleet.publish(
+    'multihead/dev-1/cmd/ping',
+    JSON.stringify({ id: 'across-restart', replyTo: address('restart') }),
+  );
   await sleep(200);
   await broker.stop();
   await broker.start();
   const fleet2 = await fleetConnect(t, broker);
   proxy.restore();
-  const replies = await repliesOn(fleet2, 'replies/restart');
+  const replies = await repliesOn(fleet2, answered('restart'));
   t.is(replies.length, 1, 'exactly one reply');
   t.like(replies[0]?.json, { id: 'across-restart', ok: true });
-  assertEveryMessageValid(t, fleet2.received);
+  assertEveryMessageValid(t, fleet2.received, { expect: EXPECT });
 });
 
 test('the broker restarts mid-command: the reply waits on the device and reaches the requester once', async (t) => {
@@ -105,7 +138,7 @@ test('the broker restarts mid-command: the reply waits on the device and reaches
     },
   };
   const { broker, proxy, device, fleet } = await rig(t, [slow]);
-  await fleet.publish('multihead/dev-1/cmd/decode.status', JSON.stringify({ id: 'slow-1', replyTo: 'replies/slow' }));
+  await fleet.publish('multihead/dev-1/cmd/decode.status', JSON.stringify({ id: 'slow-1', replyTo: address('slow') }));
   for (let i = 0; i < 100 && runs === 0; i++) await sleep(20);
   t.is(runs, 1, 'the command is running');
   // The device stays off the network until the fleet manager is back, so the requester's own
@@ -119,7 +152,7 @@ test('the broker restarts mid-command: the reply waits on the device and reaches
   await broker.start();
   const fleet2 = await fleetConnect(t, broker);
   proxy.restore();
-  const replies = await repliesOn(fleet2, 'replies/slow');
+  const replies = await repliesOn(fleet2, answered('slow'));
   // One reply per delivery of the request. If the broker went down before the device's PUBACK
   // reached it, it delivers the request again after the restart (QoS 1 is at least once): the
   // device then answers that copy too, from memory, with the same reply, without running it.
@@ -130,5 +163,5 @@ test('the broker restarts mid-command: the reply waits on the device and reaches
   }
   t.is(runs, 1, 'the command ran once');
   await fleet2.next((m) => state(m, 'online') && (m.json as { session: number }).session > 1, 5000, 'rebirth');
-  assertEveryMessageValid(t, [...fleet.received, ...fleet2.received]);
+  assertEveryMessageValid(t, [...fleet.received, ...fleet2.received], { expect: EXPECT });
 });

@@ -1,15 +1,19 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { contractLoad } from '../src/mqtt/contract.ts';
+import { loggingCreate } from '../src/log/logger.ts';
+import { CommandRouter, type ReplyPayload, type ReplyTarget } from '../src/mqtt/command-router.ts';
+import { subscriptionMap } from '../src/mqtt/connection.ts';
+import { CONTRACT_PATH, contractLoad } from '../src/mqtt/contract.ts';
 import { configLoadWithDesired, DESIRED_FILE, desiredWrite } from '../src/mqtt/desired-store.ts';
 import { payloadDecode } from '../src/mqtt/payload.ts';
-import { RateLimiter } from '../src/mqtt/rate-limit.ts';
 import { SESSION_FILE, sessionNext } from '../src/mqtt/session-counter.ts';
 import { TelemetrySampler } from '../src/mqtt/telemetry.ts';
-import { deviceTopics, topicParse } from '../src/mqtt/topics.ts';
+import { deviceTopics, replyTopic, topicParse } from '../src/mqtt/topics.ts';
+import { RateLimiter } from '../src/rate-limit.ts';
 import { StatusTracker } from '../src/status/status.ts';
 import { EventBus } from '../src/supervisor/bus.ts';
+import { CommandRegistry } from '../src/supervisor/commands.ts';
 import { scratchDir, writeJson } from './helpers/tmp.ts';
 
 const contract = contractLoad();
@@ -17,12 +21,12 @@ const contract = contractLoad();
 test('contract: the command table comes from the AsyncAPI document', (t) => {
   t.deepEqual([...contract.commands].sort(), [
     'config.get',
+    'content.status',
     'decode.maxDecoders',
     'decode.shared',
     'decode.status',
     'identify',
     'logs.get',
-    'next',
     'ping',
     'play',
     'playlist.set',
@@ -55,11 +59,35 @@ test('topics: what the device subscribes to and how an incoming topic is read', 
   const topics = deviceTopics('fleet/eu', 'kiosk-1', ['lobby']);
   t.is(topics.state, 'fleet/eu/kiosk-1/state');
   t.deepEqual(topics.subscriptions, [
-    'fleet/eu/kiosk-1/cmd/+',
-    'fleet/eu/kiosk-1/config/desired',
-    'fleet/eu/all/cmd/+',
-    'fleet/eu/group/lobby/cmd/+',
+    { topic: 'fleet/eu/kiosk-1/cmd/+', commands: true },
+    { topic: 'fleet/eu/kiosk-1/config/desired', commands: false },
+    { topic: 'fleet/eu/all/cmd/+', commands: true },
+    { topic: 'fleet/eu/group/lobby/cmd/+', commands: true },
   ]);
+  // Command topics: no retained message on subscribe, and a live retained one keeps its flag.
+  t.deepEqual(subscriptionMap(topics.subscriptions), {
+    'fleet/eu/kiosk-1/cmd/+': { qos: 1, rh: 2, rap: true },
+    'fleet/eu/kiosk-1/config/desired': { qos: 1, rh: 0, rap: false },
+    'fleet/eu/all/cmd/+': { qos: 1, rh: 2, rap: true },
+    'fleet/eu/group/lobby/cmd/+': { qos: 1, rh: 2, rap: true },
+  });
+  t.deepEqual(replyTopic('fleet/eu/replies/ops/42', 'fleet/eu', 'kiosk-1'), {
+    ok: true,
+    topic: 'fleet/eu/replies/ops/42/kiosk-1',
+  });
+  for (const bad of [
+    'fleet/eu/kiosk-1/config/desired',
+    'fleet/eu/replies/ops',
+    'fleet/eu/replies/ops/42/x',
+    'fleet/eu/replies/+/42',
+    'fleet/eu/replies/ops/#',
+    'fleet/eu/replies//42',
+    'multihead/replies/ops/42',
+    '$SYS/replies/ops/42',
+    `fleet/eu/replies/ops/${'x'.repeat(300)}`,
+  ]) {
+    t.false(replyTopic(bad, 'fleet/eu', 'kiosk-1').ok, bad);
+  }
   const parse = (topic: string) => topicParse(topic, 'fleet/eu', 'kiosk-1', ['lobby']);
   t.deepEqual(parse('fleet/eu/kiosk-1/cmd/logs.get'), { kind: 'command', command: 'logs.get', scope: 'device' });
   t.deepEqual(parse('fleet/eu/all/cmd/ping'), { kind: 'command', command: 'ping', scope: 'all' });
@@ -215,4 +243,141 @@ test('configLoadWithDesired: the saved desired layer applies at boot; one that n
 
   writeFileSync(join(dir, DESIRED_FILE), 'not json');
   t.regex(configLoadWithDesired({ path: file, env: {} }).desiredProblem ?? '', /not JSON/);
+});
+
+/** A router with a counting `restart` and `ping`, recording replies and unanswered requests. */
+function routerRig(now: () => number = Date.now) {
+  const commands = new CommandRegistry();
+  const ran: string[] = [];
+  for (const name of ['ping', 'restart']) {
+    commands.register({
+      name,
+      description: 'test',
+      handler: () => {
+        ran.push(name);
+        return name === 'ping'
+          ? { pong: true, device: 'kiosk-1', session: 1, uptimeS: 0 }
+          : { restarting: true, inMs: 0 };
+      },
+    });
+  }
+  const replies: Array<[ReplyTarget, ReplyPayload]> = [];
+  const unanswered: Array<{ command: string; code: string }> = [];
+  const router = new CommandRouter({
+    contract,
+    commands,
+    deviceId: 'kiosk-1',
+    prefix: 'm',
+    logger: loggingCreate({ level: 'fatal', ringSize: 10, sink: { write: () => {} } }).logger,
+    reply: (target, payload) => replies.push([target, payload]),
+    unanswered: (command, error) => unanswered.push({ command, code: error.code }),
+    rate: { burst: 100, perSecond: 100 },
+    now,
+  });
+  const send = (
+    command: string,
+    body: unknown,
+    packet: Record<string, unknown> = {},
+    topic = `m/kiosk-1/cmd/${command}`,
+  ) => router.handle(command, topic, Buffer.from(JSON.stringify(body)), packet);
+  return { router, ran, replies, unanswered, send };
+}
+
+test('router: a retained command is refused and never runs, with or without a reply address', async (t) => {
+  const r = routerRig();
+  await r.send('restart', {}, { retain: true, properties: { responseTopic: 'm/replies/ops/1' } });
+  await r.send('restart', { replyTo: 'm/replies/ops/2' }, { retain: true });
+  await r.send('restart', {}, { retain: true });
+  t.deepEqual(r.ran, []);
+  t.deepEqual(
+    r.replies.map(([target, p]) => [target.topic, p.ok ? 'ok' : p.error.code]),
+    [
+      ['m/replies/ops/1/kiosk-1', 'ERR_RETAINED'],
+      ['m/replies/ops/2/kiosk-1', 'ERR_RETAINED'],
+    ],
+  );
+  t.deepEqual(r.unanswered, [{ command: 'restart', code: 'ERR_RETAINED' }]);
+  for (const [, payload] of r.replies) t.true(contract.validateReply(payload).ok);
+  await r.send('restart', {}, { retain: false });
+  t.deepEqual(r.ran, ['restart'], 'the same request not retained runs');
+});
+
+test('router: a reply address outside <prefix>/replies/<requester>/<token> is not used and the request does not run', async (t) => {
+  const r = routerRig();
+  await r.send('restart', {}, { properties: { responseTopic: 'm/kiosk-1/config/desired' } });
+  await r.send('restart', { replyTo: 'm/kiosk-1/config/desired' });
+  t.deepEqual(r.ran, []);
+  t.deepEqual(r.replies, []);
+  t.deepEqual(r.unanswered, [
+    { command: 'restart', code: 'ERR_REPLY_TOPIC_NOT_ALLOWED' },
+    { command: 'restart', code: 'ERR_REPLY_TOPIC_NOT_ALLOWED' },
+  ]);
+});
+
+test('router: a reused id is replayed only for the same request; anything else is ERR_DUPLICATE_ID', async (t) => {
+  let now = 0;
+  const r = routerRig(() => now);
+  const props = { properties: { responseTopic: 'm/replies/ops/a' } };
+  await r.send('ping', { id: 'x' }, props);
+  await r.send('ping', { id: 'x' }, props);
+  t.deepEqual(r.ran, ['ping'], 'the same request again is answered from memory');
+  await r.send('restart', { id: 'x' }, props);
+  await r.send('ping', { id: 'x', args: {} }, props);
+  await r.send('ping', { id: 'x' }, props, 'm/all/cmd/ping');
+  t.deepEqual(r.ran, ['ping'], 'another command, payload or topic under the same id never runs');
+  t.deepEqual(
+    r.replies.map(([, p]) => (p.ok ? 'ok' : p.error.code)),
+    ['ok', 'ok', 'ERR_DUPLICATE_ID', 'ERR_DUPLICATE_ID', 'ERR_DUPLICATE_ID'],
+  );
+  t.like(r.replies[2]?.[1], { id: 'x', command: 'restart', ok: false });
+  // The same id to another reply address is another request.
+  await r.send('restart', { id: 'x' }, { properties: { responseTopic: 'm/replies/ops/b' } });
+  t.deepEqual(r.ran, ['ping', 'restart']);
+  // After the replay window the id is free again.
+  now += 11 * 60_000;
+  await r.send('restart', { id: 'x' }, props);
+  t.deepEqual(r.ran, ['ping', 'restart', 'restart']);
+});
+
+test("router: the request's Message Expiry and Correlation Data travel with the reply target", async (t) => {
+  const r = routerRig(() => 1_000_000);
+  await r.send(
+    'ping',
+    {},
+    { properties: { responseTopic: 'm/replies/ops/e', messageExpiryInterval: 30, correlationData: Buffer.from('c') } },
+  );
+  t.deepEqual(r.replies[0]?.[0], {
+    topic: 'm/replies/ops/e/kiosk-1',
+    correlationData: Buffer.from('c'),
+    expiresAt: 1_030_000,
+  });
+});
+
+test("contract: every reply is checked against its command's result schema", (t) => {
+  const ok = (command: string, result: unknown) =>
+    contract.validateReply({ device: 'd', command, ok: true, result }).ok;
+  t.true(ok('ping', { pong: true, device: 'd', session: 1, uptimeS: 0 }));
+  t.false(ok('ping', { pong: 'yes', device: 'd', session: 1, uptimeS: 0 }));
+  t.false(ok('ping', {}));
+  t.true(ok('decode.shared', { sharedDecode: true }));
+  t.false(ok('decode.shared', { sharedDecode: 1 }));
+  t.true(ok('restart', { restarting: true, inMs: 500 }));
+  t.false(ok('restart', { rebooting: true, inMs: 500 }));
+  t.false(ok('logs.get', { lines: 'all' }));
+  t.true(
+    contract.validateReply({ device: 'd', command: 'ping', ok: false, error: { code: 'ERR_X', message: 'm' } }).ok,
+  );
+  // A command outside the contract can only fail.
+  t.true(
+    contract.validateReply({ device: 'd', command: 'nope', ok: false, error: { code: 'ERR_X', message: 'm' } }).ok,
+  );
+});
+
+test('contract: a document whose command and reply lists differ is refused', (t) => {
+  const dir = scratchDir(t);
+  const text = readFileSync(CONTRACT_PATH, 'utf8');
+  const drifted = text.replace(/\n {6}ping:\n {8}\$ref: "#\/components\/messages\/ReplyPing"/, '');
+  t.not(drifted, text);
+  writeFileSync(join(dir, 'asyncapi.yaml'), drifted);
+  t.throws(() => contractLoad(join(dir, 'asyncapi.yaml')), { message: /ping has no reply message/ });
 });

@@ -6,38 +6,33 @@ import { type ContractSchemaName, contractLoad } from '../src/mqtt/contract.ts';
 import { DESIRED_FILE } from '../src/mqtt/desired-store.ts';
 import type { DecodeStatus } from '../src/native/addon.ts';
 import type { ExtensionDefinition } from '../src/supervisor/extension.ts';
+import { assertEveryMessageValid } from './helpers/contract-check.ts';
 import { FleetClient, mosquittoStart, type Received, sleep, tlsFiles } from './helpers/mosquitto.ts';
 import { deviceStart } from './helpers/mqtt-device.ts';
 
 const contract = contractLoad();
 
-const SCHEMA_BY_SUFFIX: Array<[RegExp, ContractSchemaName]> = [
-  [/\/state$/, 'State'],
-  [/\/status$/, 'Status'],
-  [/\/telemetry$/, 'Telemetry'],
-  [/\/events$/, 'Event'],
-  [/\/config\/reported$/, 'ReportedConfig'],
-  [/^replies\//, 'CommandReply'],
-];
-
-/** Every message the device published that this client saw validates against the AsyncAPI schemas. */
-function assertAllValid(t: ExecutionContext, fleet: FleetClient): void {
-  let checked = 0;
-  for (const m of fleet.received) {
-    const schema = SCHEMA_BY_SUFFIX.find(([re]) => re.test(m.topic))?.[1];
-    if (!schema) continue;
-    const result = contract.validate(schema, m.json);
-    t.true(result.ok, `${m.topic} ${m.text.slice(0, 300)}: ${JSON.stringify(result)}`);
-    checked++;
-  }
-  t.true(checked > 0, 'some device messages were checked');
+/**
+ * Every message the device published that this client saw validates against the AsyncAPI
+ * schemas (replies against their command's result schema), and each kind named in `expect` was
+ * among them.
+ */
+function assertAllValid(
+  t: ExecutionContext,
+  fleet: FleetClient,
+  expect: readonly ContractSchemaName[] = ['State', 'Status'],
+): void {
+  assertEveryMessageValid(t, fleet.received, { expect });
 }
 
 async function fleetFor(t: ExecutionContext, url: string, options = {}): Promise<FleetClient> {
   const fleet = await FleetClient.connect(t, url, options);
-  await fleet.subscribe('multihead/#', 'replies/#');
+  await fleet.subscribe('multihead/#');
   return fleet;
 }
+
+/** A reply address of the fleet's (`<prefix>/replies/<requester>/<token>`). */
+const replyAddress = (token: string = randomUUID()): string => `multihead/replies/fleet/${token}`;
 
 /** Sends a v5 request with Response Topic and Correlation Data; resolves to the reply. */
 async function requestV5(
@@ -46,12 +41,13 @@ async function requestV5(
   payload: string | Buffer,
 ): Promise<{ reply: Received; correlation: string; replyTopic: string }> {
   const correlation = randomUUID();
-  const replyTopic = `replies/${randomUUID()}`;
+  const address = replyAddress();
   await fleet.publish(topic, payload, {
-    properties: { responseTopic: replyTopic, correlationData: Buffer.from(correlation) },
+    properties: { responseTopic: address, correlationData: Buffer.from(correlation) },
   });
-  const reply = await fleet.next((m) => m.topic === replyTopic, 5000, `reply on ${replyTopic}`);
-  return { reply, correlation, replyTopic };
+  // The device answers on the address plus its id.
+  const reply = await fleet.next((m) => m.topic.startsWith(`${address}/`), 5000, `reply under ${address}`);
+  return { reply, correlation, replyTopic: reply.topic };
 }
 
 const online = (m: Received, root = 'multihead/dev-1') =>
@@ -140,12 +136,12 @@ test('v3.1.1 clients put replyTo and id in the payload', async (t) => {
   const broker = await mosquittoStart(t);
   await deviceStart(t, { url: broker.url });
   const v3 = await FleetClient.connect(t, broker.url, { protocolVersion: 4 });
-  await v3.subscribe('replies/#', 'multihead/dev-1/state');
+  await v3.subscribe('multihead/replies/#', 'multihead/dev-1/state');
   await v3.next((m) => online(m));
-  await v3.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: 'req-17', replyTo: 'replies/v3' }));
-  const reply = await v3.next((m) => m.topic === 'replies/v3');
+  await v3.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: 'req-17', replyTo: replyAddress('v3') }));
+  const reply = await v3.next((m) => m.topic === `${replyAddress('v3')}/dev-1`);
   t.like(reply.json, { id: 'req-17', device: 'dev-1', command: 'ping', ok: true });
-  t.true(contract.validate('CommandReply', reply.json).ok);
+  t.true(contract.validateReply(reply.json).ok);
 });
 
 test('group and all addressing: only members of the group answer; everyone answers all', async (t) => {
@@ -156,24 +152,23 @@ test('group and all addressing: only members of the group answer; everyone answe
   await fleet.next((m) => online(m, 'multihead/lobby-1'));
   await fleet.next((m) => online(m, 'multihead/cafe-1'));
 
-  await fleet.publish('multihead/group/lobby/cmd/ping', JSON.stringify({ id: 'g', replyTo: 'replies/group' }));
-  await fleet.next((m) => m.topic === 'replies/group');
-  await fleet.publish('multihead/all/cmd/ping', JSON.stringify({ id: 'a', replyTo: 'replies/all' }));
-  await fleet.next((m) => m.topic === 'replies/all' && (m.json as { device: string }).device === 'lobby-1');
-  await fleet.next((m) => m.topic === 'replies/all' && (m.json as { device: string }).device === 'cafe-1');
-  await sleep(300);
-  t.deepEqual(
-    fleet.on('replies/group').map((m) => (m.json as { device: string }).device),
-    ['lobby-1'],
-  );
-  t.deepEqual(
-    fleet
-      .on('replies/all')
+  const group = replyAddress('group');
+  const all = replyAddress('all');
+  const devicesUnder = (address: string) =>
+    fleet.received
+      .filter((m) => m.topic.startsWith(`${address}/`))
       .map((m) => (m.json as { device: string }).device)
-      .sort(),
-    ['cafe-1', 'lobby-1'],
-  );
-  assertAllValid(t, fleet);
+      .sort();
+  await fleet.publish('multihead/group/lobby/cmd/ping', JSON.stringify({ id: 'g', replyTo: group }));
+  await fleet.next((m) => m.topic === `${group}/lobby-1`);
+  await fleet.publish('multihead/all/cmd/ping', JSON.stringify({ id: 'a', replyTo: all }));
+  // One reply topic per device: the address plus the device id.
+  await fleet.next((m) => m.topic === `${all}/lobby-1` && (m.json as { device: string }).device === 'lobby-1');
+  await fleet.next((m) => m.topic === `${all}/cafe-1` && (m.json as { device: string }).device === 'cafe-1');
+  await sleep(300);
+  t.deepEqual(devicesUnder(group), ['lobby-1']);
+  t.deepEqual(devicesUnder(all), ['cafe-1', 'lobby-1']);
+  assertAllValid(t, fleet, ['State', 'CommandReply']);
 });
 
 test('bad requests each get exactly one coded error reply', async (t) => {
@@ -193,7 +188,8 @@ test('bad requests each get exactly one coded error reply', async (t) => {
     ['play', '{"args": {"source": "/media/a.mp4"}}', 'ERR_NOT_AVAILABLE', /play is part of the contract/],
     ['identify', '{}', 'ERR_NOT_AVAILABLE', /nothing on this device offers it/],
     ['ping', `{"args": ${'['.repeat(40)}${']'.repeat(40)}}`, 'ERR_TOO_DEEP', /deeper than 32/],
-    ['ping', Buffer.alloc(300 * 1024, 0x20), 'ERR_PAYLOAD_TOO_LARGE', /limit is 262144/],
+    // Over the payload limit but within the packet limit (300 KiB), so the broker still delivers it.
+    ['ping', Buffer.alloc(270 * 1024, 0x20), 'ERR_PAYLOAD_TOO_LARGE', /limit is 262144/],
   ];
   for (const [command, payload, code, message] of cases) {
     const { reply, replyTopic } = await requestV5(fleet, `multihead/dev-1/cmd/${command}`, payload);
@@ -217,7 +213,40 @@ test('a request without any reply address is reported on events', async (t) => {
     (m) => m.topic === 'multihead/dev-1/events' && (m.json as { type: string }).type === 'command.unanswered',
   );
   t.like(event.json, { severity: 'warn', details: { command: 'ping', code: 'ERR_BAD_JSON' } });
-  assertAllValid(t, fleet);
+  assertAllValid(t, fleet, ['State', 'Event']);
+});
+
+test('a reply address outside <prefix>/replies/<requester>/<token> is never used and the request never runs', async (t) => {
+  const broker = await mosquittoStart(t);
+  const device = await deviceStart(t, { url: broker.url });
+  const fleet = await fleetFor(t, broker.url);
+  await fleet.subscribe('elsewhere/#');
+  await fleet.next((m) => online(m));
+  const addresses = [
+    'multihead/dev-1/config/desired',
+    'multihead/other/cmd/restart',
+    'multihead/replies/fleet',
+    'multihead/replies/fleet/a/b',
+    'multihead/replies//x',
+    'elsewhere/replies/fleet/x',
+  ];
+  const unanswered = () =>
+    fleet.on('multihead/dev-1/events').filter((e) => (e.json as { type: string }).type === 'command.unanswered');
+  const nthUnanswered = (n: number, what: string) => fleet.next(() => unanswered().length >= n, 5000, what);
+  for (const [i, address] of addresses.entries()) {
+    await fleet.publish('multihead/dev-1/cmd/restart', '{}', { properties: { responseTopic: address } });
+    await nthUnanswered(i + 1, `command.unanswered for ${address}`);
+    t.like(unanswered()[i]?.json, { details: { command: 'restart', code: 'ERR_REPLY_TOPIC_NOT_ALLOWED' } });
+  }
+  // 3.1.1 replyTo: the same rule.
+  await fleet.publish('multihead/dev-1/cmd/restart', JSON.stringify({ replyTo: 'multihead/dev-1/config/desired' }));
+  await nthUnanswered(addresses.length + 1, 'command.unanswered for replyTo');
+  await requestV5(fleet, 'multihead/dev-1/cmd/ping', '{}');
+  t.is(device.restarts.length, 0, 'no restart ran');
+  for (const address of addresses) t.is(fleet.on(address).length, 0, `nothing published on ${address}`);
+  t.false(fleet.received.some((m) => m.topic.startsWith('elsewhere/')));
+  t.false(fleet.received.some((m) => m.topic === 'multihead/dev-1/config/desired'));
+  assertAllValid(t, fleet, ['State', 'Event', 'CommandReply']);
 });
 
 test('config.get masks secrets, logs.get filters by level, restart acts through its injected runner, reboot writes its request file', async (t) => {
@@ -582,7 +611,7 @@ test('bus events reach the events topic: decoder failures and error log lines', 
 test('the rate limit answers a flood with ERR_RATE_LIMITED and a replayed id is answered without running again', async (t) => {
   const broker = await mosquittoStart(t);
   const calls: Array<[string, unknown]> = [];
-  await deviceStart(t, {
+  const device = await deviceStart(t, {
     url: broker.url,
     before: [fakePlayback(calls)],
     deps: { rate: { burst: 3, perSecond: 0.5 } },
@@ -590,23 +619,39 @@ test('the rate limit answers a flood with ERR_RATE_LIMITED and a replayed id is 
   const fleet = await fleetFor(t, broker.url);
   await fleet.next((m) => online(m));
   for (let i = 0; i < 6; i++) {
-    await fleet.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: `p${i}`, replyTo: 'replies/flood' }));
+    await fleet.publish('multihead/dev-1/cmd/ping', JSON.stringify({ id: `p${i}`, replyTo: replyAddress('flood') }));
   }
+  const flooded = `${replyAddress('flood')}/dev-1`;
   const replies = async () => {
-    for (let i = 0; i < 50 && fleet.on('replies/flood').length < 6; i++) await sleep(20);
-    return fleet.on('replies/flood').map((m) => m.json as { ok: boolean; error?: { code: string } });
+    for (let i = 0; i < 50 && fleet.on(flooded).length < 6; i++) await sleep(20);
+    return fleet.on(flooded).map((m) => m.json as { ok: boolean; error?: { code: string } });
   };
   const flood = await replies();
   t.is(flood.filter((r) => r.ok).length, 3);
   t.true(flood.filter((r) => !r.ok).every((r) => r.error?.code === 'ERR_RATE_LIMITED'));
 
-  const request = JSON.stringify({ id: 'once', replyTo: 'replies/replay', args: { on: false } });
+  const request = JSON.stringify({ id: 'once', replyTo: replyAddress('replay'), args: { on: false } });
+  const replayed = `${replyAddress('replay')}/dev-1`;
   await fleet.publish('multihead/dev-1/cmd/decode.shared', request);
   await fleet.publish('multihead/dev-1/cmd/decode.shared', request);
-  for (let i = 0; i < 50 && fleet.on('replies/replay').length < 2; i++) await sleep(20);
-  t.is(fleet.on('replies/replay').length, 2);
-  t.deepEqual(fleet.on('replies/replay')[0]?.json, fleet.on('replies/replay')[1]?.json);
+  for (let i = 0; i < 50 && fleet.on(replayed).length < 2; i++) await sleep(20);
+  t.is(fleet.on(replayed).length, 2);
+  t.deepEqual(fleet.on(replayed)[0]?.json, fleet.on(replayed)[1]?.json);
   t.is(calls.length, 1, 'the command ran once');
+
+  // The same id to the same address with anything else (arguments, command) is not that request.
+  await fleet.publish(
+    'multihead/dev-1/cmd/decode.shared',
+    JSON.stringify({ id: 'once', replyTo: replyAddress('replay'), args: { on: true } }),
+  );
+  await fleet.publish('multihead/dev-1/cmd/restart', JSON.stringify({ id: 'once', replyTo: replyAddress('replay') }));
+  for (let i = 0; i < 50 && fleet.on(replayed).length < 4; i++) await sleep(20);
+  t.deepEqual(
+    fleet.on(replayed).map((m) => (m.json as { error?: { code: string } }).error?.code),
+    [undefined, undefined, 'ERR_DUPLICATE_ID', 'ERR_DUPLICATE_ID'],
+  );
+  t.is(calls.length, 1, 'neither ran');
+  t.is(device.restarts.length, 0);
 });
 
 test('a redelivered request that arrives while the first copy still runs is run once and answered twice', async (t) => {
@@ -638,12 +683,13 @@ test('a redelivered request that arrives while the first copy still runs is run 
   await deviceStart(t, { url: broker.url, before: [slow] });
   const fleet = await fleetFor(t, broker.url);
   await fleet.next((m) => online(m));
-  const request = JSON.stringify({ id: 'twice', replyTo: 'replies/slow', args: { max: 3 } });
+  const request = JSON.stringify({ id: 'twice', replyTo: replyAddress('slow'), args: { max: 3 } });
+  const slowReplies = `${replyAddress('slow')}/dev-1`;
   await fleet.publish('multihead/dev-1/cmd/decode.maxDecoders', request);
   await fleet.publish('multihead/dev-1/cmd/decode.maxDecoders', request);
-  for (let i = 0; i < 100 && fleet.on('replies/slow').length < 2; i++) await sleep(20);
-  t.is(fleet.on('replies/slow').length, 2, 'both copies answered');
-  t.deepEqual(fleet.on('replies/slow')[0]?.json, fleet.on('replies/slow')[1]?.json);
-  t.like(fleet.on('replies/slow')[0]?.json, { id: 'twice', ok: true, result: { maxDecoders: 3 } });
+  for (let i = 0; i < 100 && fleet.on(slowReplies).length < 2; i++) await sleep(20);
+  t.is(fleet.on(slowReplies).length, 2, 'both copies answered');
+  t.deepEqual(fleet.on(slowReplies)[0]?.json, fleet.on(slowReplies)[1]?.json);
+  t.like(fleet.on(slowReplies)[0]?.json, { id: 'twice', ok: true, result: { maxDecoders: 3 } });
   t.is(runs, 1, 'run once');
 });

@@ -5,9 +5,9 @@ import { builtinCommandsRegister } from '../mqtt/builtin-commands.ts';
 import { CommandRouter, type ReplyPayload, type ReplyTarget } from '../mqtt/command-router.ts';
 import { type Backoff, brokerName, MqttConnection, type PublishOptions } from '../mqtt/connection.ts';
 import { type Contract, contractLoad } from '../mqtt/contract.ts';
-import { DesiredConfig, type ReportedConfig } from '../mqtt/desired-config.ts';
+import { DesiredConfig, DesiredQueue, type ReportedConfig, reportEvent } from '../mqtt/desired-config.ts';
 import { type DeviceEvent, eventSourcesAttach } from '../mqtt/events.ts';
-import { RateLimiter } from '../mqtt/rate-limit.ts';
+import { RateLimiter } from '../rate-limit.ts';
 import { runDirFromEnv } from '../mqtt/reboot-request.ts';
 import { sessionNext } from '../mqtt/session-counter.ts';
 import { TelemetrySampler } from '../mqtt/telemetry.ts';
@@ -84,7 +84,6 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
   let session = 0;
   let telemetryTimer: NodeJS.Timeout | undefined;
   let statusTimer: NodeJS.Timeout | undefined;
-  let desiredChain: Promise<void> = Promise.resolve();
   const offline = {
     events: [] as string[],
     telemetry: [] as string[],
@@ -110,6 +109,9 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
     commands,
     bus,
     logger,
+    // A desired config that changes connectivity is tried in a fresh start (src/mqtt/desired-trial.ts).
+    restart: deps.restart,
+    restartDelayMs: deps.graceMs,
     localAppliers: {
       'mqtt.telemetryIntervalS': async (seconds) => {
         telemetrySchedule(seconds as number);
@@ -189,10 +191,20 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
         error: { code: 'ERR_INTERNAL', message: `reply could not be encoded: ${(error as Error).message}` },
       });
     }
-    const options = target.correlationData ? { properties: { correlationData: target.correlationData } } : {};
-    if (!connection?.publish(target.topic, text, { qos: 1, ...options })) {
-      bounded(offline.replies, [target, text], OFFLINE_REPLIES);
+    if (!replyPublish(target, text)) bounded(offline.replies, [target, text], OFFLINE_REPLIES);
+  };
+  /** A reply outlives its request by nothing: it carries what is left of the request's expiry, and is dropped once that is gone. */
+  const replyPublish = (target: ReplyTarget, text: string): boolean => {
+    const leftS = target.expiresAt === undefined ? undefined : Math.ceil((target.expiresAt - Date.now()) / 1000);
+    if (leftS !== undefined && leftS <= 0) {
+      logger.info({ topic: target.topic }, `reply to ${target.topic} dropped: its request expired`);
+      return true;
     }
+    const properties = {
+      ...(target.correlationData ? { correlationData: target.correlationData } : {}),
+      ...(leftS !== undefined ? { messageExpiryInterval: leftS } : {}),
+    };
+    return connection?.publish(target.topic, text, { qos: 1, properties }) ?? false;
   };
 
   const jobOptions: PublishOptions = { qos: 1, retain: true, properties: { messageExpiryInterval: JOB_RETAIN_S } };
@@ -211,6 +223,7 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
     contract,
     commands,
     deviceId: config.device.id,
+    prefix: config.mqtt.prefix,
     logger,
     rate: deps.rate,
     reply: replySend,
@@ -219,31 +232,18 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
         type: 'command.unanswered',
         severity: 'warn',
         at: new Date().toISOString(),
-        message: `${command} from ${from} has no reply address (MQTT v5 Response Topic or "replyTo"): ${error.code} ${error.message}`,
+        message: `${command} from ${from} has no usable reply address (MQTT v5 Response Topic or "replyTo" under ${config.mqtt.prefix}/replies/): ${error.code} ${error.message}`,
         details: { command, topic: from, code: error.code },
       }),
   });
 
-  const desiredHandle = (payload: Buffer): void => {
-    desiredChain = desiredChain
-      .then(async () => {
-        const report = await desired.handle(payload);
-        reportedPublish(report);
-        eventSend({
-          type: report.outcome === 'applied' ? 'config.applied' : 'config.rejected',
-          severity: report.outcome === 'applied' ? 'info' : 'warn',
-          at: report.at,
-          message:
-            report.outcome === 'applied'
-              ? `desired config version ${report.version} applied`
-              : `desired config${report.version === null ? '' : ` version ${report.version}`} rejected: ${report.errors.map((e) => e.message).join('; ')}`,
-          details: { version: report.version, appliedVersion: report.appliedVersion },
-        });
-      })
-      .catch((error: unknown) =>
-        logger.error({ err: error }, `desired config handling failed: ${(error as Error).message}`),
-      );
-  };
+  // Bounded: of the messages waiting, only the newest is handled.
+  const desiredQueue = new DesiredQueue(async (payload) => {
+    const report = await desired.handle(payload);
+    reportedPublish(report);
+    eventSend(reportEvent(report));
+  }, logger);
+  const desiredHandle = (payload: Buffer): void => desiredQueue.push(payload);
 
   const onConnect = (): void => {
     // Birth, then everything retained, then what waited: a consumer that sees `online`
@@ -255,12 +255,7 @@ export function mqttCreate(context: ExtensionContext, overrides: Partial<MqttDep
     offline.jobs.clear();
     for (const text of offline.events.splice(0)) connection?.publish(topics.events, text, { qos: 1 });
     for (const text of offline.telemetry.splice(0)) connection?.publish(topics.telemetry, text, { qos: 0 });
-    for (const [target, text] of offline.replies.splice(0)) {
-      connection?.publish(target.topic, text, {
-        qos: 1,
-        ...(target.correlationData ? { properties: { correlationData: target.correlationData } } : {}),
-      });
-    }
+    for (const [target, text] of offline.replies.splice(0)) replyPublish(target, text);
     if (eventsDropped > 0) {
       logger.warn({ dropped: eventsDropped }, `${eventsDropped} event(s) dropped by the events rate limit`);
       eventsDropped = 0;

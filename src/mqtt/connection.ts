@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { connect, type IClientOptions, type IPublishPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import type { Logger } from '../log/logger.ts';
+import { redactText } from '../log/redact.ts';
+import { PAYLOAD_LIMITS } from './payload.ts';
+import type { Subscription } from './topics.ts';
 
 export interface BrokerSettings {
   readonly url: string;
@@ -30,7 +33,7 @@ export interface ConnectionDeps {
   readonly backoff: Backoff;
   /** MQTT v5 session expiry: how long the broker keeps subscriptions and queued QoS 1 requests while we are away. */
   readonly sessionExpiryS: number;
-  readonly subscriptions: readonly string[];
+  readonly subscriptions: readonly Subscription[];
   /** Called before every connection attempt; the will it returns goes into that CONNECT. */
   readonly beforeConnect: () => LastWill;
   readonly onConnect: (sessionPresent: boolean) => void;
@@ -97,7 +100,12 @@ export class MqttConnection {
       protocolVersion: 5,
       // A persistent session: requests sent during a short outage are delivered on return.
       clean: false,
-      properties: { sessionExpiryInterval: this.#deps.sessionExpiryS },
+      properties: {
+        sessionExpiryInterval: this.#deps.sessionExpiryS,
+        // The broker drops a bigger message for us instead of sending it: a flood is refused by
+        // the protocol, before any of it is in our memory.
+        maximumPacketSize: PAYLOAD_LIMITS.packetBytes,
+      },
       keepalive: 30,
       connectTimeout: 10_000,
       // Reconnecting is ours (jittered backoff, fresh will per attempt).
@@ -124,19 +132,15 @@ export class MqttConnection {
         { broker: brokerName(broker.url), sessionPresent: connack.sessionPresent },
         `connected to MQTT broker ${brokerName(broker.url)}`,
       );
-      client.subscribe(
-        this.#deps.subscriptions.map((topic) => topic),
-        { qos: 1 },
-        (error, granted) => {
-          if (error) {
-            logger.error({ err: error }, `MQTT subscribe failed: ${error.message}`);
-            return;
-          }
-          for (const g of granted ?? []) {
-            if (g.qos === 128) logger.error({ topic: g.topic }, `broker refused subscription to ${g.topic} (ACL?)`);
-          }
-        },
-      );
+      client.subscribe(subscriptionMap(this.#deps.subscriptions), (error, granted) => {
+        if (error) {
+          logger.error({ err: error }, `MQTT subscribe failed: ${error.message}`);
+          return;
+        }
+        for (const g of granted ?? []) {
+          if (g.qos === 128) logger.error({ topic: g.topic }, `broker refused subscription to ${g.topic} (ACL?)`);
+        }
+      });
       this.#deps.onConnect(connack.sessionPresent);
     });
     client.on('message', (topic, payload, packet) => this.#deps.onMessage(topic, payload, packet));
@@ -179,7 +183,8 @@ export class MqttConnection {
     if (!client || !this.#connected) return false;
     client.publish(
       topic,
-      payload,
+      // The last net for every message (replies quote sources too): one redaction for logs, MQTT and HTTP.
+      redactText(payload),
       {
         qos: options.qos ?? 1,
         retain: options.retain ?? false,
@@ -221,6 +226,16 @@ export class MqttConnection {
   socketDestroy(): void {
     this.#client?.stream.destroy();
   }
+}
+
+/** MQTT v5 subscription options per topic (see Subscription.commands). */
+export function subscriptionMap(subscriptions: readonly Subscription[]): ISubscriptionMap {
+  return Object.fromEntries(
+    subscriptions.map(({ topic, commands }) => [
+      topic,
+      commands ? { qos: 1 as const, rh: 2, rap: true } : { qos: 1 as const, rh: 0, rap: false },
+    ]),
+  );
 }
 
 function willPacket(will: LastWill): IClientOptions['will'] {

@@ -31,6 +31,11 @@ export interface Contract {
   validate(schema: ContractSchemaName, value: unknown): Validation;
   /** Checks a request for `command` (envelope and arguments); undefined when the contract has no such command. */
   validateCommand(command: string, value: unknown): Validation | undefined;
+  /**
+   * Checks a reply: the CommandReply envelope, and for a command of the contract its result
+   * schema (the `reply` channel's message of that name).
+   */
+  validateReply(value: unknown): Validation;
 }
 
 const SCHEMAS_REF = '#/components/schemas/';
@@ -62,14 +67,25 @@ export function contractLoad(path: string = CONTRACT_PATH): Contract {
     return fn;
   };
 
-  const commandMessages = doc.channels?.command?.messages ?? {};
-  const commandValidators = new Map<string, ValidateFunction>();
-  for (const [command, ref] of Object.entries(commandMessages)) {
-    const target = ref.$ref?.startsWith(MESSAGES_REF) ? ref.$ref.slice(MESSAGES_REF.length) : undefined;
-    const payload = target === undefined ? undefined : doc.components?.messages?.[target]?.payload;
-    if (!payload) throw new Error(`${path}: command ${command} has no message payload`);
-    commandValidators.set(command, ajv.compile(refsRewrite(payload, `${DOC_ID}#/$defs/`) as object));
-  }
+  const compileMessages = (channel: 'command' | 'reply'): Map<string, ValidateFunction> => {
+    const validators = new Map<string, ValidateFunction>();
+    for (const [command, ref] of Object.entries(doc.channels?.[channel]?.messages ?? {})) {
+      const target = ref.$ref?.startsWith(MESSAGES_REF) ? ref.$ref.slice(MESSAGES_REF.length) : undefined;
+      const payload = target === undefined ? undefined : doc.components?.messages?.[target]?.payload;
+      if (!payload) throw new Error(`${path}: ${channel} ${command} has no message payload`);
+      validators.set(command, ajv.compile(refsRewrite(payload, `${DOC_ID}#/$defs/`) as object));
+    }
+    return validators;
+  };
+  const commandValidators = compileMessages('command');
+  const replyValidators = compileMessages('reply');
+  // Every command has a typed reply and every typed reply a command: the lists cannot drift apart.
+  const unpaired = [
+    ...[...commandValidators.keys()].filter((c) => !replyValidators.has(c)).map((c) => `${c} has no reply message`),
+    ...[...replyValidators.keys()].filter((c) => !commandValidators.has(c)).map((c) => `reply ${c} has no command`),
+  ];
+  if (unpaired.length > 0)
+    throw new Error(`${path}: channels.command and channels.reply differ: ${unpaired.join('; ')}`);
 
   const run = (fn: ValidateFunction, value: unknown): Validation =>
     fn(value) ? { ok: true } : { ok: false, problems: problemsOf(fn.errors ?? []) };
@@ -80,6 +96,11 @@ export function contractLoad(path: string = CONTRACT_PATH): Contract {
     validateCommand(command, value) {
       const fn = commandValidators.get(command);
       return fn ? run(fn, value) : undefined;
+    },
+    validateReply(value) {
+      const command = (value as { command?: unknown } | null)?.command;
+      const fn = typeof command === 'string' ? replyValidators.get(command) : undefined;
+      return run(fn ?? named('CommandReply'), value);
     },
   };
 }
@@ -120,7 +141,7 @@ function refsRewrite(node: unknown, base: string): unknown {
 }
 
 interface AsyncApiDocument {
-  channels?: { command?: { messages?: Record<string, { $ref?: string }> } };
+  channels?: Record<'command' | 'reply', { messages?: Record<string, { $ref?: string }> } | undefined>;
   components?: {
     schemas?: Record<string, unknown>;
     messages?: Record<string, { payload?: unknown }>;

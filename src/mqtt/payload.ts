@@ -4,6 +4,11 @@ export const PAYLOAD_LIMITS = {
   commandBytes: 256 * 1024,
   /** A desired configuration document. */
   desiredBytes: 256 * 1024,
+  /**
+   * The largest MQTT packet the device accepts (CONNECT Maximum Packet Size): room for the
+   * largest payload plus topic and properties. The broker does not send anything bigger.
+   */
+  packetBytes: 300 * 1024,
   /** Nesting of objects and arrays; the contract's deepest payload is about 6. */
   depth: 32,
 } as const;

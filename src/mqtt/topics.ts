@@ -10,11 +10,25 @@ export interface DeviceTopics {
   /** Job documents (content sync): `<root>/jobs/<jobId>`. */
   readonly job: (jobId: string) => string;
   /** What the device subscribes to. */
-  readonly subscriptions: readonly string[];
+  readonly subscriptions: readonly Subscription[];
 }
+
+export interface Subscription {
+  readonly topic: string;
+  /**
+   * Command topics: the broker must not hand out retained messages on subscribe (MQTT v5
+   * Retain Handling 2), and must keep the retain flag of live ones (Retain As Published) so the
+   * router can refuse them. A retained command would otherwise run on every reconnect and start.
+   */
+  readonly commands: boolean;
+}
+
+/** Contract levels directly under the prefix that are not device ids. */
+export const RESERVED_LEVELS = ['all', 'group', 'replies'] as const;
 
 export function deviceTopics(prefix: string, deviceId: string, groups: readonly string[]): DeviceTopics {
   const root = `${prefix}/${deviceId}`;
+  const command = (topic: string): Subscription => ({ topic, commands: true });
   return {
     root,
     state: `${root}/state`,
@@ -25,10 +39,10 @@ export function deviceTopics(prefix: string, deviceId: string, groups: readonly 
     reported: `${root}/config/reported`,
     job: (jobId) => `${root}/jobs/${jobId}`,
     subscriptions: [
-      `${root}/cmd/+`,
-      `${root}/config/desired`,
-      `${prefix}/all/cmd/+`,
-      ...groups.map((group) => `${prefix}/group/${group}/cmd/+`),
+      command(`${root}/cmd/+`),
+      { topic: `${root}/config/desired`, commands: false },
+      command(`${prefix}/all/cmd/+`),
+      ...groups.map((group) => command(`${prefix}/group/${group}/cmd/+`)),
     ],
   };
 }
@@ -56,4 +70,37 @@ export function topicParse(topic: string, prefix: string, deviceId: string, grou
     return { kind: 'command', command: rest[3] as string, scope: { group: rest[1] as string } };
   }
   return { kind: 'other' };
+}
+
+/** Longest reply address a requester may give (the device adds `/<deviceId>`). */
+const REPLY_ADDRESS_MAX = 256;
+/** One topic level of a reply address: not empty, no wildcard, no NUL (which MQTT forbids). */
+const levelValid = (level: string): boolean =>
+  level.length > 0 && level.length <= 128 && !/[/+#]/.test(level) && !level.includes(String.fromCharCode(0));
+
+export type ReplyAddress = { ok: true; topic: string } | { ok: false; message: string };
+
+/**
+ * Where the reply to a request with reply address `address` goes. Only
+ * `<prefix>/replies/<requester>/<token>` is accepted (exactly that depth, no wildcards, no
+ * empty level), and the device publishes on `<address>/<deviceId>`: replies never land on a
+ * device's own topics, and the broker ACL (`pattern write <prefix>/replies/+/+/%u`) lets a
+ * device's credentials write only replies that name that device.
+ */
+export function replyTopic(address: string, prefix: string, deviceId: string): ReplyAddress {
+  const expected = `${prefix}/replies/<requester>/<token>`;
+  if (address.length > REPLY_ADDRESS_MAX) {
+    return { ok: false, message: `reply address is ${address.length} characters; the limit is ${REPLY_ADDRESS_MAX}` };
+  }
+  if (!address.startsWith(`${prefix}/replies/`)) {
+    return { ok: false, message: `reply address ${JSON.stringify(address)} is not of the form ${expected}` };
+  }
+  const levels = address.slice(prefix.length + '/replies/'.length).split('/');
+  if (levels.length !== 2 || !levels.every(levelValid)) {
+    return {
+      ok: false,
+      message: `reply address ${JSON.stringify(address)} is not of the form ${expected} (two levels, no wildcards)`,
+    };
+  }
+  return { ok: true, topic: `${address}/${deviceId}` };
 }
