@@ -7,12 +7,12 @@ import { type Backoff, brokerName, MqttConnection, type PublishOptions } from '.
 import { type Contract, contractLoad } from '../mqtt/contract.ts';
 import { DesiredConfig, DesiredQueue, type ReportedConfig, reportEvent } from '../mqtt/desired-config.ts';
 import { type DeviceEvent, eventSourcesAttach } from '../mqtt/events.ts';
-import { RateLimiter } from '../rate-limit.ts';
 import { runDirFromEnv } from '../mqtt/reboot-request.ts';
 import { sessionNext } from '../mqtt/session-counter.ts';
 import { TelemetrySampler } from '../mqtt/telemetry.ts';
 import { deviceTopics, topicParse } from '../mqtt/topics.ts';
 import type { DecodeStatus } from '../native/addon.ts';
+import { RateLimiter } from '../rate-limit.ts';
 import { StatusTracker } from '../status/status.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 import { appVersion } from '../version.ts';

@@ -63,93 +63,109 @@ async function drained(t: Parameters<typeof HostileBox.start>[0], box: HostileBo
   t.like((await box.request('ping')).json as Reply, { ok: true });
 }
 
-test.serial('1 a retained command on the device, group and all topics is refused (ERR_RETAINED), never runs, and is not delivered again after a restart', async (t) => {
-  const { box, rebootRequested } = await boxWithRunDir(t);
-  const topics = [`multihead/${box.id}/cmd/reboot`, 'multihead/group/lobby/cmd/reboot', 'multihead/all/cmd/reboot'];
-  for (const [i, topic] of topics.entries()) {
-    await send(box, topic, { id: `retained-${i}` }, address(`retained-${i}`), { retain: true });
-    const reply = (await replyOn(box, address(`retained-${i}`), `the refusal of ${topic}`)).json as Reply;
-    t.like(reply, { id: `retained-${i}`, command: 'reboot', ok: false, error: { code: 'ERR_RETAINED' } });
-  }
-  t.false(rebootRequested(), 'no reboot was requested');
+test.serial(
+  '1 a retained command on the device, group and all topics is refused (ERR_RETAINED), never runs, and is not delivered again after a restart',
+  async (t) => {
+    const { box, rebootRequested } = await boxWithRunDir(t);
+    const topics = [`multihead/${box.id}/cmd/reboot`, 'multihead/group/lobby/cmd/reboot', 'multihead/all/cmd/reboot'];
+    for (const [i, topic] of topics.entries()) {
+      await send(box, topic, { id: `retained-${i}` }, address(`retained-${i}`), { retain: true });
+      const reply = (await replyOn(box, address(`retained-${i}`), `the refusal of ${topic}`)).json as Reply;
+      t.like(reply, { id: `retained-${i}`, command: 'reboot', ok: false, error: { code: 'ERR_RETAINED' } });
+    }
+    t.false(rebootRequested(), 'no reboot was requested');
 
-  // The broker still holds all three retained: a restarted box must not be handed them.
-  await box.stop();
-  await box.boot();
-  await drained(t, box);
-  for (const [i] of topics.entries()) {
-    t.is(repliesUnder(box, address(`retained-${i}`)).length, 1, `retained-${i} was answered once, before the restart`);
-  }
-  t.false(rebootRequested(), 'no reboot after the restart either');
-  const watcher = await FleetClient.connect(t, box.broker.url);
-  await watcher.subscribe(...topics);
-  await watcher.next((m) => m.topic === topics[2] && m.retain, 5000, 'the retained command still on the broker');
-});
+    // The broker still holds all three retained: a restarted box must not be handed them.
+    await box.stop();
+    await box.boot();
+    await drained(t, box);
+    for (const [i] of topics.entries()) {
+      t.is(
+        repliesUnder(box, address(`retained-${i}`)).length,
+        1,
+        `retained-${i} was answered once, before the restart`,
+      );
+    }
+    t.false(rebootRequested(), 'no reboot after the restart either');
+    const watcher = await FleetClient.connect(t, box.broker.url);
+    await watcher.subscribe(...topics);
+    await watcher.next((m) => m.topic === topics[2] && m.retain, 5000, 'the retained command still on the broker');
+  },
+);
 
-test.serial('1 a retained command without a reply address is reported as command.unanswered and never runs', async (t) => {
-  const box = await HostileBox.start(t);
-  await box.fleet.publish(`multihead/${box.id}/cmd/restart`, '', { retain: true });
-  await box.fleet.next(() => unanswered(box).length > 0, 10_000, 'command.unanswered');
-  t.like(unanswered(box)[0], { details: { command: 'restart', code: 'ERR_RETAINED' } });
-  await drained(t, box);
-  t.is(box.child?.exitCode, null, 'the box did not restart');
-  t.is(box.exits, 0);
-});
+test.serial(
+  '1 a retained command without a reply address is reported as command.unanswered and never runs',
+  async (t) => {
+    const box = await HostileBox.start(t);
+    await box.fleet.publish(`multihead/${box.id}/cmd/restart`, '', { retain: true });
+    await box.fleet.next(() => unanswered(box).length > 0, 10_000, 'command.unanswered');
+    t.like(unanswered(box)[0], { details: { command: 'restart', code: 'ERR_RETAINED' } });
+    await drained(t, box);
+    t.is(box.child?.exitCode, null, 'the box did not restart');
+    t.is(box.exits, 0);
+  },
+);
 
-test.serial("4 a reply address outside <prefix>/replies/ (the box's own config/desired) is never published to, and the request never runs", async (t) => {
-  const { box, rebootRequested } = await boxWithRunDir(t);
-  const desired = `multihead/${box.id}/config/desired`;
-  await send(box, `multihead/${box.id}/cmd/ping`, {}, desired);
-  await send(box, `multihead/${box.id}/cmd/reboot`, {}, 'multihead/other-box/cmd/restart');
-  await send(box, `multihead/${box.id}/cmd/reboot`, { replyTo: desired }, undefined);
-  await box.fleet.next(() => unanswered(box).length >= 3, 10_000, 'three command.unanswered events');
-  t.deepEqual(
-    unanswered(box).map((e) => e.details.code),
-    ['ERR_REPLY_TOPIC_NOT_ALLOWED', 'ERR_REPLY_TOPIC_NOT_ALLOWED', 'ERR_REPLY_TOPIC_NOT_ALLOWED'],
-  );
-  await drained(t, box);
-  t.deepEqual(box.fleet.on(desired), [], 'nothing was published on config/desired');
-  t.deepEqual(box.fleet.on('multihead/other-box/cmd/restart'), []);
-  t.false(rebootRequested());
-});
+test.serial(
+  "4 a reply address outside <prefix>/replies/ (the box's own config/desired) is never published to, and the request never runs",
+  async (t) => {
+    const { box, rebootRequested } = await boxWithRunDir(t);
+    const desired = `multihead/${box.id}/config/desired`;
+    await send(box, `multihead/${box.id}/cmd/ping`, {}, desired);
+    await send(box, `multihead/${box.id}/cmd/reboot`, {}, 'multihead/other-box/cmd/restart');
+    await send(box, `multihead/${box.id}/cmd/reboot`, { replyTo: desired }, undefined);
+    await box.fleet.next(() => unanswered(box).length >= 3, 10_000, 'three command.unanswered events');
+    t.deepEqual(
+      unanswered(box).map((e) => e.details.code),
+      ['ERR_REPLY_TOPIC_NOT_ALLOWED', 'ERR_REPLY_TOPIC_NOT_ALLOWED', 'ERR_REPLY_TOPIC_NOT_ALLOWED'],
+    );
+    await drained(t, box);
+    t.deepEqual(box.fleet.on(desired), [], 'nothing was published on config/desired');
+    t.deepEqual(box.fleet.on('multihead/other-box/cmd/restart'), []);
+    t.false(rebootRequested());
+  },
+);
 
-test.serial("4 through the documented ACL a stolen device credential cannot forge another device's reply", async (t) => {
-  const doc = readFileSync(new URL('../../docs/mqtt.md', import.meta.url), 'utf8');
-  const acl = /```\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf('## Broker ACL')))?.[1];
-  if (!acl) throw new Error('docs/mqtt.md: no ACL block under "## Broker ACL"');
-  const users = [
-    { username: 'kiosk-h', password: 'pw-kiosk' },
-    { username: 'fleet', password: 'pw-fleet' },
-  ];
-  const box = await HostileBox.start(t, {
-    broker: { users, acl },
-    fleetAuth: { username: 'fleet', password: 'pw-fleet' },
-    file: { mqtt: { username: 'kiosk-h', password: 'pw-kiosk' } },
-  });
-  // The box answers through the ACL.
-  t.like((await box.request('ping')).json as Reply, { ok: true, device: 'kiosk-h' });
+test.serial(
+  "4 through the documented ACL a stolen device credential cannot forge another device's reply",
+  async (t) => {
+    const doc = readFileSync(new URL('../../docs/mqtt.md', import.meta.url), 'utf8');
+    const acl = /```\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf('## Broker ACL')))?.[1];
+    if (!acl) throw new Error('docs/mqtt.md: no ACL block under "## Broker ACL"');
+    const users = [
+      { username: 'kiosk-h', password: 'pw-kiosk' },
+      { username: 'fleet', password: 'pw-fleet' },
+    ];
+    const box = await HostileBox.start(t, {
+      broker: { users, acl },
+      fleetAuth: { username: 'fleet', password: 'pw-fleet' },
+      file: { mqtt: { username: 'kiosk-h', password: 'pw-kiosk' } },
+    });
+    // The box answers through the ACL.
+    t.like((await box.request('ping')).json as Reply, { ok: true, device: 'kiosk-h' });
 
-  const rogue = await FleetClient.connect(t, box.broker.url, {
-    username: 'kiosk-h',
-    password: 'pw-kiosk',
-    clientId: 'rogue',
-  });
-  const forged = JSON.stringify({ id: 'x', device: 'other-box', command: 'ping', ok: true, result: { pong: true } });
-  const targets = [
-    'multihead/replies/fleet/t/other-box',
-    'multihead/replies/fleet/t',
-    'multihead/replies/fleet/t/other-box/kiosk-h',
-    'multihead/replies/kiosk-h/t/other-box',
-  ];
-  for (const topic of targets) {
-    for (const qos of [0, 1] as const) await rogue.client.publishAsync(topic, forged, { qos }).catch(() => {});
-  }
-  // A reply naming the credential's own device goes through: the silence above means something.
-  await rogue.publish('multihead/replies/fleet/t/kiosk-h', 'marker');
-  await box.fleet.next((m) => m.topic === 'multihead/replies/fleet/t/kiosk-h', 5000, 'the own-device marker');
-  await drained(t, box);
-  for (const topic of targets) t.deepEqual(box.fleet.on(topic), [], `${topic} never reached the fleet`);
-});
+    const rogue = await FleetClient.connect(t, box.broker.url, {
+      username: 'kiosk-h',
+      password: 'pw-kiosk',
+      clientId: 'rogue',
+    });
+    const forged = JSON.stringify({ id: 'x', device: 'other-box', command: 'ping', ok: true, result: { pong: true } });
+    const targets = [
+      'multihead/replies/fleet/t/other-box',
+      'multihead/replies/fleet/t',
+      'multihead/replies/fleet/t/other-box/kiosk-h',
+      'multihead/replies/kiosk-h/t/other-box',
+    ];
+    for (const topic of targets) {
+      for (const qos of [0, 1] as const) await rogue.client.publishAsync(topic, forged, { qos }).catch(() => {});
+    }
+    // A reply naming the credential's own device goes through: the silence above means something.
+    await rogue.publish('multihead/replies/fleet/t/kiosk-h', 'marker');
+    await box.fleet.next((m) => m.topic === 'multihead/replies/fleet/t/kiosk-h', 5000, 'the own-device marker');
+    await drained(t, box);
+    for (const topic of targets) t.deepEqual(box.fleet.on(topic), [], `${topic} never reached the fleet`);
+  },
+);
 
 test.serial('5 a reused id with another command is refused (ERR_DUPLICATE_ID) and does not run', async (t) => {
   const { box, rebootRequested } = await boxWithRunDir(t);
@@ -189,46 +205,55 @@ test.serial('6 an expired request delivered late to an offline box with a persis
   t.false(rebootRequested(), 'the expired reboot never ran');
 });
 
-test.serial('7 an oversize publish (over 300 KiB) is refused by the protocol: never delivered to the box, which keeps answering', async (t) => {
-  const box = await HostileBox.start(t);
-  const big = address('big');
-  await box.fleet.publish(`multihead/${box.id}/cmd/ping`, Buffer.alloc(400 * 1024, 0x20), {
-    properties: { responseTopic: big },
-  });
-  await drained(t, box);
-  // Without the limit the box would have read all 400 KiB and answered ERR_PAYLOAD_TOO_LARGE.
-  t.deepEqual(repliesUnder(box, big), [], 'the box never saw it');
-  t.is(box.child?.exitCode, null);
-  t.false(box.lines.some((l) => l.includes('ERR_PAYLOAD_TOO_LARGE')));
-});
+test.serial(
+  '7 an oversize publish (over 300 KiB) is refused by the protocol: never delivered to the box, which keeps answering',
+  async (t) => {
+    const box = await HostileBox.start(t);
+    const big = address('big');
+    await box.fleet.publish(`multihead/${box.id}/cmd/ping`, Buffer.alloc(400 * 1024, 0x20), {
+      properties: { responseTopic: big },
+    });
+    await drained(t, box);
+    // Without the limit the box would have read all 400 KiB and answered ERR_PAYLOAD_TOO_LARGE.
+    t.deepEqual(repliesUnder(box, big), [], 'the box never saw it');
+    t.is(box.child?.exitCode, null);
+    t.false(box.lines.some((l) => l.includes('ERR_PAYLOAD_TOO_LARGE')));
+  },
+);
 
-test.serial('14 a command the contract lacks (next) is ERR_UNKNOWN_COMMAND; content.status, which the box offers, is in the contract', async (t) => {
-  const box = await HostileBox.start(t);
-  const next = (await box.request('next')).json as Reply;
-  t.like(next, { ok: false, error: { code: 'ERR_UNKNOWN_COMMAND' } });
-  t.regex(next.error?.message ?? '', /content\.status/);
-  const status = (await box.request('content.status')).json as Reply;
-  t.like(status, { ok: true, command: 'content.status' });
-});
+test.serial(
+  '14 a command the contract lacks (next) is ERR_UNKNOWN_COMMAND; content.status, which the box offers, is in the contract',
+  async (t) => {
+    const box = await HostileBox.start(t);
+    const next = (await box.request('next')).json as Reply;
+    t.like(next, { ok: false, error: { code: 'ERR_UNKNOWN_COMMAND' } });
+    t.regex(next.error?.message ?? '', /content\.status/);
+    const status = (await box.request('content.status')).json as Reply;
+    t.like(status, { ok: true, command: 'content.status' });
+  },
+);
 
-test.serial("14 every reply the real box sends validates against its command's result schema, on a contract reply topic", async (t) => {
-  const { box } = await boxWithRunDir(t);
-  const requests: Array<[string, Record<string, unknown>]> = [
-    ['ping', {}],
-    ['config.get', {}],
-    ['logs.get', { args: { limit: 5 } }],
-    ['decode.status', {}],
-    ['decode.shared', { args: { on: true } }],
-    ['decode.maxDecoders', { args: { max: 4 } }],
-    ['content.status', {}],
-    ['stop', {}],
-    ['screenshot', { args: { width: 64 } }],
-    ['reboot', {}],
-  ];
-  for (const [command, body] of requests) {
-    const reply = (await box.request(command, body)).json as Reply;
-    t.true(reply.ok, `${command}: ${JSON.stringify(reply.error)}`);
-  }
-  const counts = assertEveryMessageValid(t, box.fleet.received, { expect: ['State', 'Status', 'CommandReply'] });
-  t.true((counts.CommandReply ?? 0) >= requests.length, JSON.stringify(counts));
-});
+test.serial(
+  "14 every reply the real box sends validates against its command's result schema, on a contract reply topic",
+  async (t) => {
+    const { box } = await boxWithRunDir(t);
+    const requests: Array<[string, Record<string, unknown>]> = [
+      ['ping', {}],
+      ['config.get', {}],
+      ['logs.get', { args: { limit: 5 } }],
+      ['decode.status', {}],
+      ['decode.shared', { args: { on: true } }],
+      ['decode.maxDecoders', { args: { max: 4 } }],
+      ['content.status', {}],
+      ['stop', {}],
+      ['screenshot', { args: { width: 64 } }],
+      ['reboot', {}],
+    ];
+    for (const [command, body] of requests) {
+      const reply = (await box.request(command, body)).json as Reply;
+      t.true(reply.ok, `${command}: ${JSON.stringify(reply.error)}`);
+    }
+    const counts = assertEveryMessageValid(t, box.fleet.received, { expect: ['State', 'Status', 'CommandReply'] });
+    t.true((counts.CommandReply ?? 0) >= requests.length, JSON.stringify(counts));
+  },
+);
