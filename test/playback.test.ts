@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,8 +104,17 @@ test('screenshot: one full-size JPEG per output as base64; bad arguments are nam
   });
   t.like(await commands.invoke('screenshot', { uploadUrl: 'ftp://x/y' }, origin), {
     ok: false,
-    error: { code: 'ERR_BAD_ARGUMENT', message: '"uploadUrl" must be an http:// or https:// URL' },
+    error: {
+      code: 'ERR_BAD_ARGUMENT',
+      message: '"uploadUrl" must be an http:// or https:// URL: it "ftp:" is not allowed; allowed: http://, https://',
+    },
   });
+  for (const uploadUrl of ['file:///etc/x.jpg', 'http:///x.jpg', 'HTTP://host/x.jpg', 'http://host/a b.jpg']) {
+    t.like(await commands.invoke('screenshot', { uploadUrl }, origin), {
+      ok: false,
+      error: { code: 'ERR_BAD_ARGUMENT' },
+    });
+  }
 });
 
 test('screenshot: uploads with PUT to the given URL, and a refusing server is a clear error', async (t) => {
@@ -183,8 +192,12 @@ test('play and stop commands: a source on one output, errors named, the demo com
   const { EventBus } = await import('../src/supervisor/bus.ts');
   const { configLoad } = await import('../src/config/load.ts');
   const { loggingCreate } = await import('../src/log/logger.ts');
+  const dataDir = mkdtempSync(join(dir, 'data-'));
+  const media = join(dataDir, 'media');
+  mkdirSync(media);
+  const inMedia = counterClip(media, 'counter.mp4', '128x72', '4*N');
   const config = configLoad({
-    env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0' },
+    env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0', MULTIHEAD_DATA_DIR: dataDir },
     defaultPath: '/nonexistent/config.json',
   }).config;
   const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: () => {} } });
@@ -216,20 +229,32 @@ test('play and stop commands: a source on one output, errors named, the demo com
     (await status()).map((d) => [d.source, d.consumers]),
     [[DEMO_SOURCE, ['Virtual-1', 'Virtual-2']]],
   );
-  const played = await commands.invoke('play', { source: clip, outputs: ['Virtual-1'] }, origin);
-  t.like(played, { ok: true, result: { outputs: ['Virtual-1'], source: clip } });
+  // A media name is looked up in <dataDir>/media and played from its real path.
+  const played = await commands.invoke('play', { source: 'counter.mp4', outputs: ['Virtual-1'] }, origin);
+  t.like(played, { ok: true, result: { outputs: ['Virtual-1'], source: inMedia } });
   await sleep(300);
   const decoders = await status();
   t.deepEqual(decoders.find((d) => d.source === DEMO_SOURCE)?.consumers, ['Virtual-2'], 'the demo let go of Virtual-1');
-  t.is(decoders.find((d) => d.source === clip)?.consumers.length, 1);
-  t.like(await commands.invoke('play', { source: clip, outputs: ['HDMI-A-7'] }, origin), {
+  t.is(decoders.find((d) => d.source === inMedia)?.consumers.length, 1);
+  t.like(await commands.invoke('play', { source: inMedia, outputs: ['HDMI-A-7'] }, origin), {
     ok: false,
     error: { code: 'ERR_BAD_ARGUMENT', message: 'play: no output "HDMI-A-7"; outputs: Virtual-1, Virtual-2' },
   });
-  t.like(await commands.invoke('play', { source: '/nonexistent/clip.mp4' }, origin), {
+  t.like(await commands.invoke('play', { source: join(media, 'missing.mp4') }, origin), {
     ok: false,
     error: { code: 'ERR_DECODE_OPEN' },
   });
+  // A file outside the media directory, and FFmpeg's other protocols, are refused before anything opens.
+  for (const source of [clip, 'lavfi:testsrc2', `file:${inMedia}`, `concat:${inMedia}|${inMedia}`]) {
+    const refused = await commands.invoke('play', { source }, origin);
+    t.like(refused, { ok: false, error: { code: 'ERR_SOURCE_NOT_ALLOWED' } }, source);
+    t.regex(refused.ok ? '' : refused.error.message, /allowed: a media file name or a path inside /, source);
+  }
+  t.deepEqual(
+    (await status()).map((d) => d.source).sort(),
+    [DEMO_SOURCE, inMedia].sort(),
+    'no decoder for any refused source',
+  );
   t.like(await commands.invoke('stop', {}, origin), { ok: true, result: { stopped: ['Virtual-1'] } });
   await sleep(100);
   t.deepEqual(

@@ -54,8 +54,8 @@ test('a generated source (lavfi) needs no file: the built-in demo', async (t) =>
   const [d] = decode.status().decoders;
   t.like(d, { width: 320, height: 180, frameRate: 30, consumers: ['demo'] });
   t.true((d?.frames ?? 0) > 3);
-  const bad = t.throws(() => decode.acquire('x', { source: 'lavfi:nosuchfilter=1' }));
-  t.regex(bad?.message ?? '', /^ERR_DECODE_OPEN: lavfi:nosuchfilter=1: cannot open: /);
+  const bad = t.throws(() => decode.acquire('x', { source: 'lavfi:testsrc2=nosuchoption=1' }));
+  t.regex(bad?.message ?? '', /^ERR_DECODE_OPEN: lavfi:testsrc2=nosuchoption=1: cannot open: /);
 });
 
 test('bad virtual outputs are refused by name', (t) => {

@@ -1,4 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv';
+import { ERR_SOURCE_NOT_ALLOWED, urlProblem, WEB_SCHEMES } from '../playback/source-policy.ts';
 import contentSchema from './content.schema.json' with { type: 'json' };
 
 /**
@@ -233,6 +234,11 @@ function crossCheck(content: Content): ContentProblem[] {
 
   const bySha = new Map<string, MediaItem>();
   for (const [i, m] of content.media.entries()) {
+    // The schema's pattern is the first line; the source policy is the one rule for every URL.
+    const problem = urlProblem(m.url, WEB_SCHEMES);
+    if (problem !== undefined) {
+      problems.push({ path: `$.media[${i}].url`, message: `${ERR_SOURCE_NOT_ALLOWED}: the media URL ${problem}` });
+    }
     const other = bySha.get(m.sha256);
     if (other && other.size !== m.size) {
       problems.push({

@@ -3,6 +3,7 @@ import type { Screens } from '../display/screens.ts';
 import type { DecodeManager, DecoderInfo } from '../native/addon.ts';
 import { Previews } from '../playback/previews.ts';
 import { screenshotCommand } from '../playback/screenshot.ts';
+import { mediaDirs, sourceCheck } from '../playback/source-policy.ts';
 import { CommandError } from '../supervisor/commands.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
@@ -245,16 +246,10 @@ export function playbackCreate(context: ExtensionContext): Extension {
         commands.register({
           name: 'play',
           description:
-            'Play a source (path or URL) on outputs ({"source", "outputs"?: all, "hw"?, "startSeconds"?}) until stop or the next schedule change.',
+            'Play a media file (a name or a path in the media directory) or an http(s)/rtsp(s) URL on outputs ({"source", "outputs"?: all, "hw"?, "startSeconds"?}) until stop or the next schedule change.',
           handler: async (args) => {
             if (!screens) throw new CommandError('ERR_NOT_READY', 'no outputs yet: the display has not started');
             const target = screens;
-            if (typeof args.source !== 'string' || args.source.trim() === '') {
-              throw new CommandError(
-                'ERR_BAD_ARGUMENT',
-                `play: "source" must be a path or URL, got ${JSON.stringify(args.source)}`,
-              );
-            }
             if (args.hw !== undefined && args.hw !== 'auto' && args.hw !== 'software') {
               throw new CommandError(
                 'ERR_BAD_ARGUMENT',
@@ -269,11 +264,12 @@ export function playbackCreate(context: ExtensionContext): Extension {
               );
             }
             const outputs = outputsArg(args.outputs, 'play');
+            const { source } = sourceCheck(args.source, mediaDirs(config.dataDir));
             const consumer = `play#${++manualSerial}`;
             // Opened off the JavaScript thread and prerolled: the outputs switch at a vblank
             // from the old picture straight to the new one.
             await decode.acquireAsync(consumer, {
-              source: args.source,
+              source,
               hw: (args.hw as 'auto' | 'software' | undefined) ?? config.decode.hardware,
               preroll: true,
               ...(start !== undefined ? { startSeconds: start as number } : {}),
@@ -287,14 +283,11 @@ export function playbackCreate(context: ExtensionContext): Extension {
             );
             for (const output of outputs) {
               manual.set(output, consumer);
-              bus.emit('playback.changed', { output, source: args.source, reason: 'play command' });
+              bus.emit('playback.changed', { output, source, reason: 'play command' });
             }
             const decoder = decode.status().decoders.find((d) => d.consumers.includes(consumer));
-            logger.info(
-              { outputs, source: args.source, decoder: decoder?.id },
-              `playing ${args.source} on ${outputs.join(', ')}`,
-            );
-            return { outputs, source: args.source, decoder: decoder?.id ?? null };
+            logger.info({ outputs, source, decoder: decoder?.id }, `playing ${source} on ${outputs.join(', ')}`);
+            return { outputs, source, decoder: decoder?.id ?? null };
           },
         }),
         commands.register({

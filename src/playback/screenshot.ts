@@ -1,6 +1,7 @@
 import type { Screens } from '../display/screens.ts';
 import { type CommandDefinition, CommandError } from '../supervisor/commands.ts';
 import { JpegEncoder } from './previews.ts';
+import { urlProblem, WEB_SCHEMES } from './source-policy.ts';
 
 /** Replies travel over MQTT: a full-size JPEG as base64 stays well under the broker's limits up to 4K. */
 const UPLOAD_TIMEOUT_MS = 30_000;
@@ -94,14 +95,12 @@ function screenshotArgs(args: Record<string, unknown>): {
     throw new CommandError('ERR_BAD_ARGUMENT', `"quality" must be an integer 1-100, got ${JSON.stringify(quality)}`);
   }
   if (uploadUrl !== undefined) {
-    let parsed: URL | undefined;
-    try {
-      parsed = typeof uploadUrl === 'string' ? new URL(uploadUrl.replaceAll('{output}', 'x')) : undefined;
-    } catch {
-      parsed = undefined;
-    }
-    if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
-      throw new CommandError('ERR_BAD_ARGUMENT', `"uploadUrl" must be an http:// or https:// URL`);
+    const problem = urlProblem(
+      typeof uploadUrl === 'string' ? uploadUrl.replaceAll('{output}', 'x') : uploadUrl,
+      WEB_SCHEMES,
+    );
+    if (problem !== undefined) {
+      throw new CommandError('ERR_BAD_ARGUMENT', `"uploadUrl" must be an http:// or https:// URL: it ${problem}`);
     }
   }
   return {

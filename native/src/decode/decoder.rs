@@ -22,6 +22,7 @@ use super::error::DecodeError;
 use super::index::{media_identity, KeyframeIndex};
 use super::key::{HwMode, SourceKey};
 use super::nv12::{nv12_size, yuv420p_to_nv12};
+use super::policy::{self, SourceKind};
 use super::prime::{ExportPool, PrimeFrame};
 use super::vaapi::{vaapi_export, HwState, VaapiDevice};
 
@@ -408,10 +409,15 @@ impl Session {
         // FFmpeg's own stderr chatter would bypass the structured log; every failure reaches
         // the caller as an error naming the source instead.
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+        // Refused before FFmpeg sees it: nothing of a refused source is opened, read or written.
+        let kind = policy::classify(&key.source).map_err(|reason| DecodeError::NotAllowed {
+            source: source.clone(),
+            reason,
+        })?;
         let mut input = match key.source.strip_prefix("lavfi:") {
             // A generated source (FFmpeg's lavfi device, e.g. "lavfi:testsrc2=size=1280x720"):
             // the built-in demo, and tests that need no file.
-            Some(graph) => {
+            Some(graph) if kind == SourceKind::Generated => {
                 ffmpeg::device::register_all();
                 let lavfi = unsafe { ffmpeg::ffi::av_find_input_format(c"lavfi".as_ptr()) };
                 if lavfi.is_null() {
@@ -424,7 +430,8 @@ impl Session {
                     Err(e) => return Err(open_err(e.to_string())),
                 }
             }
-            None => ffmpeg::format::input(&key.source).map_err(|e| open_err(e.to_string()))?,
+            _ => ffmpeg::format::input_with_dictionary(&key.source, policy::open_options(kind))
+                .map_err(|e| open_err(e.to_string()))?,
         };
         let stream = match key.stream {
             Some(index) => input

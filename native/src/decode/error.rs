@@ -6,6 +6,8 @@ use std::fmt;
 pub enum DecodeError {
     /// The source could not be opened or probed (missing file, unreachable URL, not media).
     Open { source: String, reason: String },
+    /// The source is not one FFmpeg may open (another protocol, a graph that reads files).
+    NotAllowed { source: String, reason: String },
     /// The source has no video stream, or not the one asked for.
     NoVideo { source: String, reason: String },
     /// No decoder for the stream's codec, or it refused the stream.
@@ -22,6 +24,7 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::Open { .. } => "ERR_DECODE_OPEN",
+            DecodeError::NotAllowed { .. } => "ERR_SOURCE_NOT_ALLOWED",
             DecodeError::NoVideo { .. } => "ERR_DECODE_NO_VIDEO",
             DecodeError::Codec { .. } => "ERR_DECODE_CODEC",
             DecodeError::Limit { .. } => "ERR_DECODE_LIMIT",
@@ -35,6 +38,9 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::Open { source, reason } => write!(f, "{source}: cannot open: {reason}"),
+            DecodeError::NotAllowed { source, reason } => {
+                write!(f, "{source}: not allowed: {reason}")
+            }
             DecodeError::NoVideo { source, reason } => write!(f, "{source}: {reason}"),
             DecodeError::Codec { source, reason } => write!(f, "{source}: {reason}"),
             DecodeError::Limit { max, running } => write!(

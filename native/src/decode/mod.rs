@@ -6,6 +6,7 @@ pub mod error;
 pub mod index;
 pub mod key;
 pub mod nv12;
+pub mod policy;
 pub mod prime;
 pub mod registry;
 pub mod vaapi;
