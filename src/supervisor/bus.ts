@@ -5,6 +5,21 @@ import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../
 
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
+export type TimeSource = 'adjtimex' | 'timesyncd' | 'none';
+
+/** The wall clock as the content extension's clock watch sees it (status `time`). */
+export interface TimeSyncState {
+  /** null: no source could tell. */
+  readonly synchronized: boolean | null;
+  readonly source: TimeSource;
+  /** Wall-clock steps seen since start. */
+  readonly steps: number;
+  /** The newest step: when (after it) and by how much (positive: the clock went forward). */
+  readonly lastStep?: { readonly at: string; readonly deltaMs: number };
+  /** When the clock was seen synchronised after being unsynchronised or unknown (this run). */
+  readonly synchronizedAt?: string;
+}
+
 /** Every event on the bus, by name. Extensions talk to each other only through these. */
 export interface BusEvents {
   'supervisor.state': { state: SupervisorState; reason?: string };
@@ -35,6 +50,8 @@ export interface BusEvents {
    * ended; the MQTT extension publishes it on `jobs/<jobId>`.
    */
   'content.sync': ContentSync;
+  /** The clock's sync state changed, or it was stepped (schedules were re-evaluated). */
+  'time.sync': TimeSyncState;
   /** The fleet broker connection came up or went down (session: the birth's counter). */
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
   /** The local status endpoint listens (the URL names the bound address and port). */
