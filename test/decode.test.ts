@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { DecodeManager as DecodeManagerType } from '../native/index.d.ts';
 import { loadAddon } from '../src/native/addon.ts';
-import { clipMake, counterClip, lumaMean } from './helpers/clips.ts';
+import { clipMake, counterClip, filesServe, hlsPlaylist, lumaMean, tsClip } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-decode-'));
@@ -270,4 +270,73 @@ test('acquireAsync opens a slow source off the JavaScript thread and reports its
   t.like(await m.acquireAsync('B', { source: counter }), { created: true });
   t.like(await m.acquireAsync('C', { source: counter }), { created: false });
   t.deepEqual(m.status().decoders[0]?.consumers, ['B', 'C']);
+});
+
+// The addon's own source check (native/src/decode/policy.rs): what holds even if the
+// supervisor's check (src/playback/source-policy.ts) were skipped.
+
+test('the addon refuses FFmpeg protocols and lavfi graphs that read or write files, and opens none of them', async (t) => {
+  const m = manager(t);
+  const written = join(mkdtempSync(join(dir, 'psnr-')), 'stats.log');
+  const listener = createServer((socket) => socket.destroy());
+  let dialled = 0;
+  listener.on('connection', () => dialled++);
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => listener.close());
+  const { port } = listener.address() as AddressInfo;
+  for (const source of [
+    `lavfi:movie=${counter}`,
+    `lavfi:testsrc2=size=64x64[a];testsrc2=size=64x64[b];[a][b]psnr=stats_file=${written}`,
+    `lavfi:testsrc2=size=64x64,split[a][b];[a][b]psnr=stats_file=${written}`,
+    `lavfi:color=size=64x64,drawtext=textfile=${notMedia}`,
+    `file:${counter}`,
+    `concat:${counter}|${counter}`,
+    `subfile,,start,0,end,0,,:${counter}`,
+    'pipe:0',
+    `tcp://127.0.0.1:${port}`,
+    `${dir}/../${dir.split('/').pop()}/counter.mp4`,
+  ]) {
+    const e = t.throws(() => m.acquire('A', { source }), undefined, source);
+    t.regex(e?.message ?? '', /^ERR_SOURCE_NOT_ALLOWED: .*not allowed: .*allowed/, source);
+  }
+  t.false(existsSync(written), 'psnr wrote no stats file');
+  t.is(dialled, 0, 'nothing dialled out');
+  t.deepEqual(m.status().decoders, []);
+});
+
+test('a local HLS playlist is not followed: a file source is a plain container, never a list of other files', (t) => {
+  const m = manager(t);
+  const playlist = join(mkdtempSync(join(dir, 'hls-local-')), 'list.m3u8');
+  writeFileSync(playlist, hlsPlaylist(tsClip(dir, 'local-seg.ts')));
+  const e = t.throws(() => m.acquire('A', { source: playlist }));
+  t.regex(e?.message ?? '', /^ERR_DECODE_OPEN: .*list\.m3u8: cannot open: /);
+  const concat = join(dir, 'list.ffconcat');
+  writeFileSync(concat, `ffconcat version 1.0\nfile ${counter}\n`);
+  t.regex(t.throws(() => m.acquire('A', { source: concat }))?.message ?? '', /^ERR_DECODE_OPEN: /);
+  t.deepEqual(m.status().decoders, []);
+});
+
+test('HLS over HTTP plays its http segments; a segment or list that switches to file or concat is not opened', async (t) => {
+  const segment = readFileSync(tsClip(dir, 'hls-seg.ts'));
+  const server = await filesServe(t, {
+    '/seg.ts': segment,
+    '/good.m3u8': hlsPlaylist('seg.ts'),
+    '/file.m3u8': hlsPlaylist(`file:${tsClip(dir, 'file-seg.ts')}`),
+    '/list.ffconcat': 'ffconcat version 1.0\nfile seg.ts\n',
+  });
+  const m = manager(t);
+  await m.acquireAsync('A', { source: server.url('/good.m3u8'), hw: 'software' });
+  await sleep(300);
+  t.like(m.status().decoders[0], { codec: 'h264', width: 64, height: 64 });
+  t.true((m.status().decoders[0]?.frames ?? 0) > 0, 'HLS plays');
+  for (const path of ['/file.m3u8', '/list.ffconcat']) {
+    const e = await t.throwsAsync(m.acquireAsync('B', { source: server.url(path), hw: 'software' }));
+    t.regex(e?.message ?? '', /^ERR_DECODE_OPEN: /, path);
+  }
+  t.true(server.requests.includes('/list.ffconcat'), 'the concat list was fetched, then refused as a format');
+  t.is(server.requests.filter((p) => p === '/seg.ts').length >= 1, true);
+  t.deepEqual(
+    m.status().decoders.map((d) => d.consumers),
+    [['A']],
+  );
 });

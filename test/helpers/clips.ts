@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
 /** Makes `name` in `dir` with Debian's ffmpeg from the given input/codec arguments. */
@@ -34,4 +37,59 @@ export function lumaMean(data: Uint8Array, pixels: number): number {
   let sum = 0;
   for (let i = 0; i < pixels; i++) sum += data[i] ?? 0;
   return sum / pixels;
+}
+
+/** An MPEG-TS clip (no seeking needed to open it: what an HLS segment or a plain HTTP stream is). */
+export function tsClip(dir: string, name = 'clip.ts', size = '64x64'): string {
+  return clipMake(dir, name, [
+    '-f',
+    'lavfi',
+    '-i',
+    `testsrc2=size=${size}:rate=30:duration=1`,
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-pix_fmt',
+    'yuv420p',
+    '-f',
+    'mpegts',
+  ]);
+}
+
+/** An HLS playlist of one segment, `segment` as written (a URL or a path). */
+export function hlsPlaylist(segment: string): string {
+  return `#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1.0,\n${segment}\n#EXT-X-ENDLIST\n`;
+}
+
+export interface FilesServer {
+  readonly url: (path: string) => string;
+  /** Paths asked for, in order. */
+  readonly requests: string[];
+}
+
+/** A plain HTTP server of fixed files on 127.0.0.1, closed when the test ends. */
+export async function filesServe(
+  t: { teardown: (f: () => void) => void },
+  files: Record<string, Buffer | string>,
+): Promise<FilesServer> {
+  const requests: string[] = [];
+  const server = createServer((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://x').pathname;
+    requests.push(path);
+    const body = files[path];
+    if (body === undefined) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { 'content-length': Buffer.byteLength(body) }).end(body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const { port } = server.address() as AddressInfo;
+  return { url: (path) => `http://127.0.0.1:${port}${path}`, requests };
 }
