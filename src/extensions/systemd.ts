@@ -82,9 +82,12 @@ export function systemdCreate(context: ExtensionContext, overrides: Partial<Syst
     send('WATCHDOG=1');
   };
 
+  let offStallHook: (() => void) | undefined;
+
   return {
     name: 'systemd',
     start() {
+      offStallHook = stallHookInstall(context);
       if (!deps.env.NOTIFY_SOCKET) {
         logger.debug('not started by a notify unit (no NOTIFY_SOCKET): no sd_notify');
         return;
@@ -104,10 +107,28 @@ export function systemdCreate(context: ExtensionContext, overrides: Partial<Syst
       }
     },
     stop() {
+      offStallHook?.();
       clearInterval(watchdog);
       health?.release();
       health = undefined;
       if (deps.env.NOTIFY_SOCKET) send('STOPPING=1');
     },
   };
+}
+
+/**
+ * Test hook for the whole process from outside (test/hostile): with MULTIHEAD_TEST_HOOKS=1, SIGUSR2
+ * stalls every native frame loop for MULTIHEAD_TEST_STALL_MS (default 8000), as a deadlocked
+ * driver call would, so an attack can watch the LED, HTTP, MQTT and systemd judge it alike.
+ * Without the variable SIGUSR2 is not handled here (and the addon refuses the stall anyway).
+ */
+function stallHookInstall(context: ExtensionContext): (() => void) | undefined {
+  if (process.env.MULTIHEAD_TEST_HOOKS !== '1') return undefined;
+  const ms = Number(process.env.MULTIHEAD_TEST_STALL_MS ?? '8000');
+  const stall = (): void => {
+    context.logger.warn({ ms }, `test hook: native frame loops stalled for ${ms} ms (SIGUSR2)`);
+    context.addon.frameLoopsStall(ms);
+  };
+  process.on('SIGUSR2', stall);
+  return () => process.off('SIGUSR2', stall);
 }

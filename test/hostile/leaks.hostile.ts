@@ -1,0 +1,287 @@
+// Attacks on what the box says to the outside (issue 11, points 10 and 15, and "one health
+// judgement"): secrets in sources reaching MQTT, the log or HTTP; short LAN tokens; a /logs client
+// that never reads; a frame-loop stall that one reader sees and another does not. Against the real
+// supervisor process and Debian's mosquitto.
+import { spawn, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { clipMake } from '../helpers/clips.ts';
+import { mediaServerStart } from '../helpers/media-server.ts';
+import type { Received } from '../helpers/mosquitto.ts';
+import { until } from '../helpers/supervisor.ts';
+import { scratchDir, writeJson } from '../helpers/tmp.ts';
+import { HostileBox } from './box.ts';
+
+const BIN = new URL('../../bin/multihead', import.meta.url).pathname;
+
+/** Secret values an operator may put in a media URL: none may leave the box. */
+const SECRETS = {
+  password: 'pw-Zq81-userinfo',
+  amzSignature: 'amzsig0f9e8d7c6b5a',
+  amzToken: 'FQoGZXIvYXdzamztoken77',
+  amzCredential: 'AKIAHOSTILE0CRED',
+  googCredential: 'svc-hostile-goog-cred',
+  googSignature: 'googsig4242deadbeef',
+  token: 'tok-hostile-31337',
+} as const;
+
+function signedUrl(port: number): string {
+  const q = [
+    'X-Amz-Algorithm=AWS4-HMAC-SHA256',
+    `X-Amz-Credential=${SECRETS.amzCredential}`,
+    `X-Amz-Security-Token=${SECRETS.amzToken}`,
+    `X-Amz-Signature=${SECRETS.amzSignature}`,
+    `X-Goog-Credential=${SECRETS.googCredential}`,
+    `X-Goog-Signature=${SECRETS.googSignature}`,
+    `token=${SECRETS.token}`,
+  ].join('&');
+  return `http://operator:${SECRETS.password}@127.0.0.1:${port}/clips/lobby.mp4?${q}`;
+}
+
+/** An HTTP server with a real clip (MPEG-TS, streamable without range requests) that plays for a while. */
+async function clipServer(t: ExecutionContext): Promise<number> {
+  const clip = clipMake(scratchDir(t), 'lobby.ts', [
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=320x240:rate=25:duration=60',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-g',
+    '25',
+    '-f',
+    'mpegts',
+  ]);
+  const server = await mediaServerStart();
+  t.teardown(() => server.close());
+  server.add('/clips/lobby.mp4', readFileSync(clip));
+  return Number(new URL(server.url('/')).port);
+}
+
+/** Sends a command with a fresh reply address and waits for its reply (any topic under that address). */
+async function command(box: HostileBox, name: string, body: Record<string, unknown>): Promise<Received> {
+  const replyTo = `multihead/replies/fleet/${randomUUID()}`;
+  await box.fleet.subscribe(`${replyTo}/#`, replyTo);
+  await box.fleet.publish(`multihead/${box.id}/cmd/${name}`, JSON.stringify(body), {
+    properties: { responseTopic: replyTo },
+  });
+  return box.fleet.next((m) => m.topic === replyTo || m.topic.startsWith(`${replyTo}/`), 15_000, `reply to ${name}`);
+}
+
+async function httpText(url: string): Promise<string> {
+  return (await fetch(url)).text();
+}
+
+const leaked = (text: string): string[] =>
+  Object.entries(SECRETS)
+    .filter(([, value]) => text.includes(value))
+    .map(([name]) => name);
+
+test('10 a play of a signed URL with user:password: no secret in any MQTT message, the log, or HTTP', async (t) => {
+  const box = await HostileBox.start(t, { file: { mqtt: { telemetryIntervalS: 1 } } });
+  const http = await box.httpUrl();
+  const source = signedUrl(await clipServer(t));
+  const reply = await command(box, 'play', { args: { source } });
+  t.log(`play reply: ${reply.text.slice(0, 300)}`);
+  t.true(reply.text.includes('X-Amz-Signature=[redacted]'), 'the reply names the source, redacted');
+  // The source travelled: telemetry samples the decoders (status follows them every minute).
+  const sample = await box.fleet.next(
+    (m) => m.topic === `multihead/${box.id}/telemetry` && m.text.includes('lobby.mp4'),
+    20_000,
+    'a telemetry sample naming the source',
+  );
+  t.regex(sample.text, /http:\/\/\[redacted\]@127\.0\.0\.1:\d+\/clips\/lobby\.mp4\?/);
+  t.regex(sample.text, /X-Goog-Credential=\[redacted\]/);
+  await box.logLine(/lobby\.mp4/, 'a log line naming the source');
+
+  // Everything the box published: the fleet's own request on cmd/play is the only place the secrets belong.
+  const mqtt = box.fleet.received.filter((m) => !m.topic.includes('/cmd/') && leaked(m.text).length > 0);
+  t.deepEqual(
+    mqtt.map((m) => `${m.topic}: ${leaked(m.text).join(', ')}`),
+    [],
+    'no MQTT message (status, telemetry, events, replies) carries a secret',
+  );
+  const logged = box.lines.filter((l) => leaked(l).length > 0);
+  t.deepEqual(logged, [], 'no log line carries a secret');
+  t.true(
+    box.lines.some((l) => l.includes('lobby.mp4')),
+    'the log does name the source',
+  );
+  for (const path of ['/status', '/healthz', '/outputs', '/metrics', '/logs?lines=1000']) {
+    const body = await httpText(`${http}${path}`);
+    t.deepEqual(leaked(body), [], `${path} carries no secret`);
+  }
+  t.true((await httpText(`${http}/outputs`)).includes('lobby.mp4'), '/outputs does name the source');
+});
+
+test('15 a LAN token shorter than 32 characters is refused by multihead config check (exit 78), without echoing it', (t) => {
+  const dir = scratchDir(t);
+  const short = 'short-lan-token-31-chars-long-x';
+  t.is(short.length, 31);
+  const file = writeJson(dir, 'config.json', { http: { bind: '0.0.0.0', token: short } });
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MULTIHEAD_')));
+  const r = spawnSync(BIN, ['config', 'check', file], { encoding: 'utf8', env });
+  t.is(r.status, 78, r.stderr);
+  t.regex(r.stderr, /http\.token/);
+  t.regex(r.stderr, /at least 32 characters/);
+  t.false(r.stderr.includes(short), 'the refused token is not printed');
+  const long = writeJson(dir, 'long.json', { http: { bind: '0.0.0.0', token: 'x'.repeat(32) } });
+  t.is(spawnSync(BIN, ['config', 'check', long], { encoding: 'utf8', env }).status, 0, '32 characters pass');
+});
+
+/**
+ * A follower that connects with a 4 KiB receive window and never reads, so everything the box sends
+ * beyond a few kernel buffers waits in the supervisor (python3: Node cannot set SO_RCVBUF).
+ */
+function stuckFollower(t: ExecutionContext, url: string): { readAll: () => Promise<string> } {
+  const { hostname, port } = new URL(url);
+  const script = `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((${JSON.stringify(hostname)}, ${Number(port)}))
+s.sendall(b"GET /logs?follow=1&lines=1 HTTP/1.1\\r\\nhost: box\\r\\n\\r\\n")
+print("connected", flush=True)
+sys.stdin.readline()
+s.settimeout(3)
+while True:
+    try:
+        b = s.recv(65536)
+    except socket.timeout:
+        break
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+sys.stdout.flush()
+`;
+  const child = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    out += d;
+  });
+  return {
+    readAll: async () => {
+      await until(() => out.startsWith('connected'), 'the stuck follower to connect', 10_000);
+      const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.stdin.write('\n');
+      await done;
+      return out;
+    },
+  };
+}
+
+const rssKiB = (pid: number): number =>
+  Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
+
+test('15 a /logs client that never reads does not grow the supervisor without bound and is told "dropped N lines"', async (t) => {
+  const box = await HostileBox.start(t, { file: { log: { level: 'debug' } } });
+  const http = await box.httpUrl();
+  const follower = stuckFollower(t, http);
+  await box.logLine(/"msg":"[^"]*"/, 'a log line');
+  const pid = box.child?.pid as number;
+  const before = rssKiB(pid);
+  // A flood of log lines from outside: unknown commands with long names, each logged with its topic.
+  const floodBytes = await logFlood(box, 48 * 1024 * 1024);
+  const after = rssKiB(pid);
+  t.log(`flood of ${Math.round(floodBytes / 1024)} KiB of log text; supervisor RSS ${before} -> ${after} KiB`);
+  const received = await follower.readAll();
+  const marker = /event: dropped\ndata: (\{[^\n]*\})\n/.exec(received);
+  t.truthy(marker, `a dropped marker in what the follower got (${received.length} bytes)`);
+  const { dropped, message } = JSON.parse(marker?.[1] ?? '{}') as { dropped: number; message: string };
+  t.true(dropped > 0);
+  t.is(message, `dropped ${dropped} lines: the client did not read fast enough`);
+  t.true(received.length < floodBytes / 4, `the follower got ${received.length} bytes of a ${floodBytes}-byte flood`);
+  t.true(
+    after - before < floodBytes / 1024 / 2,
+    `RSS grew by ${after - before} KiB for a ${floodBytes / 1024} KiB flood`,
+  );
+});
+
+/**
+ * Makes the box log about `bytes` of text: HTTP requests the endpoint refuses are not logged, but
+ * MQTT commands without a reply address are (one warning each, naming the topic).
+ */
+async function logFlood(box: HostileBox, bytes: number): Promise<number> {
+  const startLines = box.lines.length;
+  const size = (): number => box.lines.slice(startLines).reduce((sum, l) => sum + l.length + 1, 0);
+  const pad = 'x'.repeat(8000);
+  let sent = 0;
+  while (size() < bytes) {
+    for (let i = 0; i < 200; i++) {
+      await box.fleet.publish(`multihead/${box.id}/cmd/flood-${sent++}-${pad}`, '{}', { qos: 0 });
+    }
+    const seen = size();
+    await until(() => size() > seen || undefined, 'the box to log the flood', 10_000).catch(() => undefined);
+    if (sent > 20_000) break;
+  }
+  return size();
+}
+
+test('one health judgement: a frame-loop stall is an error on the LED, /healthz and MQTT status alike, and all recover', async (t) => {
+  const leds = scratchDir(t);
+  const led = join(leds, 'status');
+  mkdirSync(led);
+  writeFileSync(join(led, 'trigger'), 'none [timer] heartbeat pattern\n');
+  writeFileSync(join(led, 'max_brightness'), '255\n');
+  const box = await HostileBox.start(t, {
+    file: { led: { names: ['status'], sysfsPath: leds }, preview: { intervalS: 0 } },
+    env: { MULTIHEAD_TEST_HOOKS: '1', MULTIHEAD_TEST_STALL_MS: '9000' },
+  });
+  const http = await box.httpUrl();
+  const ledState = (): string => {
+    const file = (name: string): string => {
+      try {
+        return readFileSync(join(led, name), 'utf8').trim();
+      } catch {
+        return '';
+      }
+    };
+    const trigger = file('trigger');
+    return trigger === 'timer' ? `timer ${file('delay_on')}/${file('delay_off')}` : `${trigger} ${file('brightness')}`;
+  };
+  const healthz = async (): Promise<{ status: number; body: { state: string; reasons: string[] } }> => {
+    const r = await fetch(`${http}/healthz`);
+    return { status: r.status, body: (await r.json()) as { state: string; reasons: string[] } };
+  };
+  const statusHealth = (m: Received): { state: string; reasons: string[] } | undefined =>
+    m.topic === `multihead/${box.id}/status`
+      ? (m.json as { health?: { state: string; reasons: string[] } }).health
+      : undefined;
+
+  await until(async () => (await healthz()).status === 200 || undefined, 'healthy first', 20_000);
+  await until(() => (ledState() === 'none 255' ? true : undefined), 'the LED steady on', 10_000);
+  const mark = box.fleet.received.length;
+  box.child?.kill('SIGUSR2');
+  const stalled = await until(
+    async () => {
+      const h = await healthz();
+      return h.status === 503 ? h : undefined;
+    },
+    '/healthz 503 during the stall',
+    8000,
+  );
+  t.is(stalled.body.state, 'error');
+  t.regex(stalled.body.reasons[0] ?? '', /^frame loop vblank stalled/);
+  await until(() => (ledState() === 'timer 100/100' ? true : undefined), 'the LED blinking fast (error)', 8000);
+  const onMqtt = await box.fleet.next(
+    (m) => box.fleet.received.indexOf(m) >= mark && statusHealth(m)?.state === 'error',
+    8000,
+    'MQTT status with health error',
+  );
+  t.regex(statusHealth(onMqtt)?.reasons[0] ?? '', /^frame loop vblank stalled/);
+  // And back: the same judgement clears everywhere once the loops go round again.
+  await until(async () => (await healthz()).status === 200 || undefined, '/healthz 200 after the stall', 20_000);
+  await until(() => (ledState() === 'none 255' ? true : undefined), 'the LED steady again', 10_000);
+  await box.fleet.next(
+    (m) => box.fleet.received.indexOf(m) > box.fleet.received.indexOf(onMqtt) && statusHealth(m)?.state === 'ok',
+    10_000,
+    'MQTT status with health ok again',
+  );
+  t.pass();
+});
