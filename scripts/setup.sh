@@ -49,6 +49,8 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 [ "$mode" = test ] && pkgs="$pkgs mosquitto"
 # The status page test drives Debian's Chromium through playwright-core.
 [ "$mode" = test ] && pkgs="$pkgs chromium"
+# The clock-step attack steps only the supervisor's wall clock, with libfaketime preloaded.
+[ "$mode" = test ] && pkgs="$pkgs faketime"
 
 # Rust 1.85+ (MSRV of the workspace, Debian 13's version) with clippy and rustfmt.
 rust_ok() {
