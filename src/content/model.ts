@@ -237,7 +237,10 @@ function crossCheck(content: Content): ContentProblem[] {
     // The schema's pattern is the first line; the source policy is the one rule for every URL.
     const problem = urlProblem(m.url, WEB_SCHEMES);
     if (problem !== undefined) {
-      problems.push({ path: `$.media[${i}].url`, message: `${ERR_SOURCE_NOT_ALLOWED}: the media URL ${problem}` });
+      problems.push({
+        path: `$.media[${i}].url`,
+        message: `${ERR_SOURCE_NOT_ALLOWED}: the media URL ${problem}${problem.includes('allowed:') ? '' : '; allowed: http:// and https:// URLs'}`,
+      });
     }
     const other = bySha.get(m.sha256);
     if (other && other.size !== m.size) {
