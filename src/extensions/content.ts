@@ -22,7 +22,7 @@ import { type Placement, type ScheduleResult, scheduleAt } from '../content/sche
 import { ScreensPlayer } from '../content/screens-player.ts';
 import { SyncJob } from '../content/sync-job.ts';
 import { writeFileAtomic } from '../fs/atomic.ts';
-import { loadAddon } from '../native/addon.ts';
+import type { NativeAddon } from '../native/addon.ts';
 import { CommandError } from '../supervisor/commands.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
@@ -368,7 +368,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
   const watchStart = (): void => {
     watch = new ClockWatch({
       now: () => clock.now(),
-      sync: deps.clockWatch?.sync ?? kernelClockSource(addonClockState()),
+      sync: deps.clockWatch?.sync ?? kernelClockSource(addonClockState(context.addon)),
       ...(deps.clockWatch?.monotonic ? { monotonic: deps.clockWatch.monotonic } : {}),
       ...(deps.clockWatch?.intervalMs ? { intervalMs: deps.clockWatch.intervalMs } : {}),
       onChange: clockChanged,
@@ -477,12 +477,7 @@ function defaultPlayer(context: ExtensionContext): Player | undefined {
   });
 }
 
-/** The addon's adjtimex reading, or undefined when the addon (or an older build) lacks it. */
-function addonClockState(): (() => { synchronized: boolean; maxErrorUs: number }) | undefined {
-  try {
-    const addon = loadAddon() as { clockState?: () => { synchronized: boolean; maxErrorUs: number } };
-    return typeof addon.clockState === 'function' ? addon.clockState : undefined;
-  } catch {
-    return undefined;
-  }
+/** The addon's adjtimex reading, or undefined when the addon (an older build, a test double) lacks it. */
+function addonClockState(addon: NativeAddon | undefined): NativeAddon['clockState'] | undefined {
+  return typeof addon?.clockState === 'function' ? () => addon.clockState() : undefined;
 }
