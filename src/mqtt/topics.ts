@@ -23,9 +23,6 @@ export interface Subscription {
   readonly commands: boolean;
 }
 
-/** Contract levels directly under the prefix that are not device ids. */
-export const RESERVED_LEVELS = ['all', 'group', 'replies'] as const;
-
 export function deviceTopics(prefix: string, deviceId: string, groups: readonly string[]): DeviceTopics {
   const root = `${prefix}/${deviceId}`;
   const command = (topic: string): Subscription => ({ topic, commands: true });
