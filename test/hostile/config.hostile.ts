@@ -10,6 +10,9 @@ import { until } from '../helpers/supervisor.ts';
 import { scratchDir, writeJson } from '../helpers/tmp.ts';
 import { HostileBox } from './box.ts';
 
+// The attacks that start a supervisor run one after another: several booting at once on a
+// small CI machine would make their births slow, not their subjects wrong.
+
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/multihead');
 const APPLY = join(ROOT, 'provision/apply.ts');
@@ -68,61 +71,67 @@ function applyRun(data: string, file: string) {
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-test('3 a desired config with an unreachable mqtt.url is tried, rolled back, and the box is back online reporting ERR_ROLLED_BACK', async (t) => {
-  const box = await HostileBox.start(t, { file: { mqtt: { trialS: 4 } } });
-  const dead = `mqtt://127.0.0.1:${await freePort()}`;
-  let mark = box.fleet.received.length;
-  await desiredPublish(box, { version: 1, config: { mqtt: { url: dead } } });
-  const trial = await reportedAfter(box, mark, (r) => r.outcome === 'trial', 'the trial report');
-  t.deepEqual(trial.trial, { keys: ['mqtt.url'], timeoutS: 4 });
-  t.is(await box.exited(), 0, 'an orderly restart into the trial');
+test.serial(
+  '3 a desired config with an unreachable mqtt.url is tried, rolled back, and the box is back online reporting ERR_ROLLED_BACK',
+  async (t) => {
+    const box = await HostileBox.start(t, { file: { mqtt: { trialS: 4 } } });
+    const dead = `mqtt://127.0.0.1:${await freePort()}`;
+    let mark = box.fleet.received.length;
+    await desiredPublish(box, { version: 1, config: { mqtt: { url: dead } } });
+    const trial = await reportedAfter(box, mark, (r) => r.outcome === 'trial', 'the trial report');
+    t.deepEqual(trial.trial, { keys: ['mqtt.url'], timeoutS: 4 });
+    t.is(await box.exited(), 0, 'an orderly restart into the trial');
 
-  // Nothing restarts the process here; systemd would. The trial start reaches no broker ...
-  await box.boot({ birth: false });
-  await box.logLine(/on trial: it must reach mqtt:\/\/127\.0\.0\.1:\d+ within 4 s/, 'the trial start');
-  t.is(await box.exited(20_000), 0, 'rolled back after mqtt.trialS: an orderly restart');
-  t.true(existsSync(box.path('config-desired.rolled-back.json')));
-  t.false(existsSync(box.path('config-desired.trial.json')));
+    // Nothing restarts the process here; systemd would. The trial start reaches no broker ...
+    await box.boot({ birth: false });
+    await box.logLine(/on trial: it must reach mqtt:\/\/127\.0\.0\.1:\d+ within 4 s/, 'the trial start');
+    t.is(await box.exited(20_000), 0, 'rolled back after mqtt.trialS: an orderly restart');
+    t.true(existsSync(box.path('config-desired.rolled-back.json')));
+    t.false(existsSync(box.path('config-desired.trial.json')));
 
-  // ... and the start after it is on the last good config: online, saying why.
-  mark = box.fleet.received.length;
-  await box.boot();
-  const back = await reportedAfter(box, mark, (r) => r.errors[0]?.code === 'ERR_ROLLED_BACK', 'ERR_ROLLED_BACK');
-  t.is(back.version, 1);
-  t.is(back.appliedVersion, null);
-  t.regex(back.errors[0]?.message ?? '', /no CONNACK from mqtt:\/\/127\.0\.0\.1:\d+ within 4 s/);
-  // The retained document comes again after the connect: answered the same way, not tried again.
-  await until(
-    () =>
-      box.fleet.received
-        .slice(mark)
-        .filter((m) => m.topic === reportedTopic(box) && asReported(m).errors[0]?.code === 'ERR_ROLLED_BACK').length >=
-      2,
-    'the retained desired document to be answered',
-    20_000,
-  );
-  t.is((await configGet(box)).config.mqtt.url, box.broker.url);
-  t.is(box.child?.exitCode, null, 'no second trial, no restart loop');
-});
+    // ... and the start after it is on the last good config: online, saying why.
+    mark = box.fleet.received.length;
+    await box.boot();
+    const back = await reportedAfter(box, mark, (r) => r.errors[0]?.code === 'ERR_ROLLED_BACK', 'ERR_ROLLED_BACK');
+    t.is(back.version, 1);
+    t.is(back.appliedVersion, null);
+    t.regex(back.errors[0]?.message ?? '', /no CONNACK from mqtt:\/\/127\.0\.0\.1:\d+ within 4 s/);
+    // The retained document comes again after the connect: answered the same way, not tried again.
+    await until(
+      () =>
+        box.fleet.received
+          .slice(mark)
+          .filter((m) => m.topic === reportedTopic(box) && asReported(m).errors[0]?.code === 'ERR_ROLLED_BACK')
+          .length >= 2,
+      'the retained desired document to be answered',
+      20_000,
+    );
+    t.is((await configGet(box)).config.mqtt.url, box.broker.url);
+    t.is(box.child?.exitCode, null, 'no second trial, no restart loop');
+  },
+);
 
-test('3 the same version with other content is refused with ERR_VERSION_CONFLICT and the applied content keeps running', async (t) => {
-  const box = await HostileBox.start(t);
-  const mark = box.fleet.received.length;
-  await desiredPublish(box, { version: 5, config: { mqtt: { telemetryIntervalS: 30 } } });
-  await reportedAfter(box, mark, (r) => r.version === 5 && r.outcome === 'applied', 'version 5 applied');
-  await desiredPublish(box, { version: 5, config: { mqtt: { telemetryIntervalS: 7 } } });
-  const conflict = await reportedAfter(box, mark, (r) => r.outcome === 'rejected', 'the conflict');
-  t.deepEqual(
-    conflict.errors.map((e) => e.code),
-    ['ERR_VERSION_CONFLICT'],
-  );
-  t.is(conflict.appliedVersion, 5);
-  const running = await configGet(box);
-  t.is(running.version, 5);
-  t.is(running.config.mqtt.telemetryIntervalS, 30);
-});
+test.serial(
+  '3 the same version with other content is refused with ERR_VERSION_CONFLICT and the applied content keeps running',
+  async (t) => {
+    const box = await HostileBox.start(t);
+    const mark = box.fleet.received.length;
+    await desiredPublish(box, { version: 5, config: { mqtt: { telemetryIntervalS: 30 } } });
+    await reportedAfter(box, mark, (r) => r.version === 5 && r.outcome === 'applied', 'version 5 applied');
+    await desiredPublish(box, { version: 5, config: { mqtt: { telemetryIntervalS: 7 } } });
+    const conflict = await reportedAfter(box, mark, (r) => r.outcome === 'rejected', 'the conflict');
+    t.deepEqual(
+      conflict.errors.map((e) => e.code),
+      ['ERR_VERSION_CONFLICT'],
+    );
+    t.is(conflict.appliedVersion, 5);
+    const running = await configGet(box);
+    t.is(running.version, 5);
+    t.is(running.config.mqtt.telemetryIntervalS, 30);
+  },
+);
 
-test('3 an empty retained desired payload drops the desired layer, also for the next start', async (t) => {
+test.serial('3 an empty retained desired payload drops the desired layer, also for the next start', async (t) => {
   const box = await HostileBox.start(t);
   let mark = box.fleet.received.length;
   await desiredPublish(box, { version: 2, config: { mqtt: { telemetryIntervalS: 30 } } });
@@ -139,7 +148,7 @@ test('3 an empty retained desired payload drops the desired layer, also for the 
   t.like(await configGet(box), { version: null, config: { mqtt: { telemetryIntervalS: 60 } } });
 });
 
-test('3 dataDir cannot be set over MQTT (the rollback lives there)', async (t) => {
+test.serial('3 dataDir cannot be set over MQTT (the rollback lives there)', async (t) => {
   const box = await HostileBox.start(t);
   const mark = box.fleet.received.length;
   await desiredPublish(box, { version: 3, config: { dataDir: scratchDir(t) } });
@@ -149,32 +158,35 @@ test('3 dataDir cannot be set over MQTT (the rollback lives there)', async (t) =
   t.false(existsSync(box.path('config-desired.json')));
 });
 
-test('3 a provisioning file on the ESP drops the fleet desired layer: the technician on site wins', async (t) => {
-  const box = await HostileBox.start(t);
-  const mark = box.fleet.received.length;
-  await desiredPublish(box, { version: 4, config: { mqtt: { telemetryIntervalS: 30 } } });
-  await reportedAfter(box, mark, (r) => r.version === 4 && r.outcome === 'applied', 'version 4 applied');
-  t.is(await box.stop(), 0);
-  t.true(existsSync(box.path('config-desired.json')));
-  // Cleared while the box is away, so the broker's retained copy cannot bring the layer back.
-  await box.fleet.publish(desiredTopic(box), '', { retain: true });
+test.serial(
+  '3 a provisioning file on the ESP drops the fleet desired layer: the technician on site wins',
+  async (t) => {
+    const box = await HostileBox.start(t);
+    const mark = box.fleet.received.length;
+    await desiredPublish(box, { version: 4, config: { mqtt: { telemetryIntervalS: 30 } } });
+    await reportedAfter(box, mark, (r) => r.version === 4 && r.outcome === 'applied', 'version 4 applied');
+    t.is(await box.stop(), 0);
+    t.true(existsSync(box.path('config-desired.json')));
+    // Cleared while the box is away, so the broker's retained copy cannot bring the layer back.
+    await box.fleet.publish(desiredTopic(box), '', { retain: true });
 
-  const esp = scratchDir(t);
-  const file = writeJson(esp, 'multihead-provision.json', { device: { name: 'Lobby', id: box.id } });
-  const applied = applyRun(box.dataDir, file);
-  t.is(applied.code, 0, applied.out);
-  t.false(existsSync(box.path('config-desired.json')));
-  t.false(existsSync(file));
+    const esp = scratchDir(t);
+    const file = writeJson(esp, 'multihead-provision.json', { device: { name: 'Lobby', id: box.id } });
+    const applied = applyRun(box.dataDir, file);
+    t.is(applied.code, 0, applied.out);
+    t.false(existsSync(box.path('config-desired.json')));
+    t.false(existsSync(file));
 
-  const lines = box.lines.length;
-  await box.boot();
-  const starting = await until(
-    () => box.lines.slice(lines).find((l) => l.includes('"desiredVersion"')),
-    'the starting line',
-  );
-  t.regex(starting, /"desiredVersion":null/);
-  t.like(await configGet(box), { version: null, config: { mqtt: { telemetryIntervalS: 60 } } });
-});
+    const lines = box.lines.length;
+    await box.boot();
+    const starting = await until(
+      () => box.lines.slice(lines).find((l) => l.includes('"desiredVersion"')),
+      'the starting line',
+    );
+    t.regex(starting, /"desiredVersion":null/);
+    t.like(await configGet(box), { version: null, config: { mqtt: { telemetryIntervalS: 60 } } });
+  },
+);
 
 test('4 device ids and groups all/group/replies are refused by config check (exit 78), by the supervisor and by provisioning', async (t) => {
   const dir = scratchDir(t);
@@ -217,7 +229,7 @@ test('4 device ids and groups all/group/replies are refused by config check (exi
   );
 });
 
-test('7 a flood of 200 desired configs ends on the newest, skipping the waiting ones', async (t) => {
+test.serial('7 a flood of 200 desired configs ends on the newest, skipping the waiting ones', async (t) => {
   const box = await HostileBox.start(t);
   const mark = box.fleet.received.length;
   // Padded to 100 KiB each: 20 MiB in all, which an unbounded queue would hold at once.
