@@ -14,6 +14,7 @@ import { RateLimiter } from '../src/rate-limit.ts';
 import { StatusTracker } from '../src/status/status.ts';
 import { EventBus } from '../src/supervisor/bus.ts';
 import { CommandRegistry } from '../src/supervisor/commands.ts';
+import { topicKind } from './helpers/contract-check.ts';
 import { scratchDir, writeJson } from './helpers/tmp.ts';
 
 const contract = contractLoad();
@@ -380,4 +381,21 @@ test('contract: a document whose command and reply lists differ is refused', (t)
   t.not(drifted, text);
   writeFileSync(join(dir, 'asyncapi.yaml'), drifted);
   t.throws(() => contractLoad(join(dir, 'asyncapi.yaml')), { message: /ping has no reply message/ });
+});
+
+test('contract check: reply topics are part of the contract, at exactly their depth', (t) => {
+  t.deepEqual(topicKind('multihead/replies/ops/42/kiosk-1'), { kind: 'reply', device: 'kiosk-1' });
+  for (const topic of [
+    'multihead/replies/ops/42',
+    'multihead/replies/ops/42/kiosk-1/x',
+    'multihead/replies//42/kiosk-1',
+    'replies/ops/42/kiosk-1',
+    'multihead/kiosk-1/cmd/ping/x',
+    'multihead/kiosk-1/elsewhere',
+  ]) {
+    t.deepEqual(topicKind(topic), { kind: 'unknown' }, topic);
+  }
+  t.deepEqual(topicKind('multihead/kiosk-1/jobs/j1'), { kind: 'device', schema: 'Job' });
+  t.deepEqual(topicKind('multihead/all/cmd/ping'), { kind: 'fleet' });
+  t.deepEqual(topicKind('multihead/kiosk-1/config/desired'), { kind: 'fleet' });
 });
