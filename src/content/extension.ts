@@ -1,0 +1,303 @@
+import { dirname } from 'node:path';
+import { writeFileAtomic } from '../fs/atomic.ts';
+import type { Logger } from '../log/logger.ts';
+import type { EventBus } from '../supervisor/bus.ts';
+import { CommandError, type CommandRegistry } from '../supervisor/commands.ts';
+import type { Extension } from '../supervisor/extension.ts';
+import type { CacheStatus, RetryPolicy } from './cache.ts';
+import { type ClockChange, ClockWatch, type ClockWatchDeps, type TimeSyncState } from './clock-watch.ts';
+import type { Fetch } from './download.ts';
+import type { FileSystem } from './fs.ts';
+import { MediaSync } from './media-sync.ts';
+import { type Content, ContentError, contentParse, contentValidate } from './model.ts';
+import { ContentOutputs } from './outputs.ts';
+import type { Player } from './player.ts';
+import type { RunnerState } from './playlist-runner.ts';
+import { scheduledMedia } from './playlists.ts';
+import { type Placement, type ScheduleResult, scheduleAt } from './scheduler.ts';
+
+/** Re-evaluated at least this often (the horizon moves on); clock steps reschedule at once. */
+const RECHECK_MS = 3_600_000;
+
+export interface ContentStatus {
+  readonly file: string;
+  readonly version: number | null;
+  readonly at: string;
+  readonly nextChangeAt: string | null;
+  /** When the schedule was last evaluated (a boundary, the hourly check, new content, a clock step or sync). */
+  readonly evaluatedAt: string | null;
+  readonly player: string;
+  readonly outputs: Record<string, Placement & { state: RunnerState }>;
+  readonly cache: CacheStatus | null;
+  readonly time: TimeSyncState | null;
+  readonly problem?: string;
+}
+
+export interface ContentExtensionDeps {
+  /** The content document. */
+  readonly file: string;
+  /** The media cache lives under it. */
+  readonly dataDir: string;
+  readonly cacheLimits: { readonly maxBytes: number; readonly reserveBytes: number; readonly concurrency: number };
+  readonly logger: Logger;
+  /** `content.sync` and `time.sync` go here. */
+  readonly bus: Pick<EventBus, 'emit'>;
+  readonly commands: Pick<CommandRegistry, 'register'>;
+  readonly clock: { now(): number };
+  readonly fs: FileSystem;
+  /** Whether the content document exists (checked once, at start). */
+  readonly exists: (path: string) => boolean;
+  /** What shows content: asked when content first applies, so playback can be ready by then. */
+  readonly playerCreate: () => Player | undefined;
+  /** Prerolling this long before a schedule boundary lets the switch land on the boundary's vblank. */
+  readonly prerollMs: number;
+  /** The clock watch's sync source, and its monotonic clock and interval (tests); `clock` is its wall clock. */
+  readonly clockWatch: Pick<ClockWatchDeps, 'sync' | 'monotonic' | 'intervalMs'>;
+  readonly fetch?: Fetch;
+  readonly retry?: Partial<RetryPolicy>;
+  /** Least time between two `content.sync` progress events of one job. */
+  readonly syncProgressEveryMs?: number;
+}
+
+/**
+ * Content: loads the content document, keeps the media the schedule needs in the cache,
+ * and at every schedule boundary tells each output what to play. Offers `playlist.set`
+ * (validate, persist atomically, apply) and `content.status`.
+ */
+export class ContentExtension implements Extension {
+  readonly name = 'content';
+  readonly #deps: ContentExtensionDeps;
+  readonly #media: MediaSync;
+  readonly #outputs: ContentOutputs;
+  readonly #withdraw: Array<() => void> = [];
+  #content: Content | undefined;
+  #result: ScheduleResult | undefined;
+  #evaluatedAt: number | undefined;
+  #problem: string | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #watch: ClockWatch | undefined;
+  #stopped = false;
+
+  constructor(deps: ContentExtensionDeps) {
+    this.#deps = deps;
+    const { logger } = deps;
+    this.#outputs = new ContentOutputs({
+      logger,
+      playerCreate: deps.playerCreate,
+      resolve: (m) => this.#media.path(m),
+    });
+    this.#media = new MediaSync({
+      dataDir: deps.dataDir,
+      limits: deps.cacheLimits,
+      logger,
+      bus: deps.bus,
+      fs: deps.fs,
+      clock: deps.clock,
+      inUse: () => this.#outputs.mediaInUse(),
+      onInstalled: () => this.#outputs.retry(),
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      ...(deps.retry ? { retry: deps.retry } : {}),
+      ...(deps.syncProgressEveryMs !== undefined ? { syncProgressEveryMs: deps.syncProgressEveryMs } : {}),
+    });
+  }
+
+  async start(): Promise<void> {
+    this.#watchStart();
+    this.#commandsRegister();
+    await this.#load();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#watch?.stop();
+    for (const w of this.#withdraw.splice(0)) w();
+    this.#timersClear();
+    this.#outputs.close();
+    await this.#media.close();
+  }
+
+  status(): ContentStatus {
+    const outputs: ContentStatus['outputs'] = {};
+    for (const [name, placement] of Object.entries(this.#result?.perOutput ?? {})) {
+      outputs[name] = { ...placement, state: this.#outputs.state(placement.assignment) };
+    }
+    const nextChangeAt = this.#result?.nextChangeAt;
+    return {
+      file: this.#deps.file,
+      version: this.#content?.version ?? null,
+      at: new Date(this.#deps.clock.now()).toISOString(),
+      nextChangeAt: nextChangeAt == null ? null : new Date(nextChangeAt).toISOString(),
+      evaluatedAt: this.#evaluatedAt === undefined ? null : new Date(this.#evaluatedAt).toISOString(),
+      player: this.#outputs.note,
+      outputs,
+      cache: this.#media.status(),
+      time: this.#watch?.state ?? null,
+      ...(this.#problem ? { problem: this.#problem } : {}),
+    };
+  }
+
+  #commandsRegister(): void {
+    const { commands } = this.#deps;
+    this.#withdraw.push(
+      commands.register({
+        name: 'playlist.set',
+        description:
+          'Replace the content (media, playlists, schedules, outputs): validated, saved atomically, applied. Args: {"content": {...}}',
+        handler: (args) => this.#playlistSet(args),
+      }),
+      commands.register({
+        name: 'content.status',
+        description: 'What each output plays and why, the next schedule change, and media cache progress.',
+        handler: () => this.status(),
+      }),
+    );
+  }
+
+  /** The content document at start; a missing or bad one leaves the outputs on their slate. */
+  async #load(): Promise<void> {
+    const { file, fs, logger } = this.#deps;
+    if (!this.#deps.exists(file)) {
+      logger.info({ file }, `no content at ${file}; waiting for playlist.set`);
+      await this.#cacheOpenAtStart();
+      return;
+    }
+    try {
+      const c = contentParse(await fs.readFile(file, 'utf8'), file);
+      await this.#apply(c);
+      logger.info({ version: c.version, file }, `content version ${c.version} loaded from ${file}`);
+    } catch (error) {
+      // A bad file must not stop the supervisor: outputs keep their slate, the reason is reported.
+      this.#problem = (error as Error).message;
+      logger.error({ file, code: (error as { code?: string }).code, err: error }, this.#problem);
+      await this.#cacheOpenAtStart();
+    }
+  }
+
+  /** Without content the cache still opens at start: orphaned partial downloads go now, not later. */
+  async #cacheOpenAtStart(): Promise<void> {
+    try {
+      await this.#media.open(undefined);
+    } catch (error) {
+      this.#deps.logger.error(
+        { err: error },
+        `cannot open the media cache under ${this.#deps.dataDir}: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  /** Validate, open the cache, save, apply: a failure before the save changes nothing. */
+  async #playlistSet(args: Record<string, unknown>): Promise<object> {
+    const { file, dataDir, logger } = this.#deps;
+    let next: Content;
+    try {
+      next = contentValidate(args.content, 'content');
+    } catch (error) {
+      if (error instanceof ContentError) throw new CommandError(error.code, error.message);
+      throw error;
+    }
+    try {
+      await this.#media.open(next);
+    } catch (error) {
+      throw new CommandError(
+        'ERR_CACHE_IO',
+        `cannot open the media cache under ${dataDir}: ${(error as Error).message}; nothing changed`,
+      );
+    }
+    try {
+      await this.#persist(next);
+    } catch (error) {
+      throw new CommandError('ERR_CONTENT_WRITE', `cannot save ${file}: ${(error as Error).message}; nothing changed`);
+    }
+    const jobId = await this.#apply(next);
+    logger.info({ version: next.version, file }, `content version ${next.version} applied`);
+    return {
+      version: next.version,
+      file,
+      nextChangeAt: this.status().nextChangeAt,
+      outputs: this.status().outputs,
+      ...(jobId ? { jobId } : {}),
+    };
+  }
+
+  async #persist(c: Content): Promise<void> {
+    const { file, fs } = this.#deps;
+    await fs.mkdir(dirname(file), { recursive: true });
+    await writeFileAtomic(fs, file, `${JSON.stringify(c, null, 2)}\n`);
+  }
+
+  /** Resolves to the id of the content sync job that fetches the media. */
+  async #apply(c: Content): Promise<string | undefined> {
+    await this.#media.open(c);
+    this.#content = c;
+    this.#problem = undefined;
+    const player = this.#outputs.playerEnsure();
+    if (player) this.#outputs.reconcile(c, player);
+    return this.#reschedule(c.version);
+  }
+
+  /** `syncVersion`: this reschedule applies new content, so its media fetch is a job the fleet can follow. */
+  #reschedule(syncVersion?: number): string | undefined {
+    this.#timersClear();
+    const c = this.#content;
+    if (!c || this.#stopped) return undefined;
+    const now = this.#deps.clock.now();
+    const r = scheduleAt(now, c);
+    this.#result = r;
+    this.#evaluatedAt = now;
+    const jobId = this.#media.fetch(scheduledMedia(c, r), syncVersion);
+    if (this.#outputs.player) this.#outputs.follow(c, r.perOutput);
+    this.#timersArm(c, r, now);
+    return jobId;
+  }
+
+  /** The next evaluation (at the boundary, or the hourly check) and the preroll ahead of the boundary. */
+  #timersArm(c: Content, r: ScheduleResult, now: number): void {
+    const at = r.nextChangeAt;
+    const delay = at === null ? RECHECK_MS : Math.min(RECHECK_MS, Math.max(0, at - now));
+    this.#timers.push(setTimeout(() => this.#reschedule(), delay));
+    const next = r.next;
+    if (at !== null && at - now <= RECHECK_MS && next && this.#outputs.player) {
+      const prerollAt = Math.max(0, at - now - this.#deps.prerollMs);
+      this.#timers.push(setTimeout(() => this.#outputs.preroll(c, next), prerollAt));
+    }
+    for (const t of this.#timers) t.unref();
+  }
+
+  #timersClear(): void {
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers = [];
+  }
+
+  #watchStart(): void {
+    const { bus, clock, clockWatch, logger } = this.#deps;
+    const watch = new ClockWatch({
+      now: () => clock.now(),
+      ...(clockWatch.sync ? { sync: clockWatch.sync } : {}),
+      ...(clockWatch.monotonic ? { monotonic: clockWatch.monotonic } : {}),
+      ...(clockWatch.intervalMs ? { intervalMs: clockWatch.intervalMs } : {}),
+      onChange: (change, state) => this.#clockChanged(change, state),
+    });
+    this.#watch = watch;
+    bus.emit('time.sync', watch.state);
+    logger.info(
+      { time: watch.state },
+      `clock: synchronized ${watch.state.synchronized} (source ${watch.state.source})`,
+    );
+    watch.start();
+  }
+
+  /** A step or the first synchronisation makes the schedule wrong: evaluate it again now. */
+  #clockChanged(change: ClockChange, state: TimeSyncState): void {
+    this.#deps.bus.emit('time.sync', state);
+    if (change.kind === 'state') {
+      this.#deps.logger.warn({ time: state }, `clock: synchronized ${state.synchronized} (source ${state.source})`);
+      return;
+    }
+    const why =
+      change.kind === 'step'
+        ? `the clock was stepped by ${change.deltaMs} ms`
+        : `the clock is synchronised (${change.source})`;
+    this.#deps.logger.info({ time: state, change }, `${why}: schedules re-evaluated`);
+    this.#reschedule();
+  }
+}
