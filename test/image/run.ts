@@ -277,7 +277,7 @@ const mqttLanded = (): boolean => {
 };
 
 /** What (h) saw, for boot 2's check that the box came back. */
-const reboot = { requestedAt: 0, session: 0 };
+const reboot = { requestedAt: 0, session: 0, done: false };
 const stateMessages = () =>
   messages
     .filter((m) => m.topic === 'multihead/image-test/state')
@@ -608,8 +608,8 @@ try {
   // (h) The first boot ends the way a fleet ends it: `reboot` over MQTT. The supervisor has no
   // capabilities (no logind, no D-Bus): root's multihead-reboot.path must do it. QEMU runs with
   // -no-reboot, so the guest's reset ends QEMU; boot 2 is the box coming back.
-  const rebooted = mqttLanded() && (await check('reboot', () => rebootOverMqtt(vm)));
-  if (!rebooted) await vm.stop();
+  reboot.done = mqttLanded() && (await check('reboot', () => rebootOverMqtt(vm)));
+  if (!reboot.done) await vm.stop();
 }
 
 // --- Boot 2: provisioning is not applied twice ---------------------------------------------
@@ -631,7 +631,8 @@ try {
     if (esp.includes('multihead-provision')) throw new Error(`file still on the ESP: ${esp}`);
     return 'the same file again was removed without being applied (the device-side change survived)';
   });
-  if (reboot.requestedAt > 0) await check('reboot-back', () => rebootBack(vm2));
+  // Only after a reset that (h) saw: any fresh boot would bring a new session.
+  if (reboot.done) await check('reboot-back', () => rebootBack(vm2));
   // Logs on the data partition: the first boot's journal is still there on the second.
   await check('logs-kept', async () => {
     const mount = (await vm2.sh('findmnt -n -o SOURCE,FSTYPE /var/log/journal || true')).trim();
