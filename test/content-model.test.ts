@@ -113,6 +113,30 @@ test('shape errors name the JSON path and what was wrong', (t) => {
   );
 });
 
+test('media URLs go through the source policy: file: and FFmpeg protocols never pass, nor URLs without a host', (t) => {
+  for (const url of ['file:///etc/passwd', 'concat:/a|/b', 'lavfi:movie=/etc/passwd', 'HTTP://x/y', 'rtsp://cam/x']) {
+    const found = problems((c) => {
+      c.media[0].url = url;
+    });
+    t.deepEqual(found, [`$.media[0].url: ${JSON.stringify(url)} must be an http:// or https:// URL`], url);
+  }
+  // Past the schema's pattern: the policy's own rules.
+  for (const [url, why] of [
+    ['http:///etc/passwd', 'has no host'],
+    ['https://@/x', 'has no host'],
+    ['https://cdn.example.com\\@evil/x', 'has spaces, backslashes or control characters'],
+  ] as const) {
+    const found = problems((c) => {
+      c.media[1].url = url;
+    });
+    t.deepEqual(
+      found,
+      [`$.media[1].url: ERR_SOURCE_NOT_ALLOWED: the media URL ${why}; allowed: http:// and https:// URLs`],
+      url,
+    );
+  }
+});
+
 test('cross-reference errors: unknown ids, duplicates, and what is known', (t) => {
   t.deepEqual(
     problems((c) => {

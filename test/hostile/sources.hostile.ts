@@ -190,7 +190,7 @@ test('2 an HLS playlist whose segment is a file: URL (or a local path) does not 
   t.false(remote.opened, 'the file: segment of a remote playlist was opened');
   // The same list as a media file (or a downloaded one in the cache): a file is a plain container.
   writeFileSync(join(media, 'list.m3u8'), hlsPlaylist(fifo));
-  const local = await fifoOpenedDuring(box, fifo, 'list.m3u8');
+  const local = await fifoOpenedDuring(box, fifo, join(media, 'list.m3u8'));
   t.false(local.reply.ok, JSON.stringify(local.reply));
   t.false(local.opened, 'a segment of a local playlist was opened');
   await onlyTheDemo(t, box);
