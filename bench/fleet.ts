@@ -1,6 +1,6 @@
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -223,9 +223,12 @@ const SIZE = 64;
 /** publish → both outputs show a frame of the other clip, `PLAYS` times, alternating clips. */
 async function outputBench(root: string): Promise<{ ms: number[]; replyMs: number[] }> {
   const broker = await brokerStart(root);
-  const low = counterClip(root, 'low.mp4', `${SIZE}x${SIZE}`, '64+2*N');
-  const high = counterClip(root, 'high.mp4', `${SIZE}x${SIZE}`, '160+2*N');
   const dataDir = join(root, 'player');
+  // play opens files in the media directory only (docs/decode.md, source rules).
+  const media = join(dataDir, 'media');
+  mkdirSync(media, { recursive: true });
+  const low = counterClip(media, 'low.mp4', `${SIZE}x${SIZE}`, '64+2*N');
+  const high = counterClip(media, 'high.mp4', `${SIZE}x${SIZE}`, '160+2*N');
   const config = configLoad({
     env: {
       MULTIHEAD_DEVICE_ID: 'bench-player',
