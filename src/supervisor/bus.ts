@@ -1,8 +1,3 @@
-import type { Config } from '../config/schema.ts';
-import type { ContentSync } from '../content/sync-job.ts';
-import type { Screens } from '../display/screens.ts';
-import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
-
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
 export type TimeSource = 'adjtimex' | 'timesyncd' | 'none';
@@ -20,51 +15,30 @@ export interface TimeSyncState {
   readonly synchronizedAt?: string;
 }
 
-/** Every event on the bus, by name. Extensions talk to each other only through these. */
+/**
+ * Every event on the bus, by name. Extensions talk to each other only through these.
+ *
+ * The supervisor core knows no feature: events whose payloads are a feature's own types (the
+ * display's screens, the addon's decoder status, a content sync job, the configuration) are
+ * added to this interface by declaration merging in `src/extensions/bus-events.ts`, which
+ * imports those types. The dependency points from the features to the core, never back.
+ */
 export interface BusEvents {
   'supervisor.state': { state: SupervisorState; reason?: string };
-  /** The outputs exist and can be drawn on: real ones, or virtual ones and why. */
-  'display.ready':
-    | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
-    | { mode: 'virtual'; reason: string; screens: Screens };
-  /** The outputs driven now, after start, a config change or hotplug. */
-  'display.outputs': { outputs: OutputInfo[] };
-  /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
-  'decode.status': { status: DecodeStatus };
   /** A decoder runs in software although hardware was asked for: once per decoder. */
   'decode.fallback': { decoder: number; source: string; reason: string; midStream: boolean };
   /** A new JPEG preview of an output (status page, MQTT status). */
   'preview.updated': { output: string; jpeg: Buffer; width: number; height: number; at: number };
-  /**
-   * Playback is ready for others to show things: the outputs, the one decode manager (so every
-   * source is decoded once, whoever shows it) and `claim`, which makes the built-in demo let go
-   * of outputs that content takes over.
-   */
-  'playback.ready': { screens: Screens; decode: DecodeManager; claim: (outputs: readonly string[]) => void };
   /** What an output plays now (a source, the demo, or nothing). */
   'playback.changed': { output: string; source: string | null; reason: string };
   /** Per-output counters, periodically, from whoever drives the outputs (telemetry shows them). */
   'output.stats': { outputs: Array<{ name: string; frames: number; dropped: number }> };
-  /**
-   * A content sync job (the media fetch of one content apply) was accepted, progressed or
-   * ended; the MQTT extension publishes it on `jobs/<jobId>`.
-   */
-  'content.sync': ContentSync;
   /** The clock's sync state changed, or it was stepped (schedules were re-evaluated). */
   'time.sync': TimeSyncState;
   /** The fleet broker connection came up or went down (session: the birth's counter). */
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
   /** The local status endpoint listens (the URL names the bound address and port). */
   'http.listening': { url: string };
-  /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
-  'config.applied': {
-    version: number;
-    config: Config;
-    /** Keys that changed and took effect at once. */
-    applied: string[];
-    /** Keys that changed and take effect at the next start. */
-    restartRequired: string[];
-  };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;

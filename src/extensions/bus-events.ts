@@ -1,0 +1,40 @@
+// The bus events whose payloads are feature types, added to the core's `BusEvents` by declaration
+// merging: src/supervisor/bus.ts imports nothing from the features, the features' types come
+// here. Types only: nothing imports this file at run time, `tsc` reads it with the rest of src/.
+import type { Config } from '../config/schema.ts';
+import type { ContentSync } from '../content/sync-job.ts';
+import type { Screens } from '../display/screens.ts';
+import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+
+declare module '../supervisor/bus.ts' {
+  interface BusEvents {
+    /** The outputs exist and can be drawn on: real ones, or virtual ones and why. */
+    'display.ready':
+      | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
+      | { mode: 'virtual'; reason: string; screens: Screens };
+    /** The outputs driven now, after start, a config change or hotplug. */
+    'display.outputs': { outputs: OutputInfo[] };
+    /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
+    'decode.status': { status: DecodeStatus };
+    /**
+     * Playback is ready for others to show things: the outputs, the one decode manager (so every
+     * source is decoded once, whoever shows it) and `claim`, which makes the built-in demo let go
+     * of outputs that content takes over.
+     */
+    'playback.ready': { screens: Screens; decode: DecodeManager; claim: (outputs: readonly string[]) => void };
+    /**
+     * A content sync job (the media fetch of one content apply) was accepted, progressed or
+     * ended; the MQTT extension publishes it on `jobs/<jobId>`.
+     */
+    'content.sync': ContentSync;
+    /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
+    'config.applied': {
+      version: number;
+      config: Config;
+      /** Keys that changed and took effect at once. */
+      applied: string[];
+      /** Keys that changed and take effect at the next start. */
+      restartRequired: string[];
+    };
+  }
+}
