@@ -151,7 +151,7 @@ export class HealthTracker {
     const health = this.#assessEvents();
     const { stalled } = this.#loops;
     const loops = { frameLoops: this.#loops.loops, stalled: stalled.length > 0 };
-    if (stalled.length === 0 || health.state === 'booting') return { ...health, ...loops };
+    if (stalled.length === 0) return { ...health, ...loops };
     // A stuck presentation or vblank thread shows nothing new whatever the counters said last.
     return { ...health, ...loops, state: 'error', reasons: [...stalled, ...health.reasons] };
   }
