@@ -152,6 +152,17 @@ export const text: Format = {
   },
 };
 
+/** The status endpoint's LAN token: short ones can be guessed through the rate limit in days. */
+export const HTTP_TOKEN_MIN = 32;
+export const httpToken: Format = {
+  name: 'http-token',
+  rule: `must be empty (loopback only) or at least ${HTTP_TOKEN_MIN} characters (e.g. openssl rand -hex 32), at most 4096, without spaces`,
+  validate(value) {
+    if (typeof value !== 'string' || value.length > 4096 || /\s/.test(value)) fail(httpToken.rule);
+    if (value !== '' && value.length < HTTP_TOKEN_MIN) fail(httpToken.rule);
+  },
+};
+
 export const topicPrefix: Format = {
   name: 'topic-prefix',
   rule: 'must be topic levels of A-Z a-z 0-9 _ - separated by /, without wildcards or a leading or trailing /',

@@ -131,7 +131,7 @@ export const schema = {
     },
     token: {
       doc: 'Bearer token required for non-loopback access to the status endpoint.',
-      format: f.text,
+      format: f.httpToken,
       default: '',
       env: 'MULTIHEAD_HTTP_TOKEN',
       sensitive: true,

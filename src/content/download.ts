@@ -1,4 +1,4 @@
-import { writeAll } from './atomic-file.ts';
+import { writeAll } from '../fs/atomic.ts';
 import { CacheError, type CacheErrorSubject } from './cache-error.ts';
 import type { FileHandleLike, FileSystem } from './fs.ts';
 
