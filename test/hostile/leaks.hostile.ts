@@ -119,6 +119,62 @@ test('10 a play of a signed URL with user:password: no secret in any MQTT messag
   t.true((await httpText(`${http}/outputs`)).includes('lobby.mp4'), '/outputs does name the source');
 });
 
+/** An HTTP source that refuses every request: FFmpeg fails to open it and says so, quoting the URL. */
+async function refusingServer(t: ExecutionContext): Promise<number> {
+  const server = await mediaServerStart();
+  t.teardown(() => server.close());
+  server.add('/clips/lobby.mp4', Buffer.from('x'), [], { kind: 'status', status: 403 });
+  return Number(new URL(server.url('/')).port);
+}
+
+test('10 a signed source that fails to open: the error reply names it redacted, and nothing else carries a secret', async (t) => {
+  const box = await HostileBox.start(t, { file: { log: { level: 'debug' } } });
+  const http = await box.httpUrl();
+  const reply = await command(box, 'play', { args: { source: signedUrl(await refusingServer(t)) } });
+  const body = reply.json as { ok: boolean; error?: { code: string; message: string } };
+  t.false(body.ok);
+  // FFmpeg's error quotes the URL it could not open; the reply passes it on, redacted.
+  t.regex(body.error?.message ?? '', /\[redacted\]@127\.0\.0\.1:\d+\/clips\/lobby\.mp4\?/);
+  t.regex(body.error?.message ?? '', /X-Amz-Signature=\[redacted\]/);
+  await command(box, 'ping', {});
+  const published = box.fleet.received.filter((m) => !m.topic.includes('/cmd/'));
+  t.deepEqual(
+    published.filter((m) => leaked(m.text).length > 0).map((m) => `${m.topic}: ${leaked(m.text).join(', ')}`),
+    [],
+  );
+  t.deepEqual(
+    box.lines.filter((l) => leaked(l).length > 0),
+    [],
+  );
+  for (const path of ['/status', '/healthz', '/outputs', '/logs?lines=1000']) {
+    t.deepEqual(leaked(await httpText(`${http}${path}`)), [], path);
+  }
+});
+
+test('15 a supervisor started with a short LAN token exits 78 and never opens the endpoint', async (t) => {
+  const dir = scratchDir(t);
+  const short = 'too-short-for-the-lan';
+  const file = writeJson(dir, 'config.json', { http: { bind: '0.0.0.0', port: 0, token: short }, dataDir: dir });
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MULTIHEAD_')));
+  const child = spawn(BIN, ['--config', file], {
+    env: { ...env, MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  child.stderr.on('data', (d) => {
+    out += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  t.is(code, 78, out);
+  t.regex(out, /http\.token/);
+  t.false(out.includes(short), 'the token is not printed');
+  t.false(out.includes('status endpoint on'), 'nothing listened');
+});
+
 test('15 a LAN token shorter than 32 characters is refused by multihead config check (exit 78), without echoing it', (t) => {
   const dir = scratchDir(t);
   const short = 'short-lan-token-31-chars-long-x';
