@@ -1,4 +1,5 @@
 import { writeAll } from '../fs/atomic.ts';
+import { urlProblem, WEB_SCHEMES } from '../playback/source-policy.ts';
 import { CacheError, type CacheErrorSubject } from './cache-error.ts';
 import type { FileHandleLike, FileSystem } from './fs.ts';
 
@@ -59,15 +60,11 @@ function ioError(subject: CacheErrorSubject, path: string, error: unknown, writt
  */
 export async function downloadAttempt(request: DownloadRequest, deps: DownloadDeps): Promise<DownloadResult> {
   const { subject, size, partialPath } = request;
-  let url: URL;
-  try {
-    url = new URL(request.url);
-  } catch {
-    throw new CacheError('ERR_CACHE_BAD_URL', subject, 'not a valid URL');
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new CacheError('ERR_CACHE_BAD_URL', subject, `${url.protocol} is not http: or https:`);
-  }
+  // The source policy's rule, the same one content validation applies: a URL that got past
+  // neither would be refused here rather than handed to fetch.
+  const problem = urlProblem(request.url, WEB_SCHEMES);
+  if (problem !== undefined) throw new CacheError('ERR_CACHE_BAD_URL', subject, `the URL ${problem}`);
+  const url = new URL(request.url);
 
   let offset = await sizeOf(deps.fs, partialPath);
   if (offset > size) {
