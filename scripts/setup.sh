@@ -4,7 +4,7 @@
 # Node.js 24 and build the Rust addon from source), then runs the supervisor or the tests.
 #
 #   scripts/setup.sh run     set up, then run the supervisor on its embedded defaults
-#   scripts/setup.sh test    set up, then run lint, type checks, Rust, ava, the QEMU kernel suite and the image test
+#   scripts/setup.sh test    set up, then run lint, type checks, Rust, ava, the hostile suite, the QEMU kernel suite and the image test
 #   scripts/setup.sh deps    set up only
 set -eu
 

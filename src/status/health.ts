@@ -64,6 +64,8 @@ export class HealthTracker {
   readonly #sources = new Map<string, string | null>();
   readonly #fallbacks = new Map<number, string>();
   #supervisor: SupervisorState;
+  /** Extensions left out after a failed start: the screens play, but the box is not whole. */
+  #leftOut: readonly string[] = [];
   #screens: Screens | undefined;
   #kmsConnectors: string[] | undefined;
   #decode: DecodeStatus | undefined;
@@ -114,6 +116,7 @@ export class HealthTracker {
     this.#bus = bus;
     // Extensions that start after the display still learn what was said before them.
     this.#supervisor = bus.latest('supervisor.state')?.state ?? 'starting';
+    this.#leftOut = bus.latest('supervisor.state')?.leftOut ?? [];
     this.#screens = bus.latest('display.ready')?.screens;
     this.#kmsConnectors = bus.latest('display.outputs')?.outputs.map((o) => o.connector);
     this.#decode = bus.latest('decode.status')?.status;
@@ -125,7 +128,12 @@ export class HealthTracker {
     const stats = bus.latest('output.stats');
     if (stats) this.#statsTake(stats.outputs);
     this.#unsubscribe.push(
-      bus.on('supervisor.state', ({ state }) => this.#update(() => (this.#supervisor = state))),
+      bus.on('supervisor.state', ({ state, leftOut }) =>
+        this.#update(() => {
+          this.#supervisor = state;
+          this.#leftOut = leftOut ?? [];
+        }),
+      ),
       bus.on('display.ready', ({ screens }) => this.#update(() => (this.#screens = screens))),
       bus.on('display.outputs', ({ outputs }) =>
         this.#update(() => (this.#kmsConnectors = outputs.map((o) => o.connector))),
@@ -218,6 +226,7 @@ export class HealthTracker {
     if (this.#stats === undefined) return result('booting', ['waiting for the first frame']);
     if (!nothingToPlay && playing.length === 0) return result('error', ['nothing playing', ...problems]);
     const degraded = [...problems];
+    for (const name of this.#leftOut) degraded.push(`extension ${name} failed to start and is left out`);
     if (nothingToPlay) degraded.push('nothing to play: no content assigned');
     for (const o of outputs) if (!nothingToPlay && o.source === null) degraded.push(`${o.name}: no content`);
     for (const missing of this.#missingOutputs()) degraded.push(`${missing}: configured but not driven`);

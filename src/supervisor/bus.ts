@@ -24,7 +24,8 @@ export interface TimeSyncState {
  * imports those types. The dependency points from the features to the core, never back.
  */
 export interface BusEvents {
-  'supervisor.state': { state: SupervisorState; reason?: string };
+  /** `leftOut`: non-essential extensions whose start failed; the box runs without them. */
+  'supervisor.state': { state: SupervisorState; reason?: string; leftOut?: readonly string[] };
   /** A decoder runs in software although hardware was asked for: once per decoder. */
   'decode.fallback': { decoder: number; source: string; reason: string; midStream: boolean };
   /** A new JPEG preview of an output (status page, MQTT status). */

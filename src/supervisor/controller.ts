@@ -84,7 +84,7 @@ export class Controller {
       await this.#leaveOut(definition.name, outcome);
     }
     const failed = this.#failed.map((f) => f.extension);
-    this.#setState('running', failed.length > 0 ? `without ${failed.join(', ')}: failed to start` : undefined);
+    this.#setState('running', failed.length > 0 ? `without ${failed.join(', ')}: failed to start` : undefined, failed);
   }
 
   async #startOne(
@@ -157,10 +157,14 @@ export class Controller {
     return clean;
   }
 
-  #setState(state: SupervisorState, reason?: string): void {
+  #setState(state: SupervisorState, reason?: string, leftOut: readonly string[] = []): void {
     this.#state = state;
     this.#log.info({ state, ...(reason ? { reason } : {}) }, `supervisor ${state}${reason ? ` (${reason})` : ''}`);
-    this.bus.emit('supervisor.state', reason ? { state, reason } : { state });
+    this.bus.emit('supervisor.state', {
+      state,
+      ...(reason ? { reason } : {}),
+      ...(leftOut.length > 0 ? { leftOut } : {}),
+    });
   }
 }
 

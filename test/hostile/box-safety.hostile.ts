@@ -123,6 +123,17 @@ test('12 an extension that fails at start leaves playback running, state online,
   );
   const doc = status.json as Status;
   t.not(doc.health.state, 'error');
+  // The one health judgement says the box is not whole, while the screens play.
+  const judged = await box.fleet.next(
+    (m) =>
+      m.topic === topic('status') &&
+      ((m.json as { health?: { reasons?: string[] } }).health?.reasons ?? []).some((r) =>
+        r.includes('extension content failed to start'),
+      ),
+    30_000,
+    'a status whose health names the left-out extension',
+  );
+  t.is((judged.json as Status).health.state, 'degraded');
   t.true((doc.decode?.decoders ?? []).length > 0);
   t.true((doc.decode?.decoders ?? []).every((d) => !d.failure));
   // Still there a while later: the failure did not start a delayed shutdown.
