@@ -1,11 +1,11 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type CacheDeps, type CacheItem, type CacheProgress, MediaCache } from '../src/content/cache.ts';
 import { nodeFs as nodeFsForTests } from '../src/content/fs.ts';
 import { type Fault, type MediaServer, mediaServerStart, randomMedia } from './helpers/media-server.ts';
-import { scratchDir } from './helpers/tmp.ts';
+import { freeBytes, scratchDir, tmpfsMount } from './helpers/tmp.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -376,28 +376,6 @@ test('disk full with unpinned media on disk: that media is evicted and the downl
   t.is(await cache.path(old), null);
 });
 
-/**
- * A real tmpfs of `size` (e.g. '16m') mounted in a scratch directory, unmounted at teardown.
- * Needs root (CI runs as root); without it the test fails, it does not skip.
- */
-function tmpfsMount(t: ExecutionContext, size: string): string {
-  const mount = scratchDir(t);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mount], { stdio: 'pipe' });
-  } catch (error) {
-    throw new Error(
-      `cannot mount a ${size} tmpfs on ${mount} (this test needs root): ${(error as { stderr?: Buffer }).stderr ?? error}`,
-    );
-  }
-  t.teardown(() => execFileSync('umount', [mount]));
-  return mount;
-}
-
-const freeOn = (path: string): number => {
-  const s = statfsSync(path);
-  return s.bavail * s.bsize;
-};
-
 const MiB = 1024 * 1024;
 
 test.serial(
@@ -508,9 +486,9 @@ test.serial(
     const reserve = 2 * MiB;
     const [a, b, c] = [served(s, 'a', 6 * MiB), served(s, 'b', 6 * MiB), served(s, 'c', 6 * MiB)];
     const { cache } = cacheIn(t, join(mount, 'cache'), { maxBytes: 1024 * MiB, reserveBytes: reserve, concurrency: 1 });
-    let leastFree = freeOn(mount);
+    let leastFree = freeBytes(mount);
     cache.on('progress', () => {
-      leastFree = Math.min(leastFree, freeOn(mount));
+      leastFree = Math.min(leastFree, freeBytes(mount));
     });
     await cache.open();
     const results = await cache.ensure([a, b, c]);

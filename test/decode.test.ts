@@ -6,6 +6,7 @@ import test from 'ava';
 import type { DecodeManager as DecodeManagerType } from '../native/index.d.ts';
 import { loadAddon } from '../src/native/addon.ts';
 import { clipMake, counterClip, filesServe, hlsPlaylist, lumaMean, tsClip } from './helpers/clips.ts';
+import { dialCounter } from './helpers/dial-counter.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-decode-'));
@@ -278,12 +279,7 @@ test('acquireAsync opens a slow source off the JavaScript thread and reports its
 test('the addon refuses FFmpeg protocols and lavfi graphs that read or write files, and opens none of them', async (t) => {
   const m = manager(t);
   const written = join(mkdtempSync(join(dir, 'psnr-')), 'stats.log');
-  const listener = createServer((socket) => socket.destroy());
-  let dialled = 0;
-  listener.on('connection', () => dialled++);
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => listener.close());
-  const { port } = listener.address() as AddressInfo;
+  const { port, dialled } = await dialCounter(t);
   for (const source of [
     `lavfi:movie=${counter}`,
     `lavfi:testsrc2=size=64x64[a];testsrc2=size=64x64[b];[a][b]psnr=stats_file=${written}`,
@@ -300,7 +296,7 @@ test('the addon refuses FFmpeg protocols and lavfi graphs that read or write fil
     t.regex(e?.message ?? '', /^ERR_SOURCE_NOT_ALLOWED: .*not allowed: .*allowed/, source);
   }
   t.false(existsSync(written), 'psnr wrote no stats file');
-  t.is(dialled, 0, 'nothing dialled out');
+  t.is(dialled(), 0, 'nothing dialled out');
   t.deepEqual(m.status().decoders, []);
 });
 

@@ -123,22 +123,25 @@ function recordingSyncFs(dir: string, file: string): { io: SyncFs; calls: string
   return { io, calls };
 }
 
+/** What an atomic write must do, in this order: the temp file durable before it replaces the file, then the rename. */
+const WRITE_STEPS = [
+  'open temp',
+  'write temp',
+  'fsync temp',
+  'close temp',
+  'rename temp file',
+  'open dir',
+  'fsync dir',
+  'close dir',
+];
+
 test('fileWriteAtomic: open temp, write, fsync temp, rename over the file, fsync the directory, in that order', (t) => {
   const dir = scratchDir(t);
   const file = path.join(dir, 'config.json');
   const { io, calls } = recordingSyncFs(dir, file);
   fileWriteAtomic(file, '{"a":1}\n', { fs: io });
   t.is(fs.readFileSync(file, 'utf8'), '{"a":1}\n');
-  t.deepEqual(calls, [
-    'open temp',
-    'write temp',
-    'fsync temp',
-    'close temp',
-    'rename temp file',
-    'open dir',
-    'fsync dir',
-    'close dir',
-  ]);
+  t.deepEqual(calls, WRITE_STEPS);
 });
 
 /** fs/promises, recording the same steps for the asynchronous writer. */
@@ -179,16 +182,7 @@ test('writeFileAtomic (async, content): the same steps in the same order', async
   const { io, calls } = recordingAsyncFs(dir, file);
   await writeFileAtomic(io, file, 'x'.repeat(10));
   t.is(fs.readFileSync(file, 'utf8'), 'x'.repeat(10));
-  t.deepEqual(calls, [
-    'open temp',
-    'write temp',
-    'fsync temp',
-    'close temp',
-    'rename temp file',
-    'open dir',
-    'fsync dir',
-    'close dir',
-  ]);
+  t.deepEqual(calls, WRITE_STEPS);
   t.deepEqual(leftovers(dir), []);
 });
 

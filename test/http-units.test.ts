@@ -37,14 +37,13 @@ test('rate limiter (the one MQTT uses too): burst, then a steady rate, per clien
   t.is(limiter.keys, 100);
 });
 
+/** The built-in defaults alone: no file, no environment. */
+const defaultsOnly = () =>
+  configLoad({ env: {}, hostname: 'unit', useEnv: false, defaultPath: '/nonexistent/config.json' }).config;
+
 test('status document: sources are redacted and the health is the shared judgement', (t) => {
   const bus = new EventBus(() => {});
-  const config = configLoad({
-    env: {},
-    hostname: 'unit',
-    useEnv: false,
-    defaultPath: '/nonexistent/config.json',
-  }).config;
+  const config = defaultsOnly();
   const signed = 'https://u:pw-unit@cdn.example/v.mp4?X-Amz-Signature=sig-unit&X-Goog-Credential=cred-unit&n=1';
   const decoder = { id: 1, source: signed, consumers: ['Virtual-1'], hw: false, codec: 'h264', width: 64, height: 64 };
   bus.emit('decode.status', { status: { sharedDecode: true, maxDecoders: 4, decoders: [decoder] } as never });
@@ -65,12 +64,7 @@ test('status document: sources are redacted and the health is the shared judgeme
 
 test('one health tracker per bus: every reader acquires the same, the last release closes it', (t) => {
   const bus = new EventBus(() => {});
-  const config = configLoad({
-    env: {},
-    hostname: 'unit',
-    useEnv: false,
-    defaultPath: '/nonexistent/config.json',
-  }).config;
+  const config = defaultsOnly();
   let stalledMs = 0;
   const a = HealthTracker.acquire({ bus, config });
   const b = HealthTracker.acquire({ bus, config, frameLoops: () => [{ name: 'vblank', ageMs: stalledMs }] });

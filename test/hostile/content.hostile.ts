@@ -1,9 +1,8 @@
 // Attacks on content and the clock (issue 11, points 11 and 13): content bigger than the data
 // partition, a cache too small for the outgoing and the incoming item, partial downloads left
 // behind by a crash, and a wall clock stepped under a running schedule.
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, globSync, mkdirSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, globSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { ContentSync } from '../../src/content/sync-job.ts';
@@ -12,7 +11,7 @@ import { clipMake } from '../helpers/clips.ts';
 import { type MediaServer, mediaServerStart, randomMedia } from '../helpers/media-server.ts';
 import type { Received } from '../helpers/mosquitto.ts';
 import { until } from '../helpers/supervisor.ts';
-import { scratchDir } from '../helpers/tmp.ts';
+import { freeBytes, scratchDir, tmpfsMount } from '../helpers/tmp.ts';
 import { HostileBox } from './box.ts';
 
 const MiB = 1024 * 1024;
@@ -40,26 +39,6 @@ async function serve(t: ExecutionContext): Promise<MediaServer> {
   t.teardown(() => s.close());
   return s;
 }
-
-/** A real tmpfs of `size` in a scratch directory (root only: without it the attack fails). */
-function tmpfsMount(t: ExecutionContext, size: string): string {
-  const mount = scratchDir(t);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mount], { stdio: 'pipe' });
-  } catch (error) {
-    throw new Error(
-      `cannot mount a ${size} tmpfs on ${mount} (needs root): ${(error as { stderr?: Buffer }).stderr ?? error}`,
-    );
-  }
-  // The box is killed by its own teardown, registered later and so run first.
-  t.teardown(() => execFileSync('umount', ['-l', mount]));
-  return mount;
-}
-
-const freeOn = (path: string): number => {
-  const s = statfsSync(path);
-  return s.bavail * s.bsize;
-};
 
 async function playlistSet(box: HostileBox, content: unknown): Promise<Reply<{ version: number; jobId?: string }>> {
   return (await box.request('playlist.set', { args: { content } }, { timeoutMs: 15_000 })).json as Reply<{
@@ -120,7 +99,7 @@ function padding(bytes: number): Array<Record<string, unknown>> {
 test.serial(
   '11 content larger than the free space of a small data partition is refused; config and content writes still succeed',
   async (t) => {
-    const dataDir = tmpfsMount(t, '16m');
+    const dataDir = tmpfsMount(t, '16m', { lazy: true });
     const s = await serve(t);
     const reserve = 2 * MiB;
     const box = await HostileBox.start(t, { dataDir, file: { cache: { reserveBytes: reserve } } });
@@ -151,14 +130,14 @@ test.serial(
     // partition while leaving too little for saving the next content document.
     const first = await playlistSet(box, doc(1));
     t.true(first.ok, JSON.stringify(first));
-    const nearlyAll = randomMedia(freeOn(dataDir) - 24 * 1024);
+    const nearlyAll = randomMedia(freeBytes(dataDir) - 24 * 1024);
     const huge = randomMedia(20 * MiB);
     s.add('/nearly-all.mp4', nearlyAll.data);
     s.add('/huge.mp4', huge.data);
 
-    let leastFree = freeOn(dataDir);
+    let leastFree = freeBytes(dataDir);
     const sampler = setInterval(() => {
-      leastFree = Math.min(leastFree, freeOn(dataDir));
+      leastFree = Math.min(leastFree, freeBytes(dataDir));
     }, 5);
     t.teardown(() => clearInterval(sampler));
     const set = await playlistSet(box, doc(2, nearlyAll, huge));

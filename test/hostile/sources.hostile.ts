@@ -14,11 +14,10 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { clipMake, counterClip, filesServe, hlsPlaylist, tsClip } from '../helpers/clips.ts';
+import { dialCounter } from '../helpers/dial-counter.ts';
 import { until } from '../helpers/supervisor.ts';
 import { scratchDir } from '../helpers/tmp.ts';
 import { HostileBox } from './box.ts';
@@ -112,12 +111,7 @@ test('2 lavfi psnr=stats_file= is refused and the named file is not created', as
 test('2 file:, concat:, subfile:, pipe:, tcp: and data: sources are refused and open nothing', async (t) => {
   const { box } = await boxWithMedia(t);
   const clip = counterClip(scratchDir(t), 'outside.mp4', '64x64');
-  const listener = createServer((socket) => socket.destroy());
-  let dialled = 0;
-  listener.on('connection', () => dialled++);
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => listener.close());
-  const { port } = listener.address() as AddressInfo;
+  const { port, dialled } = await dialCounter(t);
   for (const source of [
     'file:/etc/passwd',
     `file:${clip}`,
@@ -129,7 +123,7 @@ test('2 file:, concat:, subfile:, pipe:, tcp: and data: sources are refused and 
   ]) {
     await refused(t, box, source);
   }
-  t.is(dialled, 0, 'the box dialled out');
+  t.is(dialled(), 0, 'the box dialled out');
   await onlyTheDemo(t, box);
 });
 
