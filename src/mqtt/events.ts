@@ -1,4 +1,3 @@
-import { redactValue } from '../log/redact.ts';
 import type { LogEntry, LogRing } from '../log/ring.ts';
 import type { BusEvents, EventBus } from '../supervisor/bus.ts';
 
@@ -32,8 +31,9 @@ export interface EventSourcesDeps {
  */
 export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
   const now = deps.now ?? Date.now;
-  // Sources, reasons and failures quote URLs that may carry credentials or signatures.
-  const emit = (event: DeviceEvent): void => deps.emit(redactValue(event) as DeviceEvent);
+  // Sources, reasons and failures quote URLs that may carry credentials or signatures: every
+  // MQTT publish passes the one redaction (MqttConnection.publish), so events are not redacted twice.
+  const emit = (event: DeviceEvent): void => deps.emit(event);
   const at = (): string => new Date(now()).toISOString();
   const failed = new Set<number>();
   let outputs: string | undefined;

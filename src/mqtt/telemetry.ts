@@ -1,7 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { redactValue } from '../log/redact.ts';
 import type { DecodeStatus } from '../native/addon.ts';
 
 /** One telemetry message (components.schemas.Telemetry in docs/asyncapi.yaml). */
@@ -69,12 +68,11 @@ export class TelemetrySampler {
     this.#system = this.#systemTimes();
   }
 
-  /** Redacted: decoder sources may be URLs with credentials or signatures in them. */
+  /**
+   * Decoder sources may be URLs with credentials or signatures in them: the sample is published
+   * only through MqttConnection.publish, which passes every payload through the one redaction.
+   */
   async sample(): Promise<Telemetry> {
-    return redactValue(await this.#sampleRaw()) as Telemetry;
-  }
-
-  async #sampleRaw(): Promise<Telemetry> {
     const now = this.#now();
     const [load1, load5, load15] = loadavg() as [number, number, number];
     const status = await this.#deps.decodeStatus();
