@@ -263,7 +263,11 @@ export interface DecodeStatus {
  * or a buffer that is being shown through converted copies.
  */
 export interface DisplayEvent {
-  /** "flip", "loopDone", "hotplug" or "fallback". */
+  /**
+   * "flip", "loopDone", "hotplug", "fallback", "videoError" or "videoRecovered".
+   * A "videoError" is sent once per output and cause (`code`, an ERR_ code, and `message`);
+   * "videoRecovered" when that output shows new frames again.
+   */
   kind: string
   connector?: string
   crtc?: number
@@ -276,6 +280,8 @@ export interface DisplayEvent {
   buffer?: number
   format?: string
   message?: string
+  /** For "videoError" and "videoRecovered": the ERR_ code of the cause. */
+  code?: string
 }
 
 /** A dma-buf described as FFmpeg's AVDRMFrameDescriptor does (one layer). */

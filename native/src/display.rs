@@ -278,7 +278,9 @@ pub struct WritebackFrame {
 #[napi(object)]
 #[derive(Default)]
 pub struct DisplayEvent {
-    /// "flip", "loopDone", "hotplug" or "fallback".
+    /// "flip", "loopDone", "hotplug", "fallback", "videoError" or "videoRecovered".
+    /// A "videoError" is sent once per output and cause (`code`, an ERR_ code, and `message`);
+    /// "videoRecovered" when that output shows new frames again.
     pub kind: String,
     pub connector: Option<String>,
     pub crtc: Option<u32>,
@@ -291,6 +293,8 @@ pub struct DisplayEvent {
     pub buffer: Option<u32>,
     pub format: Option<String>,
     pub message: Option<String>,
+    /// For "videoError" and "videoRecovered": the ERR_ code of the cause.
+    pub code: Option<String>,
 }
 
 type EventCallback = ThreadsafeFunction<DisplayEvent, (), DisplayEvent, Status, false, true>;

@@ -487,26 +487,39 @@ try {
     let dark = 0;
     let pid = 0;
     let tPid = 0;
+    let lines = 0;
+    let lastLevels: number[] = [];
+    // Every main PID seen after the kill: a restarted supervisor that dies in turn is replaced by
+    // another, and it is the last one that must drive the heads.
+    const pids: number[] = [];
     await waitUntil(
       'the new supervisor driving all heads',
       120000,
       async () => {
         const levels = await headsLevels(vm);
+        lastLevels = levels;
         looks++;
         if (levels.some((l) => l <= LIT)) dark++;
-        if (pid === 0) {
-          const p = await mainPid(vm);
-          if (p > 0 && p !== before) {
-            pid = p;
-            tPid = Date.now();
-          }
-          return undefined;
+        const p = await mainPid(vm);
+        if (p > 0 && p !== before && p !== pid) {
+          pid = p;
+          pids.push(p);
+          if (tPid === 0) tPid = Date.now();
         }
-        if ((await outputLines(vm, pid)) < HEADS) return undefined;
+        if (pid === 0) return undefined;
+        lines = await outputLines(vm, pid);
+        if (lines < HEADS) return undefined;
         return levels.every((l) => l > LIT) ? true : undefined;
       },
       100,
-    );
+    ).catch(async (e: Error) => {
+      const journal = await vm
+        .sh('journalctl -b -o short-monotonic -u multihead.service --no-pager | tail -n 25')
+        .catch((j: Error) => `(journal not read: ${j.message})`);
+      throw new Error(
+        `${e.message}: main PIDs after the kill ${pids.join(', ') || 'none'}, ${lines} output line(s) from the last, brightness ${lastLevels.join('/')}, ${looks} looks; last journal lines:\n${journal}`,
+      );
+    });
     metrics.restart = (Date.now() - t0) / 1000;
     const restarts = (await vm.sh('systemctl show -p NRestarts --value multihead.service')).trim();
     // Logged just after the outputs are configured: under TCG that can be a second or two after
@@ -517,7 +530,7 @@ try {
       ).trim();
       return line === '' ? undefined : line;
     }).catch(() => '');
-    const what = `kill -9 ${before} → pid ${pid} in ${s(tPid - t0)} s, driving all heads ${metrics.restart.toFixed(1)} s after the kill (NRestarts=${restarts})`;
+    const what = `kill -9 ${before} → pid ${pids.join(' → ')} in ${s(tPid - t0)} s, driving all heads ${metrics.restart.toFixed(1)} s after the kill (NRestarts=${restarts})`;
     if (!takeover) throw new Error(`${what}, but it did not take the card over from systemd's store`);
     if (dark > 0) throw new Error(`${what}, but the heads went dark in ${dark} of ${looks} looks`);
     const said = /"msg":"([^"]*)"/.exec(takeover)?.[1] ?? takeover;

@@ -97,6 +97,9 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Which path frames take now, and why not the hardware one (read by status).
     path: Mutex<(HwPathKind, Option<String>)>,
+    /// Set by the display when no plane of an output takes this decoder's dma-buf frames
+    /// (fourcc or modifier): the decoder goes on in software (frames with a CPU view).
+    cpu_wanted: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +146,7 @@ impl Decoder {
             }),
             failure: Mutex::new(None),
             path: Mutex::new((HwPathKind::Software, None)),
+            cpu_wanted: Mutex::new(None),
         });
         let (opened_tx, opened_rx) = sync_channel(1);
         let thread_key = key.clone();
@@ -267,6 +271,16 @@ impl FrameSource {
     /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
     pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
         self.0.newest(f)
+    }
+
+    /// Asks the decoder for frames with a CPU view from now on, because no plane takes its
+    /// dma-buf frames (`reason` names the output, fourcc and modifier). Called once per binding,
+    /// not per frame; the first reason is kept.
+    pub fn cpu_frames_request(&self, reason: &str) {
+        let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted.is_none() {
+            *wanted = Some(reason.to_owned());
+        }
     }
 }
 
@@ -577,6 +591,10 @@ impl Session {
                         _ => self.hw_errors = 0,
                     }
                     self.drain(&mut clock, shared)?;
+                    if self.fallback_pending.is_none() && !matches!(self.hw, HwPath::Software) {
+                        let wanted = shared.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
+                        self.fallback_pending.clone_from(&wanted);
+                    }
                     if let Some(reason) = self.fallback_pending.take() {
                         self.fall_back(reason, shared)?;
                     }
