@@ -100,6 +100,8 @@ struct Shared {
     /// Set by the display when no plane of an output takes this decoder's dma-buf frames
     /// (fourcc or modifier): the decoder goes on in software (frames with a CPU view).
     cpu_wanted: Mutex<Option<String>>,
+    /// Whether `cpu_wanted` was set: read per packet, so the decode loop takes no lock until then.
+    cpu_asked: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +149,7 @@ impl Decoder {
             failure: Mutex::new(None),
             path: Mutex::new((HwPathKind::Software, None)),
             cpu_wanted: Mutex::new(None),
+            cpu_asked: AtomicBool::new(false),
         });
         let (opened_tx, opened_rx) = sync_channel(1);
         let thread_key = key.clone();
@@ -280,6 +283,7 @@ impl FrameSource {
         let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
         if wanted.is_none() {
             *wanted = Some(reason.to_owned());
+            self.0.cpu_asked.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -591,7 +595,10 @@ impl Session {
                         _ => self.hw_errors = 0,
                     }
                     self.drain(&mut clock, shared)?;
-                    if self.fallback_pending.is_none() && !matches!(self.hw, HwPath::Software) {
+                    if self.fallback_pending.is_none()
+                        && !matches!(self.hw, HwPath::Software)
+                        && shared.cpu_asked.load(Ordering::Relaxed)
+                    {
                         let wanted = shared.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
                         self.fallback_pending.clone_from(&wanted);
                     }
