@@ -134,6 +134,11 @@ export interface AcquireResult {
   decoder: number
   /** A new decoder was started (false: joined a running one, or kept its own). */
   created: boolean
+  /**
+   * Sharing is off, but `maxDecoders` was reached: joined the running decoder of the same
+   * source instead of being refused.
+   */
+  forcedShared: boolean
 }
 
 /** Reads the kernel clock state (`adjtimex` with modes 0: read-only). */
@@ -186,7 +191,11 @@ export interface CrtcInfo {
 export interface DecodeOptions {
   /** One decoder per source for all outputs showing it (default true). */
   sharedDecode?: boolean
-  /** Most decoders at once (default 4); asking for more is ERR_DECODE_LIMIT. */
+  /**
+   * Most decoders at once (default 4). Beyond it, with sharing off, an output joins the
+   * running decoder of its source (`forcedShared`); a source no decoder runs is
+   * ERR_DECODE_LIMIT.
+   */
   maxDecoders?: number
 }
 
@@ -201,7 +210,8 @@ export interface DecodeRequest {
   stream?: number
   /**
    * Decode the first frame now and hold it until an output shows it: the next item of a
-   * playlist, switched to without a gap.
+   * playlist, switched to without a gap. The acquire then resolves only once that frame is
+   * decoded (within 10 s), else fails with ERR_DECODE_NO_PICTURE and leaves nothing behind.
    */
   preroll?: boolean
 }
@@ -245,6 +255,14 @@ export interface DecoderInfo {
   bytesCopiedPerFrame: number
   /** Why the decoder stopped, if it did. */
   failure?: string
+  /**
+   * The ERR_ code of `failure`: ERR_DECODE_STALLED (no data within the I/O timeout),
+   * ERR_DECODE_READ, ERR_DECODE_NO_PICTURE, ERR_DECODE_CODEC, ERR_DECODE_OPEN (a reopen
+   * to loop failed).
+   */
+  failureCode?: string
+  /** A consumer shares this decoder with sharing off because `maxDecoders` was reached. */
+  forcedShared: boolean
   /** Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none". */
   index: string
   indexKeyframes: number
