@@ -793,6 +793,9 @@ impl Session {
                         while !shared.io.stop.load(Ordering::Relaxed) {
                             self.cpu_request_take(shared);
                             if let Some(reason) = self.fallback_pending.take() {
+                                // The one frame is shown again, now in software: from the
+                                // start, not after it.
+                                self.last_pts_us = None;
                                 self.fall_back(reason, shared)?;
                                 break;
                             }

@@ -374,6 +374,10 @@ impl Registry {
             return Ok(());
         }
         self.shared = shared;
+        if shared {
+            self.exclusive_merge();
+            return Ok(());
+        }
         let holders: Vec<(String, Request)> = self
             .holders
             .iter()
@@ -386,6 +390,40 @@ impl Registry {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sharing turned on: each decoder now serves its key without an owner. The oldest decoder
+    /// of each such key keeps running (re-keyed, no restart, no gap) and takes the consumers
+    /// of the others, which stop. Never starts a decoder, so never trips the limit.
+    fn exclusive_merge(&mut self) {
+        let mut keys: Vec<SourceKey> = self.entries.keys().cloned().collect();
+        keys.sort_by_key(|k| self.entries[k].decoder.id);
+        for old in keys {
+            let mut entry = self.entries.remove(&old).expect("listed above");
+            let new = SourceKey {
+                exclusive_to: None,
+                ..old.clone()
+            };
+            entry.forced.clear();
+            match self.entries.get_mut(&new) {
+                Some(kept) => {
+                    for c in entry.consumers.drain(..) {
+                        if !kept.consumers.contains(&c) {
+                            kept.consumers.push(c);
+                        }
+                    }
+                    entry.decoder.stop();
+                    self.retired.push(entry.decoder);
+                }
+                None => {
+                    entry.decoder.key = new.clone();
+                    self.entries.insert(new.clone(), entry);
+                }
+            }
+            for holder in self.holders.iter_mut().filter(|h| h.2 == old) {
+                holder.2 = new.clone();
+            }
+        }
     }
 
     pub fn set_max_decoders(&mut self, max: u32) {
@@ -518,7 +556,9 @@ mod tests {
         assert_eq!(status.len(), 1);
         assert!(!status[0].forced_shared);
         assert_eq!(status[0].consumers.len(), 3);
-        assert_eq!(r.retired_take().len(), 2, "the exclusive decoders were retired");
+        // The oldest decoder runs on under the shared key (no restart); the other one stops.
+        assert_eq!(r.retired_take().len(), 1);
+        assert_eq!(status[0].consumers, ["A", "C", "B"]);
     }
 
     #[test]
