@@ -261,8 +261,12 @@ export interface DecoderInfo {
    * to loop failed).
    */
   failureCode?: string
-  /** A consumer shares this decoder with sharing off because `maxDecoders` was reached. */
-  forcedShared: boolean
+  /**
+   * A consumer shares this decoder with sharing off because `maxDecoders` was reached.
+   * Always set by the addon (optional in the type so hand-made status objects need not
+   * name it).
+   */
+  forcedShared?: boolean
   /** Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none". */
   index: string
   indexKeyframes: number

@@ -62,8 +62,8 @@ function manager(t: { teardown: (f: () => void) => void }, options = {}): Decode
 
 interface Served {
   readonly url: string;
-  /** Requests seen, with the Range header each sent. */
-  readonly requests: { path: string; range?: string }[];
+  /** Paths asked for, in order. */
+  readonly requests: string[];
   readonly sockets: Set<Socket>;
 }
 
@@ -75,7 +75,7 @@ async function serve(
   const requests: Served['requests'] = [];
   const sockets = new Set<Socket>();
   const server = createServer((request, response) => {
-    requests.push({ path: request.url ?? '', range: request.headers.range });
+    requests.push(request.url ?? '');
     handler(request, response);
   });
   server.on('connection', (socket) => {
@@ -126,7 +126,10 @@ test('an MP4 with its index at the end, from a server without Range: preroll is 
   const m = manager(t);
   const source = `${server.url}/moov-at-end.mp4`;
   const e = await t.throwsAsync(m.acquireAsync('A', { source, preroll: true, hw: 'software' }));
-  t.regex(e?.message ?? '', /^ERR_DECODE_NO_PICTURE: http:\/\/127\.0\.0\.1:\d+\/moov-at-end\.mp4: no picture: .*read failed/);
+  t.regex(
+    e?.message ?? '',
+    /^ERR_DECODE_NO_PICTURE: http:\/\/127\.0\.0\.1:\d+\/moov-at-end\.mp4: no picture: .*read failed/,
+  );
   t.deepEqual(m.status().decoders, [], 'the decoder was torn down and its entry is gone');
   // Without preroll it opens (that is all acquire promised then) and status names the failure.
   await m.acquireAsync('B', { source, hw: 'software' });
@@ -134,6 +137,16 @@ test('an MP4 with its index at the end, from a server without Range: preroll is 
   t.is(failed.failureCode, 'ERR_DECODE_READ');
   t.regex(failed.failure ?? '', /moov-at-end\.mp4: read failed: /);
   t.is(failed.frames, 0);
+  // Another output asking for the same source with preroll does not join the failed decoder.
+  const joined = await t.throwsAsync(m.acquireAsync('C', { source, preroll: true, hw: 'software' }));
+  t.regex(
+    joined?.message ?? '',
+    /^ERR_DECODE_NO_PICTURE: .*moov-at-end\.mp4: no picture: its running decoder stopped: /,
+  );
+  t.deepEqual(
+    m.status().decoders.map((d) => d.consumers),
+    [['B']],
+  );
 });
 
 test('a source that cannot seek (HTTP without Range) loops by opening it again', async (t) => {
@@ -141,11 +154,7 @@ test('a source that cannot seek (HTTP without Range) loops by opening it again',
   const m = manager(t);
   // No preroll: a prerolled decoder holds its first frame until an output takes it.
   await m.acquireAsync('A', { source: `${server.url}/stream.ts`, hw: 'software' });
-  const looped = await until(
-    () => m.status().decoders.find((d) => d.loops >= 2),
-    'two loops of a 1 s stream',
-    10_000,
-  );
+  const looped = await until(() => m.status().decoders.find((d) => d.loops >= 2), 'two loops of a 1 s stream', 10_000);
   t.falsy(looped.failure);
   t.falsy(looped.failureCode);
   t.true(server.requests.length >= 3, `opened again for each pass (${server.requests.length} requests)`);
@@ -212,7 +221,9 @@ test('a source that opens but stalls before its first frame is refused by a prer
   const server = await serve(t, stallAfter(ts, 2048));
   const m = manager(t);
   const started = Date.now();
-  const e = await t.throwsAsync(m.acquireAsync('A', { source: `${server.url}/stream.ts`, hw: 'software', preroll: true }));
+  const e = await t.throwsAsync(
+    m.acquireAsync('A', { source: `${server.url}/stream.ts`, hw: 'software', preroll: true }),
+  );
   t.regex(e?.message ?? '', /^ERR_DECODE_(NO_PICTURE|OPEN): http:\/\/127\.0\.0\.1:\d+\/stream\.ts: /);
   // Within the I/O timeout, not the 20 s open deadline: rw_timeout ends the stalled probe.
   t.true(Date.now() - started < RW_TIMEOUT_MS + 4000, `answered in ${Date.now() - started} ms`);

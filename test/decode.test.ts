@@ -81,7 +81,11 @@ test('the last consumer out stops the decoder; asking again for the same keeps i
   const first = m.acquire('A', { source: counter });
   m.acquire('B', { source: counter });
   const again = m.acquire('A', { source: counter });
-  t.deepEqual(again, { decoder: first.decoder, created: false, forcedShared: false }, 'a reload with the same source changes nothing');
+  t.deepEqual(
+    again,
+    { decoder: first.decoder, created: false, forcedShared: false },
+    'a reload with the same source changes nothing',
+  );
   m.release('A');
   t.deepEqual(m.status().decoders[0]?.consumers, ['B']);
   m.release('B');

@@ -95,7 +95,9 @@ pub struct DecoderInfo {
     /// to loop failed).
     pub failure_code: Option<String>,
     /// A consumer shares this decoder with sharing off because `maxDecoders` was reached.
-    pub forced_shared: bool,
+    /// Always set by the addon (optional in the type so hand-made status objects need not
+    /// name it).
+    pub forced_shared: Option<bool>,
     /// Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none".
     pub index: String,
     pub index_keyframes: f64,
@@ -342,7 +344,7 @@ impl DecodeManager {
                         bytes_copied_per_frame: s.bytes_copied_per_frame as f64,
                         failure: s.failure,
                         failure_code: s.failure_code.map(str::to_owned),
-                        forced_shared: s.forced_shared,
+                        forced_shared: Some(s.forced_shared),
                         index: s.index.to_owned(),
                         index_keyframes: s.index_keyframes as f64,
                         prerolled: s.prerolled,

@@ -115,7 +115,12 @@ mod tests {
         );
         let hd601 = Tagged::of(Space::SMPTE170M, Range::MPEG, Pixel::YUV420P, false);
         assert_eq!(hd601.color(1080).map(|c| c.matrix), Some(YuvMatrix::Bt601));
-        let uhd = Tagged::of(Space::BT2020NCL, Range::Unspecified, Pixel::YUV420P10LE, true);
+        let uhd = Tagged::of(
+            Space::BT2020NCL,
+            Range::Unspecified,
+            Pixel::YUV420P10LE,
+            true,
+        );
         assert_eq!(
             uhd.color(2160),
             Some(YuvColor {
@@ -127,7 +132,12 @@ mod tests {
 
     #[test]
     fn yuvj_is_full_range_unless_swscale_converted_it() {
-        let mjpeg = Tagged::of(Space::Unspecified, Range::Unspecified, Pixel::YUVJ420P, false);
+        let mjpeg = Tagged::of(
+            Space::Unspecified,
+            Range::Unspecified,
+            Pixel::YUVJ420P,
+            false,
+        );
         assert_eq!(
             mjpeg.color(720),
             Some(YuvColor {
@@ -135,13 +145,23 @@ mod tests {
                 full_range: true
             })
         );
-        let scaled = Tagged::of(Space::Unspecified, Range::Unspecified, Pixel::YUVJ422P, true);
+        let scaled = Tagged::of(
+            Space::Unspecified,
+            Range::Unspecified,
+            Pixel::YUVJ422P,
+            true,
+        );
         assert_eq!(scaled.full_range, Some(false));
     }
 
     #[test]
     fn untagged_is_none_so_the_engine_keeps_its_guess() {
-        let t = Tagged::of(Space::Unspecified, Range::Unspecified, Pixel::YUV420P, false);
+        let t = Tagged::of(
+            Space::Unspecified,
+            Range::Unspecified,
+            Pixel::YUV420P,
+            false,
+        );
         assert_eq!(t.color(1080), None);
     }
 

@@ -217,10 +217,7 @@ impl Decoder {
             }
             Err(RecvTimeoutError::Timeout) => Err(DecodeError::NoPicture {
                 source,
-                reason: format!(
-                    "no frame decoded within {} s",
-                    PREROLL_DEADLINE.as_secs()
-                ),
+                reason: format!("no frame decoded within {} s", PREROLL_DEADLINE.as_secs()),
             }),
         }
     }
@@ -702,12 +699,13 @@ impl Session {
                 Err(_) => self.seekable = false,
             }
         }
-        let input = unsafe { io::input_open(&self.source, self.kind, self.guard()) }.map_err(|e| {
-            StreamFailure::new(
-                FailureCode::Open,
-                format!("{}: cannot open again to loop: {e}", self.source),
-            )
-        })?;
+        let input =
+            unsafe { io::input_open(&self.source, self.kind, self.guard()) }.map_err(|e| {
+                StreamFailure::new(
+                    FailureCode::Open,
+                    format!("{}: cannot open again to loop: {e}", self.source),
+                )
+            })?;
         let same = input
             .stream(self.stream)
             .is_some_and(|s| s.parameters().medium() == ffmpeg::media::Type::Video);
@@ -781,7 +779,10 @@ impl Session {
                     if published + self.ahead.len() as u64 == 0 {
                         return Err(StreamFailure::new(
                             FailureCode::NoPicture,
-                            format!("{}: the stream ended without a decodable frame", self.source),
+                            format!(
+                                "{}: the stream ended without a decodable frame",
+                                self.source
+                            ),
                         ));
                     }
                     let loops = shared.counters.loops.load(Ordering::Relaxed);
@@ -862,7 +863,9 @@ impl Session {
             .input
             .stream(self.stream)
             .map(|s| s.parameters())
-            .ok_or_else(|| codec_failure(format!("{}: stream {} vanished", self.source, self.stream)))?;
+            .ok_or_else(|| {
+                codec_failure(format!("{}: stream {} vanished", self.source, self.stream))
+            })?;
         let opened = decoder_open(parameters, None);
         self.decoder = opened.map_err(|e| {
             codec_failure(format!(
@@ -1353,7 +1356,9 @@ mod tests {
         assert_eq!(decoder.path().0, HwPathKind::Dmabuf);
         source.cpu_frames_request("HDMI-A-1: no plane takes NV12 with modifier 0x0");
         source.cpu_frames_request("a second binding: ignored");
-        wait_for("the software path", || decoder.path().0 == HwPathKind::Software);
+        wait_for("the software path", || {
+            decoder.path().0 == HwPathKind::Software
+        });
         assert_eq!(
             decoder.path().1.as_deref(),
             Some("HDMI-A-1: no plane takes NV12 with modifier 0x0")
@@ -1374,7 +1379,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let png = dir.join("still.png");
         let made = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=white:size=32x16", "-frames:v", "1"])
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=white:size=32x16",
+                "-frames:v",
+                "1",
+            ])
             .arg(&png)
             .status()
             .expect("ffmpeg runs");
@@ -1386,7 +1401,11 @@ mod tests {
         wait_for("the still image in software", || {
             decoder.path().0 == HwPathKind::Software && source.take_newest_prime().is_none()
         });
-        assert_eq!(decoder.counters().frames.load(Ordering::Relaxed), 2, "decoded once more, then still");
+        assert_eq!(
+            decoder.counters().frames.load(Ordering::Relaxed),
+            2,
+            "decoded once more, then still"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -1407,6 +1426,51 @@ mod tests {
     }
 
     #[test]
+    fn a_full_export_pool_makes_the_decoder_wait_not_skip_frames() {
+        let period_us = 1_000_000 / 30;
+        let decoder = Decoder::start(
+            5,
+            key("lavfi:testsrc2=size=32x32:rate=30", HwMode::Dmabuf),
+            false,
+        )
+        .unwrap();
+        let source = decoder.source();
+        // An output that never lets go of a frame: every export buffer ends up held.
+        let mut held = Vec::new();
+        let mut last = (0, Instant::now());
+        wait_for("the pool to run full", || {
+            if let Some((frame, seq)) = source.take_newest_prime() {
+                if seq != last.0 {
+                    last = (seq, Instant::now());
+                    held.push(frame);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            // Starved: nothing new for 9 frame periods.
+            last.0 > 0 && last.1.elapsed() > Duration::from_millis(300)
+        });
+        assert!(held.len() >= EXPORT_FRAMES - RING, "held {}", held.len());
+        held.clear();
+        let resumed = last.0;
+        wait_for("frames again", || {
+            decoder.counters().frames.load(Ordering::Relaxed) > resumed + 5
+        });
+        // Every decoded frame was published: the newest frame's place on the timeline is its
+        // sequence number's, so none was skipped while the pool was full.
+        let (seq, pts) = source.with_newest(|_, _, _, seq, pts| (seq, pts)).unwrap();
+        let expected = (seq as i64 - 1) * period_us;
+        assert!(
+            (pts - expected).abs() < 2000,
+            "frame {seq} at {pts} µs, not {expected}: frames were dropped"
+        );
+        assert_eq!(
+            decoder.path().0,
+            HwPathKind::Dmabuf,
+            "never tipped into software"
+        );
+    }
+
+    #[test]
     fn the_docs_give_the_pool_sizes_the_code_has() {
         let docs = include_str!("../../../docs/decode.md");
         let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1424,7 +1488,10 @@ mod tests {
         // Generated, but ends at once: opens, never yields a frame.
         let e = Decoder::start(
             4,
-            key("lavfi:color=size=32x32:rate=30,trim=end_frame=0", HwMode::Software),
+            key(
+                "lavfi:color=size=32x32:rate=30,trim=end_frame=0",
+                HwMode::Software,
+            ),
             true,
         )
         .err()

@@ -122,7 +122,8 @@ pub unsafe fn input_open(
     }
     let mut raw_options = options.disown();
     // On failure avformat_open_input frees the context itself.
-    let rc = unsafe { ffi::avformat_open_input(&mut context, url.as_ptr(), format, &mut raw_options) };
+    let rc =
+        unsafe { ffi::avformat_open_input(&mut context, url.as_ptr(), format, &mut raw_options) };
     unsafe { ffmpeg::Dictionary::own(raw_options) };
     if rc < 0 {
         guard.disarm();

@@ -142,10 +142,7 @@ pub fn flatten(layers: &[Layer<'_>], objects: usize, modifier: u64) -> Result<Fl
         }
     }
     if let Some(p) = planes[..total].iter().find(|p| p.0 >= objects) {
-        return Err(format!(
-            "a plane names object {} of {objects}",
-            p.0
-        ));
+        return Err(format!("a plane names object {} of {objects}", p.0));
     }
     Ok(Flat {
         format,
@@ -168,15 +165,24 @@ mod tests {
         let uv = [(0, 1920 * 1088, 1920)];
         let flat = flatten(
             &[
-                Layer { format: R8, planes: &y },
-                Layer { format: GR88, planes: &uv },
+                Layer {
+                    format: R8,
+                    planes: &y,
+                },
+                Layer {
+                    format: GR88,
+                    planes: &uv,
+                },
             ],
             1,
             Y_TILED,
         )
         .unwrap();
         assert_eq!(flat.format, NV12);
-        assert_eq!(&flat.planes[..flat.count], &[(0, 0, 1920), (0, 1920 * 1088, 1920)]);
+        assert_eq!(
+            &flat.planes[..flat.count],
+            &[(0, 0, 1920), (0, 1920 * 1088, 1920)]
+        );
     }
 
     #[test]
@@ -187,8 +193,14 @@ mod tests {
         let uv = [(0, 2_300_000, 2048), (0, 4_100_000, 512)];
         let flat = flatten(
             &[
-                Layer { format: R8, planes: &y },
-                Layer { format: GR88, planes: &uv },
+                Layer {
+                    format: R8,
+                    planes: &y,
+                },
+                Layer {
+                    format: GR88,
+                    planes: &uv,
+                },
             ],
             1,
             GEN12_RC_CCS,
@@ -211,8 +223,14 @@ mod tests {
         let uv = [(1, 0, 7680)];
         let flat = flatten(
             &[
-                Layer { format: R16, planes: &y },
-                Layer { format: GR1616, planes: &uv },
+                Layer {
+                    format: R16,
+                    planes: &y,
+                },
+                Layer {
+                    format: GR1616,
+                    planes: &uv,
+                },
             ],
             2,
             0,
@@ -225,9 +243,24 @@ mod tests {
     #[test]
     fn a_composed_layer_is_taken_in_the_drivers_order_when_the_count_fits() {
         let planes = [(0, 0, 2048), (0, 100, 2048), (0, 200, 512), (0, 300, 512)];
-        let flat = flatten(&[Layer { format: NV12, planes: &planes }], 1, GEN12_RC_CCS).unwrap();
+        let flat = flatten(
+            &[Layer {
+                format: NV12,
+                planes: &planes,
+            }],
+            1,
+            GEN12_RC_CCS,
+        )
+        .unwrap();
         assert_eq!(&flat.planes[..4], &planes);
-        let short = flatten(&[Layer { format: NV12, planes: &planes[..2] }], 1, GEN12_RC_CCS);
+        let short = flatten(
+            &[Layer {
+                format: NV12,
+                planes: &planes[..2],
+            }],
+            1,
+            GEN12_RC_CCS,
+        );
         assert!(short.unwrap_err().contains("has 2 planes, not 4"));
     }
 
@@ -238,8 +271,14 @@ mod tests {
         let nv12 = |y: &'static [Plane], uv: &'static [Plane], m| {
             flatten(
                 &[
-                    Layer { format: R8, planes: y },
-                    Layer { format: GR88, planes: uv },
+                    Layer {
+                        format: R8,
+                        planes: y,
+                    },
+                    Layer {
+                        format: GR88,
+                        planes: uv,
+                    },
                 ],
                 1,
                 m,
@@ -251,26 +290,51 @@ mod tests {
             .contains("does not lay out"));
         assert!(nv12(&[(0, 0, 64)], &[(0, 64, 64)], (VENDOR_AMD << 56) | AMD_DCC).is_err());
         // An aux plane where the modifier has none.
-        assert!(nv12(&[(0, 0, 64), (0, 9, 9)], &[(0, 64, 64), (0, 9, 9)], Y_TILED)
-            .unwrap_err()
-            .contains("has 2 planes, not 1"));
+        assert!(
+            nv12(&[(0, 0, 64), (0, 9, 9)], &[(0, 64, 64), (0, 9, 9)], Y_TILED)
+                .unwrap_err()
+                .contains("has 2 planes, not 1")
+        );
         // Three R8 layers (planar 4:2:0), a plane outside the objects, an unknown format.
         let three = flatten(
             &[
-                Layer { format: R8, planes: &one },
-                Layer { format: R8, planes: &one },
-                Layer { format: R8, planes: &one },
+                Layer {
+                    format: R8,
+                    planes: &one,
+                },
+                Layer {
+                    format: R8,
+                    planes: &one,
+                },
+                Layer {
+                    format: R8,
+                    planes: &one,
+                },
             ],
             1,
             0,
         );
         assert!(three.unwrap_err().contains("R8x1, R8x1, R8x1"));
         let outside = [(0, 0, 64), (3, 0, 64)];
-        assert!(flatten(&[Layer { format: NV12, planes: &outside }], 1, 0)
-            .unwrap_err()
-            .contains("object 3 of 1"));
-        assert!(flatten(&[Layer { format: fourcc(b"YUYV"), planes: &two[..1] }], 1, 0)
-            .unwrap_err()
-            .contains("YUYV"));
+        assert!(flatten(
+            &[Layer {
+                format: NV12,
+                planes: &outside
+            }],
+            1,
+            0
+        )
+        .unwrap_err()
+        .contains("object 3 of 1"));
+        assert!(flatten(
+            &[Layer {
+                format: fourcc(b"YUYV"),
+                planes: &two[..1]
+            }],
+            1,
+            0
+        )
+        .unwrap_err()
+        .contains("YUYV"));
     }
 }

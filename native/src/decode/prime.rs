@@ -127,7 +127,11 @@ impl PrimeFrame {
         for (i, layer) in desc.layers[..count].iter().enumerate() {
             let n = layer.nb_planes.clamp(0, 4) as usize;
             for (j, p) in layer.planes[..n].iter().enumerate() {
-                planes[i][j] = (p.object_index.max(0) as usize, p.offset as u32, p.pitch as u32);
+                planes[i][j] = (
+                    p.object_index.max(0) as usize,
+                    p.offset as u32,
+                    p.pitch as u32,
+                );
             }
         }
         for (i, layer) in desc.layers[..count].iter().enumerate() {
@@ -242,7 +246,7 @@ impl ExportPool {
     }
 
     /// Buffers in the pool.
-    pub fn len(&self) -> usize {
+    pub fn buffer_count(&self) -> usize {
         self.buffers.len()
     }
 
@@ -318,16 +322,21 @@ mod tests {
     #[test]
     fn a_full_pool_hands_out_nothing_until_a_frame_is_let_go() {
         let mut pool = ExportPool::new(3, 16, 8).unwrap();
-        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.buffer_count(), 3);
         let held: Vec<PrimeFrame> = (0..3)
-            .map(|i| pool.export(|out| {
-                out.fill(i);
-                out.len()
-            }))
+            .map(|i| {
+                pool.export(|out| {
+                    out.fill(i);
+                    out.len()
+                })
+            })
             .map(|f| f.expect("a free buffer"))
             .collect();
         assert!(!pool.has_free());
-        assert!(pool.export(|out| out.len()).is_none(), "never overwrites a held frame");
+        assert!(
+            pool.export(|out| out.len()).is_none(),
+            "never overwrites a held frame"
+        );
         let mut held = held;
         let second = held.remove(1);
         assert_eq!(second.cpu_bytes().unwrap()[0], 1);
@@ -337,7 +346,11 @@ mod tests {
             out.fill(9);
             out.len()
         });
-        assert_eq!(again.unwrap().cpu_bytes().unwrap()[0], 9, "the freed buffer, rewritten");
+        assert_eq!(
+            again.unwrap().cpu_bytes().unwrap()[0],
+            9,
+            "the freed buffer, rewritten"
+        );
         assert_eq!(held[0].cpu_bytes().unwrap()[0], 0, "held frames untouched");
     }
 }

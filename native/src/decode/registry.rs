@@ -134,6 +134,19 @@ impl Registry {
         }
     }
 
+    /// A prerolled request switches only to a picture: joining a decoder that already stopped
+    /// on an error would not give one.
+    fn picture_check(&self, key: &SourceKey, request: &Request) -> Result<(), DecodeError> {
+        let failure = self.entries.get(key).and_then(|e| e.decoder.failure());
+        match failure {
+            Some(f) if request.preroll => Err(DecodeError::NoPicture {
+                source: request.source.clone(),
+                reason: format!("its running decoder stopped: {}", f.reason),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Decoders stopped since the last call: the caller drops them (joins their threads)
     /// after releasing the registry's lock.
     pub fn retired_take(&mut self) -> Vec<Decoder> {
@@ -172,6 +185,7 @@ impl Registry {
         let Some(key) = self.forced_candidate(request) else {
             return Err(limit);
         };
+        self.picture_check(&key, request)?;
         if self
             .holders
             .iter()
@@ -234,6 +248,7 @@ impl Registry {
             }
         }
         if self.entries.contains_key(&key) {
+            self.picture_check(&key, request)?;
             return Ok(Plan::Done(self.join(consumer, request.clone(), key, false)));
         }
         if let Err(limit) = self.limit_check(consumer) {
@@ -535,7 +550,10 @@ mod tests {
         assert_eq!(e.code(), "ERR_DECODE_LIMIT");
         // The owner leaves: the forced consumer keeps the decoder, still forced, even on reload.
         r.release("HDMI-A-1").unwrap();
-        assert!(r.retired_take().is_empty(), "the decoder still has a consumer");
+        assert!(
+            r.retired_take().is_empty(),
+            "the decoder still has a consumer"
+        );
         let kept = r.acquire("HDMI-A-2", request(A)).unwrap();
         assert_eq!(kept.decoder, first.decoder);
         r.release("HDMI-A-2").unwrap();
@@ -548,7 +566,10 @@ mod tests {
         let mut r = Registry::new(false, 2);
         r.acquire("A", request(A)).unwrap();
         let own = r.acquire("B", request(A)).unwrap();
-        assert!(own.created && !own.forced_shared, "below the limit: its own decoder");
+        assert!(
+            own.created && !own.forced_shared,
+            "below the limit: its own decoder"
+        );
         let forced = r.acquire("C", request(A)).unwrap();
         assert!(forced.forced_shared);
         r.set_shared(true).unwrap();
