@@ -8,7 +8,9 @@ mod alloc_count;
 pub mod clock;
 pub mod decode;
 pub mod display;
+pub mod fd_guard;
 pub mod heartbeat;
+pub mod panic_guard;
 pub mod playback;
 pub mod realtime;
 pub mod systemd;
@@ -22,7 +24,7 @@ use napi_derive::napi;
 
 /// The addon's own version, so the supervisor can report app and addon separately and a
 /// stale `.node` left over from an older build is easy to spot.
-#[napi]
+#[napi(catch_unwind)]
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
@@ -52,7 +54,7 @@ pub struct DrmDeviceInfo {
 ///
 /// A machine without DRM yields an empty list, not an error: appliances boot on boards
 /// whose GPU driver is still loading, and the supervisor must keep running either way.
-#[napi]
+#[napi(catch_unwind)]
 pub fn list_drm_devices(dir: Option<String>) -> Vec<DrmDeviceInfo> {
     let dir = dir.unwrap_or_else(|| kms::probe::DEFAULT_DRI_DIR.to_owned());
     kms::probe::card_paths(dir.as_ref())

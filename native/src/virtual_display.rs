@@ -95,7 +95,7 @@ fn bad(message: String) -> napi::Error {
 #[napi]
 impl VirtualDisplay {
     /// Outputs by name and mode; the vblank clock starts at once.
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(outputs: Vec<VirtualOutputConfig>) -> napi::Result<Self> {
         if outputs.is_empty() {
             return Err(bad("a virtual display needs at least one output".into()));
@@ -154,7 +154,7 @@ impl VirtualDisplay {
     }
 
     /// Shows the decoder `consumer` holds in `manager` on these outputs, from the next vblank.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn play(
         &self,
         manager: &crate::playback::DecodeManager,
@@ -181,7 +181,7 @@ impl VirtualDisplay {
     }
 
     /// Stops showing video on these outputs (all when empty); they keep their last frame.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stop_video(&self, outputs: Option<Vec<String>>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for o in &mut state.outputs {
@@ -191,7 +191,7 @@ impl VirtualDisplay {
         }
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stats(&self) -> Vec<VirtualOutputStats> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state
@@ -215,7 +215,7 @@ impl VirtualDisplay {
     }
 
     /// A copy of what the output scans out now (for previews and tests).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn snapshot(&self, output: String) -> napi::Result<Option<VirtualFrame>> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let o = state
@@ -231,7 +231,7 @@ impl VirtualDisplay {
         }))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
