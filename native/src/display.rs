@@ -765,15 +765,19 @@ impl KmsDevice {
     /// connector (XR24, `pitch` bytes a row). Needs the outputs idle.
     #[napi(catch_unwind)]
     pub fn capture_writeback(&self, connector: String) -> napi::Result<WritebackFrame> {
-        self.with_engine(|e| {
-            let c = e.writeback_capture(&connector)?;
-            Ok(WritebackFrame {
-                width: c.width,
-                height: c.height,
-                pitch: c.pitch,
-                data: c.data.into(),
-            })
-        })
+        // The lock is held to commit and to detach, not while the kernel writes the frame nor
+        // while it is copied (see kms/writeback.rs): flips go on meanwhile.
+        let job = self.with_engine(|e| e.writeback_start(&connector))?;
+        let waited = job.wait();
+        let pinned = self.with_engine(|e| e.writeback_finish(job))?;
+        let frame = waited.map(|()| WritebackFrame {
+            width: pinned.width,
+            height: pinned.height,
+            pitch: pinned.width * 4,
+            data: pinned.packed().into(),
+        });
+        pinned.unpin(&self.shared.engine);
+        frame.map_err(js_error)
     }
 
     /// Plays the decoder that `consumer` holds in `manager` on these outputs, frame-locked:
@@ -858,22 +862,24 @@ impl KmsDevice {
     /// XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
     #[napi(catch_unwind)]
     pub fn snapshot(&self, connector: String) -> napi::Result<Option<ScreenFrame>> {
-        self.with_engine(|e| {
+        // Under the lock only the pin; the copy is made without it (see screen_copy.rs).
+        let pinned = self.with_engine(|e| {
             let index = e.output_index(&connector)?;
             let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
-            if buffer == 0 {
-                return Ok(None);
-            }
-            Ok(e.buffers
-                .dumb_packed(buffer)
-                .ok()
-                .map(|(width, height, format, data)| ScreenFrame {
-                    width,
-                    height,
-                    format: fourcc_name(format),
-                    data: data.into(),
-                }))
-        })
+            Ok((buffer != 0)
+                .then(|| crate::screen_copy::pin(e, buffer).ok())
+                .flatten())
+        })?;
+        Ok(pinned.map(|pinned| {
+            let frame = ScreenFrame {
+                width: pinned.width,
+                height: pinned.height,
+                format: fourcc_name(pinned.format),
+                data: pinned.packed().into(),
+            };
+            pinned.unpin(&self.shared.engine);
+            frame
+        }))
     }
 
     #[napi(catch_unwind)]

@@ -7,12 +7,16 @@
 mod alloc_count;
 pub mod clock;
 pub mod decode;
+pub mod diagnose;
+pub mod diagnose_paths;
+pub mod diagnose_va;
 pub mod display;
 pub mod fd_guard;
 pub mod heartbeat;
 pub mod panic_guard;
 pub mod playback;
 pub mod realtime;
+pub mod screen_copy;
 pub mod systemd;
 pub mod virtual_display;
 
