@@ -11,6 +11,7 @@ use napi_derive::napi;
 use crate::diagnose_paths::{judge, judge_software, modifier_name, vaapi_outputs, PlaneView};
 use crate::diagnose_va::va_query;
 use crate::kms::device::{device_open_probe, Card};
+use crate::kms::error::KmsError;
 use crate::kms::formats::{fourcc_name, in_formats_parse};
 use crate::kms::props::{props_read, Prop};
 use crate::kms::resources::PlaneKind;
@@ -192,6 +193,10 @@ fn card_read(path: &Path, render_nodes: &[(PathBuf, DiagRenderNode)]) -> DiagCar
     };
     let open = match device_open_probe(path) {
         Ok(open) => open,
+        Err(KmsError::Open(_, e)) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            card.error = Some(format!("{}: not a DRM device", path.display()));
+            return card;
+        }
         Err(e) => {
             card.error = Some(e.to_string());
             return card;

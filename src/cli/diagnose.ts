@@ -7,7 +7,10 @@ import { table } from './table.ts';
  * will take per CRTC. Read-only: safe next to a running supervisor (docs/diagnose.md).
  */
 
-/** sysexits' EX_OSFILE: there is no /dev/dri or no card node in it (no GPU driver loaded). */
+/**
+ * sysexits' EX_OSFILE: no card node that could be inspected as a DRM device (no /dev/dri, no
+ * card in it, or none that answers as DRM): no GPU driver loaded, or none passed in.
+ */
 export const DIAGNOSE_NO_DEVICE = 72;
 
 type Report = ReturnType<NativeAddon['diagnose']>;
@@ -17,7 +20,7 @@ type Write = (text: string) => void;
 /** Runs the diagnosis of `dir` (default /dev/dri), prints it, and returns the exit code. */
 export function diagnoseRun(addon: NativeAddon, json: boolean, write: Write, dir?: string): number {
   const report = addon.diagnose(dir);
-  const code = report.cards.length === 0 ? DIAGNOSE_NO_DEVICE : 0;
+  const code = report.cards.some((c) => !c.error) ? 0 : DIAGNOSE_NO_DEVICE;
   if (json) {
     write(`${JSON.stringify(report, null, 2)}\n`);
     return code;

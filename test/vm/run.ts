@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { type CaseContext, type VmCase, virtioCases, vkmsCases } from './cases.ts';
 import { type KmsClient, kmsClientStart } from './kms-client.ts';
 import { type Vm, type VmOptions, vmArtefacts, vmStart } from './qemu.ts';
+vkmsCases.push(...(await import('./cases-diagnose.ts')).diagnoseCases);
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const artefacts = path.join(repo, 'test-results', 'vm');
