@@ -40,7 +40,9 @@ test('a panic inside an API call is a thrown JS error, and the addon keeps worki
   const e = t.throws(() => addon.panicForTest('call'));
   t.regex(e?.message ?? '', /panicForTest: a panic provoked through the API/);
   t.true(
-    addon.nativePanics().some((p) => /provoked through the API/.test(p.message) && /panic_guard\.rs/.test(p.location ?? '')),
+    addon
+      .nativePanics()
+      .some((p) => /provoked through the API/.test(p.message) && /panic_guard\.rs/.test(p.location ?? '')),
     'the panic is recorded with its location',
   );
   t.is(typeof addon.version(), 'string', 'the addon still answers after the panic');
@@ -64,29 +66,35 @@ test('the panic hooks are refused without MULTIHEAD_TEST_HOOKS=1, in a process t
   t.regex(out, /^ERR_TEST_HOOK: panicForTest needs MULTIHEAD_TEST_HOOKS=1/);
 });
 
-test.serial('a panic on a native frame loop ends that thread only: reported, and its loop shows as stalled', async (t) => {
-  const display = new addon.VirtualDisplay([{ name: 'Virtual-1', width: 64, height: 64, refresh: 60 }]);
-  t.teardown(() => display.close());
-  await waitFor('the vblank loop', () => addon.frameLoops().find((l) => l.name === 'vblank'));
-  addon.panicForTest('frameLoop');
-  const panic = await waitFor('the frame loop panic', () =>
-    addon.nativePanics().find((p) => p.thread === 'multihead-vblank'),
-  );
-  t.regex(panic.message, /frame loop panic provoked/);
-  // The dead loop stays listed and ages, so the watchdog (src/status) sees it stop.
-  const stale = await waitFor('a stale vblank loop', () =>
-    addon.frameLoops().find((l) => l.name === 'vblank' && l.ageMs > 500),
-  );
-  t.true(stale.ageMs > 500);
-  const vblanks = display.stats()[0]?.vblanks ?? 0;
-  await new Promise((r) => setTimeout(r, 200));
-  t.is(display.stats()[0]?.vblanks, vblanks, 'the panicked vblank thread no longer ticks');
-});
+test.serial(
+  'a panic on a native frame loop ends that thread only: reported, and its loop shows as stalled',
+  async (t) => {
+    const display = new addon.VirtualDisplay([{ name: 'Virtual-1', width: 64, height: 64, refresh: 60 }]);
+    t.teardown(() => display.close());
+    await waitFor('the vblank loop', () => addon.frameLoops().find((l) => l.name === 'vblank'));
+    addon.panicForTest('frameLoop');
+    const panic = await waitFor('the frame loop panic', () =>
+      addon.nativePanics().find((p) => p.thread === 'multihead-vblank'),
+    );
+    t.regex(panic.message, /frame loop panic provoked/);
+    // The dead loop stays listed and ages, so the watchdog (src/status) sees it stop.
+    const stale = await waitFor('a stale vblank loop', () =>
+      addon.frameLoops().find((l) => l.name === 'vblank' && l.ageMs > 500),
+    );
+    t.true(stale.ageMs > 500);
+    const vblanks = display.stats()[0]?.vblanks ?? 0;
+    await new Promise((r) => setTimeout(r, 200));
+    t.is(display.stats()[0]?.vblanks, vblanks, 'the panicked vblank thread no longer ticks');
+  },
+);
 
 test('KmsDevice.open checks inheritedFd before owning it: closed, not a DRM device, reserved', (t) => {
   const fifo = pipeFd(t);
   const pipeError = t.throws(() => addon.KmsDevice.open('/dev/dri/card0', fifo));
-  t.regex(pipeError?.message ?? '', /^ERR_KMS_BAD_ARGUMENT: inheritedFd: descriptor \d+ is a pipe, not a DRM device node/);
+  t.regex(
+    pipeError?.message ?? '',
+    /^ERR_KMS_BAD_ARGUMENT: inheritedFd: descriptor \d+ is a pipe, not a DRM device node/,
+  );
   const devNull = openSync('/dev/null', 'r');
   t.teardown(() => closeSync(devNull));
   const nullError = t.throws(() => addon.KmsDevice.open('/dev/dri/card0', devNull));

@@ -130,7 +130,12 @@ fn render_paths(dir: &Path) -> Vec<PathBuf> {
     let mut nodes: Vec<(u32, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
-            let n = e.file_name().to_str()?.strip_prefix("renderD")?.parse().ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("renderD")?
+                .parse()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();
@@ -227,9 +232,8 @@ fn resources_fill(open: &Card, card: &mut DiagCard) -> Result<Vec<PlaneView>, St
     let index_of = |h: &drm::control::crtc::Handle| {
         handles.crtcs().iter().position(|c| c == h).unwrap_or(0) as u32
     };
-    let mask = |list: &[drm::control::crtc::Handle]| {
-        list.iter().fold(0u32, |m, h| m | (1 << index_of(h)))
-    };
+    let mask =
+        |list: &[drm::control::crtc::Handle]| list.iter().fold(0u32, |m, h| m | (1 << index_of(h)));
     card.crtcs = handles
         .crtcs()
         .iter()
@@ -247,7 +251,9 @@ fn resources_fill(open: &Card, card: &mut DiagCard) -> Result<Vec<PlaneView>, St
             .encoders()
             .iter()
             .filter_map(|&e| open.get_encoder(e).ok())
-            .fold(0, |m, e| m | mask(&handles.filter_crtcs(e.possible_crtcs())));
+            .fold(0, |m, e| {
+                m | mask(&handles.filter_crtcs(e.possible_crtcs()))
+            });
         card.connectors.push(DiagConnector {
             id: u32::from(handle),
             name: format!("{}-{}", info.interface().as_str(), info.interface_id()),

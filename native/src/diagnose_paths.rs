@@ -208,7 +208,10 @@ pub fn judge(planes: &[PlaneView], crtc_index: u32, output: &DecodeOutput) -> Pa
             );
         }
     }
-    if let Some(p) = on_crtc.iter().find(|p| !p.modifiers_of(output.format).is_empty()) {
+    if let Some(p) = on_crtc
+        .iter()
+        .find(|p| !p.modifiers_of(output.format).is_empty())
+    {
         return result(
             Outcome::Convert,
             Some(p.id),
@@ -224,7 +227,9 @@ pub fn judge(planes: &[PlaneView], crtc_index: u32, output: &DecodeOutput) -> Pa
     result(
         Outcome::CpuConvert,
         primary,
-        format!("no plane takes {fmt}: software decode + CPU conversion to XR24 on the primary plane"),
+        format!(
+            "no plane takes {fmt}: software decode + CPU conversion to XR24 on the primary plane"
+        ),
     )
 }
 
@@ -282,7 +287,10 @@ mod tests {
         let j = judge(&planes, 0, &h264("i915"));
         assert_eq!(j.outcome, Outcome::ZeroCopy);
         assert_eq!(j.plane, Some(40));
-        assert_eq!(j.text, "H.264 VAAPI → NV12 Intel Y-tiled on plane 40: zero-copy");
+        assert_eq!(
+            j.text,
+            "H.264 VAAPI → NV12 Intel Y-tiled on plane 40: zero-copy"
+        );
     }
 
     #[test]
@@ -298,16 +306,26 @@ mod tests {
     #[test]
     fn no_nv12_plane_at_all_is_cpu_conversion() {
         let planes = [plane(31, true, &[(XR24, 0)])];
-        assert_eq!(judge(&planes, 0, &h264("amdgpu")).outcome, Outcome::CpuConvert);
+        assert_eq!(
+            judge(&planes, 0, &h264("amdgpu")).outcome,
+            Outcome::CpuConvert
+        );
         assert_eq!(judge_software(&planes, 0).outcome, Outcome::CpuConvert);
-        assert_eq!(judge(&planes, 1, &h264("amdgpu")).plane, None, "not on CRTC 1");
+        assert_eq!(
+            judge(&planes, 1, &h264("amdgpu")).plane,
+            None,
+            "not on CRTC 1"
+        );
     }
 
     #[test]
     fn amd_modifiers_match_by_vendor_and_planes_without_in_formats_mean_linear() {
         let dcc = 0x0200_0000_0000_1234;
         let planes = [plane(50, false, &[(NV12, dcc)])];
-        assert_eq!(judge(&planes, 0, &h264("amdgpu")).outcome, Outcome::ZeroCopy);
+        assert_eq!(
+            judge(&planes, 0, &h264("amdgpu")).outcome,
+            Outcome::ZeroCopy
+        );
         let implicit = [PlaneView {
             id: 7,
             primary: true,
@@ -315,7 +333,10 @@ mod tests {
             formats: vec![NV12],
             modifiers: vec![],
         }];
-        assert_eq!(judge(&implicit, 0, &h264("virtio_gpu")).outcome, Outcome::ZeroCopy);
+        assert_eq!(
+            judge(&implicit, 0, &h264("virtio_gpu")).outcome,
+            Outcome::ZeroCopy
+        );
     }
 
     #[test]

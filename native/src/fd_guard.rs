@@ -152,9 +152,15 @@ mod tests {
             close_handed_out(foreign),
             Err(FdError::NotHandedOut(_))
         ));
-        assert!(check_open(foreign).is_ok(), "a foreign descriptor was closed");
+        assert!(
+            check_open(foreign).is_ok(),
+            "a foreign descriptor was closed"
+        );
         let ours = hand_out(r);
         assert!(close_handed_out(ours).is_ok());
-        assert!(matches!(close_handed_out(ours), Err(FdError::NotHandedOut(_))));
+        assert!(matches!(
+            close_handed_out(ours),
+            Err(FdError::NotHandedOut(_))
+        ));
     }
 }

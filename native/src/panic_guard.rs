@@ -36,12 +36,21 @@ fn panic_hook_install() {
             .payload()
             .downcast_ref::<String>()
             .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+            })
             .unwrap_or_else(|| "panic with a non-string payload".to_owned());
         let record = NativePanic {
-            thread: std::thread::current().name().unwrap_or("unnamed").to_owned(),
+            thread: std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned(),
             message,
-            location: info.location().map(|l| format!("{}:{}", l.file(), l.line())),
+            location: info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line())),
         };
         // try_lock: a panic while this very lock is held must not deadlock the hook.
         if let Ok(mut panics) = PANICS.try_lock() {
@@ -105,7 +114,9 @@ pub fn unwind_to_error<T>(f: impl FnOnce() -> napi::Result<T>) -> napi::Result<T
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-        Err(napi::Error::from_reason(format!("ERR_NATIVE_PANIC: {message}")))
+        Err(napi::Error::from_reason(format!(
+            "ERR_NATIVE_PANIC: {message}"
+        )))
     })
 }
 

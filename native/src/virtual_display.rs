@@ -239,12 +239,14 @@ impl VirtualDisplay {
                 .ok_or_else(|| bad(format!("no virtual output {output}")))?;
             (o.sequence > 0).then(|| (Arc::clone(&o.scanout), o.frame_size, o.sequence))
         };
-        Ok(shown.map(|(scanout, (width, height), sequence)| VirtualFrame {
-            width,
-            height,
-            sequence: sequence as f64,
-            data: scanout.as_slice().to_vec().into(),
-        }))
+        Ok(
+            shown.map(|(scanout, (width, height), sequence)| VirtualFrame {
+                width,
+                height,
+                sequence: sequence as f64,
+                data: scanout.as_slice().to_vec().into(),
+            }),
+        )
     }
 
     #[napi(catch_unwind)]
@@ -330,7 +332,10 @@ fn vblank(o: &mut Output) {
 
 /// The scanout buffer to write the next frame into. Unshared in steady state; while a snapshot
 /// still holds it, the spare takes its place (no allocation unless snapshots hold both).
-fn scanout_writable<'a>(scanout: &'a mut Arc<Vec<u8>>, spare: &mut Arc<Vec<u8>>) -> &'a mut Vec<u8> {
+fn scanout_writable<'a>(
+    scanout: &'a mut Arc<Vec<u8>>,
+    spare: &mut Arc<Vec<u8>>,
+) -> &'a mut Vec<u8> {
     if Arc::get_mut(scanout).is_none() {
         std::mem::swap(scanout, spare);
     }

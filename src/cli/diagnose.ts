@@ -33,7 +33,9 @@ export function diagnoseRun(addon: NativeAddon, json: boolean, write: Write, dir
     return code;
   }
   if (report.cards.length === 0) {
-    write(`No DRM card nodes in ${report.driDir}: no display controller. The supervisor will drive virtual outputs only.\n`);
+    write(
+      `No DRM card nodes in ${report.driDir}: no display controller. The supervisor will drive virtual outputs only.\n`,
+    );
   }
   for (const card of report.cards) write(cardText(card));
   for (const node of report.renderNodes) write(renderNodeText(node));

@@ -73,13 +73,16 @@ export const diagnoseCases: VmCase[] = [
           sorted(e.modifiers.map((m) => `${m.format}/${m.modifier}`)),
           `plane ${p.id} modifiers`,
         );
-        for (const m of p.modifiers) assert.ok(p.formats.includes(m.format), `plane ${p.id}: ${m.format} in IN_FORMATS only`);
+        for (const m of p.modifiers)
+          assert.ok(p.formats.includes(m.format), `plane ${p.id}: ${m.format} in IN_FORMATS only`);
       }
 
       // The software path per CRTC follows from the planes: NV12 linear somewhere → one upload per frame.
       for (const crtc of card.crtcs) {
-        const path = card.paths.find((x) => x.crtcIndex === crtc.index && x.decode === 'software decode');
-        if (!path) continue; // CRTCs without a connected display are not judged
+        const judged: DiagCard['paths'][number] | undefined = card.paths.find(
+          (x) => x.crtcIndex === crtc.index && x.decode === 'software decode',
+        );
+        if (!judged) continue; // CRTCs without a connected display are not judged
         const nv12 = card.planes.some(
           (p) =>
             p.possibleCrtcs.includes(crtc.index) &&
@@ -87,7 +90,7 @@ export const diagnoseCases: VmCase[] = [
               ? p.formats.includes('NV12')
               : p.modifiers.some((m) => m.format === 'NV12' && m.modifier === '0x0')),
         );
-        assert.equal(path.outcome, nv12 ? 'cpu-upload' : 'cpu-convert', path.text);
+        assert.equal(judged.outcome, nv12 ? 'cpu-upload' : 'cpu-convert', judged.text);
       }
       assert.ok(card.paths.length > 0, 'no decode paths judged');
 

@@ -11,7 +11,6 @@ import { parseArgs } from 'node:util';
 import { type CaseContext, type VmCase, virtioCases, vkmsCases } from './cases.ts';
 import { type KmsClient, kmsClientStart } from './kms-client.ts';
 import { type Vm, type VmOptions, vmArtefacts, vmStart } from './qemu.ts';
-vkmsCases.push(...(await import('./cases-diagnose.ts')).diagnoseCases);
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const artefacts = path.join(repo, 'test-results', 'vm');
@@ -24,6 +23,7 @@ const { values } = parseArgs({
   },
 });
 const only = values.only ? new Set(values.only.split(',')) : undefined;
+vkmsCases.push(...(await import('./cases-diagnose.ts')).diagnoseCases);
 
 interface Suite {
   options: VmOptions;
