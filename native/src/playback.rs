@@ -306,20 +306,18 @@ impl DecodeManager {
     /// outputs take frames without this copy).
     #[napi(catch_unwind)]
     pub fn snapshot(&self, consumer: String) -> napi::Result<Option<FrameSnapshot>> {
-        self.with(|r| {
-            let decoder = r
-                .decoder_of(&consumer)
-                .ok_or_else(|| DecodeError::UnknownConsumer(consumer.clone()))?;
-            Ok(
-                decoder.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
-                    width,
-                    height,
-                    sequence: sequence as f64,
-                    pts_us: pts as f64,
-                    data: data.to_vec().into(),
-                }),
-            )
-        })
+        // The registry lock only to find the decoder: acquire, release and status never wait
+        // for a whole-frame copy.
+        let source = self.source_of(&consumer)?;
+        Ok(
+            source.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
+                width,
+                height,
+                sequence: sequence as f64,
+                pts_us: pts as f64,
+                data: data.to_vec().into(),
+            }),
+        )
     }
 
     /// Stops every decoder.

@@ -68,7 +68,12 @@ impl Pinned {
         // SAFETY: pinned, so mapped for `len` bytes until `unpin`.
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
         let (w, h) = (self.width as usize, self.height as usize);
-        let mut out = Vec::new();
+        let size = if self.format == NV12 {
+            w * h + w.div_ceil(2) * 2 * h.div_ceil(2)
+        } else {
+            w * h * 4
+        };
+        let mut out = Vec::with_capacity(size);
         let mut rows = |plane: usize, row_bytes: usize, count: usize| {
             let (offset, pitch) = (self.offsets[plane] as usize, self.pitches[plane] as usize);
             for r in 0..count {
