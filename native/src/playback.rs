@@ -246,7 +246,7 @@ impl DecodeManager {
 
 #[napi]
 impl DecodeManager {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(options: Option<DecodeOptions>) -> Self {
         let shared = options
             .as_ref()
@@ -260,7 +260,7 @@ impl DecodeManager {
 
     /// Gives `consumer` (an output, or a video-wall tile) the decoder for `request`. Opens
     /// the source on the calling thread: use `acquireAsync` for URLs.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn acquire(&self, consumer: String, request: DecodeRequest) -> napi::Result<AcquireResult> {
         let request = request_parse(request).map_err(js_error)?;
         acquire_unlocked(&self.registry, &consumer, &request)
@@ -269,28 +269,28 @@ impl DecodeManager {
     }
 
     /// `acquire` with the source opened on a worker thread; resolves when it is decoding.
-    #[napi(ts_return_type = "Promise<AcquireResult>")]
+    #[napi(ts_return_type = "Promise<AcquireResult>", catch_unwind)]
     pub fn acquire_async(
         &self,
         consumer: String,
         request: DecodeRequest,
-    ) -> napi::Result<AsyncTask<AcquireTask>> {
+    ) -> napi::Result<AsyncTask<crate::panic_guard::Guarded<AcquireTask>>> {
         let request = request_parse(request).map_err(js_error)?;
-        Ok(AsyncTask::new(AcquireTask {
+        Ok(AsyncTask::new(crate::panic_guard::Guarded(AcquireTask {
             registry: Arc::clone(&self.registry),
             consumer,
             request,
-        }))
+        })))
     }
 
     /// The consumer leaves its decoder; the last consumer out stops it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn release(&self, consumer: String) -> napi::Result<()> {
         self.with(|r| r.release(&consumer))
     }
 
     /// Sharing on or off at run time (the RFC's runtime control).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_shared_decode(&self, on: bool) -> napi::Result<()> {
         self.with(|r| r.set_shared(on))
     }
@@ -298,12 +298,12 @@ impl DecodeManager {
     /// The VAAPI device (a render node) for decoders opened from now on; null picks the first
     /// render node. The supervisor passes the render node of the KMS device it drives, so
     /// decoded surfaces live on the GPU that scans them out.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_vaapi_device(&self, path: Option<String>) {
         crate::decode::vaapi::vaapi_device_set(path);
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_max_decoders(&self, max: u32) -> napi::Result<()> {
         self.with(|r| {
             r.set_max_decoders(max);
@@ -311,7 +311,7 @@ impl DecodeManager {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn status(&self) -> napi::Result<DecodeStatus> {
         self.with(|r| {
             Ok(DecodeStatus {
@@ -356,26 +356,24 @@ impl DecodeManager {
 
     /// A copy of the newest frame the consumer's decoder produced (for previews and tests;
     /// outputs take frames without this copy).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn snapshot(&self, consumer: String) -> napi::Result<Option<FrameSnapshot>> {
-        self.with(|r| {
-            let decoder = r
-                .decoder_of(&consumer)
-                .ok_or_else(|| DecodeError::UnknownConsumer(consumer.clone()))?;
-            Ok(
-                decoder.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
-                    width,
-                    height,
-                    sequence: sequence as f64,
-                    pts_us: pts as f64,
-                    data: data.to_vec().into(),
-                }),
-            )
-        })
+        // The registry lock only to find the decoder: acquire, release and status never wait
+        // for a whole-frame copy.
+        let source = self.source_of(&consumer)?;
+        Ok(
+            source.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
+                width,
+                height,
+                sequence: sequence as f64,
+                pts_us: pts as f64,
+                data: data.to_vec().into(),
+            }),
+        )
     }
 
     /// Stops every decoder.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         locked(&self.registry, Registry::clear);
     }

@@ -23,6 +23,7 @@ const { values } = parseArgs({
   },
 });
 const only = values.only ? new Set(values.only.split(',')) : undefined;
+vkmsCases.push(...(await import('./cases-diagnose.ts')).diagnoseCases);
 
 interface Suite {
   options: VmOptions;
