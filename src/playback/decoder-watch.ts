@@ -3,9 +3,14 @@ import type { Logger } from '../log/logger.ts';
 import type { DecoderInfo, DecodeStatus } from '../native/addon.ts';
 import type { EventBus } from '../supervisor/bus.ts';
 
+/** The code of a failure from an addon that gives none. */
+export const DECODE_FAILED = 'ERR_DECODE_FAILED';
+
 export interface DecoderWatchDeps {
   readonly logger: Logger;
   readonly bus: Pick<EventBus, 'emit'>;
+  /** The outputs showing any of these consumers now (a failure names its outputs). */
+  readonly outputsOf?: (consumers: readonly string[]) => string[];
 }
 
 /**
@@ -61,12 +66,15 @@ export class DecoderWatch {
 
   #failureNote(d: DecoderInfo): void {
     if (!d.failure || this.#failureNoted.has(d.id)) return;
-    // Its outputs keep the last frame they showed.
+    // Its outputs keep the last frame they showed until playback gives them something else.
     this.#failureNoted.add(d.id);
+    const code = d.failureCode ?? DECODE_FAILED;
+    const outputs = this.#deps.outputsOf?.(d.consumers) ?? [];
     this.#deps.logger.error(
-      { decoder: d.id, source: d.source, consumers: d.consumers, reason: d.failure },
+      { decoder: d.id, source: d.source, consumers: d.consumers, outputs, code, reason: d.failure },
       `decoder ${d.id} stopped: ${d.failure}`,
     );
+    this.#deps.bus.emit('decode.failed', { decoder: d.id, source: d.source, outputs, code, message: d.failure });
   }
 
   #fallbackNote(d: DecoderInfo): void {
