@@ -63,7 +63,9 @@ export class VideoEvents {
     const { logger, bus } = this.#deps;
     const suppressed = this.#suppressed;
     this.#suppressed = 0;
-    logger.error(
+    // A warning, not an error line: the typed event is what the fleet hears (one `video.error`,
+    // not also an `error` event made from this line).
+    logger.warn(
       { output, code, ...(suppressed > 0 ? { suppressed } : {}) },
       `output ${output}: ${message}; it keeps its last frame${suppressed > 0 ? ` (${suppressed} earlier video error(s) not told: rate limit)` : ''}`,
     );
