@@ -33,6 +33,10 @@ export class DecoderWatch {
       this.#failureNote(d);
       this.#fallbackNote(d);
     }
+    // Ids are not reused: a decoder gone from the status is forgotten, so the sets stay small.
+    const running = new Set(decoders.map((d) => d.id));
+    for (const noted of [this.#failureNoted, this.#fallbackNoted])
+      for (const id of noted) if (!running.has(id)) noted.delete(id);
   }
 
   /** The summary: every decoder and output in the log, and `decode.status` on the bus. */

@@ -36,6 +36,10 @@ export interface PlaybackExtensionDeps {
   readonly decode: DecodeManager;
   /** The render node (/dev/dri/renderD*) of the GPU behind a card node, if it has one. */
   readonly renderNodeOf: (cardPath: string) => string | undefined;
+  /** Tests: how long a failed source's last frame stays (default FAILED_HOLD_MS). */
+  readonly failedHoldMs?: number;
+  /** Tests: how often decoders are checked for failures and fallbacks (default 1 s). */
+  readonly failureCheckMs?: number;
 }
 
 /**
@@ -267,10 +271,10 @@ export class PlaybackExtension implements Extension {
       if (outputs.length === 0) return;
       this.#deps.logger.warn(
         { outputs, source: failed.source, code: failed.code },
-        `${failed.source} failed (${failed.code}); ${outputs.join(', ')} back to the demo or content after ${FAILED_HOLD_MS} ms on the last frame`,
+        `${failed.source} failed (${failed.code}); ${outputs.join(', ')} back to the demo or content after ${this.#deps.failedHoldMs ?? FAILED_HOLD_MS} ms on the last frame`,
       );
       this.#giveBack(outputs, `source failed: ${failed.code}`);
-    }, FAILED_HOLD_MS);
+    }, this.#deps.failedHoldMs ?? FAILED_HOLD_MS);
     timer.unref();
     this.#failedHolds.set(held, timer);
   }
@@ -278,9 +282,10 @@ export class PlaybackExtension implements Extension {
   /** What play started goes from these outputs, and the demo (or content) gets them back. */
   #giveBack(outputs: readonly string[], reason: string): void {
     this.#manualRelease(outputs);
+    // Told before the demo fills: its own change (the demo's source) must be the last word.
+    for (const output of outputs) this.#deps.bus.emit('playback.changed', { output, source: null, reason });
     this.#demo.unclaim(outputs);
     this.#demo.fill(this.#screens);
-    for (const output of outputs) this.#deps.bus.emit('playback.changed', { output, source: null, reason });
   }
 
   /** The outputs leave their play consumers; a consumer no output shows any more is released. */
@@ -303,7 +308,7 @@ export class PlaybackExtension implements Extension {
     this.#timers = [
       setTimeout(summary, STATUS_FIRST_MS),
       setInterval(summary, STATUS_EVERY_MS),
-      setInterval(() => this.#watch.check(decode.status().decoders), FALLBACK_CHECK_MS),
+      setInterval(() => this.#watch.check(decode.status().decoders), this.#deps.failureCheckMs ?? FALLBACK_CHECK_MS),
       setInterval(() => {
         if (this.#screens) bus.emit('output.stats', { outputs: this.#screens.stats() });
       }, OUTPUT_STATS_MS),
