@@ -150,11 +150,13 @@ export class StatusTracker {
       outputs: names.map((name) => {
         const mode = modeOf.get(name);
         const playing = consumerOf.get(shownOn(name));
-        const video = videoState(healthOf.get(name));
+        const judged = healthOf.get(name);
+        const video = videoState(judged);
         return {
           name,
           ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
-          source: playing?.source ?? null,
+          // Health follows playback.changed at once; the decoder status only every minute.
+          source: judged ? judged.source : (playing?.source ?? null),
           decoder: playing?.decoder ?? null,
           ...(video ? { video } : {}),
         };
