@@ -121,12 +121,11 @@ export class StatusTracker {
     const health = this.#health.assess();
     const healthOf = new Map(health.outputs.map((o) => [o.name, o]));
     const screens = display?.screens;
-    // With the display known its outputs are the list; before it, the decoders' consumers.
+    // The display's outputs are the list; without any (not started), the decoders' consumers.
+    // Consumers are not listed beside driven outputs: `play#1` or `content#2:...` is no output.
+    const driven = screens?.outputs().map((o) => o.name) ?? [];
     const names = [
-      ...new Set([
-        ...this.#outputs.map((o) => o.connector),
-        ...(screens ? screens.outputs().map((o) => o.name) : consumerOf.keys()),
-      ]),
+      ...new Set([...this.#outputs.map((o) => o.connector), ...(driven.length > 0 ? driven : consumerOf.keys())]),
     ].sort();
     const shownOn = (name: string): string => screens?.showing?.(name) ?? name;
     const modeOf = new Map(this.#outputs.map((o) => [o.connector, o.mode]));
