@@ -222,7 +222,8 @@ export class HealthTracker {
     const before = new Map((this.#statsBefore ?? []).map((s) => [s.name, s]));
     const problems: string[] = [];
     const outputs: OutputHealth[] = screens.outputs().map(({ name }) => {
-      const decoder = decoderOf.get(consumerOn(screens, name));
+      // The consumer it was given, else one named after it (the demo's, or a status that says so).
+      const decoder = decoderOf.get(consumerOn(screens, name)) ?? decoderOf.get(name);
       const source = this.#sources.get(name) ?? decoder?.source ?? null;
       const now = latest.get(name);
       const then = before.get(name);

@@ -148,7 +148,7 @@ export class StatusTracker {
             : { mode: 'virtual', reason: display.reason },
       outputs: names.map((name) => {
         const mode = modeOf.get(name);
-        const playing = consumerOf.get(shownOn(name));
+        const playing = consumerOf.get(shownOn(name)) ?? consumerOf.get(name);
         const judged = healthOf.get(name);
         const video = videoState(judged);
         return {
