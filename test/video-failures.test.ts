@@ -181,9 +181,12 @@ async function playbackOnFakes(t: { teardown: (f: () => void) => void }) {
     health.release();
     extension.stop();
   });
-  const seen: { [K in keyof BusEvents]?: BusEvents[K][] } = {};
-  for (const event of ['decode.failed', 'playback.changed'] as const)
-    bus.on(event, (payload) => ((seen[event] ??= []) as unknown[]).push(payload));
+  const seen: { 'decode.failed': BusEvents['decode.failed'][]; 'playback.changed': BusEvents['playback.changed'][] } = {
+    'decode.failed': [],
+    'playback.changed': [],
+  };
+  bus.on('decode.failed', (payload) => seen['decode.failed'].push(payload));
+  bus.on('playback.changed', (payload) => seen['playback.changed'].push(payload));
   bus.emit('supervisor.state', { state: 'running' });
   bus.emit('display.ready', { mode: 'virtual', reason: 'test', screens });
   let frames = 0;
@@ -244,7 +247,7 @@ test('a played source that fails later: decode.failed once naming the output and
   tick();
   await until(() => health.assess().state === 'ok', 'health ok while playing');
   decode.fail(source, 'ERR_DECODE_STALLED', 'no data for 10 s');
-  const failed = await until(() => seen['decode.failed']?.[0], 'decode.failed');
+  const failed = await until(() => seen['decode.failed'][0], 'decode.failed');
   t.deepEqual(failed, {
     decoder: failed.decoder,
     source,
@@ -273,7 +276,7 @@ test('a played source that fails later: decode.failed once naming the output and
     { video: { state: 'ok' } },
   );
   await new Promise((r) => setTimeout(r, 200));
-  t.is(seen['decode.failed']?.length, 1, 'told once');
+  t.is(seen['decode.failed'].length, 1, 'told once');
 });
 
 function displayEvent(kind: string, connector: string, code?: string, message?: string): DisplayEvent {

@@ -35,6 +35,8 @@ export interface StatusDocument {
       height: number;
       failure?: string;
       failureCode?: string;
+      /** Joined by an output beyond `decode.maxDecoders` (sharing forced although `decode.shared` is off). */
+      forcedShared?: boolean;
     }>;
   } | null;
   config: { version: number | null };
@@ -174,6 +176,7 @@ export class StatusTracker {
               height: d.height,
               ...(d.failure ? { failure: d.failure } : {}),
               ...(d.failureCode ? { failureCode: d.failureCode } : {}),
+              ...(d.forcedShared ? { forcedShared: true } : {}),
             })),
           }
         : null,
