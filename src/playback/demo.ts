@@ -70,7 +70,9 @@ export class Demo {
   #start(screens: Screens, output: string, source: string): boolean {
     const { decode, logger, bus, hw } = this.#deps;
     try {
-      decode.acquire(output, { source, hw });
+      // Prerolled like every other switch: the addon returns with the first frame decoded (a
+      // local generator: milliseconds), so the output is never given a source without a picture.
+      decode.acquire(output, { source, hw, preroll: true });
       screens.play(decode, output, [{ output }]);
     } catch (error) {
       // This output keeps its slate; the others still get the demo.

@@ -21,8 +21,6 @@ export class FirstPictureError extends Error {
 
 export interface FirstPictureOptions {
   readonly timeoutMs?: number;
-  /** Asked between polls: false (something newer asked) gives up without waiting longer. */
-  readonly wanted?: () => boolean;
 }
 
 /**
@@ -56,9 +54,7 @@ export async function acquireFirstPicture(
         ? `${d.failureCode ? `${d.failureCode}: ` : ''}${d.failure}`
         : Date.now() > deadline
           ? `no frame decoded within ${timeoutMs} ms`
-          : options.wanted && !options.wanted()
-            ? 'replaced before its first frame'
-            : undefined;
+          : undefined;
     if (why !== undefined) {
       releaseQuietly(decode, consumer);
       throw new FirstPictureError(NO_PICTURE, `${request.source}: ${why}`);
