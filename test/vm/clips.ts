@@ -49,7 +49,16 @@ export interface ClipSpec {
   height: number;
   fps: number;
   seconds: number;
+  /** Default: clipMatrix(height). */
+  matrix?: Matrix;
 }
+
+/**
+ * The matrix a clip of this height is tagged with: what the engine assumes for untagged video
+ * (SD BT.601, HD BT.709, native/src/kms/formats.rs), so the tag and the guess agree and the
+ * reader knows the colours to expect either way.
+ */
+export const clipMatrix = (height: number): Matrix => (height > 576 ? 'bt709' : 'bt601');
 
 /**
  * The ffmpeg filter graph of a stamped clip. `geq` draws the grid at 16x12 and `scale` with
@@ -73,9 +82,8 @@ export function clipGraph(spec: ClipSpec): string {
 
 /**
  * Writes a stamped H.264 clip to `file` (on the host; the guest sees it through the scratch
- * share). Tagged BT.709 limited range, what the engine assumes for untagged HD anyway, so a
- * reader can compute the colours the kernel should produce. At most STAMP_PERIOD frames, so
- * numbers do not repeat inside one pass.
+ * share), tagged with its matrix (clipMatrix) and limited range. At most STAMP_PERIOD frames,
+ * so numbers do not repeat inside one pass.
  */
 export function clipMake(file: string, spec: ClipSpec): void {
   if (spec.fps * spec.seconds > STAMP_PERIOD) {
@@ -103,16 +111,16 @@ export function clipMake(file: string, spec: ClipSpec): void {
     '4',
     '-pix_fmt',
     'yuv420p',
-    '-colorspace',
-    'bt709',
-    '-color_primaries',
-    'bt709',
-    '-color_trc',
-    'bt709',
+    ...colourTags(spec.matrix ?? clipMatrix(spec.height)),
     '-color_range',
     'tv',
     file,
   ]);
+}
+
+function colourTags(matrix: Matrix): string[] {
+  const name = matrix === 'bt709' ? 'bt709' : 'smpte170m';
+  return ['-colorspace', name, '-color_primaries', name, '-color_trc', name];
 }
 
 /** The RGB of a stamped picture for XR24 test buffers (pattern.ts 'stamp'): same layout, RGB hues. */
