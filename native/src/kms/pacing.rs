@@ -78,9 +78,9 @@ mod tests {
     }
 
     #[test]
-    fn waiting_for_every_crtc_of_the_card_would_halve_an_early_one() {
-        // What the rule avoids: a latency longer than the gap every time (as when a slow group
-        // holds everyone back) costs the early CRTC every other vblank.
+    fn a_commit_later_than_the_gap_is_seen_as_lost_frames() {
+        // The model can tell loss: a commit that always goes in after the early CRTC's next
+        // vblank (as when one slow group held every other back) costs every other vblank.
         let period = 16_666_667;
         let stats = simulate(&[0, period * 9 / 10], period, period * 95 / 100, 100);
         assert!(stats[0].1 + stats[1].1 > 50, "{stats:?}");

@@ -186,21 +186,18 @@ impl Engine {
         }
         for b in 0..self.video.len() {
             let binding = &mut self.video[b];
-            let mut keep = 0;
-            for i in 0..binding.placements.len() {
-                let found = self
-                    .outputs
-                    .iter()
-                    .position(|o| o.connector == binding.placements[i].connector);
-                if let Some(index) = found {
-                    binding.placements[i].output = index;
-                    binding.placements.swap(keep, i);
-                    binding.reported.swap(keep, i);
-                    keep += 1;
-                }
-            }
-            binding.placements.truncate(keep);
-            binding.reported.truncate(keep);
+            let outputs = &self.outputs;
+            placements_retain(
+                &mut binding.placements,
+                &mut binding.reported,
+                |p| match outputs.iter().position(|o| o.connector == p.connector) {
+                    Some(index) => {
+                        p.output = index;
+                        true
+                    }
+                    None => false,
+                },
+            );
             // Other outputs, other planes: ask again.
             binding.negotiation = None;
             binding.backoff.succeeded();
@@ -294,7 +291,7 @@ impl Engine {
         }
         let binding = &self.video[b];
         if binding.current == 0 {
-            if now.saturating_sub(binding.bound_ns) > FIRST_FRAME_NS {
+            if !binding.live && now.saturating_sub(binding.bound_ns) > FIRST_FRAME_NS {
                 self.video_report(b, Some(VideoCause::NoFirstFrame));
             }
             return Ok(());
@@ -387,18 +384,9 @@ impl Engine {
                 let (left, right) = self.video.split_at_mut(other);
                 (&left[b], &mut right[0])
             };
-            let before = binding.placements.len();
-            let mut keep = 0;
-            for i in 0..binding.placements.len() {
-                if !taken.shows(binding.placements[i].output) {
-                    binding.placements.swap(keep, i);
-                    binding.reported.swap(keep, i);
-                    keep += 1;
-                }
-            }
-            if keep != before {
-                binding.placements.truncate(keep);
-                binding.reported.truncate(keep);
+            if placements_retain(&mut binding.placements, &mut binding.reported, |p| {
+                !taken.shows(p.output)
+            }) {
                 scene_build(binding);
             }
         }
@@ -574,11 +562,19 @@ impl Engine {
             if binding.imported.len() <= keep {
                 return;
             }
+            // The oldest, but not the one on show while others can go; with `keep` 0 (a
+            // replaced pool) that one too: it leaves the kernel once off screen, and the group
+            // shows nothing new until the next frame is imported.
             let current = binding.current;
-            let Some(at) = binding.imported.iter().position(|&id| id != current) else {
-                return;
-            };
+            let at = binding
+                .imported
+                .iter()
+                .position(|&id| id != current || keep == 0)
+                .unwrap_or(0);
             let id = binding.imported.remove(at);
+            if id == current {
+                binding.current = 0;
+            }
             self.video_counters.imports_dropped += 1;
             let _ = self.buffer_release(id);
         }
@@ -628,6 +624,27 @@ impl Engine {
     }
 }
 
+/// Keeps the placements (and their reported causes, kept parallel) that `keep` accepts, in
+/// order. Returns whether any went.
+fn placements_retain(
+    placements: &mut Vec<VideoPlacement>,
+    reported: &mut Vec<Option<VideoCause>>,
+    mut keep: impl FnMut(&mut VideoPlacement) -> bool,
+) -> bool {
+    let before = placements.len();
+    let mut kept = 0;
+    for i in 0..placements.len() {
+        if keep(&mut placements[i]) {
+            placements.swap(kept, i);
+            reported.swap(kept, i);
+            kept += 1;
+        }
+    }
+    placements.truncate(kept);
+    reported.truncate(kept);
+    kept != before
+}
+
 /// The group's scene: one layer per output, buffer ids filled in per frame.
 fn scene_build(binding: &mut VideoBinding) {
     binding.scene.clear();
@@ -654,5 +671,63 @@ impl Engine {
             .filter(|b| b.shows(output) && b.fault.is_some())
             .map(|b| b.fault_detail.as_str())
             .next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(output: usize) -> VideoPlacement {
+        VideoPlacement {
+            output,
+            connector: format!("HDMI-A-{}", output + 1),
+            src: None,
+            dst: None,
+            rotation: 0,
+            color: None,
+        }
+    }
+
+    #[test]
+    fn a_group_taking_outputs_leaves_the_others_and_their_reports_in_step() {
+        // An older group on outputs 0, 1, 2; a new one showed its first picture on 1.
+        let mut placements = vec![placement(0), placement(1), placement(2)];
+        let mut reported = vec![
+            None,
+            Some(VideoCause::SourceStalled),
+            Some(VideoCause::NoPlane),
+        ];
+        let taken = [1usize];
+        assert!(placements_retain(&mut placements, &mut reported, |p| {
+            !taken.contains(&p.output)
+        }));
+        let outputs: Vec<usize> = placements.iter().map(|p| p.output).collect();
+        assert_eq!(outputs, vec![0, 2]);
+        assert_eq!(reported, vec![None, Some(VideoCause::NoPlane)]);
+        assert!(!placements_retain(&mut placements, &mut reported, |_| true));
+    }
+
+    #[test]
+    fn outputs_follow_their_connectors_after_a_reconfiguration() {
+        // Output 0 was unplugged: the others moved down one index.
+        let mut placements = vec![placement(0), placement(1), placement(2)];
+        let mut reported = vec![Some(VideoCause::CommitRefused), None, None];
+        let now = ["HDMI-A-2", "HDMI-A-3"];
+        placements_retain(&mut placements, &mut reported, |p| {
+            match now.iter().position(|c| *c == p.connector) {
+                Some(i) => {
+                    p.output = i;
+                    true
+                }
+                None => false,
+            }
+        });
+        let moved: Vec<(usize, &str)> = placements
+            .iter()
+            .map(|p| (p.output, p.connector.as_str()))
+            .collect();
+        assert_eq!(moved, vec![(0, "HDMI-A-2"), (1, "HDMI-A-3")]);
+        assert_eq!(reported, vec![None, None]);
     }
 }
