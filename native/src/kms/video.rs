@@ -216,24 +216,47 @@ impl Engine {
     }
 
     /// Steps every group whose outputs are all idle and that is not backing off. Groups that
-    /// wait for their first frame go first: once one commits, its outputs are busy and the
-    /// group it replaces does not commit over it.
+    /// wait for their first frame go first, and take it even while their outputs are busy:
+    /// a group with its first picture ready is yielded to by the groups it replaces, so it
+    /// finds its outputs idle together even when their CRTCs are not in phase.
     pub(super) fn video_service(&mut self, now: u64) {
         self.video_retired_prune();
-        for pass_live in [false, true] {
-            for b in 0..self.video.len() {
-                let binding = &self.video[b];
-                if binding.live != pass_live
-                    || binding.placements.is_empty()
-                    || !binding.backoff.due(now)
-                    || !self.video_group_idle(b)
-                {
-                    continue;
-                }
+        for b in 0..self.video.len() {
+            let binding = &self.video[b];
+            if binding.live || binding.placements.is_empty() || !binding.backoff.due(now) {
+                continue;
+            }
+            if self.video_group_idle(b) {
                 let _ = self.video_step(b, now);
+            } else if let Ok(true) = self.video_upload(b) {
+                self.video[b].last_new_ns = now;
             }
         }
+        for b in 0..self.video.len() {
+            let binding = &self.video[b];
+            if !binding.live
+                || binding.placements.is_empty()
+                || !binding.backoff.due(now)
+                || !self.video_group_idle(b)
+                || self.video_yields(b, now)
+            {
+                continue;
+            }
+            let _ = self.video_step(b, now);
+        }
         self.video_release_empty();
+    }
+
+    /// Whether live group `b` holds back for a new group that has its first frame and wants
+    /// one of `b`'s outputs.
+    fn video_yields(&self, b: usize, now: u64) -> bool {
+        let live = &self.video[b];
+        self.video.iter().any(|o| {
+            !o.live
+                && o.current != 0
+                && o.backoff.due(now)
+                && o.placements.iter().any(|p| live.shows(p.output))
+        })
     }
 
     /// Stops all video; the outputs keep their last frame.
