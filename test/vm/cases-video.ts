@@ -19,6 +19,9 @@ interface Sequences {
   steps: number[];
 }
 
+/** What the guest's engine and decoders say, for a failure message. */
+let diagnose: (() => Promise<string>) | undefined;
+
 /** Polls `probe` until it returns a value, or fails naming `what` after `timeoutMs`. */
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -31,7 +34,10 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
       last = e;
     }
     if (Date.now() > deadline) {
-      throw new Error(`${what}: not seen in ${timeoutMs} ms${last ? ` (${(last as Error).message})` : ''}`);
+      const state = await diagnose?.().catch((e: Error) => e.message);
+      throw new Error(
+        `${what}: not seen in ${timeoutMs} ms${last ? ` (${(last as Error).message})` : ''}; guest: ${state ?? '-'}`,
+      );
     }
     await sleep(100);
   }
@@ -73,6 +79,13 @@ async function vkmsCard(vm: Vm, name: string, crtcs: number): Promise<string> {
 
 /** Opens `card` and drives all its connectors at `mode`; returns the outputs in connector order. */
 async function outputsOn(ctx: CaseContext, card: string, mode: string, extra: object = {}): Promise<OutputInfo[]> {
+  diagnose = async () =>
+    JSON.stringify({
+      events: await ctx.kms.call('vEvents', {}, 5000),
+      counters: await ctx.kms.call('vCounters', {}, 5000),
+      decoders: await ctx.kms.call('vDecodeStatus', {}, 5000),
+      flips: await ctx.kms.call('vSequences', {}, 5000),
+    }).slice(0, 3000);
   await ctx.kms.call('vOpen', { path: card, ...extra });
   const connectors = await ctx.kms.call<ConnectorInfo[]>('vConnectors');
   const names = connectors.filter((c) => !c.writeback && c.connected).map((c) => c.name);
