@@ -528,7 +528,7 @@ impl KmsDevice {
                                 }
                                 EngineEvent::VideoError { output, cause } => {
                                     let connector = connector_of(engine, output);
-                                    let detail = engine.video_fault_detail(output).unwrap_or("");
+                                    let detail = engine.video_fault_detail(output, cause).unwrap_or("");
                                     DisplayEvent {
                                         kind: "videoError".into(),
                                         message: Some(format!(

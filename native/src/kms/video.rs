@@ -686,12 +686,12 @@ fn scene_build(binding: &mut VideoBinding) {
 }
 
 impl Engine {
-    /// The text of the fault that stops the video group showing on `output` (said once per
-    /// cause; empty for causes without more to say).
-    pub fn video_fault_detail(&self, output: usize) -> Option<&str> {
+    /// The text of the fault `cause` of a video group on `output` (formatted once per cause;
+    /// empty for causes without more to say).
+    pub fn video_fault_detail(&self, output: usize, cause: VideoCause) -> Option<&str> {
         self.video
             .iter()
-            .filter(|b| b.shows(output) && b.fault.is_some())
+            .filter(|b| b.shows(output) && b.fault == Some(cause))
             .map(|b| b.fault_detail.as_str())
             .next()
     }
