@@ -405,6 +405,14 @@ fn yuv_color(
     Ok(Some(color))
 }
 
+/// The connector of output `output` for an event's text ("?" if it went meanwhile).
+fn connector_of(engine: &Engine, output: usize) -> String {
+    engine
+        .outputs
+        .get(output)
+        .map_or_else(|| "?".to_owned(), |o| o.connector.clone())
+}
+
 impl KmsDevice {
     fn with_engine<T>(
         &self,
@@ -491,6 +499,51 @@ impl KmsDevice {
                                         connector,
                                         buffer: Some(buffer),
                                         format: Some(fourcc_name(format)),
+                                        ..Default::default()
+                                    }
+                                }
+                                EngineEvent::FormatFallback {
+                                    output,
+                                    format,
+                                    modifier,
+                                } => {
+                                    let connector = connector_of(engine, output);
+                                    DisplayEvent {
+                                        kind: "fallback".into(),
+                                        message: Some(format!(
+                                            "{connector}: no plane takes the decoder's {} dma-bufs with modifier {modifier:#x}; the decoder goes on in software and frames are copied",
+                                            fourcc_name(format)
+                                        )),
+                                        connector: Some(connector),
+                                        format: Some(fourcc_name(format)),
+                                        ..Default::default()
+                                    }
+                                }
+                                EngineEvent::VideoError { output, cause } => {
+                                    let connector = connector_of(engine, output);
+                                    let detail = engine.video_fault_detail(output, cause).unwrap_or("");
+                                    DisplayEvent {
+                                        kind: "videoError".into(),
+                                        message: Some(format!(
+                                            "{connector}: {}{}{detail}; it keeps its last picture, other outputs are not affected",
+                                            cause.describe(),
+                                            if detail.is_empty() { "" } else { ": " },
+                                        )),
+                                        connector: Some(connector),
+                                        code: Some(cause.code().into()),
+                                        ..Default::default()
+                                    }
+                                }
+                                EngineEvent::VideoRecovered { output, cause } => {
+                                    let connector = connector_of(engine, output);
+                                    DisplayEvent {
+                                        kind: "videoRecovered".into(),
+                                        message: Some(format!(
+                                            "{connector}: shows new frames again (after {})",
+                                            cause.code()
+                                        )),
+                                        connector: Some(connector),
+                                        code: Some(cause.code().into()),
                                         ..Default::default()
                                     }
                                 }

@@ -300,6 +300,7 @@ const methods: Record<string, (p: Params) => unknown> = {
     return { before, after };
   },
 };
+Object.assign(methods, (await import('./kms-server-video.ts')).videoMethods(addon));
 
 const reply = (message: object): void => {
   process.stdout.write(`${JSON.stringify(message)}\n`);
