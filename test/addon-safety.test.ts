@@ -141,5 +141,7 @@ test.serial('a snapshot of a virtual output copies outside the lock the vblank t
   const wait = display.stats()[0]?.maxLockWaitUs ?? 0;
   t.log(`${snapshots} snapshots; the vblank thread's longest lock wait ${wait} µs (before: ${before} µs)`);
   t.true(snapshots >= 10, `${snapshots} snapshots`);
-  t.true(wait < 4000, `the vblank thread waited up to ${wait} µs for the lock (before the snapshots: ${before} µs)`);
+  // 30 ms: the old code's copy held it for 300 ms here; the margin is for a snapshot thread
+  // preempted while it holds the lock for a reference count, on two cores shared with other tests.
+  t.true(wait < 30_000, `the vblank thread waited up to ${wait} µs for the lock (before the snapshots: ${before} µs)`);
 });

@@ -197,13 +197,14 @@ diagnoseCases.push({
     // Each snapshot copies the shown XR24 buffer (3 MB at 1024x768). Under the engine lock (the
     // old code) the presentation thread waited for the copy before committing the next frame:
     // about a third of the commits came over a refresh period late. Outside it, the thread
-    // commits at once. The kernel's side is bounded too, with room for TCG: the copies compete
-    // with vkms's software composer for the guest's two emulated CPUs.
+    // commits at once (17 of 180 seen at a host load of 11; 44 with the copy under the lock).
+    // The kernel's side is bounded too, with room for TCG: the copies compete with vkms's
+    // software composer for the guest's two emulated CPUs (20 of 180 seen at that load).
     assert.ok(
-      run.lateCommits <= frames / 10,
+      run.lateCommits <= frames / 6,
       `${run.lateCommits} of ${frames} next-frame commits over a refresh period after the flip (longest ${Math.round(run.maxCommitDelayUs / 1000)} ms) while ${took} ran`,
     );
-    assert.ok(late <= frames / 7, `${late} of ${frames} flips came later than the next vblank while ${took} ran`);
+    assert.ok(late <= frames / 5, `${late} of ${frames} flips came later than the next vblank while ${took} ran`);
     return `${frames} flips at ${run.width}x${run.height}, ${took} of the shown buffer meanwhile: ${late} flips late (kernel vblank sequence), ${run.lateCommits} commits late (longest ${Math.round(run.maxCommitDelayUs / 1000)} ms)`;
   },
 });
