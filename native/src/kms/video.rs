@@ -320,9 +320,13 @@ impl Engine {
             return Ok(());
         }
         let current = binding.current;
+        // The stream's own tags (matrix, range) unless the placement says otherwise; the
+        // engine's guess from the height only when the stream tags neither.
+        let stream_color = binding.source.color();
         let mut scene = std::mem::take(&mut self.video[b].scene);
-        for s in &mut scene {
+        for (s, p) in scene.iter_mut().zip(&self.video[b].placements) {
             s.layers[0].buffer = current;
+            s.layers[0].color = p.color.or(stream_color);
         }
         let result = self.present_video(&scene);
         self.video[b].scene = scene;
