@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { DecodeManager as DecodeManagerType } from '../native/index.d.ts';
 import { loadAddon } from '../src/native/addon.ts';
-import { clipMake, counterClip, tsClip } from './helpers/clips.ts';
+import { counterClip, testsrcClip, tsClip } from './helpers/clips.ts';
 import { until } from './helpers/supervisor.ts';
 
 // Network sources: what the decoder does with servers that cannot seek, stall, or give no
@@ -22,36 +22,10 @@ const RW_TIMEOUT_MS = 5000;
 
 // An MP4 as ffmpeg writes it without `-movflags +faststart`: the index (moov) after the data,
 // and larger than FFmpeg's I/O buffer (about 200 KB), so going back to the data needs a seek.
-const moovAtEnd = clipMake(dir, 'moov-at-end.mp4', [
-  '-f',
-  'lavfi',
-  '-i',
-  'testsrc2=size=320x240:rate=30:duration=2',
-  '-c:v',
-  'libx264',
-  '-preset',
-  'ultrafast',
-  '-pix_fmt',
-  'yuv420p',
-]);
+const moovAtEnd = testsrcClip(dir, 'moov-at-end.mp4', { size: '320x240', seconds: 2 });
 const ts = readFileSync(tsClip(dir, 'stream.ts'));
 // 4 s: half of it is more than FFmpeg's probe wants, so the stall comes while decoding.
-const longTs = readFileSync(
-  clipMake(dir, 'long.ts', [
-    '-f',
-    'lavfi',
-    '-i',
-    'testsrc2=size=64x64:rate=30:duration=4',
-    '-c:v',
-    'libx264',
-    '-preset',
-    'ultrafast',
-    '-pix_fmt',
-    'yuv420p',
-    '-f',
-    'mpegts',
-  ]),
-);
+const longTs = readFileSync(testsrcClip(dir, 'long.ts', { seconds: 4, format: 'mpegts' }));
 const counter = counterClip(dir);
 
 function manager(t: { teardown: (f: () => void) => void }, options = {}): DecodeManagerType {

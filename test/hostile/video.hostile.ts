@@ -4,7 +4,7 @@
 // health degraded naming the output) and the demo comes back, never black.
 import { readFileSync } from 'node:fs';
 import test from 'ava';
-import { clipMake, filesServe } from '../helpers/clips.ts';
+import { filesServe, testsrcClip } from '../helpers/clips.ts';
 import { mediaServerStart } from '../helpers/media-server.ts';
 import type { Received } from '../helpers/mosquitto.ts';
 import { scratchDir } from '../helpers/tmp.ts';
@@ -52,18 +52,7 @@ function statusOf(m: Received, id: string): Status | undefined {
 test('12 play of an MP4 with its index at the end from a server without Range is answered with an error; the demo keeps playing', async (t) => {
   const dir = scratchDir(t);
   // The mp4 muxer writes the index (moov) after the media data unless told +faststart.
-  const clip = clipMake(dir, 'index-last.mp4', [
-    '-f',
-    'lavfi',
-    '-i',
-    'testsrc2=size=160x90:rate=30:duration=4',
-    '-c:v',
-    'libx264',
-    '-preset',
-    'ultrafast',
-    '-pix_fmt',
-    'yuv420p',
-  ]);
+  const clip = testsrcClip(dir, 'index-last.mp4', { size: '160x90', seconds: 4 });
   const bytes = readFileSync(clip);
   t.true(bytes.indexOf('moov') > bytes.indexOf('mdat'), 'the index is at the end');
   // filesServe answers every request with the whole file, 200, no Accept-Ranges: no Range support.
@@ -98,22 +87,7 @@ for (const [kind, what] of [
 ] as const) {
   test(`12 play of a source that ${what} later: an MQTT event with an ERR_ code, health degraded naming the output, then the demo back`, async (t) => {
     const dir = scratchDir(t);
-    const clip = clipMake(dir, 'stalls.ts', [
-      '-f',
-      'lavfi',
-      '-i',
-      'testsrc2=size=160x90:rate=30:duration=20',
-      '-c:v',
-      'libx264',
-      '-preset',
-      'ultrafast',
-      '-g',
-      '30',
-      '-pix_fmt',
-      'yuv420p',
-      '-f',
-      'mpegts',
-    ]);
+    const clip = testsrcClip(dir, 'stalls.ts', { size: '160x90', seconds: 20, gop: 30, format: 'mpegts' });
     const bytes = readFileSync(clip);
     const server = await mediaServerStart();
     t.teardown(() => server.close());

@@ -7,9 +7,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectorInfo, DisplayEvent, OutputInfo, OutputStats } from '../../native/index.d.ts';
-import type { CaseContext, VmCase } from './cases.ts';
+import { type CaseContext, type VmCase, vkmsConfigfsDevice } from './cases.ts';
 import { KmsCallError } from './kms-client.ts';
-import type { Vm } from './qemu.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -41,40 +40,6 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
     }
     await sleep(100);
   }
-}
-
-/**
- * A vkms device made through configfs with `crtcs` CRTCs, each with a primary plane, encoder,
- * connector and writeback connector. (The same recipe as cases.ts's hotplug case, which does
- * not export it.)
- */
-async function vkmsCard(vm: Vm, name: string, crtcs: number): Promise<string> {
-  const d = `/sys/kernel/config/vkms/${name}`;
-  const lines = [`set -e`, `before=$(ls /dev/dri)`, `mkdir ${d}`];
-  for (let i = 1; i <= crtcs; i++) {
-    lines.push(
-      `mkdir ${d}/crtcs/crtc${i}`,
-      `echo 1 > ${d}/crtcs/crtc${i}/writeback`,
-      `mkdir ${d}/planes/plane${i}`,
-      `echo 1 > ${d}/planes/plane${i}/type`,
-      `ln -s ${d}/crtcs/crtc${i} ${d}/planes/plane${i}/possible_crtcs/`,
-      `mkdir ${d}/encoders/encoder${i}`,
-      `ln -s ${d}/crtcs/crtc${i} ${d}/encoders/encoder${i}/possible_crtcs/`,
-      `mkdir ${d}/connectors/conn${i}`,
-      `ln -s ${d}/encoders/encoder${i} ${d}/connectors/conn${i}/possible_encoders/`,
-    );
-  }
-  lines.push(
-    `echo 1 > ${d}/enabled`,
-    `for i in 1 2 3 4 5 6 7 8 9 10; do`,
-    `  for n in $(ls /dev/dri); do echo "$before" | grep -qx "$n" || { case $n in card*) echo /dev/dri/$n; exit 0;; esac; }; done`,
-    `  sleep 0.2`,
-    `done`,
-    `echo "no new card appeared" >&2; exit 1`,
-  );
-  const r = await vm.exec(['sh', '-c', lines.join('\n')]);
-  if (r.code !== 0) throw new Error(`vkms configfs device ${name}: ${r.stderr.trim() || r.stdout.trim()}`);
-  return r.stdout.trim();
 }
 
 /** Opens `card` and drives all its connectors at `mode`; returns the outputs in connector order. */
@@ -196,7 +161,7 @@ export const videoCases: VmCase[] = [
       'video on 3 vkms CRTCs: one group flips on every vblank while another source stalls and a third binding is refused',
     async run(ctx) {
       const { kms, vm } = ctx;
-      const card = await vkmsCard(vm, 'vgroups', 3);
+      const card = await vkmsConfigfsDevice(vm, 'vgroups', 3);
       const outputs = await outputsOn(ctx, card, '640x480');
       assert.equal(outputs.length, 3, `three outputs on ${card}`);
       const [a, b, c] = outputs.map((o) => o.connector) as [string, string, string];
@@ -314,7 +279,7 @@ export const videoCases: VmCase[] = [
       "a source whose dma-bufs' modifier no plane lists: the decoder goes to software and the picture still changes",
     async run(ctx) {
       const { kms, vm } = ctx;
-      const card = await vkmsCard(vm, 'vformat', 1);
+      const card = await vkmsConfigfsDevice(vm, 'vformat', 1);
       // X-tiled (Intel): vkms's planes list only linear in IN_FORMATS. The test hook makes the
       // engine take the decoder's (linear) dma-bufs to carry it; the planes' lists are the kernel's.
       const outputs = await outputsOn(ctx, card, '640x480', { faultModifier: '0x0100000000000001' });
@@ -372,7 +337,7 @@ export const videoCases: VmCase[] = [
         'mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; ls /sys/kernel/debug/dri',
       ]);
       assert.equal(mounted.code, 0, `debugfs: ${mounted.stderr}`);
-      const card = await vkmsCard(vm, 'vpool', 1);
+      const card = await vkmsConfigfsDevice(vm, 'vpool', 1);
       const outputs = await outputsOn(ctx, card, '640x480');
       const o = outputs[0] as OutputInfo;
       const minor = /card(\d+)$/.exec(card)?.[1];

@@ -1310,7 +1310,7 @@ interface DisplayEventLike {
  * Builds a vkms device through configfs with `crtcs` CRTCs, each with a primary plane, an
  * encoder, a connector and a writeback connector, and returns its card node.
  */
-async function vkmsConfigfsDevice(vm: Vm, name: string, crtcs: number): Promise<string> {
+export async function vkmsConfigfsDevice(vm: Vm, name: string, crtcs: number): Promise<string> {
   const d = `/sys/kernel/config/vkms/${name}`;
   const lines = [`set -e`, `before=$(ls /dev/dri)`, `mkdir ${d}`];
   for (let i = 1; i <= crtcs; i++) {
