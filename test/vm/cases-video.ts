@@ -137,14 +137,15 @@ async function flipsMeasured(
 
 /**
  * Every flip one vblank after the previous one, from the kernel's numbers. Under TCG the
- * guest's CPUs are host threads and lose time when the host is busy, so 10 % may be late; an
- * engine that held this group to another group's pace (a stalled or refused one) would be late
- * on nearly all, and one that waited for out-of-phase CRTCs on half.
+ * guest's CPUs are host threads and lose time when the host is busy, so a fifth may be late
+ * (16 of 158 seen while other builds ran on the 2-core host; 0 to 5 on a quiet one); an engine
+ * that held this group to another group's pace (a stalled or refused one) would be late on
+ * nearly all, and one that waited for out-of-phase CRTCs on half.
  */
 function everyVblank(connector: string, s: Sequences | undefined): string {
   assert.ok(s, `${connector}: no flips`);
   const intervals = s.count - 1;
-  const budget = Math.max(2, Math.floor(intervals / 10));
+  const budget = Math.max(2, Math.floor(intervals / 5));
   const [, one = 0, two = 0, three = 0, more = 0] = s.steps;
   assert.ok(two <= budget, `${connector}: ${two} of ${intervals} flips one vblank late (lateOne; budget ${budget})`);
   assert.ok(three + more <= budget, `${connector}: ${three + more} of ${intervals} flips later still`);
