@@ -138,7 +138,7 @@ async function flipsMeasured(
 /**
  * Every flip one vblank after the previous one, from the kernel's numbers. Under TCG the
  * guest's CPUs are host threads and lose time when the host is busy, so a fifth may be late
- * (16 of 158 seen while other builds ran on the 2-core host; 0 to 5 on a quiet one); an engine
+ * (16 of 158 seen while other builds ran on the 2-core host; 155 of 155 on time on a quieter one); an engine
  * that held this group to another group's pace (a stalled or refused one) would be late on
  * nearly all, and one that waited for out-of-phase CRTCs on half.
  */
