@@ -188,16 +188,18 @@ diagnoseCases.push({
   title: 'KMS snapshots taken every 30 ms while an output flips do not delay its flips (vblank sequence)',
   async run(ctx) {
     await ctx.kms.call('close');
-    const frames = 180;
+    // 6 s of flips: a loaded host made each 3 MB copy take up to half a second (6 snapshots in
+    // 3 s were seen), and the check needs enough of them to overlap the commits.
+    const frames = 360;
     const run = await flipRun(ctx, frames);
     const late = lateFlips(run.sequences);
     const took = `${run.snapshots} snapshots (${run.empty} empty) in ${Math.round(run.copyMs)} ms`;
-    assert.ok(run.snapshots >= 20 && run.empty === 0, `${took} during ${frames} flips`);
+    assert.ok(run.snapshots >= 10 && run.empty === 0, `${took} during ${frames} flips`);
     assert.equal(run.sequences.length, frames, `flip events: ${run.sequences.length} of ${frames}`);
     // Each snapshot copies the shown XR24 buffer (3 MB at 1024x768). Under the engine lock (the
     // old code) the presentation thread waited for the copy before committing the next frame:
     // about a third of the commits came over a refresh period late. Outside it, the thread
-    // commits at once (17 of 180 seen at a host load of 11; 44 with the copy under the lock).
+    // commits at once (17 of 180 seen at a host load of 11; 44 of 180 with the copy under the lock).
     // The kernel's side is bounded too, with room for TCG: the copies compete with vkms's
     // software composer for the guest's two emulated CPUs (20 of 180 seen at that load).
     assert.ok(
