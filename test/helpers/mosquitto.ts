@@ -223,7 +223,9 @@ export class FleetClient {
     const client = await connectAsync(url, {
       protocolVersion: 5,
       reconnectPeriod: 0,
-      connectTimeout: 5000,
+      // The wait is for the CONNACK, and ends with it: long, because at ava's start two cores
+      // spawn a broker and a supervisor per test file at once (5 s ran out there).
+      connectTimeout: 30_000,
       ...options,
     });
     t.teardown(() => client.endAsync(true));
