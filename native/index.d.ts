@@ -125,7 +125,11 @@ export declare class VirtualDisplay {
   /** Stops showing video on these outputs (all when empty); they keep their last frame. */
   stopVideo(outputs?: Array<string> | undefined | null): void
   stats(): Array<VirtualOutputStats>
-  /** A copy of what the output scans out now (for previews and tests). */
+  /**
+   * A copy of what the output scans out now (for previews and tests). The lock is held
+   * only to take a reference; the copy is made after it is released, so the vblank thread
+   * never waits for it.
+   */
   snapshot(output: string): VirtualFrame | null
   close(): void
 }
@@ -134,6 +138,11 @@ export interface AcquireResult {
   decoder: number
   /** A new decoder was started (false: joined a running one, or kept its own). */
   created: boolean
+  /**
+   * Sharing is off, but `maxDecoders` was reached: joined the running decoder of the same
+   * source instead of being refused.
+   */
+  forcedShared: boolean
 }
 
 /** Reads the kernel clock state (`adjtimex` with modes 0: read-only). */
@@ -153,6 +162,7 @@ export interface ClockState {
   state: number
 }
 
+/** Closes a descriptor this addon handed out (`createUdmabuf`); any other is refused. */
 export declare function closeFd(fd: number): void
 
 export interface ConnectorInfo {
@@ -186,7 +196,11 @@ export interface CrtcInfo {
 export interface DecodeOptions {
   /** One decoder per source for all outputs showing it (default true). */
   sharedDecode?: boolean
-  /** Most decoders at once (default 4); asking for more is ERR_DECODE_LIMIT. */
+  /**
+   * Most decoders at once (default 4). Beyond it, with sharing off, an output joins the
+   * running decoder of its source (`forcedShared`); a source no decoder runs is
+   * ERR_DECODE_LIMIT.
+   */
   maxDecoders?: number
 }
 
@@ -201,7 +215,8 @@ export interface DecodeRequest {
   stream?: number
   /**
    * Decode the first frame now and hold it until an output shows it: the next item of a
-   * playlist, switched to without a gap.
+   * playlist, switched to without a gap. The acquire then resolves only once that frame is
+   * decoded (within 10 s), else fails with ERR_DECODE_NO_PICTURE and leaves nothing behind.
    */
   preroll?: boolean
 }
@@ -245,6 +260,18 @@ export interface DecoderInfo {
   bytesCopiedPerFrame: number
   /** Why the decoder stopped, if it did. */
   failure?: string
+  /**
+   * The ERR_ code of `failure`: ERR_DECODE_STALLED (no data within the I/O timeout),
+   * ERR_DECODE_READ, ERR_DECODE_NO_PICTURE, ERR_DECODE_CODEC, ERR_DECODE_OPEN (a reopen
+   * to loop failed).
+   */
+  failureCode?: string
+  /**
+   * A consumer shares this decoder with sharing off because `maxDecoders` was reached.
+   * Always set by the addon (optional in the type so hand-made status objects need not
+   * name it).
+   */
+  forcedShared?: boolean
   /** Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none". */
   index: string
   indexKeyframes: number
@@ -256,6 +283,86 @@ export interface DecodeStatus {
   sharedDecode: boolean
   maxDecoders: number
   decoders: Array<DecoderInfo>
+}
+
+export interface DiagCard {
+  path: string
+  driver?: string
+  error?: string
+  connectors: Array<DiagConnector>
+  crtcs: Array<DiagCrtc>
+  planes: Array<DiagPlane>
+  /** The render node of the same GPU (its VAAPI decodes for this card), if found. */
+  renderNode?: string
+  paths: Array<DiagPath>
+}
+
+export interface DiagConnector {
+  id: number
+  name: string
+  connected: boolean
+  writeback: boolean
+  possibleCrtcs: Array<number>
+}
+
+export interface DiagCrtc {
+  id: number
+  index: number
+}
+
+export interface DiagModifier {
+  format: string
+  /** 64-bit modifier as hex, as `KmsDevice.planes()` writes it. */
+  modifier: string
+  /** e.g. "linear", "Intel Y-tiled", "AMD 0x200000000401b01". */
+  name: string
+}
+
+/**
+ * Reads every card and render node under `dir` (default /dev/dri). Never throws for what
+ * it finds: each node carries its own error.
+ */
+export declare function diagnose(dir?: string | undefined | null): DiagnoseReport
+
+export interface DiagnoseReport {
+  driDir: string
+  /** False when the directory does not exist at all (no GPU driver loaded). */
+  driPresent: boolean
+  cards: Array<DiagCard>
+  renderNodes: Array<DiagRenderNode>
+}
+
+export interface DiagPath {
+  crtcIndex: number
+  /** "H.264 VAAPI", "HEVC 10-bit VAAPI", "software decode", ... */
+  decode: string
+  /** "zero-copy", "convert", "cpu-upload" or "cpu-convert". */
+  outcome: string
+  plane?: number
+  text: string
+}
+
+export interface DiagPlane {
+  id: number
+  kind: string
+  possibleCrtcs: Array<number>
+  formats: Array<string>
+  /** From IN_FORMATS; empty when the driver reports no modifiers. */
+  modifiers: Array<DiagModifier>
+}
+
+export interface DiagProfile {
+  profile: string
+  entrypoints: Array<string>
+}
+
+export interface DiagRenderNode {
+  path: string
+  driver?: string
+  vaapiVendor?: string
+  profiles: Array<DiagProfile>
+  /** Why VAAPI could not be asked (no libva, no driver for this GPU, ...). */
+  error?: string
 }
 
 /**
@@ -413,6 +520,20 @@ export interface MonitorInfo {
   serial?: string
 }
 
+export interface NativePanic {
+  /** The panicking thread's name, e.g. "multihead-present" or "main". */
+  thread: string
+  message: string
+  /** file:line of the panic. */
+  location?: string
+}
+
+/**
+ * Panics seen in this process (newest last, at most 16), on any thread: those on JavaScript
+ * calls were also thrown as errors; those on native threads ended that thread.
+ */
+export declare function nativePanics(): Array<NativePanic>
+
 export interface OutputConfig {
   connector: string
   /** "preferred" (default), "WxH" or "WxH@Hz". */
@@ -451,6 +572,13 @@ export interface OutputStats {
   /** Next-frame commits the engine issued more than one refresh period after the flip. */
   lateCommits: number
 }
+
+/**
+ * Test hook (MULTIHEAD_TEST_HOOKS=1): provokes a panic so tests can prove the process
+ * survives. `"call"` panics inside this call (it throws); `"frameLoop"` makes the next
+ * iteration of a running frame loop (presentation thread or virtual vblank clock) panic.
+ */
+export declare function panicForTest(target: string): void
 
 export interface PlaneInfo {
   id: number
@@ -569,6 +697,11 @@ export interface VirtualOutputStats {
   lateTicks: number
   /** Decoder sequence number of the frame on show (0: nothing yet). */
   sequence: number
+  /**
+   * Longest the vblank thread waited for the display's lock, in µs (the same for every
+   * output). Snapshots copy outside that lock, so it stays near zero while they run.
+   */
+  maxLockWaitUs: number
   /** What plays here: the consumer name, if any. */
   playing?: string
 }

@@ -128,7 +128,8 @@ test('bad options are usage errors (64); a bad config is 78', async (t) => {
     [['logs', '--level', 'loud'], '--level must be one of trace, debug, info, warn, error, fatal, not "loud"'],
     [['status', '--url', 'ftp://box'], '--url must be an http:// URL, got "ftp://box"'],
     [['status', '--follow'], '--follow, --level and --lines only apply to "logs"'],
-    [['config', 'show', '--json'], '--url and --json only apply to "status", "outputs" and "logs"'],
+    [['config', 'show', '--json'], '--json only applies to "status", "outputs", "logs" and "diagnose"'],
+    [['config', 'show', '--url', 'http://box'], '--url only applies to "status", "outputs" and "logs"'],
     [['status', 'extra'], 'unknown command "status extra"'],
   ] as const) {
     const r = await cli([...args], cleanEnv(t));

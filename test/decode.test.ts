@@ -81,7 +81,11 @@ test('the last consumer out stops the decoder; asking again for the same keeps i
   const first = m.acquire('A', { source: counter });
   m.acquire('B', { source: counter });
   const again = m.acquire('A', { source: counter });
-  t.deepEqual(again, { decoder: first.decoder, created: false }, 'a reload with the same source changes nothing');
+  t.deepEqual(
+    again,
+    { decoder: first.decoder, created: false, forcedShared: false },
+    'a reload with the same source changes nothing',
+  );
   m.release('A');
   t.deepEqual(m.status().decoders[0]?.consumers, ['B']);
   m.release('B');
@@ -113,6 +117,25 @@ test('max_decoders is a clear error that names what runs, and nothing stops', (t
   // A consumer moving to another source frees its own slot first.
   t.notThrows(() => m.acquire('A', { source: hevc }));
   t.is(m.status().decoders[0]?.codec, 'hevc');
+});
+
+test('at max_decoders with sharing off, an output joins the running decoder of its source (forced sharing)', (t) => {
+  const m = manager(t, { maxDecoders: 1, sharedDecode: false });
+  const a = m.acquire('A', { source: counter });
+  t.like(a, { created: true, forcedShared: false });
+  // The seed: reaching the limit forces sharing instead of refusing a source that runs.
+  const b = m.acquire('B', { source: counter });
+  t.deepEqual(b, { decoder: a.decoder, created: false, forcedShared: true });
+  const [d] = m.status().decoders;
+  t.like(d, { consumers: ['A', 'B'], forcedShared: true });
+  t.is(m.status().decoders.length, 1);
+  // A source no running decoder has is still refused, naming what runs.
+  const e = t.throws(() => m.acquire('C', { source: hevc }));
+  t.regex(e?.message ?? '', /^ERR_DECODE_LIMIT: max_decoders \(1\) reached; running: .*counter\.mp4 \(A, B\)/);
+  // Room again: the forced output stays put until it asks for something else.
+  m.setMaxDecoders(2);
+  t.like(m.acquire('C', { source: hevc }), { created: true, forcedShared: false });
+  t.like(m.status().decoders[0], { consumers: ['A', 'B'], forcedShared: true });
 });
 
 test('sharing can be turned off and on at run time', (t) => {

@@ -21,7 +21,7 @@ pub struct ClockState {
 }
 
 /// Reads the kernel clock state (`adjtimex` with modes 0: read-only).
-#[napi]
+#[napi(catch_unwind)]
 pub fn clock_state() -> Result<ClockState> {
     // SAFETY: a zeroed timex is a valid argument; modes 0 asks the kernel only to fill it in.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };

@@ -1,7 +1,7 @@
 //! The KMS engine as a JavaScript class. Thin: it converts arguments, takes the engine
 //! lock, and maps errors to `error.code` values such as ERR_KMS_MODE_NOT_FOUND.
 
-use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::Uint8Array;
@@ -405,6 +405,14 @@ fn yuv_color(
     Ok(Some(color))
 }
 
+/// The connector of output `output` for an event's text ("?" if it went meanwhile).
+fn connector_of(engine: &Engine, output: usize) -> String {
+    engine
+        .outputs
+        .get(output)
+        .map_or_else(|| "?".to_owned(), |o| o.connector.clone())
+}
+
 impl KmsDevice {
     fn with_engine<T>(
         &self,
@@ -421,20 +429,13 @@ impl KmsDevice {
     /// Opens `path` (e.g. /dev/dri/card0) or "auto" and starts the presentation thread. With
     /// `inheritedFd` (a descriptor systemd kept for us, see `fdStore`) the card is taken over
     /// instead: the descriptor is consumed whether or not that succeeds.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn open(path: String, inherited_fd: Option<i32>) -> napi::Result<Self> {
-        let inherited = match inherited_fd {
-            Some(fd) if fd < 3 => {
-                return Err(bad_arg(format!(
-                    "inheritedFd {fd} is not a passed descriptor"
-                )))
-            }
-            // SAFETY: systemd passed it to this process (LISTEN_FDS) and nothing else owns it.
-            Some(fd) => {
-                Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-            }
-            None => None,
-        };
+        // Checked before it is owned: a wrong number must not close someone else's file.
+        let inherited = inherited_fd
+            .map(|fd| crate::fd_guard::adopt(fd, crate::fd_guard::check_drm_device))
+            .transpose()
+            .map_err(|e| bad_arg(format!("inheritedFd: {e}")))?;
         let engine = Engine::open(&path, inherited).map_err(js_error)?;
         let card_fd = engine.card.raw_fd();
         let device_path = engine.card.path().to_string_lossy().into_owned();
@@ -501,6 +502,51 @@ impl KmsDevice {
                                         ..Default::default()
                                     }
                                 }
+                                EngineEvent::FormatFallback {
+                                    output,
+                                    format,
+                                    modifier,
+                                } => {
+                                    let connector = connector_of(engine, output);
+                                    DisplayEvent {
+                                        kind: "fallback".into(),
+                                        message: Some(format!(
+                                            "{connector}: no plane takes the decoder's {} dma-bufs with modifier {modifier:#x}; the decoder goes on in software and frames are copied",
+                                            fourcc_name(format)
+                                        )),
+                                        connector: Some(connector),
+                                        format: Some(fourcc_name(format)),
+                                        ..Default::default()
+                                    }
+                                }
+                                EngineEvent::VideoError { output, cause } => {
+                                    let connector = connector_of(engine, output);
+                                    let detail = engine.video_fault_detail(output, cause).unwrap_or("");
+                                    DisplayEvent {
+                                        kind: "videoError".into(),
+                                        message: Some(format!(
+                                            "{connector}: {}{}{detail}; it keeps its last picture, other outputs are not affected",
+                                            cause.describe(),
+                                            if detail.is_empty() { "" } else { ": " },
+                                        )),
+                                        connector: Some(connector),
+                                        code: Some(cause.code().into()),
+                                        ..Default::default()
+                                    }
+                                }
+                                EngineEvent::VideoRecovered { output, cause } => {
+                                    let connector = connector_of(engine, output);
+                                    DisplayEvent {
+                                        kind: "videoRecovered".into(),
+                                        message: Some(format!(
+                                            "{connector}: shows new frames again (after {})",
+                                            cause.code()
+                                        )),
+                                        connector: Some(connector),
+                                        code: Some(cause.code().into()),
+                                        ..Default::default()
+                                    }
+                                }
                             };
                             cb.call(js, ThreadsafeFunctionCallMode::NonBlocking);
                         }
@@ -530,18 +576,18 @@ impl KmsDevice {
         })
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.shared.path.clone()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn driver(&self) -> String {
         self.shared.driver.clone()
     }
 
     /// Set when `open` took the card over from a previous instance.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn takeover(&self) -> napi::Result<Option<TakeoverInfo>> {
         self.with_engine(|e| {
             Ok(e.takeover.map(|t| TakeoverInfo {
@@ -556,7 +602,7 @@ impl KmsDevice {
     /// (`FDSTORE=1`, `FDNAME=name`). If this process dies, systemd keeps the file open: the
     /// outputs keep their last frame and DRM master stays with the file, and the next instance
     /// gets it back as `LISTEN_FDS` to pass to `open`. False without `$NOTIFY_SOCKET`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn fd_store(&self, name: String) -> napi::Result<bool> {
         let fd = self.with_engine(|e| Ok(e.card.raw_fd()))?;
         // SAFETY: the engine (and so the card's file) lives as long as this object; the fd is
@@ -565,12 +611,12 @@ impl KmsDevice {
         crate::systemd::sd_notify_fd(&format!("FDSTORE=1\nFDNAME={name}"), borrowed)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn connectors(&self) -> napi::Result<Vec<ConnectorInfo>> {
         self.with_engine(|e| Ok(connectors_info(&e.res)))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn crtcs(&self) -> napi::Result<Vec<CrtcInfo>> {
         self.with_engine(|e| {
             Ok(e.res
@@ -584,7 +630,7 @@ impl KmsDevice {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn planes(&self) -> napi::Result<Vec<PlaneInfo>> {
         self.with_engine(|e| {
             Ok(e.res
@@ -623,7 +669,7 @@ impl KmsDevice {
 
     /// Drives exactly these outputs, in one atomic commit tested first. Unchanged outputs
     /// keep their content; new ones start black.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn configure(&self, outputs: Vec<OutputConfig>) -> napi::Result<Vec<OutputInfo>> {
         let requests: Vec<OutputRequest> = outputs
             .into_iter()
@@ -648,7 +694,7 @@ impl KmsDevice {
     }
 
     /// A CPU-writable buffer ("XR24", "AR24" or "NV12"), zero-filled. Returns its id.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
@@ -657,7 +703,7 @@ impl KmsDevice {
 
     /// A linear scanout buffer object from Mesa's GBM ("XR24" or "AR24"). Returns its id;
     /// fill it with `writeBuffer`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_gbm_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
@@ -665,14 +711,14 @@ impl KmsDevice {
     }
 
     /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> napi::Result<()> {
         self.with_engine(|e| e.buffers.dumb_write(buffer, &data))
     }
 
     /// Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
     /// framebuffer. The fds stay the caller's.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn import_dma_buf(&self, descriptor: DmaBufDescriptor) -> napi::Result<ImportResult> {
         let format = fourcc_parse(&descriptor.format)
             .ok_or_else(|| bad_arg(format!("format {:?} is not a fourcc", descriptor.format)))?;
@@ -710,19 +756,19 @@ impl KmsDevice {
     }
 
     /// Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn release_buffer(&self, buffer: u32) -> napi::Result<bool> {
         self.with_engine(|e| e.buffer_release(buffer))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn buffer_count(&self) -> napi::Result<u32> {
         self.with_engine(|e| Ok(e.buffers.count() as u32))
     }
 
     /// Shows a scene on one or more outputs in one nonblocking atomic commit. Returns
     /// "committed", or "queued" when flips are in flight (the newest queued scene wins).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn present(&self, scene: Vec<OutputScene>) -> napi::Result<String> {
         self.with_engine(|e| {
             let mut resolved = Vec::with_capacity(scene.len());
@@ -753,7 +799,7 @@ impl KmsDevice {
 
     /// Flips through each output's buffers, one step per vblank, paced by the native thread.
     /// A "loopDone" event follows the last frame.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn start_flip_loop(&self, config: FlipLoopConfig) -> napi::Result<()> {
         self.with_engine(|e| {
             let mut outputs = Vec::with_capacity(config.outputs.len());
@@ -770,23 +816,27 @@ impl KmsDevice {
 
     /// One frame of what the output's CRTC really composes, read back through a writeback
     /// connector (XR24, `pitch` bytes a row). Needs the outputs idle.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn capture_writeback(&self, connector: String) -> napi::Result<WritebackFrame> {
-        self.with_engine(|e| {
-            let c = e.writeback_capture(&connector)?;
-            Ok(WritebackFrame {
-                width: c.width,
-                height: c.height,
-                pitch: c.pitch,
-                data: c.data.into(),
-            })
-        })
+        // The lock is held to commit and to detach, not while the kernel writes the frame nor
+        // while it is copied (see kms/writeback.rs): flips go on meanwhile.
+        let job = self.with_engine(|e| e.writeback_start(&connector))?;
+        let waited = job.wait();
+        let pinned = self.with_engine(|e| e.writeback_finish(job))?;
+        let frame = waited.map(|()| WritebackFrame {
+            width: pinned.width,
+            height: pinned.height,
+            pitch: pinned.width * 4,
+            data: pinned.packed().into(),
+        });
+        pinned.unpin(&self.shared.engine);
+        frame.map_err(js_error)
     }
 
     /// Plays the decoder that `consumer` holds in `manager` on these outputs, frame-locked:
     /// the presentation thread uploads each new frame once and commits all of them together
     /// at every vblank.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn play_video(
         &self,
         manager: &crate::playback::DecodeManager,
@@ -814,7 +864,7 @@ impl KmsDevice {
     }
 
     /// Stops video on every output; each keeps its last frame.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stop_video(&self) -> napi::Result<()> {
         self.with_engine(|e| {
             e.video_stop();
@@ -822,7 +872,7 @@ impl KmsDevice {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn video_counters(&self) -> napi::Result<VideoCounters> {
         self.with_engine(|e| {
             let c = e.video_counters;
@@ -838,7 +888,7 @@ impl KmsDevice {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<Vec<OutputStats>> {
         self.with_engine(|e| {
             Ok(e.outputs
@@ -863,27 +913,29 @@ impl KmsDevice {
 
     /// What an output's primary plane shows now, rows packed (for previews and screenshots):
     /// XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn snapshot(&self, connector: String) -> napi::Result<Option<ScreenFrame>> {
-        self.with_engine(|e| {
+        // Under the lock only the pin; the copy is made without it (see screen_copy.rs).
+        let pinned = self.with_engine(|e| {
             let index = e.output_index(&connector)?;
             let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
-            if buffer == 0 {
-                return Ok(None);
-            }
-            Ok(e.buffers
-                .dumb_packed(buffer)
-                .ok()
-                .map(|(width, height, format, data)| ScreenFrame {
-                    width,
-                    height,
-                    format: fourcc_name(format),
-                    data: data.into(),
-                }))
-        })
+            Ok((buffer != 0)
+                .then(|| crate::screen_copy::pin(e, buffer).ok())
+                .flatten())
+        })?;
+        Ok(pinned.map(|pinned| {
+            let frame = ScreenFrame {
+                width: pinned.width,
+                height: pinned.height,
+                format: fourcc_name(pinned.format),
+                data: pinned.packed().into(),
+            };
+            pinned.unpin(&self.shared.engine);
+            frame
+        }))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn copy_counters(&self) -> napi::Result<CopyCounters> {
         self.with_engine(|e| {
             Ok(CopyCounters {
@@ -895,13 +947,13 @@ impl KmsDevice {
 
     /// Heap allocations made so far (process-wide) while handling page flips and committing
     /// the next frame on presentation threads. Steady-state flipping adds none.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn frame_path_allocations(&self) -> f64 {
         crate::alloc_count::frame_path_allocations() as f64
     }
 
     /// Delivers flip, loopDone, hotplug and fallback events. Does not keep Node's event loop alive.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn on_event(&self, callback: EventCallback) {
         *self
             .shared
@@ -911,7 +963,7 @@ impl KmsDevice {
     }
 
     /// Stops the presentation thread, frees every buffer, drops master and closes the card.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         if let Some(mut presenter) = self
             .shared
@@ -941,20 +993,15 @@ impl KmsDevice {
 
 /// A dma-buf (from /dev/udmabuf) holding `data`, for CPU-made frames. Returns the fd;
 /// close it with `closeFd` once imported.
-#[napi]
+#[napi(catch_unwind)]
 pub fn create_udmabuf(data: Uint8Array) -> napi::Result<i32> {
     udmabuf_create(&data)
-        .map(|fd| fd.into_raw_fd())
+        .map(crate::fd_guard::hand_out)
         .map_err(js_error)
 }
 
-#[napi]
+/// Closes a descriptor this addon handed out (`createUdmabuf`); any other is refused.
+#[napi(catch_unwind)]
 pub fn close_fd(fd: i32) -> napi::Result<()> {
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(bad_arg(format!(
-            "close({fd}): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    crate::fd_guard::close_handed_out(fd).map_err(|e| bad_arg(format!("closeFd: {e}")))
 }

@@ -38,6 +38,7 @@ impl Heartbeat {
 
     /// Called once per loop iteration: no allocation, no lock. Honours the stall hook.
     pub fn beat(&self) {
+        crate::panic_guard::frame_loop_test_panic();
         while STALL_UNTIL_MS.load(Ordering::Relaxed) > clock_ms() {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -47,6 +48,11 @@ impl Heartbeat {
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
+        // A loop that ends by panicking did not end on purpose: it stays listed, its age
+        // growing, so the watchdog sees a dead frame loop rather than none at all.
+        if std::thread::panicking() {
+            return;
+        }
         LOOPS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -63,7 +69,7 @@ pub struct LoopHealth {
 }
 
 /// Every running frame loop and how long ago it last went round. Empty when none runs.
-#[napi]
+#[napi(catch_unwind)]
 pub fn frame_loops() -> Vec<LoopHealth> {
     let now = clock_ms();
     LOOPS
@@ -80,7 +86,7 @@ pub fn frame_loops() -> Vec<LoopHealth> {
 /// Test and diagnosis hook: every frame loop stops going round for `ms` milliseconds (as a
 /// deadlocked driver call would), so watchdog handling can be proven. Refused unless
 /// MULTIHEAD_TEST_HOOKS=1 is set in the environment.
-#[napi]
+#[napi(catch_unwind)]
 pub fn frame_loops_stall(ms: u32) -> napi::Result<()> {
     if std::env::var("MULTIHEAD_TEST_HOOKS").as_deref() != Ok("1") {
         return Err(napi::Error::from_reason(

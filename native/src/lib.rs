@@ -7,10 +7,16 @@
 mod alloc_count;
 pub mod clock;
 pub mod decode;
+pub mod diagnose;
+pub mod diagnose_paths;
+pub mod diagnose_va;
 pub mod display;
+pub mod fd_guard;
 pub mod heartbeat;
+pub mod panic_guard;
 pub mod playback;
 pub mod realtime;
+pub mod screen_copy;
 pub mod systemd;
 pub mod virtual_display;
 
@@ -22,7 +28,7 @@ use napi_derive::napi;
 
 /// The addon's own version, so the supervisor can report app and addon separately and a
 /// stale `.node` left over from an older build is easy to spot.
-#[napi]
+#[napi(catch_unwind)]
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
@@ -52,7 +58,7 @@ pub struct DrmDeviceInfo {
 ///
 /// A machine without DRM yields an empty list, not an error: appliances boot on boards
 /// whose GPU driver is still loading, and the supervisor must keep running either way.
-#[napi]
+#[napi(catch_unwind)]
 pub fn list_drm_devices(dir: Option<String>) -> Vec<DrmDeviceInfo> {
     let dir = dir.unwrap_or_else(|| kms::probe::DEFAULT_DRI_DIR.to_owned());
     kms::probe::card_paths(dir.as_ref())

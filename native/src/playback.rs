@@ -22,7 +22,9 @@ fn js_error(e: DecodeError) -> napi::Error {
 pub struct DecodeOptions {
     /// One decoder per source for all outputs showing it (default true).
     pub shared_decode: Option<bool>,
-    /// Most decoders at once (default 4); asking for more is ERR_DECODE_LIMIT.
+    /// Most decoders at once (default 4). Beyond it, with sharing off, an output joins the
+    /// running decoder of its source (`forcedShared`); a source no decoder runs is
+    /// ERR_DECODE_LIMIT.
     pub max_decoders: Option<u32>,
 }
 
@@ -37,7 +39,8 @@ pub struct DecodeRequest {
     /// Video stream index (default: the best video stream). Part of the sharing key.
     pub stream: Option<u32>,
     /// Decode the first frame now and hold it until an output shows it: the next item of a
-    /// playlist, switched to without a gap.
+    /// playlist, switched to without a gap. The acquire then resolves only once that frame is
+    /// decoded (within 10 s), else fails with ERR_DECODE_NO_PICTURE and leaves nothing behind.
     pub preroll: Option<bool>,
 }
 
@@ -46,6 +49,9 @@ pub struct AcquireResult {
     pub decoder: u32,
     /// A new decoder was started (false: joined a running one, or kept its own).
     pub created: bool,
+    /// Sharing is off, but `maxDecoders` was reached: joined the running decoder of the same
+    /// source instead of being refused.
+    pub forced_shared: bool,
 }
 
 #[napi(object)]
@@ -84,6 +90,14 @@ pub struct DecoderInfo {
     pub bytes_copied_per_frame: f64,
     /// Why the decoder stopped, if it did.
     pub failure: Option<String>,
+    /// The ERR_ code of `failure`: ERR_DECODE_STALLED (no data within the I/O timeout),
+    /// ERR_DECODE_READ, ERR_DECODE_NO_PICTURE, ERR_DECODE_CODEC, ERR_DECODE_OPEN (a reopen
+    /// to loop failed).
+    pub failure_code: Option<String>,
+    /// A consumer shares this decoder with sharing off because `maxDecoders` was reached.
+    /// Always set by the addon (optional in the type so hand-made status objects need not
+    /// name it).
+    pub forced_shared: Option<bool>,
     /// Keyframe index beside the file: "loaded", "built" (saved after the first pass) or "none".
     pub index: String,
     pub index_keyframes: f64,
@@ -127,27 +141,67 @@ impl Task for AcquireTask {
     type JsValue = AcquireResult;
 
     fn compute(&mut self) -> napi::Result<Acquired> {
-        let lock = || self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let plan = lock()
-            .acquire_plan(&self.consumer, &self.request)
-            .map_err(js_error)?;
-        match plan {
-            Plan::Done(acquired) => Ok(acquired),
-            Plan::Start { key, id } => {
-                let decoder =
-                    Decoder::start(id, key.clone(), self.request.preroll).map_err(js_error)?;
-                lock()
-                    .acquire_finish(&self.consumer, self.request.clone(), key, decoder)
-                    .map_err(js_error)
-            }
-        }
+        acquire_unlocked(&self.registry, &self.consumer, &self.request).map_err(js_error)
     }
 
     fn resolve(&mut self, _env: Env, output: Acquired) -> napi::Result<AcquireResult> {
-        Ok(AcquireResult {
-            decoder: output.decoder,
-            created: output.created,
-        })
+        Ok(acquire_result(output))
+    }
+}
+
+fn acquire_result(a: Acquired) -> AcquireResult {
+    AcquireResult {
+        decoder: a.decoder,
+        created: a.created,
+        forced_shared: a.forced_shared,
+    }
+}
+
+/// Acquire with the source opened (and, for preroll, its first frame decoded) while the
+/// registry is unlocked: other outputs' calls and status never wait for a slow source.
+fn acquire_unlocked(
+    registry: &Mutex<Registry>,
+    consumer: &str,
+    request: &Request,
+) -> Result<Acquired, DecodeError> {
+    let plan = locked(registry, |r| r.acquire_plan(consumer, request))?;
+    match plan {
+        Plan::Done(acquired) => Ok(acquired),
+        Plan::Start { key, id } => {
+            let decoder = Decoder::start(id, key.clone(), request.preroll)?;
+            locked(registry, |r| {
+                r.acquire_finish(consumer, request.clone(), key, decoder)
+            })
+        }
+    }
+}
+
+/// Runs `f` under the registry's lock; decoders it stopped are joined afterwards, outside
+/// the lock and off the calling thread, so neither JavaScript nor other outputs wait on a
+/// decoder thread that is slow to end.
+fn locked<T>(registry: &Mutex<Registry>, f: impl FnOnce(&mut Registry) -> T) -> T {
+    let (result, retired) = {
+        let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
+        let result = f(&mut r);
+        (result, r.retired_take())
+    };
+    reap(retired);
+    result
+}
+
+/// Joins stopped decoders on a thread of their own. Each was told to stop already (its
+/// FFmpeg reads are interrupted), so the join is short unless a driver call hangs; then
+/// only this thread waits.
+fn reap(retired: Vec<Decoder>) {
+    if retired.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("multihead-decode-reap".into())
+        .spawn(move || drop(retired));
+    // Without a thread (the process is out of them) the join happens here.
+    if let Err(e) = spawned {
+        drop(e);
     }
 }
 
@@ -186,14 +240,13 @@ impl DecodeManager {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, DecodeError>) -> napi::Result<T> {
-        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut registry).map_err(js_error)
+        locked(&self.registry, f).map_err(js_error)
     }
 }
 
 #[napi]
 impl DecodeManager {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(options: Option<DecodeOptions>) -> Self {
         let shared = options
             .as_ref()
@@ -207,40 +260,37 @@ impl DecodeManager {
 
     /// Gives `consumer` (an output, or a video-wall tile) the decoder for `request`. Opens
     /// the source on the calling thread: use `acquireAsync` for URLs.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn acquire(&self, consumer: String, request: DecodeRequest) -> napi::Result<AcquireResult> {
         let request = request_parse(request).map_err(js_error)?;
-        self.with(|r| {
-            r.acquire(&consumer, request).map(|a| AcquireResult {
-                decoder: a.decoder,
-                created: a.created,
-            })
-        })
+        acquire_unlocked(&self.registry, &consumer, &request)
+            .map(acquire_result)
+            .map_err(js_error)
     }
 
     /// `acquire` with the source opened on a worker thread; resolves when it is decoding.
-    #[napi(ts_return_type = "Promise<AcquireResult>")]
+    #[napi(ts_return_type = "Promise<AcquireResult>", catch_unwind)]
     pub fn acquire_async(
         &self,
         consumer: String,
         request: DecodeRequest,
-    ) -> napi::Result<AsyncTask<AcquireTask>> {
+    ) -> napi::Result<AsyncTask<crate::panic_guard::Guarded<AcquireTask>>> {
         let request = request_parse(request).map_err(js_error)?;
-        Ok(AsyncTask::new(AcquireTask {
+        Ok(AsyncTask::new(crate::panic_guard::Guarded(AcquireTask {
             registry: Arc::clone(&self.registry),
             consumer,
             request,
-        }))
+        })))
     }
 
     /// The consumer leaves its decoder; the last consumer out stops it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn release(&self, consumer: String) -> napi::Result<()> {
         self.with(|r| r.release(&consumer))
     }
 
     /// Sharing on or off at run time (the RFC's runtime control).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_shared_decode(&self, on: bool) -> napi::Result<()> {
         self.with(|r| r.set_shared(on))
     }
@@ -248,12 +298,12 @@ impl DecodeManager {
     /// The VAAPI device (a render node) for decoders opened from now on; null picks the first
     /// render node. The supervisor passes the render node of the KMS device it drives, so
     /// decoded surfaces live on the GPU that scans them out.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_vaapi_device(&self, path: Option<String>) {
         crate::decode::vaapi::vaapi_device_set(path);
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn set_max_decoders(&self, max: u32) -> napi::Result<()> {
         self.with(|r| {
             r.set_max_decoders(max);
@@ -261,7 +311,7 @@ impl DecodeManager {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn status(&self) -> napi::Result<DecodeStatus> {
         self.with(|r| {
             Ok(DecodeStatus {
@@ -293,6 +343,8 @@ impl DecodeManager {
                         queue_depth: s.queue_depth,
                         bytes_copied_per_frame: s.bytes_copied_per_frame as f64,
                         failure: s.failure,
+                        failure_code: s.failure_code.map(str::to_owned),
+                        forced_shared: Some(s.forced_shared),
                         index: s.index.to_owned(),
                         index_keyframes: s.index_keyframes as f64,
                         prerolled: s.prerolled,
@@ -304,30 +356,25 @@ impl DecodeManager {
 
     /// A copy of the newest frame the consumer's decoder produced (for previews and tests;
     /// outputs take frames without this copy).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn snapshot(&self, consumer: String) -> napi::Result<Option<FrameSnapshot>> {
-        self.with(|r| {
-            let decoder = r
-                .decoder_of(&consumer)
-                .ok_or_else(|| DecodeError::UnknownConsumer(consumer.clone()))?;
-            Ok(
-                decoder.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
-                    width,
-                    height,
-                    sequence: sequence as f64,
-                    pts_us: pts as f64,
-                    data: data.to_vec().into(),
-                }),
-            )
-        })
+        // The registry lock only to find the decoder: acquire, release and status never wait
+        // for a whole-frame copy.
+        let source = self.source_of(&consumer)?;
+        Ok(
+            source.with_newest(|data, width, height, sequence, pts| FrameSnapshot {
+                width,
+                height,
+                sequence: sequence as f64,
+                pts_us: pts as f64,
+                data: data.to_vec().into(),
+            }),
+        )
     }
 
     /// Stops every decoder.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        locked(&self.registry, Registry::clear);
     }
 }

@@ -10,7 +10,7 @@ use napi_derive::napi;
 /// Sends `state` (e.g. `"READY=1\nSTATUS=playing"`, `"WATCHDOG=1"`) to the service manager.
 /// Returns false when not run under a notify-type unit (no `$NOTIFY_SOCKET`); a socket that
 /// is set but unreachable is an error naming it.
-#[napi]
+#[napi(catch_unwind)]
 pub fn sd_notify(state: String) -> napi::Result<bool> {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);

@@ -42,6 +42,9 @@ pub struct VirtualOutputStats {
     pub late_ticks: f64,
     /// Decoder sequence number of the frame on show (0: nothing yet).
     pub sequence: f64,
+    /// Longest the vblank thread waited for the display's lock, in µs (the same for every
+    /// output). Snapshots copy outside that lock, so it stays near zero while they run.
+    pub max_lock_wait_us: f64,
     /// What plays here: the consumer name, if any.
     pub playing: Option<String>,
 }
@@ -61,8 +64,10 @@ struct Output {
     height: u32,
     refresh: u32,
     source: Option<(String, FrameSource)>,
-    /// The memory this output scans out, reused frame after frame.
-    scanout: Vec<u8>,
+    /// The memory this output scans out, reused frame after frame. Shared so a snapshot
+    /// copies it outside the lock; the vblank thread then writes into `spare` instead.
+    scanout: Arc<Vec<u8>>,
+    spare: Arc<Vec<u8>>,
     frame_size: (u32, u32),
     sequence: u64,
     vblanks: u64,
@@ -76,6 +81,7 @@ struct Output {
 
 struct State {
     outputs: Vec<Output>,
+    max_lock_wait: Duration,
 }
 
 #[napi]
@@ -95,7 +101,7 @@ fn bad(message: String) -> napi::Error {
 #[napi]
 impl VirtualDisplay {
     /// Outputs by name and mode; the vblank clock starts at once.
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(outputs: Vec<VirtualOutputConfig>) -> napi::Result<Self> {
         if outputs.is_empty() {
             return Err(bad("a virtual display needs at least one output".into()));
@@ -123,7 +129,8 @@ impl VirtualDisplay {
                 height: o.height,
                 refresh,
                 source: None,
-                scanout: Vec::new(),
+                scanout: Arc::default(),
+                spare: Arc::default(),
                 frame_size: (0, 0),
                 sequence: 0,
                 vblanks: 0,
@@ -134,7 +141,10 @@ impl VirtualDisplay {
                 late_ticks: 0,
             });
         }
-        let state = Arc::new(Mutex::new(State { outputs: list }));
+        let state = Arc::new(Mutex::new(State {
+            outputs: list,
+            max_lock_wait: Duration::ZERO,
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_state, thread_stop) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
@@ -154,7 +164,7 @@ impl VirtualDisplay {
     }
 
     /// Shows the decoder `consumer` holds in `manager` on these outputs, from the next vblank.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn play(
         &self,
         manager: &crate::playback::DecodeManager,
@@ -181,7 +191,7 @@ impl VirtualDisplay {
     }
 
     /// Stops showing video on these outputs (all when empty); they keep their last frame.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stop_video(&self, outputs: Option<Vec<String>>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for o in &mut state.outputs {
@@ -191,7 +201,7 @@ impl VirtualDisplay {
         }
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stats(&self) -> Vec<VirtualOutputStats> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state
@@ -209,29 +219,37 @@ impl VirtualDisplay {
                 blank: o.blank as f64,
                 late_ticks: o.late_ticks as f64,
                 sequence: o.sequence as f64,
+                max_lock_wait_us: state.max_lock_wait.as_micros() as f64,
                 playing: o.source.as_ref().map(|(c, _)| c.clone()),
             })
             .collect()
     }
 
-    /// A copy of what the output scans out now (for previews and tests).
-    #[napi]
+    /// A copy of what the output scans out now (for previews and tests). The lock is held
+    /// only to take a reference; the copy is made after it is released, so the vblank thread
+    /// never waits for it.
+    #[napi(catch_unwind)]
     pub fn snapshot(&self, output: String) -> napi::Result<Option<VirtualFrame>> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let o = state
-            .outputs
-            .iter()
-            .find(|o| o.name == output)
-            .ok_or_else(|| bad(format!("no virtual output {output}")))?;
-        Ok((o.sequence > 0).then(|| VirtualFrame {
-            width: o.frame_size.0,
-            height: o.frame_size.1,
-            sequence: o.sequence as f64,
-            data: o.scanout.clone().into(),
-        }))
+        let shown = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let o = state
+                .outputs
+                .iter()
+                .find(|o| o.name == output)
+                .ok_or_else(|| bad(format!("no virtual output {output}")))?;
+            (o.sequence > 0).then(|| (Arc::clone(&o.scanout), o.frame_size, o.sequence))
+        };
+        Ok(
+            shown.map(|(scanout, (width, height), sequence)| VirtualFrame {
+                width,
+                height,
+                sequence: sequence as f64,
+                data: scanout.as_slice().to_vec().into(),
+            }),
+        )
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -258,7 +276,9 @@ fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         heartbeat.beat();
         let next_due = {
+            let asked = Instant::now();
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            state.max_lock_wait = state.max_lock_wait.max(asked.elapsed());
             ticks.resize(state.outputs.len(), 0);
             let now = start.elapsed();
             let mut next = Duration::from_millis(100);
@@ -290,10 +310,11 @@ fn vblank(o: &mut Output) {
         if sequence == o.sequence {
             return false;
         }
-        if o.scanout.len() != data.len() {
-            o.scanout.resize(data.len(), 0);
+        let scanout = scanout_writable(&mut o.scanout, &mut o.spare);
+        if scanout.len() != data.len() {
+            scanout.resize(data.len(), 0);
         }
-        o.scanout.copy_from_slice(data);
+        scanout.copy_from_slice(data);
         if o.sequence > 0 && sequence > o.sequence + 1 {
             o.dropped += sequence - o.sequence - 1;
         }
@@ -307,4 +328,16 @@ fn vblank(o: &mut Output) {
         None if o.sequence == 0 => o.blank += 1,
         _ => o.repeats += 1,
     }
+}
+
+/// The scanout buffer to write the next frame into. Unshared in steady state; while a snapshot
+/// still holds it, the spare takes its place (no allocation unless snapshots hold both).
+fn scanout_writable<'a>(
+    scanout: &'a mut Arc<Vec<u8>>,
+    spare: &mut Arc<Vec<u8>>,
+) -> &'a mut Vec<u8> {
+    if Arc::get_mut(scanout).is_none() {
+        std::mem::swap(scanout, spare);
+    }
+    Arc::make_mut(scanout)
 }

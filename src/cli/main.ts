@@ -6,6 +6,7 @@ import { LEVEL_ORDER } from '../log/ring.ts';
 import { loadAddon } from '../native/addon.ts';
 import { appVersion } from '../version.ts';
 import { logsShow, outputsShow, statusShow } from './box-commands.ts';
+import { diagnoseRun } from './diagnose.ts';
 import { EndpointError, endpointClient, endpointUrl } from './endpoint-client.ts';
 import { supervisorRun } from './run.ts';
 import { USAGE } from './usage.ts';
@@ -73,13 +74,20 @@ async function main(argv: string[]): Promise<number> {
   }
   const [verb = 'run', ...rest] = command;
   const endpointCommand = ENDPOINT_COMMANDS.includes(verb) && rest.length === 0;
-  if (!endpointCommand && (options.url !== undefined || options.json !== undefined)) {
-    throw new UsageError('--url and --json only apply to "status", "outputs" and "logs"');
+  const diagnoseCommand = verb === 'diagnose' && rest.length <= 1;
+  if (!endpointCommand && options.url !== undefined) {
+    throw new UsageError('--url only applies to "status", "outputs" and "logs"');
+  }
+  if (!endpointCommand && !diagnoseCommand && options.json !== undefined) {
+    throw new UsageError('--json only applies to "status", "outputs", "logs" and "diagnose"');
   }
   if (verb !== 'logs' && (options.follow !== undefined || options.level !== undefined || options.lines !== undefined)) {
     throw new UsageError('--follow, --level and --lines only apply to "logs"');
   }
   if (endpointCommand) return endpointAsk(verb, options);
+  if (diagnoseCommand) {
+    return diagnoseRun(loadAddon(), options.json === true, (text) => process.stdout.write(text), rest[0]);
+  }
   if (verb === 'run' && rest.length === 0) return supervisorRun({ configPath: options.config });
   if (verb !== 'config') throw new UsageError(`unknown command "${command.join(' ')}"`);
 

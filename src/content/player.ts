@@ -38,6 +38,11 @@ export interface Player {
   show(prepared: PreparedItem, targets: readonly PlayerTarget[]): void;
   /** Releases a prepared item that will not be shown. */
   discard(prepared: PreparedItem): void;
+  /**
+   * Why a prepared or shown item's decoder stopped (an ERR_ code and the reason), if it did: its
+   * outputs keep the last frame until the runner gives them something else.
+   */
+  failure?(prepared: PreparedItem): { code: string; message: string } | undefined;
   /** How many times a shown video has reached its end and started over (0 for images). */
   loops(prepared: PreparedItem): number;
   /**

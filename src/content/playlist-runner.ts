@@ -22,7 +22,14 @@ export interface RunnerDeps {
   readonly log: RunnerLog;
   /** How often a play-to-end video is checked for its end (the addon reports loops, not an end event). */
   readonly pollMs?: number;
+  /** How often the item on screen is checked for a decoder failure (default 1 s). */
+  readonly failurePollMs?: number;
+  /** How long a failed item's last frame stays before the next item or a slate (default FAILED_HOLD_MS). */
+  readonly failureHoldMs?: number;
 }
+
+/** As the play command (src/playback/extension.ts): the last frame stays this long, then something else plays. */
+export const FAILED_HOLD_MS = 5000;
 
 export type RunnerState =
   | { kind: 'idle' }
@@ -51,6 +58,8 @@ export class PlaylistRunner {
   /** Prerolled ahead of a schedule boundary: the first item of the playlist that comes next. */
   #pending: { playlist: string; first: Prepared } | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Watches the item on screen for a decoder failure. */
+  #failureTimer: NodeJS.Timeout | undefined;
   #state: RunnerState = { kind: 'idle' };
   readonly #failed = new Set<string>();
   /** Bumped by retry(): media that arrives while play() is still looking must not be missed. */
@@ -150,6 +159,8 @@ export class PlaylistRunner {
   #cancel(): number {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#failureTimer);
+    this.#failureTimer = undefined;
     if (this.#next) this.#deps.player.discard(this.#next.prepared);
     this.#next = undefined;
     return ++this.#generation;
@@ -210,6 +221,7 @@ export class PlaylistRunner {
     if (previous && previous.prepared.handle !== item.prepared.handle) this.#deps.player.discard(previous.prepared);
     this.#current = item;
     this.#state = { kind: 'playing', playlist: playlist.id, item: item.prepared.item.label, index: item.index };
+    this.#failureWatch(item, generation);
     const entry = playlist.items[item.index];
     const single = playlist.items.length === 1;
     const last = item.index === playlist.items.length - 1;
@@ -258,5 +270,49 @@ export class PlaylistRunner {
       else this.#timer = setTimeout(poll, this.#deps.pollMs ?? 40);
     };
     this.#timer = setTimeout(poll, this.#deps.pollMs ?? 40);
+  }
+
+  /**
+   * A shown item whose decoder fails keeps its last frame for the hold time, then the next
+   * playable item takes over, or with none a slate naming why: never a black screen.
+   */
+  #failureWatch(item: Prepared, generation: number): void {
+    clearTimeout(this.#failureTimer);
+    const { player, log } = this.#deps;
+    if (!player.failure) return;
+    const pollMs = this.#deps.failurePollMs ?? 1000;
+    const check = (): void => {
+      if (generation !== this.#generation || this.#current !== item) return;
+      const failed = player.failure?.(item.prepared);
+      if (!failed) {
+        this.#failureTimer = setTimeout(check, pollMs);
+        return;
+      }
+      const holdMs = this.#deps.failureHoldMs ?? FAILED_HOLD_MS;
+      log.warn(
+        { media: item.media.id, code: failed.code },
+        `${this.outputs.join(', ')}: ${item.media.id} failed (${failed.code}: ${failed.message}); its last frame stays ${holdMs} ms`,
+      );
+      this.#failureTimer = setTimeout(() => void this.#replaceFailed(item, failed.code, generation), holdMs);
+    };
+    this.#failureTimer = setTimeout(check, pollMs);
+  }
+
+  async #replaceFailed(item: Prepared, code: string, generation: number): Promise<void> {
+    const playlist = this.#playlist;
+    if (!playlist || generation !== this.#generation || this.#current !== item) return;
+    clearTimeout(this.#timer);
+    const count = playlist.items.length;
+    const next = this.#next ?? (await this.#prepareFrom(playlist, (item.index + 1) % count, count - 1));
+    this.#next = undefined;
+    if (generation !== this.#generation) {
+      if (next) this.#deps.player.discard(next.prepared);
+      return;
+    }
+    if (next) {
+      this.#showAndSchedule(next, generation);
+      return;
+    }
+    await this.slate(`${item.media.id} failed: ${code}`);
   }
 }

@@ -1,5 +1,6 @@
 import type { Screens } from '../display/screens.ts';
-import type { DecodeManager } from '../native/addon.ts';
+import type { DecodeManager, DecoderInfo } from '../native/addon.ts';
+import { acquireFirstPicture } from '../playback/first-picture.ts';
 import type { Player, PlayerItem, PlayerTarget, PreparedItem } from './player.ts';
 
 export interface ScreensPlayerDeps {
@@ -43,24 +44,10 @@ export class ScreensPlayer implements Player {
 
   async prepare(item: PlayerItem): Promise<PreparedItem> {
     const handle = `content#${++this.#serial}:${item.label}`;
-    await this.#deps.decode.acquireAsync(handle, { source: item.path, preroll: true });
+    // Resolves only once the first frame is decoded (a busy CPU, a slow server): an output given
+    // it earlier would have a vblank with no picture. Rejects with the ERR_ code of why not.
+    await acquireFirstPicture(this.#deps.decode, handle, { source: item.path }, { timeoutMs: PREROLL_TIMEOUT_MS });
     this.#held.add(handle);
-    // acquireAsync resolves once the source is open, which can be before its first frame is
-    // decoded (a busy CPU): an output given it then would have a vblank with no picture.
-    const deadline = Date.now() + PREROLL_TIMEOUT_MS;
-    for (;;) {
-      const d = this.#deps.decode.status().decoders.find((x) => x.consumers.includes(handle));
-      if (d?.failure) {
-        this.#release(handle);
-        throw new Error(`ERR_DECODE_FAILED: ${item.path}: ${d.failure}`);
-      }
-      if (d && d.frames > 0) break;
-      if (Date.now() > deadline) {
-        this.#release(handle);
-        throw new Error(`ERR_CONTENT_PREROLL_TIMEOUT: ${item.path}: no frame decoded in ${PREROLL_TIMEOUT_MS} ms`);
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
     return { handle, item };
   }
 
@@ -97,6 +84,15 @@ export class ScreensPlayer implements Player {
 
   discard(prepared: PreparedItem): void {
     if (![...this.#onOutput.values()].includes(prepared.handle)) this.#release(prepared.handle);
+  }
+
+  failure(prepared: PreparedItem): { code: string; message: string } | undefined {
+    const d = this.#decoderOf(prepared.handle);
+    return d?.failure ? { code: d.failureCode ?? 'ERR_DECODE_FAILED', message: d.failure } : undefined;
+  }
+
+  #decoderOf(handle: string): DecoderInfo | undefined {
+    return (this.#deps.decode.status().decoders as DecoderInfo[]).find((x) => x.consumers.includes(handle));
   }
 
   loops(prepared: PreparedItem): number {

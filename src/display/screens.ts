@@ -48,9 +48,35 @@ export interface Screens {
   /** What the output shows now; undefined when nothing, or a GPU buffer the CPU cannot read. */
   snapshot(output: string): ScreenFrame | undefined;
   stats(): ScreenStats[];
+  /**
+   * The decoder consumer the output was last given (`play`), or undefined. Consumers are named
+   * by whoever plays (the demo by output, `play#N`, `content#N:...`): this is how a decoder's
+   * failure is traced to the outputs that show it. Absent on test doubles.
+   */
+  showing?(output: string): string | undefined;
+}
+
+/** The consumer an output shows; without `showing`, the demo's convention (named after the output). */
+export function consumerOn(screens: Pick<Screens, 'showing'>, output: string): string {
+  return screens.showing?.(output) ?? output;
+}
+
+/** Which consumer each output was given last, as every `play` passes through here. */
+function showingTrack(): {
+  set: (consumer: string, outputs: readonly string[]) => void;
+  get: (o: string) => string | undefined;
+} {
+  const shown = new Map<string, string>();
+  return {
+    set: (consumer, outputs) => {
+      for (const o of outputs) shown.set(o, consumer);
+    },
+    get: (o) => shown.get(o),
+  };
 }
 
 export function virtualScreens(display: VirtualDisplay, outputs: readonly ScreenOutput[]): Screens {
+  const showing = showingTrack();
   return {
     kind: 'virtual',
     outputs: () => [...outputs],
@@ -61,7 +87,12 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
         consumer,
         placements.map((p) => p.output),
       );
+      showing.set(
+        consumer,
+        placements.map((p) => p.output),
+      );
     },
+    showing: showing.get,
     snapshot(output) {
       const frame = display.snapshot(output);
       return frame ? { width: frame.width, height: frame.height, format: 'NV12', data: frame.data } : undefined;
@@ -72,6 +103,7 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
 }
 
 export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo[]): Screens {
+  const showing = showingTrack();
   return {
     kind: 'kms',
     outputs: () =>
@@ -93,7 +125,12 @@ export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo
           ...(p.rotation ? { rotation: p.rotation } : {}),
         })),
       );
+      showing.set(
+        consumer,
+        placements.map((p) => p.output),
+      );
     },
+    showing: showing.get,
     snapshot(output) {
       const frame = device.snapshot(output);
       if (!frame || (frame.format !== 'NV12' && frame.format !== 'XR24')) return undefined;

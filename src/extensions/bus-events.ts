@@ -14,6 +14,18 @@ declare module '../supervisor/bus.ts' {
       | { mode: 'virtual'; reason: string; screens: Screens };
     /** The outputs driven now, after start, a config change or hotplug. */
     'display.outputs': { outputs: OutputInfo[] };
+    /**
+     * An output stopped showing new frames because of the video engine (a refused commit, a
+     * format no plane takes, a source with no frame): once per output and cause, never per vblank.
+     */
+    'video.error': { output: string; code: string; message: string };
+    /** The output of an earlier `video.error` shows new frames again. */
+    'video.recovered': { output: string; code: string };
+    /**
+     * A decoder stopped on a failure, once per decoder: the outputs showing it keep their last
+     * frame until playback gives them something else (docs/content.md, "When a source fails").
+     */
+    'decode.failed': { decoder: number; source: string; outputs: string[]; code: string; message: string };
     /** Decoders and their consumers, periodically (later shown over MQTT, HTTP and the CLI). */
     'decode.status': { status: DecodeStatus };
     /**

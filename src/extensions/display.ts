@@ -1,6 +1,7 @@
 import { fdStoreName, listenFds } from '../display/fd-store.ts';
 import { kmsErrorCode, outputsPlan, virtualOutputs } from '../display/outputs.ts';
 import { kmsScreens, virtualScreens } from '../display/screens.ts';
+import { VideoEvents } from '../display/video-events.ts';
 import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
@@ -22,6 +23,7 @@ export function displayCreate(context: ExtensionContext): Extension {
   let outputs: OutputInfo[] = [];
   const slates = new Map<string, number>();
   let hotplugTimer: NodeJS.Timeout | undefined;
+  const videoEvents = new VideoEvents({ bus, logger });
   /** The card's descriptor is in systemd's store (see fd-store.ts). */
   let stored = false;
 
@@ -103,6 +105,7 @@ export function displayCreate(context: ExtensionContext): Extension {
       if (!configured.some((o) => o.connector === connector)) logger.warn({ connector }, `output ${connector} removed`);
     }
     outputs = configured;
+    videoEvents.forget(configured.map((o) => o.connector));
     const fresh = configured.filter((o) => !before.has(o.connector));
     if (fresh.length > 0) {
       d.present(
@@ -113,6 +116,7 @@ export function displayCreate(context: ExtensionContext): Extension {
   };
 
   const onEvent = (event: DisplayEvent): void => {
+    if (videoEvents.take(event)) return;
     if (event.kind !== 'hotplug' || !device) return;
     clearTimeout(hotplugTimer);
     hotplugTimer = setTimeout(() => {

@@ -115,6 +115,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
                 playing: o.playing,
                 frames: o.frames,
                 dropped: o.dropped,
+                problem: o.problem ?? null,
                 preview: p ? { at: p.at, width: p.width, height: p.height } : null,
               };
             });

@@ -107,6 +107,7 @@ function render(status, health, outputs, logs) {
     seen.add(o.name);
     const card = outputCard(o.name);
     card.root.dataset.playing = String(o.playing);
+    if (o.problem) card.root.dataset.code = o.problem.code; else delete card.root.dataset.code;
     if (o.preview && o.preview.at !== card.at) {
       card.at = o.preview.at;
       const img = el('img', null, {
@@ -120,7 +121,7 @@ function render(status, health, outputs, logs) {
     const shared = d && d.consumers.length > 1 ? ' (shared with ' + d.consumers.filter((c) => c !== o.name).join(', ') + ')' : '';
     rows(card.info, [
       ['Plays', o.source === null ? 'nothing' : o.source],
-      ['State', o.playing ? 'playing' : d && d.failure ? 'decoder failed: ' + d.failure : 'not playing', o.playing ? '' : 'failed'],
+      ['State', o.problem ? o.problem.code + ': ' + o.problem.message : o.playing ? 'playing' : d && d.failure ? 'decoder failed: ' + d.failure : 'not playing', o.playing && !o.problem ? '' : 'failed'],
       ['Decoder', o.decoder === null ? '–' : o.decoder + shared],
       ['Mode', o.mode || '–'],
       ['Frames', o.frames === null ? '–' : o.frames + ' shown, ' + o.dropped + ' dropped'],

@@ -8,6 +8,8 @@ export interface DeviceEvent {
     | 'display.fallback'
     | 'outputs.changed'
     | 'decoder.failed'
+    | 'video.error'
+    | 'video.recovered'
     | 'config.applied'
     | 'config.rejected'
     | 'command.unanswered';
@@ -70,6 +72,19 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
         },
       });
     }),
+    // The decoder watch tells a failure within a second (decode.failed, with its outputs and
+    // code); the periodic status is the net for a decoder whose failure it did not tell.
+    deps.bus.on('decode.failed', ({ decoder, source, outputs: on, code, message }) => {
+      if (failed.has(decoder)) return;
+      failed.add(decoder);
+      emit({
+        type: 'decoder.failed',
+        severity: 'error',
+        at: at(),
+        message: `decoder ${decoder} (${source}) stopped: ${code}: ${message}${on.length > 0 ? `; ${on.join(', ')} keep their last frame` : ''}`,
+        details: { decoder, source, outputs: on, code, failure: message },
+      });
+    }),
     deps.bus.on('decode.status', ({ status }) => {
       for (const d of status.decoders) {
         if (!d.failure || failed.has(d.id)) continue;
@@ -79,10 +94,34 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
           severity: 'error',
           at: at(),
           message: `decoder ${d.id} (${d.source}) stopped: ${d.failure}`,
-          details: { decoder: d.id, source: d.source, consumers: d.consumers, failure: d.failure },
+          details: {
+            decoder: d.id,
+            source: d.source,
+            consumers: d.consumers,
+            failure: d.failure,
+            ...(d.failureCode ? { code: d.failureCode } : {}),
+          },
         });
       }
     }),
+    deps.bus.on('video.error', ({ output, code, message }) =>
+      emit({
+        type: 'video.error',
+        severity: 'error',
+        at: at(),
+        message: `output ${output}: ${code}: ${message}`,
+        details: { output, code },
+      }),
+    ),
+    deps.bus.on('video.recovered', ({ output, code }) =>
+      emit({
+        type: 'video.recovered',
+        severity: 'info',
+        at: at(),
+        message: `output ${output} shows new frames again (after ${code})`,
+        details: { output, code },
+      }),
+    ),
     deps.logRing.subscribe((entry: LogEntry) => {
       if (entry.level !== 'error' && entry.level !== 'fatal') return;
       emit({

@@ -9,8 +9,14 @@ export type OutputInfo = Native.OutputInfo;
 export type DisplayEvent = Native.DisplayEvent;
 export type KmsDevice = Native.KmsDevice;
 export type DecodeManager = Native.DecodeManager;
-export type DecodeStatus = Native.DecodeStatus;
-export type DecoderInfo = Native.DecoderInfo;
+export type DecodeRequest = Native.DecodeRequest;
+/**
+ * The decoder as status shows it. `failureCode` (the ERR_ code of `failure`) and `forcedShared`
+ * come with the native side of issue 12; declared here, optional, so the supervisor reads them
+ * whether or not the generated native/index.d.ts has them yet.
+ */
+export type DecoderInfo = Native.DecoderInfo & { failureCode?: string; forcedShared?: boolean };
+export type DecodeStatus = Omit<Native.DecodeStatus, 'decoders'> & { decoders: DecoderInfo[] };
 export type VirtualDisplay = Native.VirtualDisplay;
 export type VirtualOutputConfig = Native.VirtualOutputConfig;
 

@@ -3,9 +3,14 @@ import type { Logger } from '../log/logger.ts';
 import type { DecoderInfo, DecodeStatus } from '../native/addon.ts';
 import type { EventBus } from '../supervisor/bus.ts';
 
+/** The code of a failure from an addon that gives none. */
+export const DECODE_FAILED = 'ERR_DECODE_FAILED';
+
 export interface DecoderWatchDeps {
   readonly logger: Logger;
   readonly bus: Pick<EventBus, 'emit'>;
+  /** The outputs showing any of these consumers now (a failure names its outputs). */
+  readonly outputsOf?: (consumers: readonly string[]) => string[];
 }
 
 /**
@@ -28,6 +33,10 @@ export class DecoderWatch {
       this.#failureNote(d);
       this.#fallbackNote(d);
     }
+    // Ids are not reused: a decoder gone from the status is forgotten, so the sets stay small.
+    const running = new Set(decoders.map((d) => d.id));
+    for (const noted of [this.#failureNoted, this.#fallbackNoted])
+      for (const id of noted) if (!running.has(id)) noted.delete(id);
   }
 
   /** The summary: every decoder and output in the log, and `decode.status` on the bus. */
@@ -61,12 +70,15 @@ export class DecoderWatch {
 
   #failureNote(d: DecoderInfo): void {
     if (!d.failure || this.#failureNoted.has(d.id)) return;
-    // Its outputs keep the last frame they showed.
+    // Its outputs keep the last frame they showed until playback gives them something else.
     this.#failureNoted.add(d.id);
+    const code = d.failureCode ?? DECODE_FAILED;
+    const outputs = this.#deps.outputsOf?.(d.consumers) ?? [];
     this.#deps.logger.error(
-      { decoder: d.id, source: d.source, consumers: d.consumers, reason: d.failure },
+      { decoder: d.id, source: d.source, consumers: d.consumers, outputs, code, reason: d.failure },
       `decoder ${d.id} stopped: ${d.failure}`,
     );
+    this.#deps.bus.emit('decode.failed', { decoder: d.id, source: d.source, outputs, code, message: d.failure });
   }
 
   #fallbackNote(d: DecoderInfo): void {

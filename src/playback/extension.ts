@@ -1,12 +1,14 @@
 import type { Config } from '../config/schema.ts';
 import type { Screens } from '../display/screens.ts';
+import { consumerOn } from '../display/screens.ts';
 import type { Logger } from '../log/logger.ts';
 import type { DecodeManager } from '../native/addon.ts';
 import type { BusEvents, EventBus } from '../supervisor/bus.ts';
 import { CommandError, type CommandRegistry } from '../supervisor/commands.ts';
 import type { Extension } from '../supervisor/extension.ts';
 import { DecoderWatch } from './decoder-watch.ts';
-import { Demo, releaseQuietly } from './demo.ts';
+import { Demo } from './demo.ts';
+import { acquireFirstPicture, type FirstPictureError, releaseQuietly } from './first-picture.ts';
 import { maxDecodersArg, outputsArg, playOptions, sharedArg } from './play-args.ts';
 import { Previews } from './previews.ts';
 import { screenshotCommand } from './screenshot.ts';
@@ -18,6 +20,12 @@ const STATUS_EVERY_MS = 60_000;
 const FALLBACK_CHECK_MS = 1000;
 /** Per-output counters for telemetry and metrics. */
 const OUTPUT_STATS_MS = 5000;
+/**
+ * How long outputs keep the last frame of a source that failed mid-stream before the demo (or
+ * what content shows) takes them back: long enough for a person looking at the screen, the
+ * status page or `health` to see which output failed, short enough not to look like a hang.
+ */
+export const FAILED_HOLD_MS = 5000;
 
 export interface PlaybackExtensionDeps {
   readonly config: Pick<Config, 'dataDir' | 'decode' | 'playback' | 'preview'>;
@@ -28,6 +36,10 @@ export interface PlaybackExtensionDeps {
   readonly decode: DecodeManager;
   /** The render node (/dev/dri/renderD*) of the GPU behind a card node, if it has one. */
   readonly renderNodeOf: (cardPath: string) => string | undefined;
+  /** Tests: how long a failed source's last frame stays (default FAILED_HOLD_MS). */
+  readonly failedHoldMs?: number;
+  /** Tests: how often decoders are checked for failures and fallbacks (default 1 s). */
+  readonly failureCheckMs?: number;
 }
 
 /**
@@ -48,12 +60,24 @@ export class PlaybackExtension implements Extension {
   /** Outputs playing a source asked for with the `play` command, and the consumer showing it. */
   readonly #manual = new Map<string, string>();
   #manualSerial = 0;
+  /** Play consumers whose decoder failed, and the timer that gives their outputs back. */
+  readonly #failedHolds = new Map<string, NodeJS.Timeout>();
 
   constructor(deps: PlaybackExtensionDeps) {
     this.#deps = deps;
     const { config, logger, bus, decode } = deps;
     this.#demo = new Demo({ decode, logger, bus, enabled: config.playback.demo, hw: config.decode.hardware });
-    this.#watch = new DecoderWatch({ logger, bus });
+    this.#watch = new DecoderWatch({ logger, bus, outputsOf: (consumers) => this.#outputsShowing(consumers) });
+  }
+
+  /** The driven outputs that show one of these consumers now. */
+  #outputsShowing(consumers: readonly string[]): string[] {
+    const screens = this.#screens;
+    if (!screens) return [];
+    return screens
+      .outputs()
+      .map((o) => o.name)
+      .filter((name) => consumers.includes(consumerOn(screens, name)));
   }
 
   start(): void {
@@ -68,6 +92,8 @@ export class PlaybackExtension implements Extension {
     for (const w of this.#withdraw.splice(0)) w();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers = [];
+    for (const timer of this.#failedHolds.values()) clearTimeout(timer);
+    this.#failedHolds.clear();
     this.#previews?.stop();
     this.#previews = undefined;
     // Outputs keep their last frame until the display lets go of them.
@@ -83,6 +109,7 @@ export class PlaybackExtension implements Extension {
       bus.on('display.outputs', () => {
         if (this.#screens?.kind === 'kms') this.#demo.fill(this.#screens);
       }),
+      bus.on('decode.failed', (failed) => this.#playFailed(failed)),
     );
   }
 
@@ -181,14 +208,27 @@ export class PlaybackExtension implements Extension {
     const outputs = outputsArg(args.outputs, 'play', this.#driven());
     const { source } = sourceCheck(args.source, mediaDirs(config.dataDir));
     const consumer = `play#${++this.#manualSerial}`;
-    // Opened off the JavaScript thread and prerolled: the outputs switch at a vblank
-    // from the old picture straight to the new one.
-    await decode.acquireAsync(consumer, {
-      source,
-      hw: options.hw ?? config.decode.hardware,
-      preroll: true,
-      ...(options.startSeconds !== undefined ? { startSeconds: options.startSeconds } : {}),
-    });
+    // Opened off the JavaScript thread and prerolled up to its first decoded frame: the outputs
+    // switch at a vblank from the old picture straight to the new one, and a source that never
+    // yields a picture is answered with its error while the outputs keep what they showed.
+    try {
+      await acquireFirstPicture(decode, consumer, {
+        source,
+        hw: options.hw ?? config.decode.hardware,
+        ...(options.startSeconds !== undefined ? { startSeconds: options.startSeconds } : {}),
+      });
+    } catch (error) {
+      const e = error as FirstPictureError;
+      logger.warn(
+        { outputs, source, code: e.code },
+        `not playing ${source}: ${e.detail}; the outputs keep what they showed`,
+      );
+      throw new CommandError(e.code, e.detail);
+    }
+    if (this.#screens !== target) {
+      releaseQuietly(decode, consumer);
+      throw new CommandError('ERR_NOT_READY', 'the outputs changed while the source was opened; nothing switched');
+    }
     this.#demo.claim(outputs);
     this.#manualRelease(outputs);
     target.play(
@@ -208,12 +248,44 @@ export class PlaybackExtension implements Extension {
   /** The stop command: what play started goes, and the demo (or content) gets the outputs back. */
   #stop(args: Record<string, unknown>) {
     const outputs = outputsArg(args.outputs, 'stop', this.#driven()).filter((o) => this.#manual.has(o));
+    this.#giveBack(outputs, 'stop command');
+    return { stopped: outputs };
+  }
+
+  /**
+   * A source the play command started failed mid-stream: its outputs keep their last frame for
+   * FAILED_HOLD_MS, then go back to the demo (or content) as after `stop`, never to black.
+   */
+  #playFailed(failed: BusEvents['decode.failed']): void {
+    const consumers = new Set(this.#manual.values());
+    const { decode } = this.#deps;
+    const consumer = decode
+      .status()
+      .decoders.find((d) => d.id === failed.decoder)
+      ?.consumers.find((c) => consumers.has(c));
+    const held = consumer ?? [...consumers].find((c) => failed.outputs.some((o) => this.#manual.get(o) === c));
+    if (held === undefined || this.#failedHolds.has(held)) return;
+    const timer = setTimeout(() => {
+      this.#failedHolds.delete(held);
+      const outputs = [...this.#manual].filter(([, c]) => c === held).map(([o]) => o);
+      if (outputs.length === 0) return;
+      this.#deps.logger.warn(
+        { outputs, source: failed.source, code: failed.code },
+        `${failed.source} failed (${failed.code}); ${outputs.join(', ')} back to the demo or content after ${this.#deps.failedHoldMs ?? FAILED_HOLD_MS} ms on the last frame`,
+      );
+      this.#giveBack(outputs, `source failed: ${failed.code}`);
+    }, this.#deps.failedHoldMs ?? FAILED_HOLD_MS);
+    timer.unref();
+    this.#failedHolds.set(held, timer);
+  }
+
+  /** What play started goes from these outputs, and the demo (or content) gets them back. */
+  #giveBack(outputs: readonly string[], reason: string): void {
     this.#manualRelease(outputs);
+    // Told before the demo fills: its own change (the demo's source) must be the last word.
+    for (const output of outputs) this.#deps.bus.emit('playback.changed', { output, source: null, reason });
     this.#demo.unclaim(outputs);
     this.#demo.fill(this.#screens);
-    for (const output of outputs)
-      this.#deps.bus.emit('playback.changed', { output, source: null, reason: 'stop command' });
-    return { stopped: outputs };
   }
 
   /** The outputs leave their play consumers; a consumer no output shows any more is released. */
@@ -222,7 +294,10 @@ export class PlaybackExtension implements Extension {
     for (const o of outputs) this.#manual.delete(o);
     const shown = new Set(this.#manual.values());
     for (const consumer of consumers) {
-      if (!shown.has(consumer)) releaseQuietly(this.#deps.decode, consumer);
+      if (shown.has(consumer)) continue;
+      releaseQuietly(this.#deps.decode, consumer);
+      clearTimeout(this.#failedHolds.get(consumer));
+      this.#failedHolds.delete(consumer);
     }
   }
 
@@ -233,7 +308,7 @@ export class PlaybackExtension implements Extension {
     this.#timers = [
       setTimeout(summary, STATUS_FIRST_MS),
       setInterval(summary, STATUS_EVERY_MS),
-      setInterval(() => this.#watch.check(decode.status().decoders), FALLBACK_CHECK_MS),
+      setInterval(() => this.#watch.check(decode.status().decoders), this.#deps.failureCheckMs ?? FALLBACK_CHECK_MS),
       setInterval(() => {
         if (this.#screens) bus.emit('output.stats', { outputs: this.#screens.stats() });
       }, OUTPUT_STATS_MS),

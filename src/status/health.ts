@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.ts';
-import type { Screens } from '../display/screens.ts';
+import { consumerOn, type Screens } from '../display/screens.ts';
 import type { DecodeStatus } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
 import { type FrameLoopHealth, frameLoopsCheck } from './frame-loops.ts';
@@ -16,6 +16,14 @@ export interface OutputHealth {
   readonly playing: boolean;
   readonly frames: number | null;
   readonly dropped: number | null;
+  /** Why it shows no new frames: the video engine's or its decoder's ERR_ code and reason. */
+  readonly problem?: VideoProblem;
+}
+
+/** A coded reason an output shows no new frames (docs/mqtt.md, events `video.error`, `decoder.failed`). */
+export interface VideoProblem {
+  readonly code: string;
+  readonly message: string;
 }
 
 export interface Health {
@@ -63,6 +71,10 @@ export class HealthTracker {
   readonly #listeners = new Set<(health: Health) => void>();
   readonly #sources = new Map<string, string | null>();
   readonly #fallbacks = new Map<number, string>();
+  /** Outputs the engine said show no new frames, until it says they do again. */
+  readonly #videoErrors = new Map<string, VideoProblem>();
+  /** Outputs whose decoder failed, until they are given something else to show. */
+  readonly #decodeFailures = new Map<string, VideoProblem>();
   #supervisor: SupervisorState;
   /** Extensions left out after a failed start: the screens play, but the box is not whole. */
   #leftOut: readonly string[] = [];
@@ -138,7 +150,22 @@ export class HealthTracker {
       bus.on('display.outputs', ({ outputs }) =>
         this.#update(() => (this.#kmsConnectors = outputs.map((o) => o.connector))),
       ),
-      bus.on('playback.changed', ({ output, source }) => this.#update(() => this.#sources.set(output, source))),
+      bus.on('playback.changed', ({ output, source }) =>
+        this.#update(() => {
+          this.#sources.set(output, source);
+          this.#decodeFailures.delete(output);
+        }),
+      ),
+      bus.on('video.error', ({ output, code, message }) =>
+        this.#update(() => this.#videoErrors.set(output, { code, message })),
+      ),
+      bus.on('video.recovered', ({ output }) => this.#update(() => this.#videoErrors.delete(output))),
+      bus.on('decode.failed', ({ decoder, outputs, code, message }) =>
+        this.#update(() => {
+          for (const output of outputs)
+            this.#decodeFailures.set(output, { code, message: `decoder ${decoder} failed: ${message}` });
+        }),
+      ),
       bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
       bus.on('decode.fallback', ({ decoder, reason }) => this.#update(() => this.#fallbacks.set(decoder, reason))),
       bus.on('output.stats', ({ outputs }) => this.#update(() => this.#statsTake(outputs))),
@@ -195,20 +222,22 @@ export class HealthTracker {
     const before = new Map((this.#statsBefore ?? []).map((s) => [s.name, s]));
     const problems: string[] = [];
     const outputs: OutputHealth[] = screens.outputs().map(({ name }) => {
-      const decoder = decoderOf.get(name);
+      // The consumer it was given, else one named after it (the demo's, or a status that says so).
+      const decoder = decoderOf.get(consumerOn(screens, name)) ?? decoderOf.get(name);
       const source = this.#sources.get(name) ?? decoder?.source ?? null;
       const now = latest.get(name);
       const then = before.get(name);
       const moving = now !== undefined && (then ? now.frames > then.frames : now.frames > 0);
-      if (source !== null && decoder?.failure)
-        problems.push(`${name}: decoder ${decoder.id} failed: ${decoder.failure}`);
+      const problem = this.#problemOf(name, source, decoder);
+      if (problem) problems.push(`${name}: ${problem.code}: ${problem.message}`);
       else if (source !== null && now !== undefined && !moving) problems.push(`${name}: no new frames`);
       return {
         name,
         source,
-        playing: source !== null && moving && !decoder?.failure,
+        playing: source !== null && moving && !problem,
         frames: now?.frames ?? null,
         dropped: now?.dropped ?? null,
+        ...(problem ? { problem } : {}),
       };
     });
     const assigned = outputs.filter((o) => o.source !== null);
@@ -234,6 +263,26 @@ export class HealthTracker {
     for (const d of decoders) if (d.hwFallback && d.hwMode !== 'software') fellBack.set(d.id, d.hwFallback);
     for (const [id, reason] of fellBack) degraded.push(`decoder ${id} decodes in software: ${reason}`);
     return result(degraded.length > 0 ? 'degraded' : 'ok', degraded);
+  }
+
+  /** The engine's error first (it names what the screen shows), else its decoder's failure. */
+  #problemOf(
+    name: string,
+    source: string | null,
+    decoder: DecodeStatus['decoders'][number] | undefined,
+  ): VideoProblem | undefined {
+    const video = this.#videoErrors.get(name);
+    if (video) return video;
+    if (source === null) return undefined;
+    const failed = this.#decodeFailures.get(name);
+    if (failed) return failed;
+    if (decoder?.failure) {
+      return {
+        code: decoder.failureCode ?? 'ERR_DECODE_FAILED',
+        message: `decoder ${decoder.id} failed: ${decoder.failure}`,
+      };
+    }
+    return undefined;
   }
 
   /** Called with the new judgement whenever state, reasons, broker or first frame change. */
@@ -266,7 +315,7 @@ export class HealthTracker {
   #fingerprintOf(health: Health): string {
     return JSON.stringify({
       ...health,
-      outputs: health.outputs.map((o) => [o.name, o.source, o.playing]),
+      outputs: health.outputs.map((o) => [o.name, o.source, o.playing, o.problem?.code]),
       frameLoops: health.frameLoops.map((l) => l.name),
     });
   }

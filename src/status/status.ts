@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.ts';
 import { redactValue } from '../log/redact.ts';
 import type { DecodeStatus } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState, TimeSyncState } from '../supervisor/bus.ts';
-import { type HealthState, HealthTracker } from './health.ts';
+import { type HealthState, HealthTracker, type OutputHealth } from './health.ts';
 
 /** The status document: retained on MQTT `status`, served by the local status endpoint. */
 export interface StatusDocument {
@@ -14,7 +14,14 @@ export interface StatusDocument {
   /** The supervisor's one health judgement (the LED, /healthz and systemd show the same). */
   health: { state: HealthState; reasons: string[] };
   display: { mode: 'kms' | 'virtual' | 'unknown'; device?: string; driver?: string; reason?: string };
-  outputs: Array<{ name: string; mode?: string; source: string | null; decoder: number | null }>;
+  outputs: Array<{
+    name: string;
+    mode?: string;
+    source: string | null;
+    decoder: number | null;
+    /** From the health judgement: new frames as expected, or the coded reason why not. */
+    video?: { state: 'ok' | 'error'; code?: string; message?: string };
+  }>;
   decode: {
     sharedDecode: boolean;
     maxDecoders: number;
@@ -27,6 +34,9 @@ export interface StatusDocument {
       width: number;
       height: number;
       failure?: string;
+      failureCode?: string;
+      /** Joined by an output beyond `decode.maxDecoders` (sharing forced although `decode.shared` is off). */
+      forcedShared?: boolean;
     }>;
   } | null;
   config: { version: number | null };
@@ -110,9 +120,17 @@ export class StatusTracker {
     // (virtual outputs) appear through their decoders.
     const consumerOf = new Map<string, { source: string; decoder: number }>();
     for (const d of decoders) for (const c of d.consumers) consumerOf.set(c, { source: d.source, decoder: d.id });
-    const names = [...new Set([...this.#outputs.map((o) => o.connector), ...consumerOf.keys()])].sort();
-    const modeOf = new Map(this.#outputs.map((o) => [o.connector, o.mode]));
     const health = this.#health.assess();
+    const healthOf = new Map(health.outputs.map((o) => [o.name, o]));
+    const screens = display?.screens;
+    // The display's outputs are the list; without any (not started), the decoders' consumers.
+    // Consumers are not listed beside driven outputs: `play#1` or `content#2:...` is no output.
+    const driven = screens?.outputs().map((o) => o.name) ?? [];
+    const names = [
+      ...new Set([...this.#outputs.map((o) => o.connector), ...(driven.length > 0 ? driven : consumerOf.keys())]),
+    ].sort();
+    const shownOn = (name: string): string => screens?.showing?.(name) ?? name;
+    const modeOf = new Map(this.#outputs.map((o) => [o.connector, o.mode]));
     return {
       device: { id: config.device.id, name: config.device.name, groups: [...config.device.groups] },
       versions: { ...versions },
@@ -132,12 +150,16 @@ export class StatusTracker {
             : { mode: 'virtual', reason: display.reason },
       outputs: names.map((name) => {
         const mode = modeOf.get(name);
-        const playing = consumerOf.get(name);
+        const playing = consumerOf.get(shownOn(name)) ?? consumerOf.get(name);
+        const judged = healthOf.get(name);
+        const video = videoState(judged);
         return {
           name,
           ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
-          source: playing?.source ?? null,
+          // Health follows playback.changed at once; the decoder status only every minute.
+          source: judged ? judged.source : (playing?.source ?? null),
           decoder: playing?.decoder ?? null,
+          ...(video ? { video } : {}),
         };
       }),
       decode: this.#decode
@@ -153,6 +175,8 @@ export class StatusTracker {
               width: d.width,
               height: d.height,
               ...(d.failure ? { failure: d.failure } : {}),
+              ...(d.failureCode ? { failureCode: d.failureCode } : {}),
+              ...(d.forcedShared ? { forcedShared: true } : {}),
             })),
           }
         : null,
@@ -188,4 +212,11 @@ export class StatusTracker {
     const { uptimeS: _, ...rest } = this.document();
     return JSON.stringify(rest);
   }
+}
+
+/** An output's video state as status shows it: counters stay out (status changes when a person would notice). */
+function videoState(output: OutputHealth | undefined): StatusDocument['outputs'][number]['video'] {
+  if (!output) return undefined;
+  if (!output.problem) return { state: 'ok' };
+  return { state: 'error', code: output.problem.code, message: output.problem.message };
 }

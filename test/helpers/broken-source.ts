@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { ExecutionContext } from 'ava';
 import type { DecodeStatus } from '../../src/native/addon.ts';
 import type { ExtensionDefinition } from '../../src/supervisor/extension.ts';
-import { clipMake } from './clips.ts';
+import { testsrcClip } from './clips.ts';
 import { scratchDir } from './tmp.ts';
 
 /**
@@ -14,22 +14,7 @@ import { scratchDir } from './tmp.ts';
  * "read failed", as it would when a CDN drops out.
  */
 export async function brokenSourceServe(t: ExecutionContext): Promise<string> {
-  const clip = readFileSync(
-    clipMake(scratchDir(t), 'clip.ts', [
-      '-f',
-      'lavfi',
-      '-i',
-      'testsrc2=size=1280x720:rate=30:duration=4',
-      '-c:v',
-      'libx264',
-      '-preset',
-      'ultrafast',
-      '-pix_fmt',
-      'yuv420p',
-      '-f',
-      'mpegts',
-    ]),
-  );
+  const clip = readFileSync(testsrcClip(scratchDir(t), 'clip.ts', { size: '1280x720', seconds: 4, format: 'mpegts' }));
   let served = 0;
   const server = createServer((_request, response) => {
     if (served++ > 0) {

@@ -39,22 +39,40 @@ export function lumaMean(data: Uint8Array, pixels: number): number {
   return sum / pixels;
 }
 
-/** An MPEG-TS clip (no seeking needed to open it: what an HLS segment or a plain HTTP stream is). */
-export function tsClip(dir: string, name = 'clip.ts', size = '64x64'): string {
+/**
+ * An H.264 clip of FFmpeg's testsrc2 pattern: MPEG-TS (no seeking needed to open it: what an HLS
+ * segment or a plain HTTP stream is) or MP4, which ffmpeg writes with its index (moov) after the
+ * media data unless told +faststart.
+ */
+export function testsrcClip(
+  dir: string,
+  name: string,
+  {
+    size = '64x64',
+    seconds = 1,
+    gop,
+    format,
+  }: { size?: string; seconds?: number; gop?: number; format?: 'mpegts' } = {},
+): string {
   return clipMake(dir, name, [
     '-f',
     'lavfi',
     '-i',
-    `testsrc2=size=${size}:rate=30:duration=1`,
+    `testsrc2=size=${size}:rate=30:duration=${seconds}`,
     '-c:v',
     'libx264',
     '-preset',
     'ultrafast',
+    ...(gop === undefined ? [] : ['-g', String(gop)]),
     '-pix_fmt',
     'yuv420p',
-    '-f',
-    'mpegts',
+    ...(format === undefined ? [] : ['-f', format]),
   ]);
+}
+
+/** An MPEG-TS clip of one second. */
+export function tsClip(dir: string, name = 'clip.ts', size = '64x64'): string {
+  return testsrcClip(dir, name, { size, format: 'mpegts' });
 }
 
 /** An HLS playlist of one segment, `segment` as written (a URL or a path). */

@@ -1,6 +1,7 @@
 // Test images the guest scans out and the host expects back. Both sides compute the same
 // pixels from a small description, so only the description crosses the serial line, and a
 // mismatch can be reported at a position ("head 2 at (512, 300): got ..., want ...").
+import { stampRgb } from './clips.ts';
 
 export type Rgb = readonly [number, number, number];
 
@@ -10,7 +11,9 @@ export type Pattern =
   /** Every pixel differs from its neighbours and from far-away pixels: shows crops and offsets. */
   | { kind: 'gradient'; seed: number }
   /** Flat 64x64 blocks from a palette: survives chroma subsampling (NV12) exactly. */
-  | { kind: 'blocks'; seed: number };
+  | { kind: 'blocks'; seed: number }
+  /** Frame number `number` in binary plus a chroma pattern, as test/vm/clips.ts reads it back. */
+  | { kind: 'stamp'; number: number; width: number; height: number };
 
 const PALETTE: readonly Rgb[] = [
   [235, 40, 40],
@@ -33,6 +36,8 @@ export function patternRgb(p: Pattern, x: number, y: number): Rgb {
       const i = ((x >> 6) + (y >> 6) * 3 + p.seed) % PALETTE.length;
       return PALETTE[i] as Rgb;
     }
+    case 'stamp':
+      return stampRgb(p.number, x, y, p.width, p.height);
   }
 }
 

@@ -92,6 +92,13 @@ export interface Vm {
   /** QMP screendump of one virtio-gpu head (0-based), parsed from PPM. virtio only. */
   screendump(head: number): Promise<ScreenDump>;
   qmp(command: string, args?: object): Promise<unknown>;
+  /**
+   * Turns QEMU trace events on or off (QMP trace-event-set-state), e.g. the device side of
+   * virtio-gpu's SET_SCANOUT; what they print is in traceLog().
+   */
+  traceEvents(names: string[], enable: boolean): Promise<void>;
+  /** QEMU's log file (-D): the lines of the trace events turned on, oldest first. */
+  traceLog(): string;
   /** Everything the guest printed on the serial console (kernel, init, agent's stderr). */
   consoleLog(): string;
   /** Orderly poweroff, then QMP quit, then SIGKILL; removes temp files. Idempotent. */
@@ -227,6 +234,7 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
   const consolePath = path.join(tmp, 'console.log');
   const qmpPath = path.join(tmp, 'qmp.sock');
   const agentPath = path.join(tmp, 'agent.sock');
+  const tracePath = path.join(tmp, 'qemu-trace.log');
 
   const heads = opts.heads ?? 3;
   const size = opts.headSize ?? { width: 1024, height: 768 };
@@ -254,6 +262,9 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
     path.join(artefacts, 'initrd.img'),
     '-append',
     kernelArgs.join(' '),
+    // Trace events are off until a case turns them on; their lines go here, not to stderr.
+    '-D',
+    tracePath,
     '-fsdev',
     'local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap',
     '-device',
@@ -399,6 +410,16 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
       }
     },
     qmp: (command, args) => qmp.command(command, args),
+    traceEvents: async (names, enable) => {
+      for (const name of names) await qmp.command('trace-event-set-state', { name, enable });
+    },
+    traceLog: () => {
+      try {
+        return fs.readFileSync(tracePath, 'utf8');
+      } catch {
+        return '';
+      }
+    },
     consoleLog,
     stop: () => {
       stopping ??= (async () => {

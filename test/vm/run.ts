@@ -23,6 +23,7 @@ const { values } = parseArgs({
   },
 });
 const only = values.only ? new Set(values.only.split(',')) : undefined;
+vkmsCases.push(...(await import('./cases-diagnose.ts')).diagnoseCases);
 
 interface Suite {
   options: VmOptions;
@@ -30,7 +31,7 @@ interface Suite {
 }
 const allSuites: Suite[] = [
   { options: { gpu: 'virtio', heads: 3, headSize: { width: 1024, height: 768 } }, cases: virtioCases },
-  { options: { gpu: 'vkms' }, cases: vkmsCases },
+  { options: { gpu: 'vkms' }, cases: [...vkmsCases, ...(await import('./cases-video.ts')).videoCases] },
 ];
 const suites = allSuites.filter((s) => !values.gpu || s.options.gpu === values.gpu);
 

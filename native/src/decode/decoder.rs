@@ -8,8 +8,8 @@
 //! the NV12 ring. When the hardware path fails mid-stream the decoder reopens in software and
 //! continues after the last frame it delivered.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,8 +18,10 @@ use ffmpeg::codec::packet::Mut as _;
 use ffmpeg::format::Pixel;
 use ffmpeg_next as ffmpeg;
 
-use super::error::DecodeError;
+use super::color::{ColorCell, Tagged};
+use super::error::{DecodeError, FailureCode, StreamFailure};
 use super::index::{media_identity, KeyframeIndex};
+use super::io::{self, IoGuard};
 use super::key::{HwMode, SourceKey};
 use super::nv12::{nv12_size, yuv420p_to_nv12};
 use super::policy::{self, SourceKind};
@@ -28,8 +30,15 @@ use super::vaapi::{vaapi_export, HwState, VaapiDevice};
 
 /// Frames kept: one being written, the newest, and one a slow reader may still hold.
 const RING: usize = 3;
-/// How long opening a source may take before the caller hears it failed.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long opening a source may take before the caller hears it failed: the open's own
+/// deadline (the interrupt callback ends it) and a margin for the thread to answer.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(io::OPEN_DEADLINE.as_secs() + 2);
+/// A prerolled acquire resolves once the first frame is decoded, or fails after this long
+/// (ERR_DECODE_NO_PICTURE): a source that opens but yields no picture is never switched to.
+pub const PREROLL_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a decoder whose frames are all still claimed (an export pool or the VAAPI
+/// surfaces it may hand out) waits for outputs to let one go before it drops a frame.
+const BACKPRESSURE_MAX: Duration = Duration::from_secs(1);
 /// Frames decoded ahead of their time. The pacing thread runs real-time but FFmpeg's decode
 /// workers do not: on a busy machine a frame can take longer than its period to decode, and
 /// without frames in hand the next two would then be published within one vblank (a drop).
@@ -37,7 +46,10 @@ const AHEAD: usize = 4;
 /// Exported frames beyond the decoder's own needs: the ring's slots, the frames decoded ahead,
 /// and what the engine may hold (on screen, in flight, queued). All outputs of a source show
 /// the same frame, so this does not grow with the number of outputs.
-const EXPORT_FRAMES: usize = RING + AHEAD + 4;
+pub const EXPORT_FRAMES: usize = RING + AHEAD + ENGINE_HOLD;
+/// Frames the engine may hold at once: on screen, in a commit in flight, queued, and the one
+/// it is importing.
+const ENGINE_HOLD: usize = 4;
 /// Test hook: after this many frames on the hardware path, behave as if the hardware failed.
 const FAULT_ENV: &str = "MULTIHEAD_FAULT_HW_AFTER_FRAMES";
 /// Consecutive hardware decode errors that mean the hardware has given up on this stream.
@@ -87,21 +99,27 @@ pub struct FrameRing {
 }
 
 struct Shared {
-    stop: AtomicBool,
+    /// Stop flag and I/O deadlines, polled by FFmpeg's interrupt callback.
+    io: IoGuard,
     /// Prerolled: the first frame is decoded and waits; the clock starts when an output
     /// first takes it (gapless switching to the next item).
     hold: AtomicBool,
     counters: DecoderCounters,
     ring: Mutex<FrameRing>,
     /// Set when the thread ends on an error (a stream that broke mid-way).
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<StreamFailure>>,
     /// Which path frames take now, and why not the hardware one (read by status).
     path: Mutex<(HwPathKind, Option<String>)>,
     /// Set by the display when no plane of an output takes this decoder's dma-buf frames
     /// (fourcc or modifier): the decoder goes on in software (frames with a CPU view).
     cpu_wanted: Mutex<Option<String>>,
-    /// Whether `cpu_wanted` was set: read per packet, so the decode loop takes no lock until then.
+    /// `cpu_wanted` was set: read per packet without taking the lock.
     cpu_asked: AtomicBool,
+    /// The newest frame's colour as the stream tags it.
+    color: ColorCell,
+    /// Exported VAAPI frames alive (in the ring or held by outputs): the decoder waits while
+    /// this many are out rather than run its surface pool dry.
+    claims: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,10 +151,9 @@ impl Decoder {
     /// Opens `key.source` on a new thread and returns once it is decoding, or with the reason
     /// it cannot.
     pub fn start(id: u32, key: SourceKey, preroll: bool) -> Result<Decoder, DecodeError> {
-        let key_preroll = preroll;
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            hold: AtomicBool::new(key_preroll),
+            io: IoGuard::default(),
+            hold: AtomicBool::new(preroll),
             counters: DecoderCounters::default(),
             ring: Mutex::new(FrameRing {
                 slots: Default::default(),
@@ -150,13 +167,16 @@ impl Decoder {
             path: Mutex::new((HwPathKind::Software, None)),
             cpu_wanted: Mutex::new(None),
             cpu_asked: AtomicBool::new(false),
+            color: ColorCell::default(),
+            claims: Arc::new(AtomicUsize::new(0)),
         });
-        let (opened_tx, opened_rx) = sync_channel(1);
+        // Room for both messages, so the thread never blocks on a caller that gave up.
+        let (events_tx, events_rx) = sync_channel(2);
         let thread_key = key.clone();
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("multihead-decode-{id}"))
-            .spawn(move || decoder_run(thread_key, thread_shared, opened_tx))
+            .spawn(move || decoder_run(thread_key, thread_shared, events_tx))
             .map_err(|e| DecodeError::Open {
                 source: key.source.clone(),
                 reason: format!("cannot start a decoder thread: {e}"),
@@ -168,15 +188,36 @@ impl Decoder {
             shared,
             thread: Some(thread),
         };
-        match opened_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(info)) => {
-                decoder.info = info;
-                Ok(decoder)
+        let source = decoder.key.source.clone();
+        match events_rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Event::Opened(info)) => decoder.info = info,
+            Ok(Event::Failed(e)) => return Err(e),
+            Ok(Event::Picture) | Err(_) => {
+                return Err(DecodeError::Open {
+                    source,
+                    reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+                })
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(DecodeError::Open {
-                source: decoder.key.source.clone(),
-                reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        }
+        if !preroll {
+            return Ok(decoder);
+        }
+        // Dropping the decoder on the way out stops its thread (the interrupt callback ends
+        // any read in progress) and frees what it held: no registry entry is made.
+        match events_rx.recv_timeout(PREROLL_DEADLINE) {
+            Ok(Event::Picture) => Ok(decoder),
+            Ok(Event::Failed(e)) => Err(e),
+            Ok(Event::Opened(_)) | Err(RecvTimeoutError::Disconnected) => {
+                Err(DecodeError::NoPicture {
+                    source,
+                    reason: decoder
+                        .failure()
+                        .map_or_else(|| "the decoder stopped".to_owned(), |f| f.reason),
+                })
+            }
+            Err(RecvTimeoutError::Timeout) => Err(DecodeError::NoPicture {
+                source,
+                reason: format!("no frame decoded within {} s", PREROLL_DEADLINE.as_secs()),
             }),
         }
     }
@@ -185,7 +226,7 @@ impl Decoder {
         &self.shared.counters
     }
 
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<StreamFailure> {
         self.shared
             .failure
             .lock()
@@ -277,14 +318,37 @@ impl FrameSource {
     }
 
     /// Asks the decoder for frames with a CPU view from now on, because no plane takes its
-    /// dma-buf frames (`reason` names the output, fourcc and modifier). Called once per binding,
-    /// not per frame; the first reason is kept.
+    /// dma-buf frames (`reason` names the output, fourcc and modifier). Meant to be called
+    /// once per binding; later calls change nothing and do not allocate (the first reason is
+    /// kept, for status). The decoder acts on it at its next packet, or at once when it shows
+    /// a still image: a software decoder continues after the last frame shown (from the start
+    /// when none was), and status says `path: "software"` with the reason as `hwFallback`.
+    /// On the software path already, it is a no-op.
     pub fn cpu_frames_request(&self, reason: &str) {
+        if self.0.cpu_asked.load(Ordering::Relaxed) {
+            return;
+        }
         let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
         if wanted.is_none() {
             *wanted = Some(reason.to_owned());
             self.0.cpu_asked.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The colour encoding of the newest frame as the stream tags it (matrix and range;
+    /// `yuvj*` frames are full range). None until a frame is decoded, or when the stream
+    /// tags neither: the caller's guess from the size is then all there is.
+    pub fn color(&self) -> Option<crate::kms::formats::YuvColor> {
+        self.0.color.get()
+    }
+
+    /// Why the decoder stopped, if it did (code and sentence).
+    pub fn failure(&self) -> Option<StreamFailure> {
+        self.0
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -292,24 +356,41 @@ impl Decoder {
     pub fn source(&self) -> FrameSource {
         FrameSource(Arc::clone(&self.shared))
     }
+
+    /// Tells the thread to stop without waiting for it: any FFmpeg read in progress returns
+    /// at its next interrupt check. Dropping the decoder then joins a thread that is ending.
+    pub fn stop(&self) {
+        self.shared.io.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Told to stop (its thread may still be ending).
+    pub fn stopping(&self) -> bool {
+        self.shared.io.stop.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-type Opened = Result<StreamInfo, DecodeError>;
+/// What the decoder thread tells `Decoder::start`: opened (or not), then the first picture
+/// (or why there is none).
+enum Event {
+    Opened(StreamInfo),
+    Picture,
+    Failed(DecodeError),
+}
 
-fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) {
-    let mut session = match Session::open(&key) {
+fn decoder_run(key: SourceKey, shared: Arc<Shared>, events: SyncSender<Event>) {
+    let mut session = match Session::open(&key, &shared.io) {
         Ok(session) => session,
         Err(e) => {
-            let _ = opened.send(Err(e));
+            let _ = events.try_send(Event::Failed(e));
             return;
         }
     };
@@ -323,19 +404,32 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, opened: SyncSender<Opened>) 
             .index_keyframes
             .store(index.keyframes.len() as u64, Ordering::Relaxed);
     }
-    let _ = opened.send(Ok(session.info.clone()));
+    let _ = events.try_send(Event::Opened(session.info.clone()));
+    session.first_picture = Some(events.clone());
     // Not real-time: this thread demuxes, runs lavfi graphs and (for codecs without frame
     // threads) decodes; at SCHED_FIFO that work starved a whole emulated guest. Frames decoded
     // ahead cover its scheduling jitter instead.
-    if let Err(reason) = session.run(&shared) {
-        *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    if let Err(failure) = session.run(&shared) {
+        if session.first_picture.take().is_some() {
+            let _ = events.try_send(Event::Failed(DecodeError::NoPicture {
+                source: key.source.clone(),
+                reason: failure.reason.clone(),
+            }));
+        }
+        *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
     }
 }
 
 /// The FFmpeg side of one decoder, owned by its thread.
 struct Session {
     source: String,
+    kind: SourceKind,
+    /// The decoder's `Shared::io`, which outlives the session (the thread holds the Arc):
+    /// FFmpeg calls back into it on every blocking read of `input`.
+    guard: *const IoGuard,
     input: ffmpeg::format::context::Input,
+    /// Whether looping can seek back; else the source is opened again.
+    seekable: bool,
     decoder: ffmpeg::decoder::Video,
     stream: usize,
     /// Seconds per timestamp unit.
@@ -367,7 +461,15 @@ struct Session {
     ahead: std::collections::VecDeque<(ffmpeg::frame::Video, Option<i64>, i64)>,
     /// Emptied frames to decode into, so frames in flight are never copied.
     spare: Vec<ffmpeg::frame::Video>,
+    /// Frames published since the last rewind: a pass of exactly one is a still image.
+    pass_frames: u64,
+    /// Told when the first frame is in the ring (a prerolled acquire waits for it).
+    first_picture: Option<SyncSender<Event>>,
 }
+
+// The guard pointer is only dereferenced on the session's own thread while the Arc that owns
+// it is alive.
+unsafe impl Send for Session {}
 
 type Scaler = (
     Pixel,
@@ -417,7 +519,7 @@ fn decoder_open(
 }
 
 impl Session {
-    fn open(key: &SourceKey) -> Result<Session, DecodeError> {
+    fn open(key: &SourceKey, guard: &IoGuard) -> Result<Session, DecodeError> {
         let source = key.source.clone();
         let open_err = |reason: String| DecodeError::Open {
             source: source.clone(),
@@ -432,25 +534,9 @@ impl Session {
             source: source.clone(),
             reason,
         })?;
-        let mut input = match key.source.strip_prefix("lavfi:") {
-            // A generated source (FFmpeg's lavfi device, e.g. "lavfi:testsrc2=size=1280x720"):
-            // the built-in demo, and tests that need no file.
-            Some(graph) if kind == SourceKind::Generated => {
-                ffmpeg::device::register_all();
-                let lavfi = unsafe { ffmpeg::ffi::av_find_input_format(c"lavfi".as_ptr()) };
-                if lavfi.is_null() {
-                    return Err(open_err("this FFmpeg has no lavfi device".into()));
-                }
-                let format = unsafe { ffmpeg::format::format::Input::wrap(lavfi as *mut _) };
-                match ffmpeg::format::open(graph, &ffmpeg::Format::Input(format)) {
-                    Ok(ffmpeg::format::context::Context::Input(input)) => input,
-                    Ok(_) => return Err(open_err("lavfi opened as an output".into())),
-                    Err(e) => return Err(open_err(e.to_string())),
-                }
-            }
-            _ => ffmpeg::format::input_with_dictionary(&key.source, policy::open_options(kind))
-                .map_err(|e| open_err(e.to_string()))?,
-        };
+        // SAFETY: the guard is the decoder's Shared::io, alive as long as the session.
+        let mut input = unsafe { io::input_open(&key.source, kind, guard) }.map_err(open_err)?;
+        let seekable = io::seekable(&input);
         let stream = match key.stream {
             Some(index) => input
                 .streams()
@@ -531,13 +617,21 @@ impl Session {
                 .and_then(|i| i.keyframe_before((start_us as f64 / 1_000_000.0 / time_base) as i64))
                 .map(|(pts, _)| (pts as f64 * time_base * 1_000_000.0) as i64)
                 .unwrap_or(start_us);
-            input
-                .seek(target, ..target + 1)
-                .map_err(|e| open_err(format!("seek to {} ms: {e}", key.start_ms)))?;
+            // A source that cannot seek is decoded from its start; the frames before the
+            // offset are skipped as references.
+            if seekable {
+                guard.arm(io::READ_DEADLINE);
+                let sought = input.seek(target, ..target + 1);
+                guard.disarm();
+                sought.map_err(|e| open_err(format!("seek to {} ms: {e}", key.start_ms)))?;
+            }
         }
         Ok(Session {
             source,
+            kind,
+            guard,
             input,
+            seekable,
             decoder,
             stream: stream_index,
             time_base,
@@ -559,18 +653,91 @@ impl Session {
             fault_after: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
             ahead: std::collections::VecDeque::with_capacity(AHEAD + 1),
             spare: (0..=AHEAD).map(|_| ffmpeg::frame::Video::empty()).collect(),
+            pass_frames: 0,
+            first_picture: None,
         })
     }
 
+    fn guard(&self) -> &IoGuard {
+        // SAFETY: see the field.
+        unsafe { &*self.guard }
+    }
+
+    /// Why reading stopped, as status says it: a stall when the deadline or `rw_timeout`
+    /// cut the read short, else a read error.
+    fn read_failure(&self, error: ffmpeg::Error) -> StreamFailure {
+        let stalled = self.guard().expired()
+            || matches!(error, ffmpeg::Error::Other { errno } if errno == libc::ETIMEDOUT);
+        if stalled {
+            StreamFailure::new(
+                FailureCode::Stalled,
+                format!(
+                    "{}: stalled: no data within {} s ({error})",
+                    self.source,
+                    io::RW_TIMEOUT.as_secs()
+                ),
+            )
+        } else {
+            StreamFailure::new(
+                FailureCode::Read,
+                format!("{}: read failed: {error}", self.source),
+            )
+        }
+    }
+
+    /// Back to the start of the source for the next pass: a seek where the source can seek,
+    /// else the source is opened again (HTTP without Range, live streams, generated graphs).
+    fn rewind(&mut self) -> Result<(), StreamFailure> {
+        self.pass_frames = 0;
+        if self.seekable {
+            self.guard().arm(io::READ_DEADLINE);
+            let sought = self.input.seek(self.start_us, ..self.start_us.max(0) + 1);
+            self.guard().disarm();
+            match sought {
+                Ok(()) => return Ok(()),
+                // A server that stopped honouring Range: open again, as for a stream.
+                Err(_) => self.seekable = false,
+            }
+        }
+        let input =
+            unsafe { io::input_open(&self.source, self.kind, self.guard()) }.map_err(|e| {
+                StreamFailure::new(
+                    FailureCode::Open,
+                    format!("{}: cannot open again to loop: {e}", self.source),
+                )
+            })?;
+        let same = input
+            .stream(self.stream)
+            .is_some_and(|s| s.parameters().medium() == ffmpeg::media::Type::Video);
+        if !same {
+            return Err(StreamFailure::new(
+                FailureCode::Open,
+                format!(
+                    "{}: opened again, stream {} is no longer video",
+                    self.source, self.stream
+                ),
+            ));
+        }
+        self.input = input;
+        Ok(())
+    }
+
     /// Decodes until told to stop. Returns why it stopped early, if it did.
-    fn run(&mut self, shared: &Shared) -> Result<(), String> {
+    fn run(&mut self, shared: &Shared) -> Result<(), StreamFailure> {
         let mut packet = ffmpeg::Packet::empty();
         let mut clock = Clock::default();
-        while !shared.stop.load(Ordering::Relaxed) {
+        while !shared.io.stop.load(Ordering::Relaxed) {
             // av_read_frame does not release what the packet held: without this every packet
             // of the stream would leak (found by bench:soak, gigabytes within minutes).
             unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
-            match packet.read(&mut self.input) {
+            self.backpressure(&mut clock, shared)?;
+            self.guard().arm(io::READ_DEADLINE);
+            let read = packet.read(&mut self.input);
+            self.guard().disarm();
+            if shared.io.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match read {
                 Ok(()) => {
                     if packet.stream() != self.stream {
                         continue;
@@ -595,35 +762,50 @@ impl Session {
                         _ => self.hw_errors = 0,
                     }
                     self.drain(&mut clock, shared)?;
-                    if self.fallback_pending.is_none()
-                        && !matches!(self.hw, HwPath::Software)
-                        && shared.cpu_asked.load(Ordering::Relaxed)
-                    {
-                        let wanted = shared.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
-                        self.fallback_pending.clone_from(&wanted);
-                    }
+                    self.cpu_request_take(shared);
                     if let Some(reason) = self.fallback_pending.take() {
                         self.fall_back(reason, shared)?;
                     }
                 }
                 Err(ffmpeg::Error::Eof) => {
+                    // Demuxers report a failed read (a timeout, a reset) as the end.
+                    if let Some(rc) = io::io_error(&self.input) {
+                        return Err(self.read_failure(ffmpeg::Error::from(rc)));
+                    }
                     let _ = self.decoder.send_eof();
                     self.drain(&mut clock, shared)?;
                     self.index_save(shared);
                     let published = shared.counters.frames.load(Ordering::Relaxed);
-                    if published + self.ahead.len() as u64 == 1 {
+                    if published + self.ahead.len() as u64 == 0 {
+                        return Err(StreamFailure::new(
+                            FailureCode::NoPicture,
+                            format!(
+                                "{}: the stream ended without a decodable frame",
+                                self.source
+                            ),
+                        ));
+                    }
+                    let loops = shared.counters.loops.load(Ordering::Relaxed);
+                    if loops == 0 && self.pass_frames + self.ahead.len() as u64 == 1 {
                         self.pace(&mut clock, shared, 0)?;
                         // A still image: its one frame stays on show; decoding it again
-                        // 25 times a second would only burn CPU and disk.
-                        while !shared.stop.load(Ordering::Relaxed) {
+                        // 25 times a second would only burn CPU and disk. An output that
+                        // cannot show its dma-buf gets it decoded once more, in software.
+                        while !shared.io.stop.load(Ordering::Relaxed) {
+                            self.cpu_request_take(shared);
+                            if let Some(reason) = self.fallback_pending.take() {
+                                // The one frame is shown again, now in software: from the
+                                // start, not after it.
+                                self.last_pts_us = None;
+                                self.fall_back(reason, shared)?;
+                                break;
+                            }
                             std::thread::sleep(Duration::from_millis(50));
                         }
-                        return Ok(());
+                        continue;
                     }
                     // Loop: back to the start offset, with the timeline running on.
-                    self.input
-                        .seek(self.start_us, ..self.start_us.max(0) + 1)
-                        .map_err(|e| format!("{}: seek to loop: {e}", self.source))?;
+                    self.rewind()?;
                     self.decoder.flush();
                     clock.loop_end(self.period_us);
                     shared.counters.loops.fetch_add(1, Ordering::Relaxed);
@@ -631,30 +813,88 @@ impl Session {
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) => return Err(format!("{}: read failed: {e}", self.source)),
+                Err(e) => return Err(self.read_failure(e)),
             }
         }
         Ok(())
     }
 
-    /// The hardware path failed: continue in software from just after the last frame shown.
-    fn fall_back(&mut self, reason: String, shared: &Shared) -> Result<(), String> {
+    /// An output asked for frames with a CPU view (`FrameSource::cpu_frames_request`): on a
+    /// dma-buf path, that becomes a fallback to software at this packet boundary.
+    fn cpu_request_take(&mut self, shared: &Shared) {
+        if self.fallback_pending.is_some()
+            || matches!(self.hw, HwPath::Software)
+            || !shared.cpu_asked.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let wanted = shared.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        self.fallback_pending.clone_from(&wanted);
+    }
+
+    /// On the VAAPI path every frame handed out holds a surface of the decoder's pool until
+    /// outputs let it go. When the frames out and the frames decoded ahead fill the room the
+    /// pool was sized for, decoding waits (publishing what it has at its time) instead of
+    /// running the pool dry, which the driver answers with errors and the decoder with a
+    /// fallback to software.
+    fn backpressure(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), StreamFailure> {
+        if !matches!(self.hw, HwPath::Vaapi(_)) {
+            return Ok(());
+        }
+        let full = |s: &Session| {
+            shared.claims.load(Ordering::Relaxed) + s.ahead.len() + 1 >= EXPORT_FRAMES
+        };
+        if !full(self) {
+            return Ok(());
+        }
+        self.pace(clock, shared, 0)?;
+        let until = Instant::now() + BACKPRESSURE_MAX;
+        while full(self) && Instant::now() < until && !shared.io.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// The hardware path failed (or an output cannot show its dma-bufs): continue in software
+    /// from just after the last frame shown, or from the start when none was.
+    fn fall_back(&mut self, reason: String, shared: &Shared) -> Result<(), StreamFailure> {
+        let codec_failure = |e: String| StreamFailure::new(FailureCode::Codec, e);
         let parameters = self
             .input
             .stream(self.stream)
             .map(|s| s.parameters())
-            .ok_or_else(|| format!("{}: stream {} vanished", self.source, self.stream))?;
+            .ok_or_else(|| {
+                codec_failure(format!("{}: stream {} vanished", self.source, self.stream))
+            })?;
         let opened = decoder_open(parameters, None);
-        self.decoder = opened
-            .map_err(|e| format!("{}: software decoder after \"{reason}\": {e}", self.source))?;
+        self.decoder = opened.map_err(|e| {
+            codec_failure(format!(
+                "{}: software decoder after \"{reason}\": {e}",
+                self.source
+            ))
+        })?;
         self.hw = HwPath::Software;
-        if let Some(last) = self.last_pts_us {
+        match self.last_pts_us {
             // The keyframe at or before the last frame shown; frames up to it are decoded as
             // references but not shown again.
-            self.input
-                .seek(last, ..last + 1)
-                .map_err(|e| format!("{}: seek to resume after fallback: {e}", self.source))?;
-            self.skip_until_us = Some(last);
+            Some(last) if self.seekable => {
+                self.guard().arm(io::READ_DEADLINE);
+                let sought = self.input.seek(last, ..last + 1);
+                self.guard().disarm();
+                sought.map_err(|e| {
+                    StreamFailure::new(
+                        FailureCode::Read,
+                        format!("{}: seek to resume after fallback: {e}", self.source),
+                    )
+                })?;
+                self.skip_until_us = Some(last);
+            }
+            Some(last) => {
+                self.rewind()?;
+                self.skip_until_us = Some(last);
+            }
+            // Nothing shown yet (the first frame's export was refused): from the start.
+            None => self.rewind()?,
         }
         self.fallback = Some(reason);
         *shared.path.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -690,14 +930,14 @@ impl Session {
 
     /// Takes every frame the decoder has ready into the queue of frames decoded ahead, and
     /// publishes queued frames as they fall due.
-    fn drain(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), String> {
+    fn drain(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), StreamFailure> {
         loop {
             let mut frame = self.spare.pop().unwrap_or_else(ffmpeg::frame::Video::empty);
             if self.decoder.receive_frame(&mut frame).is_err() {
                 self.spare.push(frame);
                 return Ok(());
             }
-            if shared.stop.load(Ordering::Relaxed) {
+            if shared.io.stop.load(Ordering::Relaxed) {
                 self.spare.push(frame);
                 return Ok(());
             }
@@ -739,7 +979,12 @@ impl Session {
     /// Publishes queued frames whose time has come. With fewer than `keep` frames queued it
     /// returns as soon as the oldest is not yet due (so the caller decodes more); with the
     /// queue full it waits for the oldest's time.
-    fn pace(&mut self, clock: &mut Clock, shared: &Shared, keep: usize) -> Result<(), String> {
+    fn pace(
+        &mut self,
+        clock: &mut Clock,
+        shared: &Shared,
+        keep: usize,
+    ) -> Result<(), StreamFailure> {
         while let Some(&(_, pts, timeline)) = self.ahead.front() {
             let due = clock.due_of(timeline);
             let now = Instant::now();
@@ -748,10 +993,10 @@ impl Session {
                     return Ok(());
                 }
                 // Short naps, so a stop request is never kept waiting.
-                while Instant::now() < due && !shared.stop.load(Ordering::Relaxed) {
+                while Instant::now() < due && !shared.io.stop.load(Ordering::Relaxed) {
                     std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
                 }
-                if shared.stop.load(Ordering::Relaxed) {
+                if shared.io.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
             } else {
@@ -766,7 +1011,7 @@ impl Session {
             let published = self.publish(&frame, timeline, shared);
             frame_recycle(&mut frame);
             self.spare.push(frame);
-            published?;
+            published.map_err(|e| StreamFailure::new(FailureCode::Codec, e))?;
             if pts.is_some() {
                 self.last_pts_us = pts;
             }
@@ -777,7 +1022,8 @@ impl Session {
             if shared.hold.load(Ordering::Relaxed) {
                 // Prerolled: wait with the first frame ready until an output takes it, then
                 // time the following frames from that moment.
-                while shared.hold.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
+                while shared.hold.load(Ordering::Relaxed) && !shared.io.stop.load(Ordering::Relaxed)
+                {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 clock.restart_at(Instant::now(), timeline);
@@ -795,8 +1041,21 @@ impl Session {
         shared: &Shared,
     ) -> Result<(), String> {
         let (width, height) = (frame.width(), frame.height());
+        let converted = !matches!(
+            frame.format(),
+            Pixel::VAAPI | Pixel::YUV420P | Pixel::YUVJ420P | Pixel::NV12
+        );
+        let tagged = Tagged::of(
+            frame.color_space(),
+            frame.color_range(),
+            frame.format(),
+            converted,
+        );
+        shared.color.set(tagged.color(height));
         if frame.format() == Pixel::VAAPI {
-            return match unsafe { vaapi_export(frame.as_ptr()) } {
+            // The layout is checked here, before the frame reaches any output: a surface the
+            // engine could not describe to the kernel makes the decoder go on in software.
+            return match unsafe { vaapi_export(frame.as_ptr(), &shared.claims) } {
                 Ok(prime) => {
                     self.ring_put_prime(prime, pts_us, 0, shared);
                     self.hw_frame_count();
@@ -829,6 +1088,15 @@ impl Session {
                 }
             }
             let pool = pool.as_mut().expect("made above");
+            // Outputs still hold every buffer: wait for one rather than overwrite a frame on
+            // screen or drop this one at once.
+            let until = Instant::now() + BACKPRESSURE_MAX;
+            while !pool.has_free()
+                && Instant::now() < until
+                && !shared.io.stop.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let mut failed = None;
             let exported =
                 pool.export(
@@ -867,14 +1135,24 @@ impl Session {
         ring.newest = Some(slot);
         ring.width = width;
         ring.height = height;
+        drop(ring);
         shared
             .counters
             .bytes_copied_last
             .store(copied as u64, Ordering::Relaxed);
+        self.picture_told();
         Ok(())
     }
 
-    fn ring_put_prime(&self, prime: PrimeFrame, pts_us: i64, copied: u64, shared: &Shared) {
+    /// The first frame is in the ring: a prerolled acquire may resolve.
+    fn picture_told(&mut self) {
+        self.pass_frames += 1;
+        if let Some(events) = self.first_picture.take() {
+            let _ = events.try_send(Event::Picture);
+        }
+    }
+
+    fn ring_put_prime(&mut self, prime: PrimeFrame, pts_us: i64, copied: u64, shared: &Shared) {
         let (width, height) = (prime.width, prime.height);
         let prime = Arc::new(prime);
         let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
@@ -892,6 +1170,7 @@ impl Session {
             .counters
             .bytes_copied_last
             .store(copied, Ordering::Relaxed);
+        self.picture_told();
     }
 
     fn hw_frame_count(&mut self) {
@@ -1038,5 +1317,185 @@ impl Clock {
             };
             counters.interval_us.store(smoothed, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(source: &str, hw: HwMode) -> SourceKey {
+        SourceKey {
+            source: source.into(),
+            hw,
+            start_ms: 0,
+            stream: None,
+            exclusive_to: None,
+        }
+    }
+
+    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn cpu_frames_request_moves_a_dmabuf_decoder_to_software_once_and_frames_go_on() {
+        let decoder = Decoder::start(
+            1,
+            key("lavfi:testsrc2=size=64x48:rate=30", HwMode::Dmabuf),
+            true,
+        )
+        .expect("a generated source opens");
+        let source = decoder.source();
+        // Prerolled: the first frame is there when start returns, as a dma-buf.
+        assert!(source.take_newest_prime().is_some());
+        assert_eq!(decoder.path().0, HwPathKind::Dmabuf);
+        source.cpu_frames_request("HDMI-A-1: no plane takes NV12 with modifier 0x0");
+        source.cpu_frames_request("a second binding: ignored");
+        wait_for("the software path", || {
+            decoder.path().0 == HwPathKind::Software
+        });
+        assert_eq!(
+            decoder.path().1.as_deref(),
+            Some("HDMI-A-1: no plane takes NV12 with modifier 0x0")
+        );
+        let before = decoder.counters().frames.load(Ordering::Relaxed);
+        wait_for("a frame with a CPU view", || {
+            decoder.counters().frames.load(Ordering::Relaxed) > before + 2
+                && source.take_newest_prime().is_none()
+        });
+        let bytes = source.with_newest(|data, w, h, _, _| (data.len(), w, h));
+        assert_eq!(bytes, Some((64 * 48 * 3 / 2, 64, 48)));
+        assert!(decoder.failure().is_none());
+    }
+
+    #[test]
+    fn a_still_image_on_the_dmabuf_path_is_decoded_again_in_software_when_asked() {
+        let dir = std::env::temp_dir().join(format!("multihead-still-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = dir.join("still.png");
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=white:size=32x16",
+                "-frames:v",
+                "1",
+            ])
+            .arg(&png)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success());
+        let decoder = Decoder::start(2, key(png.to_str().unwrap(), HwMode::Dmabuf), true).unwrap();
+        let source = decoder.source();
+        assert!(source.take_newest_prime().is_some());
+        source.cpu_frames_request("no plane takes it");
+        wait_for("the still image in software", || {
+            decoder.path().0 == HwPathKind::Software && source.take_newest_prime().is_none()
+        });
+        assert_eq!(
+            decoder.counters().frames.load(Ordering::Relaxed),
+            2,
+            "decoded once more, then still"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_colour_of_a_tagged_stream_reaches_the_frame_source() {
+        let decoder = Decoder::start(
+            3,
+            key(
+                "lavfi:color=size=32x32:rate=30,format=yuvj420p",
+                HwMode::Software,
+            ),
+            true,
+        )
+        .unwrap();
+        let color = decoder.source().color().expect("tagged");
+        assert!(color.full_range, "yuvj420p is full range");
+        assert_eq!(color.matrix, crate::kms::formats::YuvMatrix::Bt601);
+    }
+
+    #[test]
+    fn a_full_export_pool_makes_the_decoder_wait_not_skip_frames() {
+        let period_us = 1_000_000 / 30;
+        let decoder = Decoder::start(
+            5,
+            key("lavfi:testsrc2=size=32x32:rate=30", HwMode::Dmabuf),
+            false,
+        )
+        .unwrap();
+        let source = decoder.source();
+        // An output that never lets go of a frame: every export buffer ends up held.
+        let mut held = Vec::new();
+        let mut last = (0, Instant::now());
+        wait_for("the pool to run full", || {
+            if let Some((frame, seq)) = source.take_newest_prime() {
+                if seq != last.0 {
+                    last = (seq, Instant::now());
+                    held.push(frame);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            // Starved: nothing new for 9 frame periods.
+            last.0 > 0 && last.1.elapsed() > Duration::from_millis(300)
+        });
+        assert!(held.len() >= EXPORT_FRAMES - RING, "held {}", held.len());
+        held.clear();
+        let resumed = last.0;
+        wait_for("frames again", || {
+            decoder.counters().frames.load(Ordering::Relaxed) > resumed + 5
+        });
+        // Every decoded frame was published: the newest frame's place on the timeline is its
+        // sequence number's, so none was skipped while the pool was full.
+        let (seq, pts) = source.with_newest(|_, _, _, seq, pts| (seq, pts)).unwrap();
+        let expected = (seq as i64 - 1) * period_us;
+        assert!(
+            (pts - expected).abs() < 2000,
+            "frame {seq} at {pts} µs, not {expected}: frames were dropped"
+        );
+        assert_eq!(
+            decoder.path().0,
+            HwPathKind::Dmabuf,
+            "never tipped into software"
+        );
+    }
+
+    #[test]
+    fn the_docs_give_the_pool_sizes_the_code_has() {
+        let docs = include_str!("../../../docs/decode.md");
+        let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+        for said in [
+            format!("`EXPORT_FRAMES` = **{EXPORT_FRAMES}**: the ring ({RING}) + frames decoded ahead ({AHEAD}) + what the engine may hold ({ENGINE_HOLD}:"),
+            format!("a pool of {EXPORT_FRAMES} udmabuf dma-bufs"),
+            format!("NV12 ring of {RING} buffers"),
+        ] {
+            assert!(docs.contains(&said), "docs/decode.md should say: {said}");
+        }
+    }
+
+    #[test]
+    fn preroll_of_a_stream_without_a_frame_is_no_picture() {
+        // Generated, but ends at once: opens, never yields a frame.
+        let e = Decoder::start(
+            4,
+            key(
+                "lavfi:color=size=32x32:rate=30,trim=end_frame=0",
+                HwMode::Software,
+            ),
+            true,
+        )
+        .err()
+        .expect("no picture");
+        assert_eq!(e.code(), "ERR_DECODE_NO_PICTURE", "{e}");
     }
 }

@@ -1,10 +1,13 @@
 //! Decoding, one decoder per source however many outputs show it: the key that decides
 //! sharing, the registry that counts consumers, and the decoder thread itself.
 
+pub mod color;
 pub mod decoder;
 pub mod error;
 pub mod index;
+pub mod io;
 pub mod key;
+pub mod layout;
 pub mod nv12;
 pub mod policy;
 pub mod prime;

@@ -5,10 +5,12 @@
 //! surface until the last one is dropped.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ffmpeg_next::ffi;
 
+use super::layout::{flatten, Layer};
 use crate::kms::formats::NV12;
 use crate::kms::udmabuf::{memfd_sealed, udmabuf_from_memfd};
 
@@ -28,7 +30,8 @@ pub struct PrimeFrame {
 enum Backing {
     /// The DRM_PRIME mapping of a VAAPI frame: it references the surface, so the decoder's
     /// pool skips that surface until this is freed.
-    Av(*mut ffi::AVFrame),
+    /// The counter is the decoder's count of frames alive, for back-pressure.
+    Av(*mut ffi::AVFrame, Arc<AtomicUsize>),
     /// A buffer of the export pool; `Arc::strong_count` tells the pool whether it is free.
     Pool(Arc<PoolBuffer>),
 }
@@ -39,8 +42,9 @@ unsafe impl Sync for PrimeFrame {}
 
 impl Drop for PrimeFrame {
     fn drop(&mut self) {
-        if let Backing::Av(frame) = &mut self.backing {
+        if let Backing::Av(frame, claims) = &mut self.backing {
             unsafe { ffi::av_frame_free(frame) };
+            claims.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -67,17 +71,22 @@ impl PrimeFrame {
     pub fn cpu_bytes(&self) -> Option<&[u8]> {
         match &self.backing {
             Backing::Pool(buffer) => Some(&buffer.bytes()[..buffer.used]),
-            Backing::Av(_) => None,
+            Backing::Av(..) => None,
         }
     }
 
-    /// Takes ownership of a DRM_PRIME frame mapped from a VAAPI surface. FFmpeg exports NV12
-    /// as SEPARATE_LAYERS (an R8 layer and a GR88 layer); KMS wants one NV12 framebuffer, so
-    /// the layers are flattened into one two-plane layer.
+    /// Takes ownership of a DRM_PRIME frame mapped from a VAAPI surface and lays its layers
+    /// out as one framebuffer (`layout::flatten`: NV12 and P010 split into layers, CCS aux
+    /// planes after the main ones). A layout it does not understand is an error naming it;
+    /// the frame is freed either way. `claims` counts the frames alive (back-pressure).
     ///
     /// # Safety
     /// `frame` must be a valid AVFrame of format AV_PIX_FMT_DRM_PRIME; this takes ownership.
-    pub unsafe fn from_drm_frame(frame: *mut ffi::AVFrame) -> Result<PrimeFrame, String> {
+    pub unsafe fn from_drm_frame(
+        frame: *mut ffi::AVFrame,
+        claims: &Arc<AtomicUsize>,
+    ) -> Result<PrimeFrame, String> {
+        claims.fetch_add(1, Ordering::Relaxed);
         let mut owned = PrimeFrame {
             width: unsafe { (*frame).width } as u32,
             height: unsafe { (*frame).height } as u32,
@@ -87,7 +96,7 @@ impl PrimeFrame {
             object_count: 0,
             planes: [(0, 0, 0); 4],
             plane_count: 0,
-            backing: Backing::Av(frame),
+            backing: Backing::Av(frame, Arc::clone(claims)),
         };
         let desc = unsafe { &*((*frame).data[0] as *const DrmFrameDescriptor) };
         let objects = desc.nb_objects.clamp(0, 4) as usize;
@@ -98,38 +107,43 @@ impl PrimeFrame {
             owned.objects[i] = (o.fd, o.size as u64);
         }
         owned.object_count = objects;
-        // One modifier per framebuffer: VAAPI drivers give every object the same one.
+        // One modifier per framebuffer: objects that disagree cannot be one.
         owned.modifier = desc.objects[0].format_modifier;
-        let layers = &desc.layers[..desc.nb_layers.clamp(0, 4) as usize];
-        let mut planes = 0;
-        for layer in layers {
-            for p in &layer.planes[..layer.nb_planes.clamp(0, 4) as usize] {
-                if planes == 4 {
-                    return Err("the DRM PRIME descriptor has more than 4 planes".into());
-                }
-                owned.planes[planes] = (p.object_index as usize, p.offset as u32, p.pitch as u32);
-                planes += 1;
+        if let Some(o) = desc.objects[..objects]
+            .iter()
+            .find(|o| o.format_modifier != owned.modifier)
+        {
+            return Err(format!(
+                "objects with different modifiers ({:#018x}, {:#018x})",
+                owned.modifier, o.format_modifier
+            ));
+        }
+        let mut planes = [[(0usize, 0u32, 0u32); 4]; 4];
+        let count = desc.nb_layers.clamp(0, 4) as usize;
+        let mut layers = [Layer {
+            format: 0,
+            planes: &[],
+        }; 4];
+        for (i, layer) in desc.layers[..count].iter().enumerate() {
+            let n = layer.nb_planes.clamp(0, 4) as usize;
+            for (j, p) in layer.planes[..n].iter().enumerate() {
+                planes[i][j] = (
+                    p.object_index.max(0) as usize,
+                    p.offset as u32,
+                    p.pitch as u32,
+                );
             }
         }
-        owned.plane_count = planes;
-        owned.format = match layers {
-            [one] => one.format,
-            [y, uv] if y.format == fourcc(b"R8  ") && uv.format == fourcc(b"GR88") => NV12,
-            _ => {
-                return Err(format!(
-                    "cannot flatten {} layers ({}) into one framebuffer",
-                    layers.len(),
-                    layers
-                        .iter()
-                        .map(|l| fourcc_text(l.format))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }
-        };
-        if owned.planes[..planes].iter().any(|&(o, _, _)| o >= objects) {
-            return Err("a plane names an object the descriptor does not have".into());
+        for (i, layer) in desc.layers[..count].iter().enumerate() {
+            layers[i] = Layer {
+                format: layer.format,
+                planes: &planes[i][..layer.nb_planes.clamp(0, 4) as usize],
+            };
         }
+        let flat = flatten(&layers[..count], objects, owned.modifier)?;
+        owned.format = flat.format;
+        owned.planes = flat.planes;
+        owned.plane_count = flat.count;
         Ok(owned)
     }
 }
@@ -226,6 +240,16 @@ impl ExportPool {
         (self.width, self.height) == (width, height)
     }
 
+    /// Whether a buffer is free (no output and no ring slot holds it).
+    pub fn has_free(&self) -> bool {
+        self.buffers.iter().any(|b| Arc::strong_count(b) == 1)
+    }
+
+    /// Buffers in the pool.
+    pub fn buffer_count(&self) -> usize {
+        self.buffers.len()
+    }
+
     /// Fills a free buffer with `write` and returns it as a frame, or None when every buffer
     /// is still claimed (the caller drops this frame rather than overwrite one on screen).
     pub fn export(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> Option<PrimeFrame> {
@@ -291,12 +315,42 @@ struct DrmFrameDescriptor {
     layers: [DrmLayerDescriptor; 4],
 }
 
-const fn fourcc(code: &[u8; 4]) -> u32 {
-    u32::from_le_bytes(*code)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn fourcc_text(code: u32) -> String {
-    String::from_utf8_lossy(&code.to_le_bytes())
-        .trim_end()
-        .to_owned()
+    #[test]
+    fn a_full_pool_hands_out_nothing_until_a_frame_is_let_go() {
+        let mut pool = ExportPool::new(3, 16, 8).unwrap();
+        assert_eq!(pool.buffer_count(), 3);
+        let held: Vec<PrimeFrame> = (0..3)
+            .map(|i| {
+                pool.export(|out| {
+                    out.fill(i);
+                    out.len()
+                })
+            })
+            .map(|f| f.expect("a free buffer"))
+            .collect();
+        assert!(!pool.has_free());
+        assert!(
+            pool.export(|out| out.len()).is_none(),
+            "never overwrites a held frame"
+        );
+        let mut held = held;
+        let second = held.remove(1);
+        assert_eq!(second.cpu_bytes().unwrap()[0], 1);
+        drop(second);
+        assert!(pool.has_free());
+        let again = pool.export(|out| {
+            out.fill(9);
+            out.len()
+        });
+        assert_eq!(
+            again.unwrap().cpu_bytes().unwrap()[0],
+            9,
+            "the freed buffer, rewritten"
+        );
+        assert_eq!(held[0].cpu_bytes().unwrap()[0], 0, "held frames untouched");
+    }
 }

@@ -21,7 +21,7 @@ pub struct Request {
 }
 
 impl Request {
-    fn key(&self, exclusive_to: Option<&str>) -> SourceKey {
+    pub fn key(&self, exclusive_to: Option<&str>) -> SourceKey {
         SourceKey {
             source: self.source.clone(),
             hw: self.hw,
@@ -36,6 +36,9 @@ struct Entry {
     decoder: Decoder,
     /// In the order they joined.
     consumers: Vec<String>,
+    /// Consumers that joined although sharing is off, because `max_decoders` was reached
+    /// (the seed's "maximum decoders before forcing shared mode").
+    forced: Vec<String>,
 }
 
 pub struct Registry {
@@ -45,6 +48,9 @@ pub struct Registry {
     /// Consumer -> (its request, the key it holds), in the order consumers first came.
     holders: Vec<(String, Request, SourceKey)>,
     next_id: u32,
+    /// Decoders that lost their last consumer, told to stop but not yet joined: the caller
+    /// takes them (`retired_take`) and joins them outside the lock, off the JavaScript thread.
+    retired: Vec<Decoder>,
 }
 
 /// One decoder as status calls show it.
@@ -70,6 +76,10 @@ pub struct DecoderStatus {
     pub queue_depth: u32,
     pub bytes_copied_per_frame: u64,
     pub failure: Option<String>,
+    /// The ERR_ code of `failure`.
+    pub failure_code: Option<&'static str>,
+    /// A consumer shares this decoder only because `max_decoders` was reached.
+    pub forced_shared: bool,
     pub index: &'static str,
     pub index_keyframes: u64,
     pub prerolled: bool,
@@ -86,6 +96,9 @@ pub struct Acquired {
     pub decoder: u32,
     /// A decoder was started for this request (false: joined or kept one).
     pub created: bool,
+    /// Joined a running decoder of the same source because `max_decoders` was reached while
+    /// sharing is off.
+    pub forced_shared: bool,
 }
 
 impl Registry {
@@ -96,6 +109,7 @@ impl Registry {
             entries: HashMap::new(),
             holders: Vec::new(),
             next_id: 0,
+            retired: Vec::new(),
         }
     }
 
@@ -120,6 +134,80 @@ impl Registry {
         }
     }
 
+    /// A prerolled request switches only to a picture: joining a decoder that already stopped
+    /// on an error would not give one.
+    fn picture_check(&self, key: &SourceKey, request: &Request) -> Result<(), DecodeError> {
+        let failure = self.entries.get(key).and_then(|e| e.decoder.failure());
+        match failure {
+            Some(f) if request.preroll => Err(DecodeError::NoPicture {
+                source: request.source.clone(),
+                reason: format!("its running decoder stopped: {}", f.reason),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Decoders stopped since the last call: the caller drops them (joins their threads)
+    /// after releasing the registry's lock.
+    pub fn retired_take(&mut self) -> Vec<Decoder> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Sharing is off and the limit is reached: the running decoder `consumer` can join
+    /// instead, one for the same source and decode parameters (its key without the owner).
+    fn forced_candidate(&self, request: &Request) -> Option<SourceKey> {
+        if self.shared {
+            return None;
+        }
+        let wanted = request.key(None);
+        let mut keys: Vec<&SourceKey> = self
+            .entries
+            .keys()
+            .filter(|k| {
+                SourceKey {
+                    exclusive_to: None,
+                    ..(*k).clone()
+                } == wanted
+            })
+            .collect();
+        // The oldest decoder, so every forced consumer lands on the same one.
+        keys.sort_by_key(|k| self.entries[*k].decoder.id);
+        keys.first().map(|k| (*k).clone())
+    }
+
+    /// Joins the candidate of `forced_candidate`, or answers the limit error.
+    fn forced_join(
+        &mut self,
+        consumer: &str,
+        request: &Request,
+        limit: DecodeError,
+    ) -> Result<Acquired, DecodeError> {
+        let Some(key) = self.forced_candidate(request) else {
+            return Err(limit);
+        };
+        self.picture_check(&key, request)?;
+        if self
+            .holders
+            .iter()
+            .any(|(c, r, k)| c == consumer && *k == key && r == request)
+        {
+            // Asked again for what it has (a config reload): nothing changes.
+            return Ok(Acquired {
+                decoder: self.entries[&key].decoder.id,
+                created: false,
+                forced_shared: true,
+            });
+        }
+        let mut acquired = self.join(consumer, request.clone(), key.clone(), false);
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.forced.iter().any(|c| c == consumer) {
+                entry.forced.push(consumer.to_owned());
+            }
+        }
+        acquired.forced_shared = true;
+        Ok(acquired)
+    }
+
     /// The part of `acquire` that needs no I/O: validation, joining a running decoder, the
     /// limit. When a decoder must be opened, the caller opens it (outside any lock: opening a
     /// URL can take seconds) and hands it to `acquire_finish`.
@@ -139,13 +227,33 @@ impl Registry {
                 return Ok(Plan::Done(Acquired {
                     decoder: self.entries[&key].decoder.id,
                     created: false,
+                    forced_shared: false,
+                }));
+            }
+        }
+        if let Some(i) = held {
+            let (_, held_request, held_key) = &self.holders[i];
+            let forced_here = self
+                .entries
+                .get(held_key)
+                .is_some_and(|e| e.forced.iter().any(|c| c == consumer));
+            if forced_here && held_request == request && !self.entries.contains_key(&key) {
+                // A forced consumer asked again for the same (a config reload): it stays where
+                // it is, even when its slot would now be free.
+                return Ok(Plan::Done(Acquired {
+                    decoder: self.entries[held_key].decoder.id,
+                    created: false,
+                    forced_shared: true,
                 }));
             }
         }
         if self.entries.contains_key(&key) {
+            self.picture_check(&key, request)?;
             return Ok(Plan::Done(self.join(consumer, request.clone(), key, false)));
         }
-        self.limit_check(consumer)?;
+        if let Err(limit) = self.limit_check(consumer) {
+            return self.forced_join(consumer, request, limit).map(Plan::Done);
+        }
         self.next_id += 1;
         Ok(Plan::Start {
             key,
@@ -163,15 +271,22 @@ impl Registry {
         decoder: Decoder,
     ) -> Result<Acquired, DecodeError> {
         if self.entries.contains_key(&key) {
+            decoder.stop();
+            self.retired.push(decoder);
             return Ok(self.join(consumer, request, key, false));
         }
         // Checked again: other acquisitions may have filled the slots while this one opened.
-        self.limit_check(consumer)?;
+        if let Err(limit) = self.limit_check(consumer) {
+            decoder.stop();
+            self.retired.push(decoder);
+            return self.forced_join(consumer, &request, limit);
+        }
         self.entries.insert(
             key.clone(),
             Entry {
                 decoder,
                 consumers: Vec::new(),
+                forced: Vec::new(),
             },
         );
         Ok(self.join(consumer, request, key, true))
@@ -211,19 +326,33 @@ impl Registry {
         key: SourceKey,
         created: bool,
     ) -> Acquired {
-        let entry = self
+        let decoder = self
             .entries
-            .get_mut(&key)
-            .expect("callers checked the key runs");
-        entry.consumers.push(consumer.to_owned());
-        let decoder = entry.decoder.id;
+            .get(&key)
+            .expect("callers checked the key runs")
+            .decoder
+            .id;
+        let entry = (consumer.to_owned(), request, key.clone());
         if let Some(i) = self.holders.iter().position(|(c, _, _)| c == consumer) {
-            let old = std::mem::replace(&mut self.holders[i], (consumer.to_owned(), request, key));
-            self.leave(consumer, &old.2);
+            let old = std::mem::replace(&mut self.holders[i], entry);
+            if old.2 != key {
+                self.leave(consumer, &old.2);
+            }
         } else {
-            self.holders.push((consumer.to_owned(), request, key));
+            self.holders.push(entry);
         }
-        Acquired { decoder, created }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            // A forced consumer that now joins by its own key is no longer forced.
+            entry.forced.retain(|c| c != consumer);
+            if !entry.consumers.iter().any(|c| c == consumer) {
+                entry.consumers.push(consumer.to_owned());
+            }
+        }
+        Acquired {
+            decoder,
+            created,
+            forced_shared: false,
+        }
     }
 
     /// The consumer stops using its decoder; the last one out stops it.
@@ -243,9 +372,13 @@ impl Registry {
             return;
         };
         entry.consumers.retain(|c| c != consumer);
+        entry.forced.retain(|c| c != consumer);
         if entry.consumers.is_empty() {
-            // Dropping the decoder stops and joins its thread, freeing everything it held.
-            self.entries.remove(key);
+            // Told to stop now; joined (which frees everything it held) outside the lock.
+            if let Some(entry) = self.entries.remove(key) {
+                entry.decoder.stop();
+                self.retired.push(entry.decoder);
+            }
         }
     }
 
@@ -256,6 +389,10 @@ impl Registry {
             return Ok(());
         }
         self.shared = shared;
+        if shared {
+            self.exclusive_merge();
+            return Ok(());
+        }
         let holders: Vec<(String, Request)> = self
             .holders
             .iter()
@@ -268,6 +405,40 @@ impl Registry {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sharing turned on: each decoder now serves its key without an owner. The oldest decoder
+    /// of each such key keeps running (re-keyed, no restart, no gap) and takes the consumers
+    /// of the others, which stop. Never starts a decoder, so never trips the limit.
+    fn exclusive_merge(&mut self) {
+        let mut keys: Vec<SourceKey> = self.entries.keys().cloned().collect();
+        keys.sort_by_key(|k| self.entries[k].decoder.id);
+        for old in keys {
+            let mut entry = self.entries.remove(&old).expect("listed above");
+            let new = SourceKey {
+                exclusive_to: None,
+                ..old.clone()
+            };
+            entry.forced.clear();
+            match self.entries.get_mut(&new) {
+                Some(kept) => {
+                    for c in entry.consumers.drain(..) {
+                        if !kept.consumers.contains(&c) {
+                            kept.consumers.push(c);
+                        }
+                    }
+                    entry.decoder.stop();
+                    self.retired.push(entry.decoder);
+                }
+                None => {
+                    entry.decoder.key = new.clone();
+                    self.entries.insert(new.clone(), entry);
+                }
+            }
+            for holder in self.holders.iter_mut().filter(|h| h.2 == old) {
+                holder.2 = new.clone();
+            }
+        }
     }
 
     pub fn set_max_decoders(&mut self, max: u32) {
@@ -315,7 +486,9 @@ impl Registry {
                     loops: c.loops.load(Ordering::Relaxed),
                     queue_depth: d.queue_depth(),
                     bytes_copied_per_frame: c.bytes_copied_last.load(Ordering::Relaxed),
-                    failure: d.failure(),
+                    failure: d.failure().map(|f| f.reason),
+                    failure_code: d.failure().map(|f| f.code.as_str()),
+                    forced_shared: !e.forced.is_empty(),
                     index: match c.index_state.load(Ordering::Relaxed) {
                         1 => "loaded",
                         2 => "built",
@@ -333,6 +506,89 @@ impl Registry {
     /// Stops every decoder.
     pub fn clear(&mut self) {
         self.holders.clear();
-        self.entries.clear();
+        for (_, entry) in self.entries.drain() {
+            entry.decoder.stop();
+            self.retired.push(entry.decoder);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(source: &str) -> Request {
+        Request {
+            source: source.into(),
+            hw: HwMode::Software,
+            start_ms: 0,
+            stream: None,
+            preroll: false,
+        }
+    }
+
+    const A: &str = "lavfi:color=c=red:size=16x16:rate=10";
+    const B: &str = "lavfi:color=c=blue:size=16x16:rate=10";
+
+    #[test]
+    fn at_the_limit_with_sharing_off_an_output_joins_the_running_decoder_of_its_source() {
+        let mut r = Registry::new(false, 1);
+        let first = r.acquire("HDMI-A-1", request(A)).unwrap();
+        assert!(first.created && !first.forced_shared);
+        let second = r.acquire("HDMI-A-2", request(A)).unwrap();
+        assert_eq!(second.decoder, first.decoder);
+        assert!(second.forced_shared && !second.created);
+        let status = r.status();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].consumers, ["HDMI-A-1", "HDMI-A-2"]);
+        assert!(status[0].forced_shared);
+        // A reload asks again: nothing moves, nothing restarts.
+        let again = r.acquire("HDMI-A-2", request(A)).unwrap();
+        assert_eq!((again.decoder, again.forced_shared), (first.decoder, true));
+        // A source no decoder runs is still refused.
+        let e = r.acquire("HDMI-A-3", request(B)).unwrap_err();
+        assert_eq!(e.code(), "ERR_DECODE_LIMIT");
+        // The owner leaves: the forced consumer keeps the decoder, still forced, even on reload.
+        r.release("HDMI-A-1").unwrap();
+        assert!(
+            r.retired_take().is_empty(),
+            "the decoder still has a consumer"
+        );
+        let kept = r.acquire("HDMI-A-2", request(A)).unwrap();
+        assert_eq!(kept.decoder, first.decoder);
+        r.release("HDMI-A-2").unwrap();
+        assert_eq!(r.retired_take().len(), 1, "the last one out retires it");
+        assert!(r.status().is_empty());
+    }
+
+    #[test]
+    fn forced_sharing_ends_when_sharing_is_turned_on_and_never_happens_below_the_limit() {
+        let mut r = Registry::new(false, 2);
+        r.acquire("A", request(A)).unwrap();
+        let own = r.acquire("B", request(A)).unwrap();
+        assert!(
+            own.created && !own.forced_shared,
+            "below the limit: its own decoder"
+        );
+        let forced = r.acquire("C", request(A)).unwrap();
+        assert!(forced.forced_shared);
+        r.set_shared(true).unwrap();
+        let status = r.status();
+        assert_eq!(status.len(), 1);
+        assert!(!status[0].forced_shared);
+        assert_eq!(status[0].consumers.len(), 3);
+        // The oldest decoder runs on under the shared key (no restart); the other one stops.
+        assert_eq!(r.retired_take().len(), 1);
+        assert_eq!(status[0].consumers, ["A", "C", "B"]);
+    }
+
+    #[test]
+    fn releasing_hands_the_decoder_over_stopped_instead_of_joining_under_the_lock() {
+        let mut r = Registry::new(true, 4);
+        r.acquire("A", request(A)).unwrap();
+        r.release("A").unwrap();
+        let retired = r.retired_take();
+        assert_eq!(retired.len(), 1);
+        assert!(retired[0].stopping(), "told to stop at once");
     }
 }

@@ -9,8 +9,8 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ffmpeg_next::ffi;
 
@@ -171,7 +171,10 @@ unsafe extern "C" fn format_pick(
 ///
 /// # Safety
 /// `frame` must be a valid decoded AVFrame of format AV_PIX_FMT_VAAPI.
-pub unsafe fn vaapi_export(frame: *const ffi::AVFrame) -> Result<PrimeFrame, String> {
+pub unsafe fn vaapi_export(
+    frame: *const ffi::AVFrame,
+    claims: &Arc<AtomicUsize>,
+) -> Result<PrimeFrame, String> {
     let mut mapped = unsafe { ffi::av_frame_alloc() };
     if mapped.is_null() {
         return Err("out of memory mapping a VAAPI frame".into());
@@ -185,5 +188,5 @@ pub unsafe fn vaapi_export(frame: *const ffi::AVFrame) -> Result<PrimeFrame, Str
             ffmpeg_next::Error::from(rc)
         ));
     }
-    unsafe { PrimeFrame::from_drm_frame(mapped) }
+    unsafe { PrimeFrame::from_drm_frame(mapped, claims) }
 }

@@ -104,6 +104,9 @@ pub struct BufferStore {
     buffers: HashMap<u32, Buffer>,
     gem_refs: HashMap<u32, u32>,
     imports: HashMap<ImportKey, u32>,
+    /// Dma-bufs the card refused to import, newest last: asked again, they are refused at
+    /// once instead of another round of PRIME and AddFB2 ioctls per vblank.
+    refused: Vec<ImportKey>,
     /// DRM_CAP_ADDFB2_MODIFIERS: without it the kernel rejects the modifiers flag.
     pub modifiers_supported: bool,
     /// Ids for buffers without a framebuffer, far above the kernel's small framebuffer ids.
@@ -113,6 +116,12 @@ pub struct BufferStore {
 }
 
 const CPU_ID_BASE: u32 = 0x4000_0000;
+
+/// Refused imports remembered; a decoder's pool is smaller, so a refused pool stays known.
+const REFUSED_MAX: usize = 32;
+
+/// The `KmsError::Ioctl` operation of an import the card refused before.
+pub const REFUSED_BEFORE: &str = "import refused before";
 
 impl BufferStore {
     pub fn get(&self, id: u32) -> KmsResult<&Buffer> {
@@ -565,6 +574,12 @@ impl BufferStore {
         if let Some(&fb) = self.imports.get(&key) {
             return Ok((fb, true));
         }
+        if self.refused.contains(&key) {
+            return Err(KmsError::Ioctl(
+                REFUSED_BEFORE,
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
         for &(object, _, _) in desc.planes {
             if object >= desc.objects.len() {
                 return Err(KmsError::BadBuffer(format!(
@@ -583,7 +598,13 @@ impl BufferStore {
             {
                 self.external_keep(desc, key).map(|id| (id, false))
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if self.refused.len() >= REFUSED_MAX {
+                    self.refused.remove(0);
+                }
+                self.refused.push(key);
+                Err(e)
+            }
         }
     }
 

@@ -213,3 +213,28 @@ fn holders_of(path: &Path) -> Vec<String> {
     }
     holders
 }
+
+/// Opens a card only to read what it offers (`multihead diagnose`): never asks for master and
+/// sets only client capabilities, which belong to this file and vanish with it, so a running
+/// supervisor or display server on the same card is not disturbed.
+pub fn device_open_probe(path: &Path) -> KmsResult<Card> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| KmsError::Open(path.to_owned(), e))?;
+    let mut card = Card {
+        file,
+        path: path.to_owned(),
+        driver: String::new(),
+        adopted: false,
+    };
+    card.driver = card
+        .get_driver()
+        .map(|d| d.name().to_string_lossy().into_owned())
+        .map_err(|e| KmsError::Open(path.to_owned(), e))?;
+    let _ = card.set_client_capability(ClientCapability::UniversalPlanes, true);
+    let _ = card.set_client_capability(ClientCapability::Atomic, true);
+    let _ = card.set_client_capability(ClientCapability::WritebackConnectors, true);
+    Ok(card)
+}

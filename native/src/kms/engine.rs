@@ -21,8 +21,11 @@ use super::formats::{fourcc_name, is_yuv, YuvColor, NV12, XR24};
 use super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
 use super::props::{prop_name, props_all, Prop};
 use super::resources::{resources_read, Resources};
+use super::video_health::VideoCause;
 
 pub const ROTATE_0: u64 = 1;
+
+const FAULT_MODIFIER_ENV: &str = "MULTIHEAD_FAULT_DMABUF_MODIFIER";
 
 /// One layer of an output's scene: which buffer, which part of it, where on the screen.
 #[derive(Clone, Debug)]
@@ -67,6 +70,23 @@ pub enum EngineEvent {
         output: usize,
         buffer: u32,
         format: u32,
+    },
+    /// No plane of this output takes a video source's dma-bufs (fourcc and modifier): the
+    /// decoder was asked for CPU frames. Once per binding and format.
+    FormatFallback {
+        output: usize,
+        format: u32,
+        modifier: u64,
+    },
+    /// This output's video group stopped showing new frames; once per output and cause.
+    VideoError {
+        output: usize,
+        cause: VideoCause,
+    },
+    /// This output shows new frames again after `cause`.
+    VideoRecovered {
+        output: usize,
+        cause: VideoCause,
     },
 }
 
@@ -122,9 +142,12 @@ pub struct Engine {
     scratch_triples: Vec<(u32, u32, u64)>,
     /// The flip loop's scene, built once; each step only changes buffer ids in it.
     loop_scene: Vec<SceneOutput>,
-    /// Decoded video on outputs (video.rs), and the one scene that shows all of it.
+    /// Decoded video on outputs (video.rs): one group per source, each with its own scene.
     pub(super) video: Vec<super::video::VideoBinding>,
-    pub(super) video_scene: Vec<SceneOutput>,
+    /// Test hook (MULTIHEAD_FAULT_DMABUF_MODIFIER): the modifier the decoder's dma-bufs are
+    /// taken to have when the planes are asked, to prove the fallback on a card whose planes
+    /// list only linear.
+    pub(super) fault_modifier: Option<u64>,
     pub video_counters: super::video::VideoCounters,
     pub video_error: Option<String>,
     /// Claims on dma-buf frames of stopped video that outputs may still show: dropped once no
@@ -187,7 +210,9 @@ impl Engine {
             scratch_triples: Vec::with_capacity(256),
             loop_scene: Vec::new(),
             video: Vec::new(),
-            video_scene: Vec::new(),
+            fault_modifier: std::env::var(FAULT_MODIFIER_ENV)
+                .ok()
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()),
             video_counters: Default::default(),
             video_error: None,
             video_retired: Vec::new(),
@@ -351,6 +376,7 @@ impl Engine {
                     pending: false,
                     stats: Default::default(),
                     tested_layout: 0,
+                    last_commit_ns: 0,
                 });
                 fresh.push(true);
             }
@@ -475,7 +501,7 @@ impl Engine {
         Ok(id)
     }
 
-    fn prop_label(&self, id: u32) -> String {
+    pub(super) fn prop_label(&self, id: u32) -> String {
         let objects = self
             .res
             .connectors
@@ -548,7 +574,7 @@ impl Engine {
         }
     }
 
-    fn plane_res(&self, plane: u32) -> KmsResult<&super::resources::PlaneRes> {
+    pub(super) fn plane_res(&self, plane: u32) -> KmsResult<&super::resources::PlaneRes> {
         self.res
             .planes
             .iter()
@@ -580,10 +606,20 @@ impl Engine {
     }
 
     pub(super) fn present_now(&mut self, scene: &[SceneOutput]) -> KmsResult<PresentResult> {
-        match self.present_build(scene, false) {
+        match self.present_build(scene, false, false) {
             // TEST_ONLY refused a layout with YUV layers: try again with converted copies.
             Err(KmsError::CommitRefused { .. }) if self.scene_has_yuv(scene) => {
-                self.present_build(scene, true)
+                self.present_build(scene, true, false)
+            }
+            other => other,
+        }
+    }
+
+    /// `present_now` for a video group (see `present_build_into`'s `quiet`).
+    pub(super) fn present_video(&mut self, scene: &[SceneOutput]) -> KmsResult<PresentResult> {
+        match self.present_build(scene, false, true) {
+            Err(KmsError::CommitRefused { .. }) if self.scene_has_yuv(scene) => {
+                self.present_build(scene, true, true)
             }
             other => other,
         }
@@ -693,18 +729,23 @@ impl Engine {
         &mut self,
         scene: &[SceneOutput],
         force_copy: bool,
+        quiet: bool,
     ) -> KmsResult<PresentResult> {
         let mut triples = std::mem::take(&mut self.scratch_triples);
         triples.clear();
-        let result = self.present_build_into(scene, force_copy, &mut triples);
+        let result = self.present_build_into(scene, force_copy, quiet, &mut triples);
         self.scratch_triples = triples;
         result
     }
 
+    /// `quiet`: for video groups, which retry on their own: a refusal is returned without the
+    /// property dump (the caller describes it once per cause), and a CRTC busy with someone
+    /// else's commit is `Queued` without queueing the scene (the group tries at its next turn).
     fn present_build_into(
         &mut self,
         scene: &[SceneOutput],
         force_copy: bool,
+        quiet: bool,
         triples: &mut Vec<(u32, u32, u64)>,
     ) -> KmsResult<PresentResult> {
         let mut layout = DefaultHasher::new();
@@ -829,6 +870,9 @@ impl Engine {
         };
         if untested {
             if let Err(e) = self.request.commit(&self.card, FLAG_TEST_ONLY) {
+                if quiet {
+                    return Err(commit_error(Vec::new(), String::new(), e));
+                }
                 let described = self.request.describe(|id| self.prop_label(id));
                 return Err(commit_error(names(), described, e));
             }
@@ -839,18 +883,23 @@ impl Engine {
         {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                self.queued = Some(scene.to_vec());
+                if !quiet {
+                    self.queued = Some(scene.to_vec());
+                }
                 return Ok(PresentResult::Queued);
             }
+            Err(e) if quiet => return Err(commit_error(Vec::new(), String::new(), e)),
             Err(e) => {
                 let described = self.request.describe(|id| self.prop_label(id));
                 return Err(commit_error(names(), described, e));
             }
         }
+        let now = monotonic_ns();
         for s in scene {
             let output = &mut self.outputs[s.output];
             output.incoming.copy_from_slice(&output.staged);
             output.pending = true;
+            output.last_commit_ns = now;
             output.tested_layout = layout;
             output.stats.commits += 1;
             for i in 0..self.outputs[s.output].incoming.len() {
@@ -955,24 +1004,37 @@ impl Engine {
                 timestamp_ns,
             });
         }
-        if self.outputs.iter().any(|o| o.pending) {
-            return;
-        }
+        // Each user of the screen goes on once ITS outputs are idle: the flip loop and a queued
+        // scene from JavaScript, and every video group on its own (pacing.rs). One that waited
+        // for all outputs would hold every screen to the slowest or latest one.
+        let mark = monotonic_ns();
         if self.flip_loop.is_some() {
-            let _ = self.flip_loop_step();
-        } else if let Some(scene) = self.queued.take() {
-            let _ = self.present_now(&scene);
-        } else if !self.video.is_empty() {
-            // Commit every vblank, new frame or not, so the flip events keep the clock.
-            let _ = self.video_step();
+            if self.outputs.iter().all(|o| !o.pending) {
+                let _ = self.flip_loop_step();
+            }
         } else {
-            return;
+            let queued_idle = self.queued.as_ref().is_some_and(|scene| {
+                scene
+                    .iter()
+                    .all(|s| self.outputs.get(s.output).is_some_and(|o| !o.pending))
+            });
+            if queued_idle {
+                if let Some(scene) = self.queued.take() {
+                    let _ = self.present_now(&scene);
+                }
+            }
+            if !self.video.is_empty() {
+                // Commit every vblank, new frame or not, so the flip events keep the clock.
+                self.video_service(mark);
+            }
         }
-        // How long after the vblank our next commit went in: the part of lateness that is
-        // ours, as opposed to a device (or an emulator) that flips late.
-        let delay = monotonic_ns().saturating_sub(timestamp_ns);
-        for output in self.outputs.iter_mut().filter(|o| o.pending) {
+        // How long after ITS last flip each output's next commit went in: the part of lateness
+        // that is ours, as opposed to a device (or an emulator) that flips late.
+        for output in self.outputs.iter_mut().filter(|o| o.last_commit_ns >= mark) {
             let stats = &mut output.stats;
+            let delay = output
+                .last_commit_ns
+                .saturating_sub(stats.last_timestamp_ns);
             stats.max_commit_delay_ns = stats.max_commit_delay_ns.max(delay);
             let refresh = u64::from(output.mode.vrefresh().max(1));
             if delay > 1_000_000_000 / refresh {
@@ -984,7 +1046,6 @@ impl Engine {
     pub fn close(&mut self) {
         self.video.clear();
         self.video_retired.clear();
-        self.video_scene.clear();
         self.conversions.clear();
         self.flip_loop = None;
         self.queued = None;
@@ -996,7 +1057,7 @@ impl Engine {
 }
 
 /// CLOCK_MONOTONIC, the clock DRM stamps page-flip events with.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -129,6 +129,12 @@ impl fmt::Display for KmsError {
                 write!(f, "connector {connector}: no plane accepts {format}")
             }
             KmsError::CommitRefused {
+                outputs, source, ..
+            } if outputs.is_empty() => {
+                // The quiet form the video groups use on retries: the caller names the output.
+                write!(f, "atomic commit refused: {source}")
+            }
+            KmsError::CommitRefused {
                 outputs,
                 properties,
                 source,

@@ -48,6 +48,8 @@ pub struct Output {
     pub stats: FlipStats,
     /// Hash of the last plane layout that passed TEST_ONLY.
     pub tested_layout: u64,
+    /// CLOCK_MONOTONIC time of the newest commit that included this output.
+    pub last_commit_ns: u64,
 }
 
 impl Output {

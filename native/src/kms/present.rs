@@ -112,6 +112,11 @@ fn presenter_run(
             let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(engine) = guard.as_mut() {
                 engine.idle_tick();
+                // A group that failed or stalled while no CRTC flips must still be heard of.
+                if !engine.events.is_empty() {
+                    sink(Notice::Events(&engine.events, engine));
+                    engine.events.clear();
+                }
             }
             continue;
         }

@@ -1,7 +1,9 @@
-//! Decoded video on outputs, driven by the presentation thread: at every flip the newest
-//! decoded frame is uploaded ONCE into a scanout buffer and placed on every output showing
-//! that source, all in one atomic commit, so the outputs stay frame-locked. No JavaScript
-//! runs per frame.
+//! Decoded video on outputs, driven by the presentation thread. Outputs showing the same
+//! source form a group: at every vblank of the group the newest decoded frame is uploaded (or
+//! imported) ONCE and placed on each of its outputs in one atomic commit, so they stay
+//! frame-locked. Groups are independent: each commits when its own CRTCs are idle (see
+//! pacing.rs), and a source without frames or a refused commit stops only its own outputs.
+//! No JavaScript runs per frame.
 
 use std::sync::Arc;
 
@@ -9,12 +11,19 @@ use crate::decode::decoder::FrameSource;
 use crate::decode::prime::PrimeFrame;
 
 use super::buffer::DmaBufDesc;
-use super::engine::{Engine, SceneLayer, SceneOutput};
+use super::engine::{monotonic_ns, Engine, EngineEvent, PresentResult, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
-use super::formats::{YuvColor, NV12};
+use super::formats::{YuvColor, MOD_INVALID, NV12};
+use super::pacing::group_idle;
+use super::video_health::{report, Backoff, Transition, VideoCause, FIRST_FRAME_NS, STALL_NS};
 
-/// Scanout buffers per source: one on screen, one in flight, one being filled.
-const POOL: usize = 3;
+/// Scanout buffers per source for CPU frames: one on screen, one in flight, one being filled.
+pub const POOL: usize = 3;
+
+/// Imported framebuffers kept per group. A decoder's surface pool is at most this big (the
+/// export pool has 7, VAAPI's ~20 in a worst case); more means the source replaced its pool
+/// without changing size (a variant switch), and the oldest imports go.
+pub const IMPORTED_MAX: usize = 24;
 
 /// Where one output shows the source: crop, placement and rotation.
 #[derive(Clone, Debug)]
@@ -28,19 +37,62 @@ pub struct VideoPlacement {
     pub color: Option<YuvColor>,
 }
 
+/// Whether the planes of a group's outputs take the source's dma-bufs as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Negotiation {
+    format: u32,
+    modifier: u64,
+    size: (u32, u32),
+    direct: bool,
+}
+
+/// One group: a source and the outputs showing it.
 pub struct VideoBinding {
     source: FrameSource,
     placements: Vec<VideoPlacement>,
-    /// NV12 buffers, made at the first frame's size.
+    /// Per placement: the cause that output was last told about (None: fine).
+    reported: Vec<Option<VideoCause>>,
+    /// The group's scene, built when placements change; each frame only swaps buffer ids.
+    scene: Vec<SceneOutput>,
+    /// Switch only to a picture: false until the first commit of a frame of this source went
+    /// in. Until then the outputs stay with whatever showed them before (older groups).
+    live: bool,
+    bound_ns: u64,
+    last_new_ns: u64,
+    backoff: Backoff,
+    /// The cause that stops this group now; None while it shows frames.
+    fault: Option<VideoCause>,
+    /// Said once per cause, for the event's message (formatted once, not per attempt).
+    pub fault_detail: String,
+    negotiation: Option<Negotiation>,
+    /// NV12 buffers for CPU frames, made at the first frame's size.
     pool: Vec<u32>,
     size: (u32, u32),
     shown_sequence: u64,
     current: u32,
     /// Framebuffers imported from the source's dma-bufs (one per surface, cached by the
-    /// buffer store), released when the binding ends.
+    /// buffer store), released when the binding ends or the source's surface pool changes.
     imported: Vec<u32>,
     /// Claims on dma-buf frames that are on screen or about to be: (framebuffer, frame).
     held: Vec<(u32, Arc<PrimeFrame>)>,
+}
+
+impl VideoBinding {
+    pub fn connectors(&self) -> impl Iterator<Item = &str> {
+        self.placements.iter().map(|p| p.connector.as_str())
+    }
+
+    pub fn shows(&self, output: usize) -> bool {
+        self.placements.iter().any(|p| p.output == output)
+    }
+
+    pub fn live(&self) -> bool {
+        self.live
+    }
+
+    pub fn fault(&self) -> Option<VideoCause> {
+        self.fault
+    }
 }
 
 /// Claims held per source: on screen, in flight and the new one, with room for a repeat.
@@ -59,11 +111,18 @@ pub struct VideoCounters {
     pub errors: u64,
     /// Frames shown straight from the decoder's dma-bufs, with no CPU copy in the engine.
     pub zero_copy: u64,
+    /// Import attempts skipped because the card refused that dma-buf before.
+    pub imports_refused: u64,
+    /// Imported framebuffers let go because the source replaced its surface pool.
+    pub imports_dropped: u64,
 }
 
+/// What stopped a step: the cause and, for the once-per-cause message, the error.
+type StepError = (VideoCause, KmsError);
+
 impl Engine {
-    /// Shows `source` on the placements' outputs from the next vblank on, replacing what
-    /// those outputs showed. Other outputs are untouched.
+    /// Shows `source` on the placements' outputs from its first frame on; until then the
+    /// outputs keep what they show. Other outputs are untouched.
     pub fn video_play(
         &mut self,
         source: FrameSource,
@@ -79,38 +138,42 @@ impl Engine {
                 return Err(KmsError::OutputNotConfigured(format!("#{}", p.output)));
             }
         }
-        let taken: Vec<usize> = placements.iter().map(|p| p.output).collect();
-        // An output shows one thing: a new binding takes its outputs from older ones.
-        for binding in &mut self.video {
-            binding.placements.retain(|p| !taken.contains(&p.output));
-        }
-        self.video_release_empty();
         self.flip_loop = None;
-        self.video.push(VideoBinding {
+        let now = monotonic_ns();
+        let mut binding = VideoBinding {
             source,
+            reported: vec![None; placements.len()],
             placements,
+            scene: Vec::new(),
+            live: false,
+            bound_ns: now,
+            last_new_ns: now,
+            backoff: Backoff::default(),
+            fault: None,
+            fault_detail: String::new(),
+            negotiation: None,
             pool: Vec::with_capacity(POOL),
             size: (0, 0),
             shown_sequence: 0,
             current: 0,
-            imported: Vec::with_capacity(HELD * 2),
+            imported: Vec::with_capacity(IMPORTED_MAX),
             held: Vec::with_capacity(HELD),
-        });
-        self.video_scene_rebuild();
-        if self.outputs.iter().all(|o| !o.pending) {
-            if let Err(e) = self.video_step() {
-                // The kernel refused the layout (a plane that cannot scale, say): take the new
-                // binding back rather than retry a doomed commit at every vblank. The outputs
-                // keep what they showed.
-                if let Some(binding) = self.video.pop() {
-                    for buffer in binding.pool.into_iter().chain(binding.imported) {
-                        let _ = self.buffer_release(buffer);
-                    }
-                    self.video_retired.extend(binding.held);
-                }
-                self.video_scene_rebuild();
+        };
+        scene_build(&mut binding);
+        self.video.push(binding);
+        let b = self.video.len() - 1;
+        if self.video_group_idle(b) {
+            let events = self.events.len();
+            if let Err((_, e)) = self.video_step(b, now) {
+                self.events.truncate(events);
+                // The first frame is here and the kernel refused its layout (a plane that cannot
+                // scale, say): answer the caller rather than retry a doomed binding. The
+                // outputs keep what they showed.
+                let binding = self.video.pop().expect("pushed above");
+                self.video_binding_release(binding);
                 return Err(e);
             }
+            self.video_release_empty();
         }
         Ok(())
     }
@@ -122,34 +185,78 @@ impl Engine {
             return;
         }
         for b in 0..self.video.len() {
-            let mut placements = std::mem::take(&mut self.video[b].placements);
-            placements.retain_mut(|p| {
-                match self.outputs.iter().position(|o| o.connector == p.connector) {
+            let binding = &mut self.video[b];
+            let outputs = &self.outputs;
+            placements_retain(
+                &mut binding.placements,
+                &mut binding.reported,
+                |p| match outputs.iter().position(|o| o.connector == p.connector) {
                     Some(index) => {
                         p.output = index;
                         true
                     }
                     None => false,
-                }
-            });
-            self.video[b].placements = placements;
+                },
+            );
+            // Other outputs, other planes: ask again.
+            binding.negotiation = None;
+            binding.backoff.succeeded();
+            scene_build(binding);
         }
         self.video_release_empty();
-        self.video_scene_rebuild();
-        if self.outputs.iter().all(|o| !o.pending) {
-            let _ = self.video_step();
+        self.video_service(monotonic_ns());
+    }
+
+    /// Called when no flip event came for a while, and after flip events: groups that are idle
+    /// (waiting for a first frame, or backing off) get their turn.
+    pub fn idle_tick(&mut self) {
+        if self.flip_loop.is_none() && !self.video.is_empty() {
+            crate::alloc_count::frame_path(|| self.video_service(monotonic_ns()));
         }
     }
 
-    /// Called when no flip event came for a while: with video bound and nothing in flight
-    /// (a decoder that had no frame yet at the last vblank), start committing again.
-    pub fn idle_tick(&mut self) {
-        if !self.video.is_empty()
-            && self.flip_loop.is_none()
-            && self.outputs.iter().all(|o| !o.pending)
-        {
-            let _ = crate::alloc_count::frame_path(|| self.video_step());
+    /// Steps every group whose outputs are all idle and that is not backing off. Groups that
+    /// wait for their first frame go first, and take it even while their outputs are busy:
+    /// a group with its first picture ready is yielded to by the groups it replaces, so it
+    /// finds its outputs idle together even when their CRTCs are not in phase.
+    pub(super) fn video_service(&mut self, now: u64) {
+        self.video_retired_prune();
+        for b in 0..self.video.len() {
+            let binding = &self.video[b];
+            if binding.live || binding.placements.is_empty() || !binding.backoff.due(now) {
+                continue;
+            }
+            if self.video_group_idle(b) {
+                let _ = self.video_step(b, now);
+            } else if let Ok(true) = self.video_upload(b) {
+                self.video[b].last_new_ns = now;
+            }
         }
+        for b in 0..self.video.len() {
+            let binding = &self.video[b];
+            if !binding.live
+                || binding.placements.is_empty()
+                || !binding.backoff.due(now)
+                || !self.video_group_idle(b)
+                || self.video_yields(b, now)
+            {
+                continue;
+            }
+            let _ = self.video_step(b, now);
+        }
+        self.video_release_empty();
+    }
+
+    /// Whether live group `b` holds back for a new group that has its first frame and wants
+    /// one of `b`'s outputs.
+    fn video_yields(&self, b: usize, now: u64) -> bool {
+        let live = &self.video[b];
+        self.video.iter().any(|o| {
+            !o.live
+                && o.current != 0
+                && o.backoff.due(now)
+                && o.placements.iter().any(|p| live.shows(p.output))
+        })
     }
 
     /// Stops all video; the outputs keep their last frame.
@@ -158,7 +265,21 @@ impl Engine {
             binding.placements.clear();
         }
         self.video_release_empty();
-        self.video_scene.clear();
+    }
+
+    fn video_group_idle(&self, b: usize) -> bool {
+        let outputs = &self.outputs;
+        group_idle(self.video[b].placements.iter().map(|p| p.output), |o| {
+            outputs.get(o).is_none_or(|o| o.pending)
+        })
+    }
+
+    fn video_retired_prune(&mut self) {
+        if !self.video_retired.is_empty() {
+            let buffers = &self.buffers;
+            self.video_retired
+                .retain(|(id, _)| buffers.get(*id).is_ok_and(|b| b.screen_refs > 0));
+        }
     }
 
     fn video_release_empty(&mut self) {
@@ -166,86 +287,167 @@ impl Engine {
         while i < self.video.len() {
             if self.video[i].placements.is_empty() {
                 let binding = self.video.remove(i);
-                for buffer in binding.pool.into_iter().chain(binding.imported) {
-                    // Freed once no CRTC shows it.
-                    let _ = self.buffer_release(buffer);
-                }
-                self.video_retired.extend(binding.held);
+                self.video_binding_release(binding);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// One scene for all bindings, built when they change; each frame only swaps buffer ids.
-    fn video_scene_rebuild(&mut self) {
-        self.video_scene.clear();
-        for binding in &self.video {
-            for p in &binding.placements {
-                self.video_scene.push(SceneOutput {
-                    output: p.output,
-                    layers: vec![SceneLayer {
-                        buffer: 0,
-                        src: p.src,
-                        dst: p.dst,
-                        rotation: p.rotation,
-                        color: p.color,
-                    }],
-                });
+    fn video_binding_release(&mut self, binding: VideoBinding) {
+        for buffer in binding.pool.into_iter().chain(binding.imported) {
+            // Freed once no CRTC shows it.
+            let _ = self.buffer_release(buffer);
+        }
+        self.video_retired.extend(binding.held);
+    }
+
+    /// One vblank of group `b`, its outputs idle: take the newest frame and commit it on all
+    /// of them, or note why not (once per cause) and back off.
+    pub(super) fn video_step(&mut self, b: usize, now: u64) -> Result<(), StepError> {
+        let new = match self.video_upload(b) {
+            Ok(new) => new,
+            Err((cause, e)) => return Err(self.video_failed_as(b, now, cause, e)),
+        };
+        if new {
+            self.video[b].last_new_ns = now;
+        }
+        let binding = &self.video[b];
+        if binding.current == 0 {
+            if !binding.live && now.saturating_sub(binding.bound_ns) > FIRST_FRAME_NS {
+                self.video_report(b, Some(VideoCause::NoFirstFrame));
+            }
+            return Ok(());
+        }
+        let current = binding.current;
+        // The stream's own tags (matrix, range) unless the placement says otherwise; the
+        // engine's guess from the height only when the stream tags neither.
+        let stream_color = binding.source.color();
+        let mut scene = std::mem::take(&mut self.video[b].scene);
+        for (s, p) in scene.iter_mut().zip(&self.video[b].placements) {
+            s.layers[0].buffer = current;
+            s.layers[0].color = p.color.or(stream_color);
+        }
+        let result = self.present_video(&scene);
+        self.video[b].scene = scene;
+        match result {
+            // A commit of someone else (a scene from JavaScript) holds a CRTC: next vblank.
+            Ok(PresentResult::Queued) => Ok(()),
+            Ok(PresentResult::Committed) => {
+                if new {
+                    self.video_counters.frames_shown += 1;
+                } else {
+                    self.video_counters.repeats += 1;
+                }
+                let binding = &mut self.video[b];
+                binding.backoff.succeeded();
+                if !binding.live {
+                    binding.live = true;
+                    self.video_take_outputs(b);
+                }
+                let stalled = now.saturating_sub(self.video[b].last_new_ns) > STALL_NS;
+                if new || stalled || self.video[b].fault.is_some_and(|c| c.retried()) {
+                    self.video_report(b, stalled.then_some(VideoCause::SourceStalled));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let cause = match e {
+                    KmsError::NoPlane { .. } => VideoCause::NoPlane,
+                    KmsError::BadBuffer(_) | KmsError::BufferNotFound(_) => VideoCause::BadFrame,
+                    _ => VideoCause::CommitRefused,
+                };
+                Err(self.video_failed_as(b, now, cause, e))
             }
         }
     }
 
-    /// At a vblank with every output idle: upload what is new and commit all video outputs.
-    pub(super) fn video_step(&mut self) -> KmsResult<()> {
-        if !self.video_retired.is_empty() {
-            let buffers = &self.buffers;
-            self.video_retired
-                .retain(|(id, _)| buffers.get(*id).is_ok_and(|b| b.screen_refs > 0));
-        }
-        if self.video.is_empty() {
-            return Ok(());
-        }
-        let mut any_new = false;
-        for b in 0..self.video.len() {
-            any_new |= self.video_upload(b)?;
-        }
-        if self.video.iter().any(|b| b.current == 0) {
-            // A source with no decoded frame yet: keep what the outputs show.
-            return Ok(());
-        }
-        let mut at = 0;
-        for binding in &self.video {
-            for _ in &binding.placements {
-                self.video_scene[at].layers[0].buffer = binding.current;
-                at += 1;
+    fn video_failed_as(&mut self, b: usize, now: u64, cause: VideoCause, e: KmsError) -> StepError {
+        self.video_counters.errors += 1;
+        let binding = &mut self.video[b];
+        binding.backoff.failed(now);
+        if binding.fault != Some(cause) {
+            // New cause: worth the text, once.
+            let mut detail = e.to_string();
+            if let KmsError::CommitRefused { .. } = e {
+                detail.push_str("; request: ");
+                detail.push_str(&self.request.describe(|id| self.prop_label(id)));
             }
+            self.video_error = Some(detail.clone());
+            self.video[b].fault_detail = detail;
         }
-        if any_new {
-            self.video_counters.frames_shown += 1;
-        } else {
-            self.video_counters.repeats += 1;
-        }
-        let scene = std::mem::take(&mut self.video_scene);
-        let result = self.present_now(&scene).map(|_| ());
-        self.video_scene = scene;
-        if let Err(e) = &result {
-            self.video_counters.errors += 1;
-            self.video_error = Some(e.to_string());
-        }
-        result
+        self.video_report(b, Some(cause));
+        (cause, e)
     }
 
-    /// Binding `b`'s newest decoded frame if it is new: a dma-buf frame is imported (cached per
-    /// surface) and shown as it is; an NV12 frame is copied into a free pool buffer.
-    fn video_upload(&mut self, b: usize) -> KmsResult<bool> {
+    /// Tells each output of group `b` about `now` (an error or that it is fine), once.
+    fn video_report(&mut self, b: usize, now: Option<VideoCause>) {
+        let binding = &mut self.video[b];
+        binding.fault = now;
+        let events = &mut self.events;
+        let placements = &binding.placements;
+        report(&mut binding.reported, now, |slot, transition| {
+            if events.len() >= events.capacity() {
+                return;
+            }
+            let output = placements[slot].output;
+            events.push(match transition {
+                Transition::Error(cause) => EngineEvent::VideoError { output, cause },
+                Transition::Recovered(cause) => EngineEvent::VideoRecovered { output, cause },
+            });
+        });
+    }
+
+    /// Group `b` showed its first picture: older groups let go of its outputs.
+    fn video_take_outputs(&mut self, b: usize) {
+        for other in 0..self.video.len() {
+            if other == b {
+                continue;
+            }
+            let (taken, binding) = if other < b {
+                let (left, right) = self.video.split_at_mut(b);
+                (&right[0], &mut left[other])
+            } else {
+                let (left, right) = self.video.split_at_mut(other);
+                (&left[b], &mut right[0])
+            };
+            if placements_retain(&mut binding.placements, &mut binding.reported, |p| {
+                !taken.shows(p.output)
+            }) {
+                scene_build(binding);
+            }
+        }
+    }
+
+    /// Binding `b`'s newest decoded frame if it is new: a dma-buf frame the planes take is
+    /// imported (cached per surface) and shown as it is; otherwise the frame's bytes are
+    /// copied into a free pool buffer (and converted further if no plane takes NV12).
+    fn video_upload(&mut self, b: usize) -> Result<bool, StepError> {
+        let bad = |e| (VideoCause::BadFrame, e);
         let shown = self.video[b].shown_sequence;
         let source = self.video[b].source.clone();
         if let Some((prime, sequence)) = source.take_newest_prime() {
             if sequence == shown {
                 return Ok(false);
             }
-            return self.video_import(b, prime, sequence).map(|()| true);
+            if self.video_negotiate(b, &prime) {
+                match self.video_import(b, &prime, sequence) {
+                    Ok(()) => return Ok(true),
+                    // Refused (and remembered by the store): the CPU path below, if it can.
+                    Err(e) if prime.cpu_bytes().is_none() => {
+                        return Err((VideoCause::ImportRefused, e))
+                    }
+                    Err(_) => self.video_format_fallback(b, &prime),
+                }
+            }
+            let Some(bytes) = prime.cpu_bytes() else {
+                // No CPU view: the decoder was asked for CPU frames; the outputs keep their
+                // last frame until those come.
+                return Ok(false);
+            };
+            return self
+                .video_copy(b, bytes, prime.width, prime.height, sequence)
+                .map_err(bad);
         }
         let size = source.with_newest(|_, w, h, seq, _| (w, h, seq));
         let Some((width, height, sequence)) = size else {
@@ -254,26 +456,8 @@ impl Engine {
         if sequence == shown {
             return Ok(false);
         }
-        if self.video[b].size != (width, height) {
-            for buffer in std::mem::take(&mut self.video[b].pool) {
-                let _ = self.buffer_release(buffer);
-            }
-            self.video[b].size = (width, height);
-            self.video[b].current = 0;
-        }
-        let free = self.video[b]
-            .pool
-            .iter()
-            .copied()
-            .find(|&id| self.buffers.get(id).is_ok_and(|buf| buf.screen_refs == 0));
-        let target = match free {
-            Some(id) => id,
-            None if self.video[b].pool.len() < POOL => {
-                let id = self.buffers.dumb_create(&self.card, width, height, NV12)?;
-                self.video[b].pool.push(id);
-                id
-            }
-            // Every buffer is on screen or in flight: skip this frame rather than tear.
+        let target = match self.video_pool_target(b, width, height).map_err(bad)? {
+            Some(target) => target,
             None => return Ok(false),
         };
         let buffers = &mut self.buffers;
@@ -282,35 +466,176 @@ impl Engine {
         let Some(written) = written else {
             return Ok(false);
         };
-        let written = written?;
+        self.video_uploaded(b, target, sequence, written.map_err(bad)?);
+        Ok(true)
+    }
+
+    fn video_copy(
+        &mut self,
+        b: usize,
+        bytes: &[u8],
+        width: u32,
+        height: u32,
+        sequence: u64,
+    ) -> KmsResult<bool> {
+        let Some(target) = self.video_pool_target(b, width, height)? else {
+            return Ok(false);
+        };
+        self.buffers.dumb_write(target, bytes)?;
+        self.video_uploaded(b, target, sequence, bytes.len());
+        Ok(true)
+    }
+
+    fn video_uploaded(&mut self, b: usize, target: u32, sequence: u64, written: usize) {
         self.video_counters.uploads += 1;
         self.video_counters.upload_bytes += written as u64;
         self.copies.bytes += written as u64;
         let binding = &mut self.video[b];
         binding.shown_sequence = sequence;
         binding.current = target;
-        Ok(true)
     }
 
-    fn video_import(&mut self, b: usize, prime: Arc<PrimeFrame>, sequence: u64) -> KmsResult<()> {
-        let (buffer, cached) = prime.with_layout(|objects, planes| {
-            let desc = DmaBufDesc {
-                width: prime.width,
-                height: prime.height,
-                format: prime.format,
-                modifier: prime.modifier,
-                objects,
-                planes,
-            };
-            self.buffers.dmabuf_import(&self.card, &desc)
-        })?;
+    /// A free NV12 pool buffer of this size, made on demand; None when every one is on screen
+    /// or in flight (the frame is skipped rather than torn).
+    fn video_pool_target(&mut self, b: usize, width: u32, height: u32) -> KmsResult<Option<u32>> {
+        if self.video[b].size != (width, height) {
+            for buffer in std::mem::take(&mut self.video[b].pool) {
+                let _ = self.buffer_release(buffer);
+            }
+            self.video[b].size = (width, height);
+        }
+        let free = self.video[b]
+            .pool
+            .iter()
+            .copied()
+            .find(|&id| self.buffers.get(id).is_ok_and(|buf| buf.screen_refs == 0));
+        Ok(match free {
+            Some(id) => Some(id),
+            None if self.video[b].pool.len() < POOL => {
+                let id = self.buffers.dumb_create(&self.card, width, height, NV12)?;
+                self.video[b].pool.push(id);
+                Some(id)
+            }
+            None => None,
+        })
+    }
+
+    /// Whether every output of group `b` has a plane that takes `prime`'s fourcc and modifier
+    /// (IN_FORMATS). Decided once per format, modifier and size; when not, the decoder is asked
+    /// for frames with a CPU view, once, and the outputs are told.
+    fn video_negotiate(&mut self, b: usize, prime: &PrimeFrame) -> bool {
+        let modifier = self.fault_modifier.unwrap_or(prime.modifier);
+        let asked = Negotiation {
+            format: prime.format,
+            modifier,
+            size: (prime.width, prime.height),
+            direct: false,
+        };
+        if let Some(n) = self.video[b].negotiation {
+            if (n.format, n.modifier, n.size) == (asked.format, asked.modifier, asked.size) {
+                return n.direct;
+            }
+            // A new surface pool (another size or layout): its predecessor's framebuffers
+            // would stay pinned in the import cache otherwise.
+            self.video_imports_drop(b, 0);
+        }
+        let wanted = (modifier != MOD_INVALID).then_some(modifier);
+        let refusing = self.video[b].placements.iter().position(|p| {
+            !self.outputs[p.output].planes.iter().any(|&plane| {
+                self.plane_res(plane)
+                    .is_ok_and(|r| r.accepts(prime.format, wanted))
+            })
+        });
+        let direct = refusing.is_none();
+        self.video[b].negotiation = Some(Negotiation { direct, ..asked });
+        if !direct {
+            self.video_format_fallback(b, prime);
+        }
+        direct
+    }
+
+    /// No plane takes the source's dma-bufs: the decoder goes on in software (its frames then
+    /// have a CPU view) and the outputs are told once; meanwhile frames with a CPU view are
+    /// copied.
+    fn video_format_fallback(&mut self, b: usize, prime: &PrimeFrame) {
+        let modifier = self.fault_modifier.unwrap_or(prime.modifier);
+        if let Some(n) = self.video[b].negotiation.as_mut() {
+            n.direct = false;
+        }
+        let first = &self.video[b].placements[0];
+        let reason = format!(
+            "{}: no plane takes {} with modifier {:#x}; decoding in software",
+            first.connector,
+            super::formats::fourcc_name(prime.format),
+            modifier
+        );
+        self.video[b].source.cpu_frames_request(&reason);
+        for p in &self.video[b].placements {
+            if self.events.len() < self.events.capacity() {
+                self.events.push(EngineEvent::FormatFallback {
+                    output: p.output,
+                    format: prime.format,
+                    modifier,
+                });
+            }
+        }
+    }
+
+    /// Lets go of group `b`'s imported framebuffers beyond the newest `keep`, oldest first,
+    /// except the one it shows (claimed ones go once they leave the screen).
+    fn video_imports_drop(&mut self, b: usize, keep: usize) {
+        loop {
+            let binding = &mut self.video[b];
+            if binding.imported.len() <= keep {
+                return;
+            }
+            // The oldest, but not the one on show while others can go; with `keep` 0 (a
+            // replaced pool) that one too: it leaves the kernel once off screen, and the group
+            // shows nothing new until the next frame is imported.
+            let current = binding.current;
+            let at = binding
+                .imported
+                .iter()
+                .position(|&id| id != current || keep == 0)
+                .unwrap_or(0);
+            let id = binding.imported.remove(at);
+            if id == current {
+                binding.current = 0;
+            }
+            self.video_counters.imports_dropped += 1;
+            let _ = self.buffer_release(id);
+        }
+    }
+
+    fn video_import(&mut self, b: usize, prime: &Arc<PrimeFrame>, sequence: u64) -> KmsResult<()> {
+        let (buffer, cached) = prime
+            .with_layout(|objects, planes| {
+                let desc = DmaBufDesc {
+                    width: prime.width,
+                    height: prime.height,
+                    format: prime.format,
+                    modifier: prime.modifier,
+                    objects,
+                    planes,
+                };
+                self.buffers.dmabuf_import(&self.card, &desc)
+            })
+            .inspect_err(|e| {
+                if matches!(e, KmsError::Ioctl(super::buffer::REFUSED_BEFORE, _)) {
+                    self.video_counters.imports_refused += 1;
+                }
+            })?;
         if let Ok(buf) = self.buffers.get_mut(buffer) {
             // The surface holds a new frame: a converted copy of its old content is stale.
             buf.generation += 1;
         }
+        let fresh = !cached || !self.video[b].imported.contains(&buffer);
+        if fresh && self.video[b].imported.len() >= IMPORTED_MAX {
+            self.video_imports_drop(b, IMPORTED_MAX - 1);
+        }
         let buffers = &self.buffers;
         let binding = &mut self.video[b];
-        if !cached || !binding.imported.contains(&buffer) {
+        if fresh {
             binding.imported.push(buffer);
         }
         // Claims on frames no CRTC shows any more go back to the decoder.
@@ -318,10 +643,118 @@ impl Engine {
         binding.held.retain(|(id, _)| {
             *id == current || buffers.get(*id).is_ok_and(|buf| buf.screen_refs > 0)
         });
-        binding.held.push((buffer, prime));
+        binding.held.push((buffer, Arc::clone(prime)));
         binding.shown_sequence = sequence;
         binding.current = buffer;
         self.video_counters.zero_copy += 1;
         Ok(())
+    }
+}
+
+/// Keeps the placements (and their reported causes, kept parallel) that `keep` accepts, in
+/// order. Returns whether any went.
+fn placements_retain(
+    placements: &mut Vec<VideoPlacement>,
+    reported: &mut Vec<Option<VideoCause>>,
+    mut keep: impl FnMut(&mut VideoPlacement) -> bool,
+) -> bool {
+    let before = placements.len();
+    let mut kept = 0;
+    for i in 0..placements.len() {
+        if keep(&mut placements[i]) {
+            placements.swap(kept, i);
+            reported.swap(kept, i);
+            kept += 1;
+        }
+    }
+    placements.truncate(kept);
+    reported.truncate(kept);
+    kept != before
+}
+
+/// The group's scene: one layer per output, buffer ids filled in per frame.
+fn scene_build(binding: &mut VideoBinding) {
+    binding.scene.clear();
+    for p in &binding.placements {
+        binding.scene.push(SceneOutput {
+            output: p.output,
+            layers: vec![SceneLayer {
+                buffer: 0,
+                src: p.src,
+                dst: p.dst,
+                rotation: p.rotation,
+                color: p.color,
+            }],
+        });
+    }
+}
+
+impl Engine {
+    /// The text of the fault `cause` of a video group on `output` (formatted once per cause;
+    /// empty for causes without more to say).
+    pub fn video_fault_detail(&self, output: usize, cause: VideoCause) -> Option<&str> {
+        self.video
+            .iter()
+            .filter(|b| b.shows(output) && b.fault == Some(cause))
+            .map(|b| b.fault_detail.as_str())
+            .next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(output: usize) -> VideoPlacement {
+        VideoPlacement {
+            output,
+            connector: format!("HDMI-A-{}", output + 1),
+            src: None,
+            dst: None,
+            rotation: 0,
+            color: None,
+        }
+    }
+
+    #[test]
+    fn a_group_taking_outputs_leaves_the_others_and_their_reports_in_step() {
+        // An older group on outputs 0, 1, 2; a new one showed its first picture on 1.
+        let mut placements = vec![placement(0), placement(1), placement(2)];
+        let mut reported = vec![
+            None,
+            Some(VideoCause::SourceStalled),
+            Some(VideoCause::NoPlane),
+        ];
+        let taken = [1usize];
+        assert!(placements_retain(&mut placements, &mut reported, |p| {
+            !taken.contains(&p.output)
+        }));
+        let outputs: Vec<usize> = placements.iter().map(|p| p.output).collect();
+        assert_eq!(outputs, vec![0, 2]);
+        assert_eq!(reported, vec![None, Some(VideoCause::NoPlane)]);
+        assert!(!placements_retain(&mut placements, &mut reported, |_| true));
+    }
+
+    #[test]
+    fn outputs_follow_their_connectors_after_a_reconfiguration() {
+        // Output 0 was unplugged: the others moved down one index.
+        let mut placements = vec![placement(0), placement(1), placement(2)];
+        let mut reported = vec![Some(VideoCause::CommitRefused), None, None];
+        let now = ["HDMI-A-2", "HDMI-A-3"];
+        placements_retain(&mut placements, &mut reported, |p| {
+            match now.iter().position(|c| *c == p.connector) {
+                Some(i) => {
+                    p.output = i;
+                    true
+                }
+                None => false,
+            }
+        });
+        let moved: Vec<(usize, &str)> = placements
+            .iter()
+            .map(|p| (p.output, p.connector.as_str()))
+            .collect();
+        assert_eq!(moved, vec![(0, "HDMI-A-2"), (1, "HDMI-A-3")]);
+        assert_eq!(reported, vec![None, None]);
     }
 }

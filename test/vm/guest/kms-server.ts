@@ -17,6 +17,7 @@ import type {
   KmsDevice,
   OutputConfig,
   OutputScene,
+  VideoOutput,
 } from '../../../native/index.d.ts';
 import { loadAddon } from '../../../src/native/addon.ts';
 import { type Pattern, patternNV12, patternXR24 } from '../pattern.ts';
@@ -24,6 +25,8 @@ import { type Pattern, patternNV12, patternXR24 } from '../pattern.ts';
 const addon = loadAddon();
 let device: KmsDevice | undefined;
 let decode: DecodeManager | undefined;
+/** What playVideo last bound, for videoResume. */
+let playing: { consumer: string; outputs: VideoOutput[] } | undefined;
 
 interface FlipRecord {
   count: number;
@@ -32,6 +35,8 @@ interface FlipRecord {
   maxStep: number;
   /** Flips more than one vblank after the previous one. */
   late: number;
+  /** Flips exactly two vblanks after the previous one (one vblank missed). */
+  lateOne: number;
 }
 let flips = new Map<string, FlipRecord>();
 let loopDone: ((frames: number) => void) | undefined;
@@ -44,11 +49,12 @@ const imports = new Map<number, DmaBufDescriptor>();
 
 const onEvent = (event: DisplayEvent): void => {
   if (event.kind === 'flip' && event.connector !== undefined && event.sequence !== undefined) {
-    const r = flips.get(event.connector) ?? { count: 0, lastSequence: 0, maxStep: 0, late: 0 };
+    const r = flips.get(event.connector) ?? { count: 0, lastSequence: 0, maxStep: 0, late: 0, lateOne: 0 };
     if (r.count > 0) {
       const step = event.sequence - r.lastSequence;
       r.maxStep = Math.max(r.maxStep, step);
       if (step > 2) r.late++;
+      if (step === 2) r.lateOne++;
     }
     r.count++;
     r.lastSequence = event.sequence;
@@ -231,12 +237,29 @@ const methods: Record<string, (p: Params) => unknown> = {
       typeof o === 'string' ? { connector: o } : o,
     );
     need().playVideo(decode, consumer, outputs);
+    playing = { consumer, outputs };
+    return true;
+  },
+  /**
+   * Takes the video off the outputs (each keeps its last frame, still) while its decoder runs
+   * on: a writeback capture needs idle outputs, and a still screen next to a running decoder
+   * shows whether the surface on screen is left alone.
+   */
+  videoPause: () => {
+    need().stopVideo();
+    return true;
+  },
+  /** Plays the paused decoder again on the outputs it had: its frame numbers carry on. */
+  videoResume: () => {
+    if (!decode || !playing) throw new Error('no paused video to resume');
+    need().playVideo(decode, playing.consumer, playing.outputs);
     return true;
   },
   stopVideo: () => {
     need().stopVideo();
     decode?.close();
     decode = undefined;
+    playing = undefined;
     return true;
   },
   decodeStatus: () => decode?.status() ?? null,
@@ -277,6 +300,7 @@ const methods: Record<string, (p: Params) => unknown> = {
     return { before, after };
   },
 };
+Object.assign(methods, (await import('./kms-server-video.ts')).videoMethods(addon));
 
 const reply = (message: object): void => {
   process.stdout.write(`${JSON.stringify(message)}\n`);
