@@ -153,6 +153,9 @@ function everyVblank(connector: string, s: Sequences | undefined): string {
   return `${connector} ${one}/${intervals} on the next vblank, lateOne ${two}`;
 }
 
+/** The decoders' I/O timeout (native/src/decode/io.rs RW_TIMEOUT). */
+const RW_TIMEOUT_MS = 5000;
+
 const videoEvents = async (ctx: CaseContext): Promise<DisplayEvent[]> => await ctx.kms.call<DisplayEvent[]>('vEvents');
 
 export const videoCases: VmCase[] = [
@@ -381,6 +384,137 @@ export const videoCases: VmCase[] = [
         const counters = await kms.call<{ errors: number; lastError?: string }>('vCounters');
         assert.equal(counters.errors, 0, `video errors: ${counters.lastError}`);
         return `${before} framebuffers of 320x240 imported, all gone after the change; ${after} of 352x288 now`;
+      } finally {
+        await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'video-network-stall',
+    title:
+      'an HTTP source that stalls mid-stream: given up as ERR_DECODE_STALLED within the I/O timeout, its output keeps its picture, the other flips on every vblank',
+    async run(ctx) {
+      const { kms, vm, repo } = ctx;
+      const card = await vkmsConfigfsDevice(vm, 'vnet', 2);
+      const outputs = await outputsOn(ctx, card, '640x480');
+      assert.equal(outputs.length, 2, `two outputs on ${card}`);
+      const [a, b] = outputs.map((o) => o.connector) as [string, string];
+      const at = { x: 0, y: 0, width: 320, height: 240 };
+      const clip = path.join(vm.scratch, 'net-main.mp4');
+      counterClip(clip, 320, 240, 60);
+      // 30 s of stream, of which the server sends the first 15 % (past FFmpeg's probe) and
+      // then nothing more, with the connection left open: a stall, not a hang-up.
+      const stream = path.join(vm.scratch, 'net-stall.ts');
+      counterClip(stream, 320, 240, 30, 'ts');
+      const cut = Math.floor(fs.statSync(stream).size * 0.15);
+      const server = vm.spawn([
+        `${repo}/node_modules/.bin/node`,
+        `${repo}/test/vm/guest/stall-server.ts`,
+        stream,
+        String(cut),
+      ]);
+      try {
+        const port = Number((await server.waitForLine(/^listening \d+/, 60000)).split(' ')[1]);
+        const source = `http://127.0.0.1:${port}/stall.ts`;
+        await kms.call('vPlay', { consumer: 'main', source: clip, hw: 'dmabuf', outputs: [{ connector: a, dst: at }] });
+        await kms.call('vPlay', { consumer: 'net', source, outputs: [{ connector: b, dst: at }] });
+        await server.waitForLine(/^quiet after/, 30000);
+        // The decoder plays what arrived, then waits on the socket: starved once its frame
+        // count stands still for 1 s (10 frame periods). From then the I/O timeout runs.
+        type Status = { decoders: Array<{ source: string; frames: number; failureCode?: string; failure?: string }> };
+        const net = async () => (await kms.call<Status>('vDecodeStatus')).decoders.find((d) => d.source === source);
+        let last = { frames: -1, since: Date.now() };
+        const starved = await until('the stalled decoder to run out of data', 60000, async () => {
+          const d = await net();
+          if (!d) throw new Error('the network decoder is gone');
+          if (d.failureCode) return last.since;
+          if (d.frames !== last.frames) last = { frames: d.frames, since: Date.now() };
+          return Date.now() - last.since >= 1000 ? last.since : undefined;
+        });
+        await kms.call('vSequencesReset');
+        // Every answer of the guest's JavaScript thread while the decoder waits: none may be slow.
+        let slowest = 0;
+        const failed = await until('ERR_DECODE_STALLED', RW_TIMEOUT_MS + 20000, async () => {
+          const asked = Date.now();
+          const d = await net();
+          slowest = Math.max(slowest, Date.now() - asked);
+          return d?.failureCode ? d : undefined;
+        });
+        const after = Date.now() - starved;
+        assert.equal(failed.failureCode, 'ERR_DECODE_STALLED', failed.failure);
+        assert.match(failed.failure ?? '', /stalled: no data within 5 s/);
+        // Under TCG the guest's frames and polls lag; 4 s on top of the timeout, not 60.
+        assert.ok(after < RW_TIMEOUT_MS + 4000, `given up ${after} ms after the data stopped`);
+        assert.ok(slowest < 2000, `the guest's JavaScript answered within ${slowest} ms while the decoder waited`);
+        await server.waitForLine(/^closed by the client/, 10000);
+        const flips = await kms.call<Record<string, Sequences>>('vSequences');
+        const line = everyVblank(a, flips[a]);
+        assert.ok((flips[a]?.count ?? 0) >= 60, `${a}: ${flips[a]?.count ?? 0} flips while ${b}'s source stalled`);
+        await kms.call('vStop');
+        const shown = await capture(ctx, b);
+        assert.notEqual(centre(shown), 0, `${b} keeps a picture of its source, not black`);
+        return `given up ${after} ms after the data stopped (${failed.failure}); slowest guest answer meanwhile ${slowest} ms; ${line}; ${b} kept luma ${centre(shown)}`;
+      } finally {
+        server.kill('SIGKILL');
+        await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'native-panic-survives',
+    title:
+      'a Rust panic provoked through the API is a thrown error and the flips go on; a panicked presentation thread is reported and the device opens again',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const card = await vkmsConfigfsDevice(vm, 'vpanic', 2);
+      const clip = path.join(vm.scratch, 'panic-counter.mp4');
+      counterClip(clip, 320, 240, 60);
+      const play = async (): Promise<string[]> => {
+        const outputs = await outputsOn(ctx, card, '640x480');
+        const connectors = outputs.map((o) => o.connector);
+        await kms.call('vPlay', {
+          consumer: 'main',
+          source: clip,
+          hw: 'dmabuf',
+          outputs: connectors.map((connector) => ({ connector, dst: { x: 0, y: 0, width: 320, height: 240 } })),
+        });
+        return connectors;
+      };
+      try {
+        const connectors = await play();
+        await flipsMeasured(ctx, connectors, 30);
+        const thrown = await kms.call('vPanic', { target: 'call' }).then(
+          () => undefined,
+          (e: Error) => e,
+        );
+        assert.ok(thrown, 'panicForTest("call") threw');
+        assert.match(thrown.message, /panicForTest: a panic provoked through the API/);
+        const after = await flipsMeasured(ctx, connectors, 60);
+        const lines = connectors.map((c) => everyVblank(c, after[c]));
+        const panics = await kms.call<Array<{ thread: string; message: string }>>('vPanics');
+        assert.ok(
+          panics.some((p) => /provoked through the API/.test(p.message)),
+          `reported: ${JSON.stringify(panics)}`,
+        );
+
+        // The presentation thread itself: it ends, is reported by name, and its loop ages
+        // (what the supervisor's watchdog reads); the process answers on.
+        await kms.call('vPanic', { target: 'frameLoop' });
+        const present = await until('the presentation thread panic', 30000, async () =>
+          (await kms.call<Array<{ thread: string; message: string }>>('vPanics')).find(
+            (p) => p.thread === 'multihead-present',
+          ),
+        );
+        const stale = await until('a stale present loop', 30000, async () =>
+          (await kms.call<Array<{ name: string; ageMs: number }>>('vFrameLoops')).find(
+            (l) => l.name === 'present' && l.ageMs > 1000,
+          ),
+        );
+        // Closed and opened again in the same process: DRM master and the CRTCs are free.
+        await kms.call('vClose');
+        const again = await play();
+        const reopened = await flipsMeasured(ctx, again, 30);
+        return `the call panic thrown, flips on: ${lines.join(', ')}; "${present.message}" on ${present.thread}, its loop ${stale.ageMs} ms old; reopened: ${again.map((c) => `${c} ${reopened[c]?.count}`).join(', ')} flips`;
       } finally {
         await kms.call('vClose').catch(() => {});
       }

@@ -23,9 +23,39 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * Where each thread of the guest's node processes waits, as the kernel says (state, wait
+ * channel, the top of its kernel stack): a server that stopped answering is blocked
+ * somewhere, and this names where.
+ */
+async function guestThreads(vm: Vm): Promise<string> {
+  const script = [
+    'for d in /proc/[0-9]*; do',
+    '  [ "$(basename $d)" = "$$" ] && continue;',
+    '  grep -q "kms-server\\|agent" $d/cmdline 2>/dev/null || continue;',
+    '  echo "pid $(basename $d): $(tr "\\0" " " < $d/cmdline | cut -c1-100)";',
+    '  for t in $d/task/*; do',
+    '    echo "  $(basename $t) $(cat $t/comm) $(cut -d" " -f3 $t/stat) wchan=$(cat $t/wchan) $(head -4 $t/stack 2>/dev/null | tr "\\n" " ")";',
+    '  done;',
+    'done',
+  ].join(' ');
+  const timeout = new Promise<string>((resolve) =>
+    setTimeout(() => resolve('(the agent did not answer in 20 s)'), 20000),
+  );
+  const listed = vm
+    .exec(['sh', '-c', script])
+    .then((r) => `${r.stdout}${r.stderr}`.trim())
+    .catch((e: Error) => `(cannot list: ${e.message})`);
+  return await Promise.race([listed, timeout]);
+}
+
 export async function kmsClientStart(vm: Vm, repo: string, nodeArgs: string[] = []): Promise<KmsClient> {
   const node = `${repo}/node_modules/.bin/node`;
-  const proc: GuestProcess = vm.spawn([node, ...nodeArgs, `${repo}/test/vm/guest/kms-server.ts`], { cwd: repo });
+  // Test hooks on: the native-panic case provokes panics through the API.
+  const proc: GuestProcess = vm.spawn([node, ...nodeArgs, `${repo}/test/vm/guest/kms-server.ts`], {
+    cwd: repo,
+    env: { MULTIHEAD_TEST_HOOKS: '1' },
+  });
   let nextId = 1;
   const pending = new Map<number, Pending>();
   let stderr = '';
@@ -76,7 +106,9 @@ export async function kmsClientStart(vm: Vm, repo: string, nodeArgs: string[] = 
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           pending.delete(id);
-          reject(new Error(`${method}: no reply in ${timeoutMs} ms`));
+          void guestThreads(vm).then((threads) =>
+            reject(new Error(`${method}: no reply in ${timeoutMs} ms; the guest's node threads: ${threads}`)),
+          );
         }, timeoutMs);
         pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
         proc.write(`${JSON.stringify({ id, method, params })}\n`);

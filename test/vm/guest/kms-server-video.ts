@@ -97,5 +97,12 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
       close();
       return true;
     },
+    /** addon.panicForTest (the server runs with MULTIHEAD_TEST_HOOKS=1): "call" throws here. */
+    vPanic: (p) => {
+      addon.panicForTest(String(p.target));
+      return true;
+    },
+    vPanics: () => addon.nativePanics(),
+    vFrameLoops: () => addon.frameLoops(),
   };
 }
