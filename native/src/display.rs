@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use crate::kms::buffer::DmaBufDesc;
+use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 use crate::kms::engine::{
     rotation_bit, Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput,
 };
@@ -744,8 +744,8 @@ impl KmsDevice {
         let desc = DmaBufDesc {
             width: descriptor.width,
             height: descriptor.height,
-            format,
-            modifier,
+            format: Fourcc(format),
+            modifier: Modifier(modifier),
             objects: &objects,
             planes: &planes,
         };

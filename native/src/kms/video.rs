@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::decode::decoder::FrameSource;
 use crate::decode::prime::PrimeFrame;
+use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 
-use super::buffer::DmaBufDesc;
 use super::engine::{monotonic_ns, Engine, EngineEvent, PresentResult, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
 use super::formats::{YuvColor, MOD_INVALID, NV12};
@@ -613,8 +613,8 @@ impl Engine {
                 let desc = DmaBufDesc {
                     width: prime.width,
                     height: prime.height,
-                    format: prime.format,
-                    modifier: prime.modifier,
+                    format: Fourcc(prime.format),
+                    modifier: Modifier(prime.modifier),
                     objects,
                     planes,
                 };
