@@ -1,0 +1,110 @@
+//! Planes: which plane of an output takes a layer, and the properties that put a framebuffer
+//! on it.
+
+use super::super::error::{KmsError, KmsResult};
+use super::super::formats::{YuvColor, NV12};
+use super::super::props::Prop;
+use super::super::resources::PlaneRes;
+use super::{Engine, ROTATE_0};
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn plane_triples(
+        &self,
+        out: &mut Vec<(u32, u32, u64)>,
+        plane: u32,
+        crtc: u32,
+        fb: u32,
+        src: (u32, u32, u32, u32),
+        dst: (i32, i32, u32, u32),
+        rotation: u64,
+    ) -> KmsResult<()> {
+        let res = self.plane_res(plane)?;
+        let p = &res.props;
+        let req = |prop| p.require(prop, "plane");
+        if fb == 0 {
+            out.push((plane, req(Prop::FbId)?, 0));
+            out.push((plane, req(Prop::CrtcId)?, 0));
+            return Ok(());
+        }
+        out.push((plane, req(Prop::FbId)?, u64::from(fb)));
+        out.push((plane, req(Prop::CrtcId)?, u64::from(crtc)));
+        out.push((plane, req(Prop::SrcX)?, u64::from(src.0) << 16));
+        out.push((plane, req(Prop::SrcY)?, u64::from(src.1) << 16));
+        out.push((plane, req(Prop::SrcW)?, u64::from(src.2) << 16));
+        out.push((plane, req(Prop::SrcH)?, u64::from(src.3) << 16));
+        out.push((plane, req(Prop::CrtcX)?, dst.0 as i64 as u64));
+        out.push((plane, req(Prop::CrtcY)?, dst.1 as i64 as u64));
+        out.push((plane, req(Prop::CrtcW)?, u64::from(dst.2)));
+        out.push((plane, req(Prop::CrtcH)?, u64::from(dst.3)));
+        if let Some(id) = p.id(Prop::Rotation) {
+            out.push((plane, id, rotation));
+        }
+        Ok(())
+    }
+
+    /// Tells the plane how to turn this YUV buffer into RGB; planes without the properties
+    /// use their fixed conversion.
+    pub(super) fn color_triples(
+        &self,
+        out: &mut Vec<(u32, u32, u64)>,
+        plane: u32,
+        color: YuvColor,
+    ) {
+        let Ok(res) = self.plane_res(plane) else {
+            return;
+        };
+        let (encoding, range) = color.kms_names();
+        for (prop, name) in [(Prop::ColorEncoding, encoding), (Prop::ColorRange, range)] {
+            let value = res
+                .props
+                .enum_entries(prop)
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, v)| v);
+            if let (Some(id), Some(value)) = (res.props.id(prop), value) {
+                out.push((plane, id, value));
+            }
+        }
+    }
+
+    pub(in crate::kms) fn plane_res(&self, plane: u32) -> KmsResult<&PlaneRes> {
+        self.res
+            .planes
+            .iter()
+            .find(|p| u32::from(p.handle) == plane)
+            .ok_or_else(|| {
+                KmsError::Ioctl(
+                    "plane lookup",
+                    std::io::Error::other(format!("plane {plane} vanished")),
+                )
+            })
+    }
+
+    /// Whether `buffer` must be shown through a converted copy on `output`: it has no
+    /// framebuffer, or no plane from `first_plane` on takes it, or conversion is forced.
+    pub(super) fn layer_needs_copy(
+        &self,
+        output: usize,
+        first_plane: usize,
+        buffer: u32,
+        rotation: u64,
+        force: bool,
+    ) -> KmsResult<bool> {
+        let b = self.buffers.get(buffer)?;
+        if b.format != NV12 {
+            return Ok(false);
+        }
+        if b.fb == 0 || force {
+            return Ok(true);
+        }
+        let planes = &self.outputs[output].planes;
+        let placeable = planes.iter().skip(first_plane).any(|&plane| {
+            self.plane_res(plane).is_ok_and(|p| {
+                p.accepts(b.format, b.modifier)
+                    && (rotation == ROTATE_0 || p.rotations & rotation != 0)
+            })
+        });
+        Ok(!placeable)
+    }
+}
