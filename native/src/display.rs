@@ -15,6 +15,7 @@ use crate::kms::engine::{
 };
 use crate::kms::error::KmsError;
 use crate::kms::formats::{fourcc_name, fourcc_parse, YuvColor, YuvMatrix, MOD_INVALID};
+use crate::kms::ids::Rect as KmsRect;
 use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
@@ -359,14 +360,28 @@ fn parse_modifier(text: Option<&str>) -> napi::Result<u64> {
     parsed.map_err(|_| bad_arg(format!("modifier {text:?} is not a 64-bit number")))
 }
 
-fn rect_tuple(r: &Rect) -> Result<(u32, u32, u32, u32), KmsError> {
+fn rect_tuple(r: &Rect) -> Result<KmsRect<u32>, KmsError> {
     if r.x < 0 || r.y < 0 {
         return Err(KmsError::BadBuffer(format!(
             "source rectangle ({}, {}) must not be negative",
             r.x, r.y
         )));
     }
-    Ok((r.x as u32, r.y as u32, r.width, r.height))
+    Ok(KmsRect {
+        x: r.x as u32,
+        y: r.y as u32,
+        w: r.width,
+        h: r.height,
+    })
+}
+
+fn rect_dst(r: &Rect) -> KmsRect {
+    KmsRect {
+        x: r.x,
+        y: r.y,
+        w: r.width,
+        h: r.height,
+    }
 }
 
 /// The layer's colour settings, or None to let the engine pick from the buffer's height.
@@ -779,7 +794,7 @@ impl KmsDevice {
                     layers.push(SceneLayer {
                         buffer: l.buffer,
                         src: l.src.as_ref().map(rect_tuple).transpose()?,
-                        dst: l.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                        dst: l.dst.as_ref().map(rect_dst),
                         rotation: l.rotation.unwrap_or(0),
                         color: yuv_color(
                             l.color_encoding.as_deref(),
@@ -852,7 +867,7 @@ impl KmsDevice {
                     output,
                     connector: o.connector.clone(),
                     src: o.src.as_ref().map(rect_tuple).transpose()?,
-                    dst: o.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                    dst: o.dst.as_ref().map(rect_dst),
                     rotation: o.rotation.unwrap_or(0),
                     // The frame height is not known before the first frame; an untagged
                     // setting fills in as for HD video.

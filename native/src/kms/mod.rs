@@ -9,6 +9,7 @@ pub mod edid;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod ids;
 pub mod output;
 pub mod pacing;
 pub mod present;

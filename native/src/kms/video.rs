@@ -14,6 +14,7 @@ use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 use super::engine::{monotonic_ns, Engine, EngineEvent, PresentResult, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
 use super::formats::{YuvColor, MOD_INVALID, NV12};
+use super::ids::Rect;
 use super::pacing::group_idle;
 use super::video_health::{report, Backoff, Transition, VideoCause, FIRST_FRAME_NS, STALL_NS};
 
@@ -31,8 +32,8 @@ pub struct VideoPlacement {
     pub output: usize,
     /// The output's connector: indexes change when outputs are reconfigured, names do not.
     pub connector: String,
-    pub src: Option<(u32, u32, u32, u32)>,
-    pub dst: Option<(i32, i32, u32, u32)>,
+    pub src: Option<Rect<u32>>,
+    pub dst: Option<Rect>,
     pub rotation: u32,
     pub color: Option<YuvColor>,
 }

@@ -7,6 +7,7 @@ use drm::control::Device as ControlDevice;
 use super::super::commit::{commit_error, FLAG_ALLOW_MODESET, FLAG_TEST_ONLY};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::XR24;
+use super::super::ids::Rect;
 use super::super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
 use super::super::props::Prop;
 use super::{Engine, ROTATE_0};
@@ -139,8 +140,8 @@ impl Engine {
                         plane,
                         crtc_id,
                         fb,
-                        (0, 0, w, h),
-                        (0, 0, w, h),
+                        Rect::sized(w, h),
+                        Rect::sized(w, h),
                         ROTATE_0,
                     )?;
                 }

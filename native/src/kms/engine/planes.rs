@@ -3,6 +3,7 @@
 
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{YuvColor, NV12};
+use super::super::ids::Rect;
 use super::super::props::Prop;
 use super::super::resources::PlaneRes;
 use super::{Engine, ROTATE_0};
@@ -15,8 +16,8 @@ impl Engine {
         plane: u32,
         crtc: u32,
         fb: u32,
-        src: (u32, u32, u32, u32),
-        dst: (i32, i32, u32, u32),
+        src: Rect<u32>,
+        dst: Rect,
         rotation: u64,
     ) -> KmsResult<()> {
         let res = self.plane_res(plane)?;
@@ -29,14 +30,14 @@ impl Engine {
         }
         out.push((plane, req(Prop::FbId)?, u64::from(fb)));
         out.push((plane, req(Prop::CrtcId)?, u64::from(crtc)));
-        out.push((plane, req(Prop::SrcX)?, u64::from(src.0) << 16));
-        out.push((plane, req(Prop::SrcY)?, u64::from(src.1) << 16));
-        out.push((plane, req(Prop::SrcW)?, u64::from(src.2) << 16));
-        out.push((plane, req(Prop::SrcH)?, u64::from(src.3) << 16));
-        out.push((plane, req(Prop::CrtcX)?, dst.0 as i64 as u64));
-        out.push((plane, req(Prop::CrtcY)?, dst.1 as i64 as u64));
-        out.push((plane, req(Prop::CrtcW)?, u64::from(dst.2)));
-        out.push((plane, req(Prop::CrtcH)?, u64::from(dst.3)));
+        out.push((plane, req(Prop::SrcX)?, u64::from(src.x) << 16));
+        out.push((plane, req(Prop::SrcY)?, u64::from(src.y) << 16));
+        out.push((plane, req(Prop::SrcW)?, u64::from(src.w) << 16));
+        out.push((plane, req(Prop::SrcH)?, u64::from(src.h) << 16));
+        out.push((plane, req(Prop::CrtcX)?, dst.x as i64 as u64));
+        out.push((plane, req(Prop::CrtcY)?, dst.y as i64 as u64));
+        out.push((plane, req(Prop::CrtcW)?, u64::from(dst.w)));
+        out.push((plane, req(Prop::CrtcH)?, u64::from(dst.h)));
         if let Some(id) = p.id(Prop::Rotation) {
             out.push((plane, id, rotation));
         }

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use super::super::commit::{commit_error, FLAG_NONBLOCK, FLAG_PAGE_FLIP_EVENT, FLAG_TEST_ONLY};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, is_yuv, YuvColor};
+use super::super::ids::Rect;
 use super::{monotonic_ns, rotation_bit, Engine, ROTATE_0};
 
 /// One layer of an output's scene: which buffer, which part of it, where on the screen.
@@ -15,9 +16,9 @@ use super::{monotonic_ns, rotation_bit, Engine, ROTATE_0};
 pub struct SceneLayer {
     pub buffer: u32,
     /// Source rectangle in buffer pixels (crop); default: the whole buffer.
-    pub src: Option<(u32, u32, u32, u32)>,
+    pub src: Option<Rect<u32>>,
     /// Destination rectangle in CRTC pixels; default: the whole mode.
-    pub dst: Option<(i32, i32, u32, u32)>,
+    pub dst: Option<Rect>,
     /// Degrees clockwise: 0, 90, 180, 270.
     pub rotation: u32,
     /// For YUV buffers: matrix and range; default from the buffer's height (see YuvColor).
@@ -157,18 +158,27 @@ impl Engine {
                     });
                 };
                 next_plane = slot + 1;
-                let src = layer.src.unwrap_or((0, 0, buffer.width, buffer.height));
-                if src.2 == 0
-                    || src.3 == 0
-                    || src.0 + src.2 > buffer.width
-                    || src.1 + src.3 > buffer.height
+                let src = layer
+                    .src
+                    .unwrap_or(Rect::sized(buffer.width, buffer.height));
+                if src.w == 0
+                    || src.h == 0
+                    || src.x + src.w > buffer.width
+                    || src.y + src.h > buffer.height
                 {
                     return Err(KmsError::BadBuffer(format!(
-                        "{}: source rectangle {:?} outside buffer {} ({}x{})",
-                        output.connector, src, layer.buffer, buffer.width, buffer.height
+                        "{}: source rectangle ({}, {}, {}, {}) outside buffer {} ({}x{})",
+                        output.connector,
+                        src.x,
+                        src.y,
+                        src.w,
+                        src.h,
+                        layer.buffer,
+                        buffer.width,
+                        buffer.height
                     )));
                 }
-                let dst = layer.dst.unwrap_or((0, 0, mw, mh));
+                let dst = layer.dst.unwrap_or(Rect::sized(mw, mh));
                 (
                     output.planes[slot],
                     buffer.format,
@@ -202,8 +212,8 @@ impl Engine {
                         plane,
                         output.crtc_id,
                         0,
-                        (0, 0, 0, 0),
-                        (0, 0, 0, 0),
+                        Rect::default(),
+                        Rect::default(),
                         ROTATE_0,
                     )?;
                 }
