@@ -99,13 +99,52 @@ impl Engine {
         if b.fb == 0 || force {
             return Ok(true);
         }
-        let planes = &self.outputs[output].planes;
-        let placeable = planes.iter().skip(first_plane).any(|&plane| {
-            self.plane_res(plane).is_ok_and(|p| {
-                p.accepts(b.format, b.modifier)
-                    && (rotation == ROTATE_0 || p.rotations & rotation != 0)
-            })
-        });
+        let placeable = self
+            .plane_slot(output, first_plane, b.format, b.modifier, rotation)
+            .is_some();
         Ok(!placeable)
+    }
+
+    /// The first of `output`'s planes from `from` on that scans out `format` with `modifier`
+    /// at `rotation`, as an index into its planes. Layers go bottom up: the bottom one tries
+    /// the primary plane, the others need overlays above the one below them.
+    pub(super) fn plane_slot(
+        &self,
+        output: usize,
+        from: usize,
+        format: u32,
+        modifier: Option<u64>,
+        rotation: u64,
+    ) -> Option<usize> {
+        let planes = &self.outputs[output].planes;
+        (from..planes.len()).find(|&i| {
+            self.plane_res(planes[i]).is_ok_and(|p| {
+                p.accepts(format, modifier) && (rotation == ROTATE_0 || p.rotations & rotation != 0)
+            })
+        })
+    }
+
+    /// Switches off the planes of `output` that the commit being built leaves empty but that
+    /// show something now or in the commit in flight.
+    pub(super) fn planes_unused_off(
+        &self,
+        out: &mut Vec<(u32, u32, u64)>,
+        output: usize,
+    ) -> KmsResult<()> {
+        let output = &self.outputs[output];
+        for (i, &plane) in output.planes.iter().enumerate() {
+            if output.staged[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
+                self.plane_triples(
+                    out,
+                    plane,
+                    output.crtc_id,
+                    0,
+                    Rect::default(),
+                    Rect::default(),
+                    ROTATE_0,
+                )?;
+            }
+        }
+        Ok(())
     }
 }

@@ -136,13 +136,13 @@ impl Engine {
                 }
                 let output = &self.outputs[s.output];
                 let buffer = self.buffers.get(shown_id)?;
-                // The bottom layer tries the primary plane; others need overlays.
-                let slot = (next_plane..output.planes.len()).find(|&i| {
-                    self.plane_res(output.planes[i]).is_ok_and(|p| {
-                        p.accepts(buffer.format, buffer.modifier)
-                            && (rotation == ROTATE_0 || p.rotations & rotation != 0)
-                    })
-                });
+                let slot = self.plane_slot(
+                    s.output,
+                    next_plane,
+                    buffer.format,
+                    buffer.modifier,
+                    rotation,
+                );
                 let Some(slot) = slot else {
                     return Err(KmsError::NoPlane {
                         connector: output.connector.clone(),
@@ -204,20 +204,7 @@ impl Engine {
                     self.color_triples(triples, output.planes[slot], color);
                 }
             }
-            let output = &self.outputs[s.output];
-            for (i, &plane) in output.planes.iter().enumerate() {
-                if output.staged[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
-                    self.plane_triples(
-                        triples,
-                        plane,
-                        output.crtc_id,
-                        0,
-                        Rect::default(),
-                        Rect::default(),
-                        ROTATE_0,
-                    )?;
-                }
-            }
+            self.planes_unused_off(triples, s.output)?;
         }
         // In place and allocation-free, unlike a stable sort.
         triples.sort_unstable_by_key(|t| (t.0, t.1));
