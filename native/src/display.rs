@@ -15,7 +15,7 @@ use crate::kms::engine::{
 };
 use crate::kms::error::KmsError;
 use crate::kms::formats::{fourcc_name, fourcc_parse, YuvColor, YuvMatrix, MOD_INVALID};
-use crate::kms::ids::Rect as KmsRect;
+use crate::kms::ids::{BufferId, Rect as KmsRect};
 use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
@@ -512,7 +512,7 @@ impl KmsDevice {
                                             fourcc_name(format)
                                         )),
                                         connector,
-                                        buffer: Some(buffer),
+                                        buffer: Some(buffer.0),
                                         format: Some(fourcc_name(format)),
                                         ..Default::default()
                                     }
@@ -702,7 +702,7 @@ impl KmsDevice {
                     crtc: o.crtc_id,
                     crtc_index: o.crtc_index as u32,
                     mode: mode_info(&o.mode),
-                    planes: o.planes.clone(),
+                    planes: o.planes.iter().map(|p| p.0).collect(),
                 })
                 .collect())
         })
@@ -713,7 +713,11 @@ impl KmsDevice {
     pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
-        self.with_engine(|e| e.buffers.dumb_create(&e.card, width, height, code))
+        self.with_engine(|e| {
+            e.buffers
+                .dumb_create(&e.card, width, height, code)
+                .map(|id| id.0)
+        })
     }
 
     /// A linear scanout buffer object from Mesa's GBM ("XR24" or "AR24"). Returns its id;
@@ -722,13 +726,17 @@ impl KmsDevice {
     pub fn create_gbm_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
-        self.with_engine(|e| e.buffers.gbm_create(&e.card, width, height, code))
+        self.with_engine(|e| {
+            e.buffers
+                .gbm_create(&e.card, width, height, code)
+                .map(|id| id.0)
+        })
     }
 
     /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
     #[napi(catch_unwind)]
     pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> napi::Result<()> {
-        self.with_engine(|e| e.buffers.dumb_write(buffer, &data))
+        self.with_engine(|e| e.buffers.dumb_write(BufferId(buffer), &data))
     }
 
     /// Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
@@ -766,14 +774,17 @@ impl KmsDevice {
         };
         self.with_engine(|e| {
             let (buffer, cached) = e.buffers.dmabuf_import(&e.card, &desc)?;
-            Ok(ImportResult { buffer, cached })
+            Ok(ImportResult {
+                buffer: buffer.0,
+                cached,
+            })
         })
     }
 
     /// Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now.
     #[napi(catch_unwind)]
     pub fn release_buffer(&self, buffer: u32) -> napi::Result<bool> {
-        self.with_engine(|e| e.buffer_release(buffer))
+        self.with_engine(|e| e.buffer_release(BufferId(buffer)))
     }
 
     #[napi(catch_unwind)]
@@ -792,14 +803,14 @@ impl KmsDevice {
                 let mut layers = Vec::with_capacity(s.layers.len());
                 for l in &s.layers {
                     layers.push(SceneLayer {
-                        buffer: l.buffer,
+                        buffer: BufferId(l.buffer),
                         src: l.src.as_ref().map(rect_tuple).transpose()?,
                         dst: l.dst.as_ref().map(rect_dst),
                         rotation: l.rotation.unwrap_or(0),
                         color: yuv_color(
                             l.color_encoding.as_deref(),
                             l.color_range.as_deref(),
-                            e.buffers.get(l.buffer).map_or(0, |b| b.height),
+                            e.buffers.get(BufferId(l.buffer)).map_or(0, |b| b.height),
                         )?,
                     });
                 }
@@ -819,7 +830,8 @@ impl KmsDevice {
         self.with_engine(|e| {
             let mut outputs = Vec::with_capacity(config.outputs.len());
             for o in config.outputs {
-                outputs.push((e.output_index(&o.connector)?, o.buffers));
+                let buffers = o.buffers.into_iter().map(BufferId).collect();
+                outputs.push((e.output_index(&o.connector)?, buffers));
             }
             e.flip_loop_start(FlipLoop {
                 outputs,
@@ -933,7 +945,7 @@ impl KmsDevice {
         // Under the lock only the pin; the copy is made without it (see screen_copy.rs).
         let pinned = self.with_engine(|e| {
             let index = e.output_index(&connector)?;
-            let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
+            let buffer = e.outputs[index].shown.first().map_or(0, |b| b.0);
             Ok((buffer != 0)
                 .then(|| crate::screen_copy::pin(e, buffer).ok())
                 .flatten())

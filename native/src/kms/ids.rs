@@ -39,3 +39,42 @@ impl<P: Default> Rect<P> {
         }
     }
 }
+
+/// A buffer in the engine's store. A buffer with a framebuffer is known by that framebuffer's
+/// id; one without (CPU-only, shown through converted copies) by an id far above the kernel's.
+/// `NONE` (0) is "no buffer": an empty plane.
+#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BufferId(pub u32);
+
+impl BufferId {
+    pub const NONE: BufferId = BufferId(0);
+
+    pub fn is_none(self) -> bool {
+        self == BufferId::NONE
+    }
+}
+
+impl From<FbId> for BufferId {
+    fn from(fb: FbId) -> BufferId {
+        BufferId(fb.0)
+    }
+}
+
+/// JavaScript and the screen-copy path name buffers by number.
+impl From<u32> for BufferId {
+    fn from(id: u32) -> BufferId {
+        BufferId(id)
+    }
+}
+
+/// Ids print as the bare numbers they were, so messages read as before.
+macro_rules! id_display {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )*};
+}
+id_display!(BufferId, FbId, PlaneId);

@@ -14,7 +14,7 @@ use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 use super::engine::{monotonic_ns, Engine, EngineEvent, PresentResult, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
 use super::formats::{YuvColor, MOD_INVALID, NV12};
-use super::ids::Rect;
+use super::ids::{BufferId, Rect};
 use super::pacing::group_idle;
 use super::video_health::{report, Backoff, Transition, VideoCause, FIRST_FRAME_NS, STALL_NS};
 
@@ -67,15 +67,15 @@ pub struct VideoBinding {
     pub fault_detail: String,
     negotiation: Option<Negotiation>,
     /// NV12 buffers for CPU frames, made at the first frame's size.
-    pool: Vec<u32>,
+    pool: Vec<BufferId>,
     size: (u32, u32),
     shown_sequence: u64,
-    current: u32,
+    current: BufferId,
     /// Framebuffers imported from the source's dma-bufs (one per surface, cached by the
     /// buffer store), released when the binding ends or the source's surface pool changes.
-    imported: Vec<u32>,
+    imported: Vec<BufferId>,
     /// Claims on dma-buf frames that are on screen or about to be: (framebuffer, frame).
-    held: Vec<(u32, Arc<PrimeFrame>)>,
+    held: Vec<(BufferId, Arc<PrimeFrame>)>,
 }
 
 impl VideoBinding {
@@ -156,7 +156,7 @@ impl Engine {
             pool: Vec::with_capacity(POOL),
             size: (0, 0),
             shown_sequence: 0,
-            current: 0,
+            current: BufferId::NONE,
             imported: Vec::with_capacity(IMPORTED_MAX),
             held: Vec::with_capacity(HELD),
         };
@@ -254,7 +254,7 @@ impl Engine {
         let live = &self.video[b];
         self.video.iter().any(|o| {
             !o.live
-                && o.current != 0
+                && !o.current.is_none()
                 && o.backoff.due(now)
                 && o.placements.iter().any(|p| live.shows(p.output))
         })
@@ -314,7 +314,7 @@ impl Engine {
             self.video[b].last_new_ns = now;
         }
         let binding = &self.video[b];
-        if binding.current == 0 {
+        if binding.current.is_none() {
             if !binding.live && now.saturating_sub(binding.bound_ns) > FIRST_FRAME_NS {
                 self.video_report(b, Some(VideoCause::NoFirstFrame));
             }
@@ -487,7 +487,7 @@ impl Engine {
         Ok(true)
     }
 
-    fn video_uploaded(&mut self, b: usize, target: u32, sequence: u64, written: usize) {
+    fn video_uploaded(&mut self, b: usize, target: BufferId, sequence: u64, written: usize) {
         self.video_counters.uploads += 1;
         self.video_counters.upload_bytes += written as u64;
         self.copies.bytes += written as u64;
@@ -498,7 +498,12 @@ impl Engine {
 
     /// A free NV12 pool buffer of this size, made on demand; None when every one is on screen
     /// or in flight (the frame is skipped rather than torn).
-    fn video_pool_target(&mut self, b: usize, width: u32, height: u32) -> KmsResult<Option<u32>> {
+    fn video_pool_target(
+        &mut self,
+        b: usize,
+        width: u32,
+        height: u32,
+    ) -> KmsResult<Option<BufferId>> {
         if self.video[b].size != (width, height) {
             for buffer in std::mem::take(&mut self.video[b].pool) {
                 let _ = self.buffer_release(buffer);
@@ -601,7 +606,7 @@ impl Engine {
                 .unwrap_or(0);
             let id = binding.imported.remove(at);
             if id == current {
-                binding.current = 0;
+                binding.current = BufferId::NONE;
             }
             self.video_counters.imports_dropped += 1;
             let _ = self.buffer_release(id);
@@ -680,7 +685,7 @@ fn scene_build(binding: &mut VideoBinding) {
         binding.scene.push(SceneOutput {
             output: p.output,
             layers: vec![SceneLayer {
-                buffer: 0,
+                buffer: BufferId::NONE,
                 src: p.src,
                 dst: p.dst,
                 rotation: p.rotation,

@@ -4,13 +4,19 @@
 use super::super::convert::{nv12_to_xr24, Nv12Src};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, YuvColor, NV12, XR24};
+use super::super::ids::BufferId;
 use super::{BufferStore, Storage};
 use crate::dmabuf::read::DmaBufRead;
 
 impl BufferStore {
     /// Converts the current contents of `src` (NV12) into `dst` (an XR24 dumb buffer of the
     /// same size). Returns the bytes the CPU wrote.
-    pub fn convert_into(&mut self, src: u32, dst: u32, color: YuvColor) -> KmsResult<usize> {
+    pub fn convert_into(
+        &mut self,
+        src: BufferId,
+        dst: BufferId,
+        color: YuvColor,
+    ) -> KmsResult<usize> {
         let source = self.get(src)?;
         if source.format != NV12 {
             return Err(KmsError::BadBuffer(format!(

@@ -5,6 +5,7 @@ use std::os::fd::AsFd;
 use super::super::device::Card;
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{format_layout, fourcc_name, AR24, NV12, XR24};
+use super::super::ids::{BufferId, FbId};
 use super::{fb_add, Buffer, BufferStore, Storage};
 
 pub struct Mapping {
@@ -34,7 +35,7 @@ impl BufferStore {
         width: u32,
         height: u32,
         format: u32,
-    ) -> KmsResult<u32> {
+    ) -> KmsResult<BufferId> {
         let (bpp, _, vsub) = format_layout(format).ok_or_else(|| {
             KmsError::BadBuffer(format!(
                 "dumb buffers in {} are not supported",
@@ -103,14 +104,18 @@ impl BufferStore {
             Ok(fb) => fb,
             // No plane takes it (the kernel refuses AddFB2 then): keep it CPU-side and show
             // converted copies of it.
-            Err(_) if format == NV12 => 0,
+            Err(_) if format == NV12 => FbId::NONE,
             Err(e) => {
                 drop(map);
                 let _ = drm_ffi::mode::dumbbuffer::destroy(card.as_fd(), created.handle);
                 return Err(e);
             }
         };
-        let id = if fb == 0 { self.cpu_id_next() } else { fb };
+        let id = if fb.is_none() {
+            self.cpu_id_next()
+        } else {
+            BufferId::from(fb)
+        };
         self.buffers.insert(
             id,
             Buffer {
@@ -135,7 +140,7 @@ impl BufferStore {
 
     /// Copies tightly packed rows (width * bytes-per-pixel per row, planes one after the other)
     /// into a dumb or GBM buffer, honouring its pitches.
-    pub fn dumb_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
+    pub fn dumb_write(&mut self, id: BufferId, data: &[u8]) -> KmsResult<()> {
         if let Storage::Gbm { .. } = self.get(id)?.storage {
             self.get_mut(id)?.generation += 1;
             return self.gbm_write(id, data);
@@ -182,7 +187,7 @@ impl BufferStore {
     }
 
     /// The bytes of a dumb buffer as the device last wrote them (a writeback capture).
-    pub fn dumb_read(&mut self, id: u32) -> KmsResult<Vec<u8>> {
+    pub fn dumb_read(&mut self, id: BufferId) -> KmsResult<Vec<u8>> {
         let buffer = self.get_mut(id)?;
         let len = buffer.pitches[0] as usize * buffer.height as usize;
         let Storage::Dumb { map, .. } = &mut buffer.storage else {
@@ -196,7 +201,7 @@ impl BufferStore {
     /// A copy of a dumb XR24 or NV12 buffer with rows packed tightly (for previews and
     /// screenshots): (width, height, fourcc, bytes). Imported buffers are the GPU's and are
     /// not read back.
-    pub fn dumb_packed(&mut self, id: u32) -> KmsResult<(u32, u32, u32, Vec<u8>)> {
+    pub fn dumb_packed(&mut self, id: BufferId) -> KmsResult<(u32, u32, u32, Vec<u8>)> {
         let buffer = self.get_mut(id)?;
         let (w, h, format) = (buffer.width as usize, buffer.height as usize, buffer.format);
         let (pitches, offsets) = (buffer.pitches, buffer.offsets);

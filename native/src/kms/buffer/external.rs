@@ -2,6 +2,7 @@
 //! one is converted (convert.rs).
 
 use super::super::error::{KmsError, KmsResult};
+use super::super::ids::{BufferId, FbId};
 use super::{Buffer, BufferStore, ImportKey, Storage};
 use crate::dmabuf::DmaBufDesc;
 
@@ -10,7 +11,7 @@ impl BufferStore {
         &mut self,
         desc: &DmaBufDesc<'_>,
         key: ImportKey,
-    ) -> KmsResult<u32> {
+    ) -> KmsResult<BufferId> {
         let mut fds = Vec::with_capacity(desc.objects.len());
         for (fd, size) in desc.objects {
             let owned = fd
@@ -31,7 +32,7 @@ impl BufferStore {
         self.buffers.insert(
             id,
             Buffer {
-                fb: 0,
+                fb: FbId::NONE,
                 width: desc.width,
                 height: desc.height,
                 format: desc.format.0,

@@ -5,6 +5,7 @@ use std::os::fd::AsFd;
 use super::super::device::Card;
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, AR24, MOD_INVALID, XR24};
+use super::super::ids::BufferId;
 use super::{fb_add, Buffer, BufferStore, Storage};
 
 impl BufferStore {
@@ -15,7 +16,7 @@ impl BufferStore {
         width: u32,
         height: u32,
         format: u32,
-    ) -> KmsResult<u32> {
+    ) -> KmsResult<BufferId> {
         let gbm_format = match format {
             XR24 => gbm::Format::Xrgb8888,
             AR24 => gbm::Format::Argb8888,
@@ -77,8 +78,9 @@ impl BufferStore {
             1,
             self.modifiers_supported,
         )?;
+        let id = BufferId::from(fb);
         self.buffers.insert(
-            fb,
+            id,
             Buffer {
                 fb,
                 width,
@@ -93,10 +95,10 @@ impl BufferStore {
                 generation: 0,
             },
         );
-        Ok(fb)
+        Ok(id)
     }
 
-    pub(super) fn gbm_write(&mut self, id: u32, data: &[u8]) -> KmsResult<()> {
+    pub(super) fn gbm_write(&mut self, id: BufferId, data: &[u8]) -> KmsResult<()> {
         let buffer = self.get_mut(id)?;
         let (width, height) = (buffer.width, buffer.height);
         let row = width as usize * 4;

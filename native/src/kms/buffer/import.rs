@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use super::super::device::Card;
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::NV12;
+use super::super::ids::BufferId;
 use super::{fb_add, Buffer, BufferStore, Storage};
 use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 
@@ -28,7 +29,11 @@ const REFUSED_MAX: usize = 32;
 pub const REFUSED_BEFORE: &str = "import refused before";
 
 impl BufferStore {
-    pub fn dmabuf_import(&mut self, card: &Card, desc: &DmaBufDesc<'_>) -> KmsResult<(u32, bool)> {
+    pub fn dmabuf_import(
+        &mut self,
+        card: &Card,
+        desc: &DmaBufDesc<'_>,
+    ) -> KmsResult<(BufferId, bool)> {
         if desc.planes.is_empty()
             || desc.planes.len() > 4
             || desc.objects.is_empty()
@@ -59,8 +64,8 @@ impl BufferStore {
             modifier: desc.modifier,
             size: (desc.width, desc.height),
         };
-        if let Some(&fb) = self.imports.get(&key) {
-            return Ok((fb, true));
+        if let Some(&id) = self.imports.get(&key) {
+            return Ok((id, true));
         }
         if self.refused.contains(&key) {
             return Err(KmsError::Ioctl(
@@ -77,7 +82,7 @@ impl BufferStore {
             }
         }
         match self.prime_import(card, desc, &key) {
-            Ok(fb) => Ok((fb, false)),
+            Ok(id) => Ok((id, false)),
             // Linear NV12 the card cannot scan out: keep it for CPU conversion instead.
             Err(_)
                 if desc.format == Fourcc(NV12)
@@ -101,7 +106,7 @@ impl BufferStore {
         card: &Card,
         desc: &DmaBufDesc<'_>,
         key: &ImportKey,
-    ) -> KmsResult<u32> {
+    ) -> KmsResult<BufferId> {
         let mut object_handles = Vec::with_capacity(desc.objects.len());
         for (fd, _) in desc.objects {
             match drm_ffi::gem::fd_to_handle(card.as_fd(), *fd) {
@@ -148,9 +153,10 @@ impl BufferStore {
                 return Err(e);
             }
         };
-        self.imports.insert(key.clone(), fb);
+        let id = BufferId::from(fb);
+        self.imports.insert(key.clone(), id);
         self.buffers.insert(
-            fb,
+            id,
             Buffer {
                 fb,
                 width: desc.width,
@@ -168,7 +174,7 @@ impl BufferStore {
                 generation: 0,
             },
         );
-        Ok(fb)
+        Ok(id)
     }
 
     pub(super) fn gem_release(&mut self, card: &Card, handles: &[u32]) {

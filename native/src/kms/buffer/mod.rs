@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use super::device::Card;
 use super::error::{KmsError, KmsResult};
 use super::formats::fourcc_name;
+use super::ids::{BufferId, FbId};
 
 pub use crate::dmabuf::DmaBufDesc;
 pub use dumb::Mapping;
@@ -51,7 +52,7 @@ pub enum Storage {
 pub struct Buffer {
     /// Framebuffer id; 0 when no plane of this card takes the format, so every frame of it
     /// goes through a converted copy (see convert.rs).
-    pub fb: u32,
+    pub fb: FbId,
     pub width: u32,
     pub height: u32,
     pub format: u32,
@@ -68,9 +69,9 @@ pub struct Buffer {
 
 #[derive(Default)]
 pub struct BufferStore {
-    buffers: HashMap<u32, Buffer>,
+    buffers: HashMap<BufferId, Buffer>,
     gem_refs: HashMap<u32, u32>,
-    imports: HashMap<ImportKey, u32>,
+    imports: HashMap<ImportKey, BufferId>,
     /// Dma-bufs the card refused to import, newest last: asked again, they are refused at
     /// once instead of another round of PRIME and AddFB2 ioctls per vblank.
     refused: Vec<ImportKey>,
@@ -85,27 +86,29 @@ pub struct BufferStore {
 const CPU_ID_BASE: u32 = 0x4000_0000;
 
 impl BufferStore {
-    pub fn get(&self, id: u32) -> KmsResult<&Buffer> {
-        self.buffers.get(&id).ok_or(KmsError::BufferNotFound(id))
+    pub fn get(&self, id: BufferId) -> KmsResult<&Buffer> {
+        self.buffers.get(&id).ok_or(KmsError::BufferNotFound(id.0))
     }
 
-    pub fn get_mut(&mut self, id: u32) -> KmsResult<&mut Buffer> {
+    /// Takes a number too: the screen-copy path pins buffers by the id JavaScript knows.
+    pub fn get_mut(&mut self, id: impl Into<BufferId>) -> KmsResult<&mut Buffer> {
+        let id = id.into();
         self.buffers
             .get_mut(&id)
-            .ok_or(KmsError::BufferNotFound(id))
+            .ok_or(KmsError::BufferNotFound(id.0))
     }
 
     pub fn count(&self) -> usize {
         self.buffers.len()
     }
 
-    fn cpu_id_next(&mut self) -> u32 {
+    fn cpu_id_next(&mut self) -> BufferId {
         self.next_cpu_id = self.next_cpu_id.wrapping_add(1);
-        CPU_ID_BASE + (self.next_cpu_id & (CPU_ID_BASE - 1))
+        BufferId(CPU_ID_BASE + (self.next_cpu_id & (CPU_ID_BASE - 1)))
     }
 
     /// Frees the buffer now if nothing shows it, else as soon as the last flip away from it lands.
-    pub fn release(&mut self, card: &Card, id: u32) -> KmsResult<bool> {
+    pub fn release(&mut self, card: &Card, id: BufferId) -> KmsResult<bool> {
         let buffer = self.get_mut(id)?;
         buffer.release_requested = true;
         if buffer.screen_refs > 0 {
@@ -115,13 +118,14 @@ impl BufferStore {
         Ok(true)
     }
 
-    pub fn screen_ref(&mut self, id: u32) {
-        if let Some(b) = self.buffers.get_mut(&id) {
+    pub fn screen_ref(&mut self, id: impl Into<BufferId>) {
+        if let Some(b) = self.buffers.get_mut(&id.into()) {
             b.screen_refs += 1;
         }
     }
 
-    pub fn screen_unref(&mut self, card: &Card, id: u32) {
+    pub fn screen_unref(&mut self, card: &Card, id: impl Into<BufferId>) {
+        let id = id.into();
         let Some(b) = self.buffers.get_mut(&id) else {
             return;
         };
@@ -133,17 +137,17 @@ impl BufferStore {
 
     /// Everything, at close: the planes are being switched off, so screen refs no longer matter.
     pub fn destroy_all(&mut self, card: &Card) {
-        let ids: Vec<u32> = self.buffers.keys().copied().collect();
+        let ids: Vec<BufferId> = self.buffers.keys().copied().collect();
         for id in ids {
             self.destroy(card, id);
         }
     }
 
-    fn destroy(&mut self, card: &Card, id: u32) {
+    fn destroy(&mut self, card: &Card, id: BufferId) {
         let Some(buffer) = self.buffers.remove(&id) else {
             return;
         };
-        let _ = drm_ffi::mode::rm_fb(card.as_fd(), buffer.fb);
+        let _ = drm_ffi::mode::rm_fb(card.as_fd(), buffer.fb.0);
         match buffer.storage {
             Storage::Dumb { handle, map } => {
                 drop(map);
@@ -176,7 +180,7 @@ fn fb_add(
     offsets: &[u32; 4],
     planes: usize,
     modifiers_supported: bool,
-) -> KmsResult<u32> {
+) -> KmsResult<FbId> {
     let mut h = [0; 4];
     let mut p = [0; 4];
     let mut o = [0; 4];
@@ -204,7 +208,7 @@ fn fb_add(
         0
     };
     drm_ffi::mode::add_fb2(card.as_fd(), width, height, format, &h, &p, &o, &m, flags)
-        .map(|fb| fb.fb_id)
+        .map(|fb| FbId(fb.fb_id))
         .map_err(|e| {
             KmsError::BadBuffer(format!(
                 "AddFB2 {width}x{height} {} refused: {e}",

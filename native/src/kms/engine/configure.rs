@@ -7,7 +7,7 @@ use drm::control::Device as ControlDevice;
 use super::super::commit::{commit_error, FLAG_ALLOW_MODESET, FLAG_TEST_ONLY};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::XR24;
-use super::super::ids::Rect;
+use super::super::ids::{BufferId, FbId, PlaneId, Rect};
 use super::super::output::{crtcs_assign, mode_pick, planes_claim, Output, OutputRequest};
 use super::super::props::Prop;
 use super::{Engine, ROTATE_0};
@@ -73,7 +73,7 @@ impl Engine {
             });
             kept.push(same.and_then(|i| old[i].take()));
         }
-        let mut taken: Vec<u32> = kept
+        let mut taken: Vec<PlaneId> = kept
             .iter()
             .flatten()
             .flat_map(|o| o.planes.iter().copied())
@@ -123,18 +123,22 @@ impl Engine {
                     .res
                     .planes
                     .iter()
-                    .find(|p| u32::from(p.handle) == planes[0])
+                    .find(|p| PlaneId(u32::from(p.handle)) == planes[0])
                     .and_then(|p| self.card.get_plane(p.handle).ok())
                     .and_then(|info| info.framebuffer())
-                    .map(u32::from)
+                    .map(|fb| FbId(u32::from(fb)))
                     .filter(|&fb| self.buffers.inherited_fits(fb, w, h))
-                    .unwrap_or(blank);
+                    .map_or(blank, BufferId::from);
                 let conn_id = connector.handle;
                 triples.push((conn_id, connector.crtc_prop, u64::from(crtc_id)));
                 triples.push((crtc_id, mode_prop, u64::from(blob)));
                 triples.push((crtc_id, active_prop, 1));
                 for (p, &plane) in planes.iter().enumerate() {
-                    let fb = if p == 0 { first } else { 0 };
+                    let fb = if p == 0 {
+                        self.buffers.get(first)?.fb
+                    } else {
+                        FbId::NONE
+                    };
                     self.plane_triples(
                         &mut triples,
                         plane,
@@ -153,13 +157,13 @@ impl Engine {
                     crtc_index,
                     mode: *mode,
                     mode_blob: blob,
-                    shown: vec![0; n],
+                    shown: vec![BufferId::NONE; n],
                     incoming: {
-                        let mut v = vec![0; n];
+                        let mut v = vec![BufferId::NONE; n];
                         v[0] = first;
                         v
                     },
-                    staged: vec![0; n],
+                    staged: vec![BufferId::NONE; n],
                     planes,
                     pending: false,
                     stats: Default::default(),
@@ -171,7 +175,7 @@ impl Engine {
             // Switch off whatever this commit does not use: old outputs, fbcon's planes.
             let used_connectors: Vec<u32> = new_outputs.iter().map(|o| o.connector_id).collect();
             let used_crtcs: Vec<u32> = new_outputs.iter().map(|o| o.crtc_id).collect();
-            let used_planes: Vec<u32> = new_outputs
+            let used_planes: Vec<PlaneId> = new_outputs
                 .iter()
                 .flat_map(|o| o.planes.iter().copied())
                 .collect();
@@ -212,7 +216,7 @@ impl Engine {
                     .ok()
                     .and_then(|i| i.crtc())
                     .is_some();
-                if !used_planes.contains(&id) && on {
+                if !used_planes.contains(&PlaneId(id)) && on {
                     triples.push((id, p.props.require(Prop::FbId, "plane")?, 0));
                     triples.push((id, p.props.require(Prop::CrtcId, "plane")?, 0));
                 }
@@ -255,11 +259,14 @@ impl Engine {
         for (output, _) in new_outputs.iter_mut().zip(&fresh).filter(|(_, &f)| f) {
             let blank = output.incoming[0];
             self.buffers.screen_ref(blank);
-            output.shown = std::mem::replace(&mut output.incoming, vec![0; output.planes.len()]);
+            output.shown = std::mem::replace(
+                &mut output.incoming,
+                vec![BufferId::NONE; output.planes.len()],
+            );
         }
         for output in old.into_iter().flatten() {
             for &b in output.shown.iter().chain(&output.incoming) {
-                if b != 0 {
+                if !b.is_none() {
                     self.buffers.screen_unref(&self.card, b);
                 }
             }
@@ -277,7 +284,7 @@ impl Engine {
         Ok(())
     }
 
-    fn blank_buffer(&mut self, w: u32, h: u32) -> KmsResult<u32> {
+    fn blank_buffer(&mut self, w: u32, h: u32) -> KmsResult<BufferId> {
         if let Some(&id) = self.blanks.get(&(w, h)) {
             if self.buffers.get(id).is_ok() {
                 return Ok(id);

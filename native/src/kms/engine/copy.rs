@@ -4,16 +4,17 @@
 
 use super::super::error::KmsResult;
 use super::super::formats::{YuvColor, NV12, XR24};
+use super::super::ids::BufferId;
 use super::scene::SceneOutput;
 use super::{Engine, EngineEvent};
 
 /// Converted XR24 copies of one source buffer. Several, because the copy on screen must not
 /// be overwritten while the next frame is converted.
 pub(super) struct Conversion {
-    copies: Vec<u32>,
+    copies: Vec<BufferId>,
     reported: bool,
     /// The source generation the newest copy holds: a repeated frame is not converted again.
-    latest: Option<(u64, u32)>,
+    latest: Option<(u64, BufferId)>,
 }
 
 /// Most copies kept per source: one on screen, one in flight, one being written.
@@ -31,7 +32,7 @@ impl Engine {
         scene.iter().flat_map(|s| &s.layers).any(|l| {
             self.buffers
                 .get(l.buffer)
-                .is_ok_and(|b| b.format == NV12 && b.fb != 0)
+                .is_ok_and(|b| b.format == NV12 && !b.fb.is_none())
         })
     }
 
@@ -39,10 +40,10 @@ impl Engine {
     /// however many outputs show it.
     pub(super) fn conversion_for(
         &mut self,
-        source: u32,
+        source: BufferId,
         output: usize,
         color: YuvColor,
-    ) -> KmsResult<u32> {
+    ) -> KmsResult<BufferId> {
         if let Some(&(_, copy)) = self.converted_now.iter().find(|(s, _)| *s == source) {
             return Ok(copy);
         }
@@ -95,7 +96,7 @@ impl Engine {
     }
 
     /// Frees `id` now or once off screen, with the converted copies made of it.
-    pub fn buffer_release(&mut self, id: u32) -> KmsResult<bool> {
+    pub fn buffer_release(&mut self, id: BufferId) -> KmsResult<bool> {
         let freed = self.buffers.release(&self.card, id)?;
         if let Some(conversion) = self.conversions.remove(&id) {
             for copy in conversion.copies {

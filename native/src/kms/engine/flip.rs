@@ -2,13 +2,14 @@
 //! output commit next (the flip loop, a queued scene, each video group on its own CRTCs).
 
 use super::super::error::{KmsError, KmsResult};
+use super::super::ids::BufferId;
 use super::scene::{SceneLayer, SceneOutput};
 use super::{monotonic_ns, Engine, EngineEvent};
 
 /// A native-paced sequence of frames: each output cycles through its buffers, one step
 /// per completed flip on every CRTC, with no JavaScript in between.
 pub struct FlipLoop {
-    pub outputs: Vec<(usize, Vec<u32>)>,
+    pub outputs: Vec<(usize, Vec<BufferId>)>,
     pub frame: u32,
     pub frames: u32,
 }
@@ -93,11 +94,11 @@ impl Engine {
         std::mem::swap(&mut output.shown, &mut output.incoming);
         for i in 0..self.outputs[index].incoming.len() {
             let b = self.outputs[index].incoming[i];
-            if b != 0 {
+            if !b.is_none() {
                 self.buffers.screen_unref(&self.card, b);
             }
         }
-        self.outputs[index].incoming.fill(0);
+        self.outputs[index].incoming.fill(BufferId::NONE);
         if self.events.len() < self.events.capacity() {
             self.events.push(EngineEvent::Flip {
                 output: index,

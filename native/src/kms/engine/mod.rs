@@ -20,6 +20,7 @@ use super::buffer::BufferStore;
 use super::commit::AtomicRequest;
 use super::device::{device_open, inherited_tidy, Card};
 use super::error::{KmsError, KmsResult};
+use super::ids::{BufferId, FbId};
 use super::output::Output;
 use super::props::{prop_name, props_all};
 use super::resources::{resources_read, Resources};
@@ -48,7 +49,7 @@ pub enum EngineEvent {
     /// A buffer no plane takes as it is is being shown through converted copies; once per buffer.
     Fallback {
         output: usize,
-        buffer: u32,
+        buffer: BufferId,
         format: u32,
     },
     /// No plane of this output takes a video source's dma-bufs (fourcc and modifier): the
@@ -81,8 +82,8 @@ pub struct Engine {
     /// Filled while handling kernel events; drained by the presentation thread.
     pub events: Vec<EngineEvent>,
     /// One black buffer per mode size, shown by freshly configured outputs.
-    blanks: HashMap<(u32, u32), u32>,
-    conversions: HashMap<u32, Conversion>,
+    blanks: HashMap<(u32, u32), BufferId>,
+    conversions: HashMap<BufferId, Conversion>,
     /// Reused every commit so the steady-state frame path does not allocate.
     scratch_triples: Vec<(u32, u32, u64)>,
     /// The flip loop's scene, built once; each step only changes buffer ids in it.
@@ -97,9 +98,9 @@ pub struct Engine {
     pub video_error: Option<String>,
     /// Claims on dma-buf frames of stopped video that outputs may still show: dropped once no
     /// CRTC scans them out, so the decoder cannot overwrite a surface on screen.
-    pub(super) video_retired: Vec<(u32, std::sync::Arc<crate::decode::prime::PrimeFrame>)>,
+    pub(super) video_retired: Vec<(BufferId, std::sync::Arc<crate::decode::prime::PrimeFrame>)>,
     /// (source, copy) converted for the commit being built: each source once per frame.
-    converted_now: Vec<(u32, u32)>,
+    converted_now: Vec<(BufferId, BufferId)>,
     pub copies: CopyCounters,
     /// Set when the card was taken over from a previous instance.
     pub takeover: Option<Takeover>,
@@ -131,7 +132,7 @@ impl Engine {
             let (framebuffers, handles_closed) = inherited_tidy(&card);
             for &fb in &framebuffers {
                 let (w, h) = card.get_framebuffer(fb).map(|i| i.size()).unwrap_or((0, 0));
-                buffers.inherited_add(u32::from(fb), w, h);
+                buffers.inherited_add(FbId(u32::from(fb)), w, h);
             }
             takeover = Some(Takeover {
                 framebuffers: framebuffers.len() as u32,

@@ -3,7 +3,7 @@
 
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{YuvColor, NV12};
-use super::super::ids::Rect;
+use super::super::ids::{BufferId, FbId, PlaneId, Rect};
 use super::super::props::Prop;
 use super::super::resources::PlaneRes;
 use super::{Engine, ROTATE_0};
@@ -13,9 +13,9 @@ impl Engine {
     pub(super) fn plane_triples(
         &self,
         out: &mut Vec<(u32, u32, u64)>,
-        plane: u32,
+        plane: PlaneId,
         crtc: u32,
-        fb: u32,
+        fb: FbId,
         src: Rect<u32>,
         dst: Rect,
         rotation: u64,
@@ -23,12 +23,13 @@ impl Engine {
         let res = self.plane_res(plane)?;
         let p = &res.props;
         let req = |prop| p.require(prop, "plane");
-        if fb == 0 {
+        let plane = plane.0;
+        if fb.is_none() {
             out.push((plane, req(Prop::FbId)?, 0));
             out.push((plane, req(Prop::CrtcId)?, 0));
             return Ok(());
         }
-        out.push((plane, req(Prop::FbId)?, u64::from(fb)));
+        out.push((plane, req(Prop::FbId)?, u64::from(fb.0)));
         out.push((plane, req(Prop::CrtcId)?, u64::from(crtc)));
         out.push((plane, req(Prop::SrcX)?, u64::from(src.x) << 16));
         out.push((plane, req(Prop::SrcY)?, u64::from(src.y) << 16));
@@ -49,7 +50,7 @@ impl Engine {
     pub(super) fn color_triples(
         &self,
         out: &mut Vec<(u32, u32, u64)>,
-        plane: u32,
+        plane: PlaneId,
         color: YuvColor,
     ) {
         let Ok(res) = self.plane_res(plane) else {
@@ -64,20 +65,20 @@ impl Engine {
                 .find(|(n, _)| n == name)
                 .map(|&(_, v)| v);
             if let (Some(id), Some(value)) = (res.props.id(prop), value) {
-                out.push((plane, id, value));
+                out.push((plane.0, id, value));
             }
         }
     }
 
-    pub(in crate::kms) fn plane_res(&self, plane: u32) -> KmsResult<&PlaneRes> {
+    pub(in crate::kms) fn plane_res(&self, plane: PlaneId) -> KmsResult<&PlaneRes> {
         self.res
             .planes
             .iter()
-            .find(|p| u32::from(p.handle) == plane)
+            .find(|p| u32::from(p.handle) == plane.0)
             .ok_or_else(|| {
                 KmsError::Ioctl(
                     "plane lookup",
-                    std::io::Error::other(format!("plane {plane} vanished")),
+                    std::io::Error::other(format!("plane {} vanished", plane.0)),
                 )
             })
     }
@@ -88,7 +89,7 @@ impl Engine {
         &self,
         output: usize,
         first_plane: usize,
-        buffer: u32,
+        buffer: BufferId,
         rotation: u64,
         force: bool,
     ) -> KmsResult<bool> {
@@ -96,7 +97,7 @@ impl Engine {
         if b.format != NV12 {
             return Ok(false);
         }
-        if b.fb == 0 || force {
+        if b.fb.is_none() || force {
             return Ok(true);
         }
         let placeable = self
@@ -133,12 +134,14 @@ impl Engine {
     ) -> KmsResult<()> {
         let output = &self.outputs[output];
         for (i, &plane) in output.planes.iter().enumerate() {
-            if output.staged[i] == 0 && (output.shown[i] != 0 || output.incoming[i] != 0) {
+            if output.staged[i].is_none()
+                && (!output.shown[i].is_none() || !output.incoming[i].is_none())
+            {
                 self.plane_triples(
                     out,
                     plane,
                     output.crtc_id,
-                    0,
+                    FbId::NONE,
                     Rect::default(),
                     Rect::default(),
                     ROTATE_0,

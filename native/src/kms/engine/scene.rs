@@ -8,13 +8,13 @@ use std::hash::{Hash, Hasher};
 use super::super::commit::{commit_error, FLAG_NONBLOCK, FLAG_PAGE_FLIP_EVENT, FLAG_TEST_ONLY};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, is_yuv, YuvColor};
-use super::super::ids::Rect;
+use super::super::ids::{BufferId, Rect};
 use super::{monotonic_ns, rotation_bit, Engine, ROTATE_0};
 
 /// One layer of an output's scene: which buffer, which part of it, where on the screen.
 #[derive(Clone, Debug)]
 pub struct SceneLayer {
-    pub buffer: u32,
+    pub buffer: BufferId,
     /// Source rectangle in buffer pixels (crop); default: the whole buffer.
     pub src: Option<Rect<u32>>,
     /// Destination rectangle in CRTC pixels; default: the whole mode.
@@ -110,7 +110,7 @@ impl Engine {
         self.converted_now.clear();
         for s in scene {
             let (mw, mh) = self.outputs[s.output].size();
-            self.outputs[s.output].staged.fill(0);
+            self.outputs[s.output].staged.fill(BufferId::NONE);
             let mut next_plane = 0;
             for layer in &s.layers {
                 let rotation = rotation_bit(layer.rotation).ok_or_else(|| {
@@ -258,7 +258,7 @@ impl Engine {
             output.stats.commits += 1;
             for i in 0..self.outputs[s.output].incoming.len() {
                 let b = self.outputs[s.output].incoming[i];
-                if b != 0 {
+                if !b.is_none() {
                     self.buffers.screen_ref(b);
                 }
             }
