@@ -3,7 +3,8 @@
 //! imported) ONCE and placed on each of its outputs in one atomic commit, so they stay
 //! frame-locked. Groups are independent: each commits when its own CRTCs are idle (see
 //! pacing.rs), and a source without frames or a refused commit stops only its own outputs.
-//! No JavaScript runs per frame.
+//! No JavaScript runs per frame. Video is a client of the engine: it gets its turns from
+//! engine/clients.rs and works through the engine's API (scenes, buffers, events).
 
 use std::sync::Arc;
 
@@ -118,14 +119,27 @@ pub struct VideoCounters {
     pub imports_dropped: u64,
 }
 
+/// The video client of the engine: groups of outputs showing decoded sources. The engine
+/// holds one and hands it its turns (a flip, a reconfiguration, an idle tick; see
+/// engine/clients.rs); at each, every group whose outputs are idle hands the engine one scene
+/// (`Engine::present_video`).
+#[derive(Default)]
+pub struct Video {
+    groups: Vec<VideoBinding>,
+    /// Claims on dma-buf frames of stopped video that outputs may still show: dropped once no
+    /// CRTC scans them out, so the decoder cannot overwrite a surface on screen.
+    retired: Vec<(BufferId, Arc<PrimeFrame>)>,
+}
+
 /// What stopped a step: the cause and, for the once-per-cause message, the error.
 type StepError = (VideoCause, KmsError);
 
-impl Engine {
+impl Video {
     /// Shows `source` on the placements' outputs from its first frame on; until then the
     /// outputs keep what they show. Other outputs are untouched.
     pub fn video_play(
         &mut self,
+        engine: &mut Engine,
         source: FrameSource,
         placements: Vec<VideoPlacement>,
     ) -> KmsResult<()> {
@@ -135,11 +149,11 @@ impl Engine {
             ));
         }
         for p in &placements {
-            if p.output >= self.outputs.len() {
+            if p.output >= engine.outputs.len() {
                 return Err(KmsError::OutputNotConfigured(format!("#{}", p.output)));
             }
         }
-        self.flip_loop = None;
+        engine.flip_loop = None;
         let now = monotonic_ns();
         let mut binding = VideoBinding {
             source,
@@ -161,33 +175,33 @@ impl Engine {
             held: Vec::with_capacity(HELD),
         };
         scene_build(&mut binding);
-        self.video.push(binding);
-        let b = self.video.len() - 1;
-        if self.video_group_idle(b) {
-            let events = self.events.len();
-            if let Err((_, e)) = self.video_step(b, now) {
-                self.events.truncate(events);
+        self.groups.push(binding);
+        let b = self.groups.len() - 1;
+        if self.video_group_idle(engine, b) {
+            let events = engine.events.len();
+            if let Err((_, e)) = self.video_step(engine, b, now) {
+                engine.events.truncate(events);
                 // The first frame is here and the kernel refused its layout (a plane that cannot
                 // scale, say): answer the caller rather than retry a doomed binding. The
                 // outputs keep what they showed.
-                let binding = self.video.pop().expect("pushed above");
-                self.video_binding_release(binding);
+                let binding = self.groups.pop().expect("pushed above");
+                self.video_binding_release(engine, binding);
                 return Err(e);
             }
-            self.video_release_empty();
+            self.video_release_empty(engine);
         }
         Ok(())
     }
 
     /// After a reconfiguration: follow outputs to their new indexes, drop the ones gone
     /// (unplugged), and restart the vblank-driven commits on the rest.
-    pub(super) fn video_remap(&mut self) {
-        if self.video.is_empty() {
+    pub(super) fn video_remap(&mut self, engine: &mut Engine) {
+        if self.groups.is_empty() {
             return;
         }
-        for b in 0..self.video.len() {
-            let binding = &mut self.video[b];
-            let outputs = &self.outputs;
+        for b in 0..self.groups.len() {
+            let binding = &mut self.groups[b];
+            let outputs = &engine.outputs;
             placements_retain(
                 &mut binding.placements,
                 &mut binding.reported,
@@ -204,55 +218,47 @@ impl Engine {
             binding.backoff.succeeded();
             scene_build(binding);
         }
-        self.video_release_empty();
-        self.video_service(monotonic_ns());
-    }
-
-    /// Called when no flip event came for a while, and after flip events: groups that are idle
-    /// (waiting for a first frame, or backing off) get their turn.
-    pub fn idle_tick(&mut self) {
-        if self.flip_loop.is_none() && !self.video.is_empty() {
-            crate::alloc_count::frame_path(|| self.video_service(monotonic_ns()));
-        }
+        self.video_release_empty(engine);
+        self.video_service(engine, monotonic_ns());
     }
 
     /// Steps every group whose outputs are all idle and that is not backing off. Groups that
     /// wait for their first frame go first, and take it even while their outputs are busy:
     /// a group with its first picture ready is yielded to by the groups it replaces, so it
     /// finds its outputs idle together even when their CRTCs are not in phase.
-    pub(super) fn video_service(&mut self, now: u64) {
-        self.video_retired_prune();
-        for b in 0..self.video.len() {
-            let binding = &self.video[b];
+    pub(super) fn video_service(&mut self, engine: &mut Engine, now: u64) {
+        self.retired_prune(engine);
+        for b in 0..self.groups.len() {
+            let binding = &self.groups[b];
             if binding.live || binding.placements.is_empty() || !binding.backoff.due(now) {
                 continue;
             }
-            if self.video_group_idle(b) {
-                let _ = self.video_step(b, now);
-            } else if let Ok(true) = self.video_upload(b) {
-                self.video[b].last_new_ns = now;
+            if self.video_group_idle(engine, b) {
+                let _ = self.video_step(engine, b, now);
+            } else if let Ok(true) = self.video_upload(engine, b) {
+                self.groups[b].last_new_ns = now;
             }
         }
-        for b in 0..self.video.len() {
-            let binding = &self.video[b];
+        for b in 0..self.groups.len() {
+            let binding = &self.groups[b];
             if !binding.live
                 || binding.placements.is_empty()
                 || !binding.backoff.due(now)
-                || !self.video_group_idle(b)
+                || !self.video_group_idle(engine, b)
                 || self.video_yields(b, now)
             {
                 continue;
             }
-            let _ = self.video_step(b, now);
+            let _ = self.video_step(engine, b, now);
         }
-        self.video_release_empty();
+        self.video_release_empty(engine);
     }
 
     /// Whether live group `b` holds back for a new group that has its first frame and wants
     /// one of `b`'s outputs.
     fn video_yields(&self, b: usize, now: u64) -> bool {
-        let live = &self.video[b];
-        self.video.iter().any(|o| {
+        let live = &self.groups[b];
+        self.groups.iter().any(|o| {
             !o.live
                 && !o.current.is_none()
                 && o.backoff.due(now)
@@ -261,62 +267,67 @@ impl Engine {
     }
 
     /// Stops all video; the outputs keep their last frame.
-    pub fn video_stop(&mut self) {
-        for binding in &mut self.video {
+    pub fn video_stop(&mut self, engine: &mut Engine) {
+        for binding in &mut self.groups {
             binding.placements.clear();
         }
-        self.video_release_empty();
+        self.video_release_empty(engine);
     }
 
-    fn video_group_idle(&self, b: usize) -> bool {
-        let outputs = &self.outputs;
-        group_idle(self.video[b].placements.iter().map(|p| p.output), |o| {
+    fn video_group_idle(&self, engine: &Engine, b: usize) -> bool {
+        let outputs = &engine.outputs;
+        group_idle(self.groups[b].placements.iter().map(|p| p.output), |o| {
             outputs.get(o).is_none_or(|o| o.pending)
         })
     }
 
-    fn video_retired_prune(&mut self) {
-        if !self.video_retired.is_empty() {
-            let buffers = &self.buffers;
-            self.video_retired
+    fn retired_prune(&mut self, engine: &mut Engine) {
+        if !self.retired.is_empty() {
+            let buffers = &engine.buffers;
+            self.retired
                 .retain(|(id, _)| buffers.get(*id).is_ok_and(|b| b.screen_refs > 0));
         }
     }
 
-    fn video_release_empty(&mut self) {
+    fn video_release_empty(&mut self, engine: &mut Engine) {
         let mut i = 0;
-        while i < self.video.len() {
-            if self.video[i].placements.is_empty() {
-                let binding = self.video.remove(i);
-                self.video_binding_release(binding);
+        while i < self.groups.len() {
+            if self.groups[i].placements.is_empty() {
+                let binding = self.groups.remove(i);
+                self.video_binding_release(engine, binding);
             } else {
                 i += 1;
             }
         }
     }
 
-    fn video_binding_release(&mut self, binding: VideoBinding) {
+    fn video_binding_release(&mut self, engine: &mut Engine, binding: VideoBinding) {
         for buffer in binding.pool.into_iter().chain(binding.imported) {
             // Freed once no CRTC shows it.
-            let _ = self.buffer_release(buffer);
+            let _ = engine.buffer_release(buffer);
         }
-        self.video_retired.extend(binding.held);
+        self.retired.extend(binding.held);
     }
 
     /// One vblank of group `b`, its outputs idle: take the newest frame and commit it on all
     /// of them, or note why not (once per cause) and back off.
-    pub(super) fn video_step(&mut self, b: usize, now: u64) -> Result<(), StepError> {
-        let new = match self.video_upload(b) {
+    pub(super) fn video_step(
+        &mut self,
+        engine: &mut Engine,
+        b: usize,
+        now: u64,
+    ) -> Result<(), StepError> {
+        let new = match self.video_upload(engine, b) {
             Ok(new) => new,
-            Err((cause, e)) => return Err(self.video_failed_as(b, now, cause, e)),
+            Err((cause, e)) => return Err(self.video_failed_as(engine, b, now, cause, e)),
         };
         if new {
-            self.video[b].last_new_ns = now;
+            self.groups[b].last_new_ns = now;
         }
-        let binding = &self.video[b];
+        let binding = &self.groups[b];
         if binding.current.is_none() {
             if !binding.live && now.saturating_sub(binding.bound_ns) > FIRST_FRAME_NS {
-                self.video_report(b, Some(VideoCause::NoFirstFrame));
+                self.video_report(engine, b, Some(VideoCause::NoFirstFrame));
             }
             return Ok(());
         }
@@ -324,31 +335,31 @@ impl Engine {
         // The stream's own tags (matrix, range) unless the placement says otherwise; the
         // engine's guess from the height only when the stream tags neither.
         let stream_color = binding.source.color();
-        let mut scene = std::mem::take(&mut self.video[b].scene);
-        for (s, p) in scene.iter_mut().zip(&self.video[b].placements) {
+        let mut scene = std::mem::take(&mut self.groups[b].scene);
+        for (s, p) in scene.iter_mut().zip(&self.groups[b].placements) {
             s.layers[0].buffer = current;
             s.layers[0].color = p.color.or(stream_color);
         }
-        let result = self.present_video(&scene);
-        self.video[b].scene = scene;
+        let result = engine.present_video(&scene);
+        self.groups[b].scene = scene;
         match result {
             // A commit of someone else (a scene from JavaScript) holds a CRTC: next vblank.
             Ok(PresentResult::Queued) => Ok(()),
             Ok(PresentResult::Committed) => {
                 if new {
-                    self.video_counters.frames_shown += 1;
+                    engine.video_counters.frames_shown += 1;
                 } else {
-                    self.video_counters.repeats += 1;
+                    engine.video_counters.repeats += 1;
                 }
-                let binding = &mut self.video[b];
+                let binding = &mut self.groups[b];
                 binding.backoff.succeeded();
                 if !binding.live {
                     binding.live = true;
                     self.video_take_outputs(b);
                 }
-                let stalled = now.saturating_sub(self.video[b].last_new_ns) > STALL_NS;
-                if new || stalled || self.video[b].fault.is_some_and(|c| c.retried()) {
-                    self.video_report(b, stalled.then_some(VideoCause::SourceStalled));
+                let stalled = now.saturating_sub(self.groups[b].last_new_ns) > STALL_NS;
+                if new || stalled || self.groups[b].fault.is_some_and(|c| c.retried()) {
+                    self.video_report(engine, b, stalled.then_some(VideoCause::SourceStalled));
                 }
                 Ok(())
             }
@@ -358,34 +369,41 @@ impl Engine {
                     KmsError::BadBuffer(_) | KmsError::BufferNotFound(_) => VideoCause::BadFrame,
                     _ => VideoCause::CommitRefused,
                 };
-                Err(self.video_failed_as(b, now, cause, e))
+                Err(self.video_failed_as(engine, b, now, cause, e))
             }
         }
     }
 
-    fn video_failed_as(&mut self, b: usize, now: u64, cause: VideoCause, e: KmsError) -> StepError {
-        self.video_counters.errors += 1;
-        let binding = &mut self.video[b];
+    fn video_failed_as(
+        &mut self,
+        engine: &mut Engine,
+        b: usize,
+        now: u64,
+        cause: VideoCause,
+        e: KmsError,
+    ) -> StepError {
+        engine.video_counters.errors += 1;
+        let binding = &mut self.groups[b];
         binding.backoff.failed(now);
         if binding.fault != Some(cause) {
             // New cause: worth the text, once.
             let mut detail = e.to_string();
             if let KmsError::CommitRefused { .. } = e {
                 detail.push_str("; request: ");
-                detail.push_str(&self.request.describe(|id| self.prop_label(id)));
+                detail.push_str(&engine.request.describe(|id| engine.prop_label(id)));
             }
-            self.video_error = Some(detail.clone());
-            self.video[b].fault_detail = detail;
+            engine.video_error = Some(detail.clone());
+            self.groups[b].fault_detail = detail;
         }
-        self.video_report(b, Some(cause));
+        self.video_report(engine, b, Some(cause));
         (cause, e)
     }
 
     /// Tells each output of group `b` about `now` (an error or that it is fine), once.
-    fn video_report(&mut self, b: usize, now: Option<VideoCause>) {
-        let binding = &mut self.video[b];
+    fn video_report(&mut self, engine: &mut Engine, b: usize, now: Option<VideoCause>) {
+        let binding = &mut self.groups[b];
         binding.fault = now;
-        let events = &mut self.events;
+        let events = &mut engine.events;
         let placements = &binding.placements;
         report(&mut binding.reported, now, |slot, transition| {
             if events.len() >= events.capacity() {
@@ -401,15 +419,15 @@ impl Engine {
 
     /// Group `b` showed its first picture: older groups let go of its outputs.
     fn video_take_outputs(&mut self, b: usize) {
-        for other in 0..self.video.len() {
+        for other in 0..self.groups.len() {
             if other == b {
                 continue;
             }
             let (taken, binding) = if other < b {
-                let (left, right) = self.video.split_at_mut(b);
+                let (left, right) = self.groups.split_at_mut(b);
                 (&right[0], &mut left[other])
             } else {
-                let (left, right) = self.video.split_at_mut(other);
+                let (left, right) = self.groups.split_at_mut(other);
                 (&left[b], &mut right[0])
             };
             if placements_retain(&mut binding.placements, &mut binding.reported, |p| {
@@ -423,22 +441,22 @@ impl Engine {
     /// Binding `b`'s newest decoded frame if it is new: a dma-buf frame the planes take is
     /// imported (cached per surface) and shown as it is; otherwise the frame's bytes are
     /// copied into a free pool buffer (and converted further if no plane takes NV12).
-    fn video_upload(&mut self, b: usize) -> Result<bool, StepError> {
+    fn video_upload(&mut self, engine: &mut Engine, b: usize) -> Result<bool, StepError> {
         let bad = |e| (VideoCause::BadFrame, e);
-        let shown = self.video[b].shown_sequence;
-        let source = self.video[b].source.clone();
+        let shown = self.groups[b].shown_sequence;
+        let source = self.groups[b].source.clone();
         if let Some((prime, sequence)) = source.take_newest_prime() {
             if sequence == shown {
                 return Ok(false);
             }
-            if self.video_negotiate(b, &prime) {
-                match self.video_import(b, &prime, sequence) {
+            if self.video_negotiate(engine, b, &prime) {
+                match self.video_import(engine, b, &prime, sequence) {
                     Ok(()) => return Ok(true),
                     // Refused (and remembered by the store): the CPU path below, if it can.
                     Err(e) if prime.cpu_bytes().is_none() => {
                         return Err((VideoCause::ImportRefused, e))
                     }
-                    Err(_) => self.video_format_fallback(b, &prime),
+                    Err(_) => self.video_format_fallback(engine, b, &prime),
                 }
             }
             let Some(bytes) = prime.cpu_bytes() else {
@@ -447,7 +465,7 @@ impl Engine {
                 return Ok(false);
             };
             return self
-                .video_copy(b, bytes, prime.width, prime.height, sequence)
+                .video_copy(engine, b, bytes, prime.width, prime.height, sequence)
                 .map_err(bad);
         }
         let size = source.with_newest(|_, w, h, seq, _| (w, h, seq));
@@ -457,41 +475,52 @@ impl Engine {
         if sequence == shown {
             return Ok(false);
         }
-        let target = match self.video_pool_target(b, width, height).map_err(bad)? {
+        let target = match self
+            .video_pool_target(engine, b, width, height)
+            .map_err(bad)?
+        {
             Some(target) => target,
             None => return Ok(false),
         };
-        let buffers = &mut self.buffers;
+        let buffers = &mut engine.buffers;
         let written = source
             .take_newest(|data, _, _, _, _| buffers.dumb_write(target, data).map(|()| data.len()));
         let Some(written) = written else {
             return Ok(false);
         };
-        self.video_uploaded(b, target, sequence, written.map_err(bad)?);
+        self.video_uploaded(engine, b, target, sequence, written.map_err(bad)?);
         Ok(true)
     }
 
     fn video_copy(
         &mut self,
+        engine: &mut Engine,
         b: usize,
         bytes: &[u8],
         width: u32,
         height: u32,
         sequence: u64,
     ) -> KmsResult<bool> {
-        let Some(target) = self.video_pool_target(b, width, height)? else {
+        let Some(target) = self.video_pool_target(engine, b, width, height)? else {
             return Ok(false);
         };
-        self.buffers.dumb_write(target, bytes)?;
-        self.video_uploaded(b, target, sequence, bytes.len());
+        engine.buffers.dumb_write(target, bytes)?;
+        self.video_uploaded(engine, b, target, sequence, bytes.len());
         Ok(true)
     }
 
-    fn video_uploaded(&mut self, b: usize, target: BufferId, sequence: u64, written: usize) {
-        self.video_counters.uploads += 1;
-        self.video_counters.upload_bytes += written as u64;
-        self.copies.bytes += written as u64;
-        let binding = &mut self.video[b];
+    fn video_uploaded(
+        &mut self,
+        engine: &mut Engine,
+        b: usize,
+        target: BufferId,
+        sequence: u64,
+        written: usize,
+    ) {
+        engine.video_counters.uploads += 1;
+        engine.video_counters.upload_bytes += written as u64;
+        engine.copies.bytes += written as u64;
+        let binding = &mut self.groups[b];
         binding.shown_sequence = sequence;
         binding.current = target;
     }
@@ -500,26 +529,29 @@ impl Engine {
     /// or in flight (the frame is skipped rather than torn).
     fn video_pool_target(
         &mut self,
+        engine: &mut Engine,
         b: usize,
         width: u32,
         height: u32,
     ) -> KmsResult<Option<BufferId>> {
-        if self.video[b].size != (width, height) {
-            for buffer in std::mem::take(&mut self.video[b].pool) {
-                let _ = self.buffer_release(buffer);
+        if self.groups[b].size != (width, height) {
+            for buffer in std::mem::take(&mut self.groups[b].pool) {
+                let _ = engine.buffer_release(buffer);
             }
-            self.video[b].size = (width, height);
+            self.groups[b].size = (width, height);
         }
-        let free = self.video[b]
+        let free = self.groups[b]
             .pool
             .iter()
             .copied()
-            .find(|&id| self.buffers.get(id).is_ok_and(|buf| buf.screen_refs == 0));
+            .find(|&id| engine.buffers.get(id).is_ok_and(|buf| buf.screen_refs == 0));
         Ok(match free {
             Some(id) => Some(id),
-            None if self.video[b].pool.len() < POOL => {
-                let id = self.buffers.dumb_create(&self.card, width, height, NV12)?;
-                self.video[b].pool.push(id);
+            None if self.groups[b].pool.len() < POOL => {
+                let id = engine
+                    .buffers
+                    .dumb_create(&engine.card, width, height, NV12)?;
+                self.groups[b].pool.push(id);
                 Some(id)
             }
             None => None,
@@ -529,33 +561,34 @@ impl Engine {
     /// Whether every output of group `b` has a plane that takes `prime`'s fourcc and modifier
     /// (IN_FORMATS). Decided once per format, modifier and size; when not, the decoder is asked
     /// for frames with a CPU view, once, and the outputs are told.
-    fn video_negotiate(&mut self, b: usize, prime: &PrimeFrame) -> bool {
-        let modifier = self.fault_modifier.unwrap_or(prime.modifier);
+    fn video_negotiate(&mut self, engine: &mut Engine, b: usize, prime: &PrimeFrame) -> bool {
+        let modifier = engine.fault_modifier.unwrap_or(prime.modifier);
         let asked = Negotiation {
             format: prime.format,
             modifier,
             size: (prime.width, prime.height),
             direct: false,
         };
-        if let Some(n) = self.video[b].negotiation {
+        if let Some(n) = self.groups[b].negotiation {
             if (n.format, n.modifier, n.size) == (asked.format, asked.modifier, asked.size) {
                 return n.direct;
             }
             // A new surface pool (another size or layout): its predecessor's framebuffers
             // would stay pinned in the import cache otherwise.
-            self.video_imports_drop(b, 0);
+            self.video_imports_drop(engine, b, 0);
         }
         let wanted = (modifier != MOD_INVALID).then_some(modifier);
-        let refusing = self.video[b].placements.iter().position(|p| {
-            !self.outputs[p.output].planes.iter().any(|&plane| {
-                self.plane_res(plane)
+        let refusing = self.groups[b].placements.iter().position(|p| {
+            !engine.outputs[p.output].planes.iter().any(|&plane| {
+                engine
+                    .plane_res(plane)
                     .is_ok_and(|r| r.accepts(prime.format, wanted))
             })
         });
         let direct = refusing.is_none();
-        self.video[b].negotiation = Some(Negotiation { direct, ..asked });
+        self.groups[b].negotiation = Some(Negotiation { direct, ..asked });
         if !direct {
-            self.video_format_fallback(b, prime);
+            self.video_format_fallback(engine, b, prime);
         }
         direct
     }
@@ -563,22 +596,22 @@ impl Engine {
     /// No plane takes the source's dma-bufs: the decoder goes on in software (its frames then
     /// have a CPU view) and the outputs are told once; meanwhile frames with a CPU view are
     /// copied.
-    fn video_format_fallback(&mut self, b: usize, prime: &PrimeFrame) {
-        let modifier = self.fault_modifier.unwrap_or(prime.modifier);
-        if let Some(n) = self.video[b].negotiation.as_mut() {
+    fn video_format_fallback(&mut self, engine: &mut Engine, b: usize, prime: &PrimeFrame) {
+        let modifier = engine.fault_modifier.unwrap_or(prime.modifier);
+        if let Some(n) = self.groups[b].negotiation.as_mut() {
             n.direct = false;
         }
-        let first = &self.video[b].placements[0];
+        let first = &self.groups[b].placements[0];
         let reason = format!(
             "{}: no plane takes {} with modifier {:#x}; decoding in software",
             first.connector,
             super::formats::fourcc_name(prime.format),
             modifier
         );
-        self.video[b].source.cpu_frames_request(&reason);
-        for p in &self.video[b].placements {
-            if self.events.len() < self.events.capacity() {
-                self.events.push(EngineEvent::FormatFallback {
+        self.groups[b].source.cpu_frames_request(&reason);
+        for p in &self.groups[b].placements {
+            if engine.events.len() < engine.events.capacity() {
+                engine.events.push(EngineEvent::FormatFallback {
                     output: p.output,
                     format: prime.format,
                     modifier,
@@ -589,9 +622,9 @@ impl Engine {
 
     /// Lets go of group `b`'s imported framebuffers beyond the newest `keep`, oldest first,
     /// except the one it shows (claimed ones go once they leave the screen).
-    fn video_imports_drop(&mut self, b: usize, keep: usize) {
+    fn video_imports_drop(&mut self, engine: &mut Engine, b: usize, keep: usize) {
         loop {
-            let binding = &mut self.video[b];
+            let binding = &mut self.groups[b];
             if binding.imported.len() <= keep {
                 return;
             }
@@ -608,12 +641,18 @@ impl Engine {
             if id == current {
                 binding.current = BufferId::NONE;
             }
-            self.video_counters.imports_dropped += 1;
-            let _ = self.buffer_release(id);
+            engine.video_counters.imports_dropped += 1;
+            let _ = engine.buffer_release(id);
         }
     }
 
-    fn video_import(&mut self, b: usize, prime: &Arc<PrimeFrame>, sequence: u64) -> KmsResult<()> {
+    fn video_import(
+        &mut self,
+        engine: &mut Engine,
+        b: usize,
+        prime: &Arc<PrimeFrame>,
+        sequence: u64,
+    ) -> KmsResult<()> {
         let (buffer, cached) = prime
             .with_layout(|objects, planes| {
                 let desc = DmaBufDesc {
@@ -624,23 +663,23 @@ impl Engine {
                     objects,
                     planes,
                 };
-                self.buffers.dmabuf_import(&self.card, &desc)
+                engine.buffers.dmabuf_import(&engine.card, &desc)
             })
             .inspect_err(|e| {
                 if matches!(e, KmsError::Ioctl(super::buffer::REFUSED_BEFORE, _)) {
-                    self.video_counters.imports_refused += 1;
+                    engine.video_counters.imports_refused += 1;
                 }
             })?;
-        if let Ok(buf) = self.buffers.get_mut(buffer) {
+        if let Ok(buf) = engine.buffers.get_mut(buffer) {
             // The surface holds a new frame: a converted copy of its old content is stale.
             buf.generation += 1;
         }
-        let fresh = !cached || !self.video[b].imported.contains(&buffer);
-        if fresh && self.video[b].imported.len() >= IMPORTED_MAX {
-            self.video_imports_drop(b, IMPORTED_MAX - 1);
+        let fresh = !cached || !self.groups[b].imported.contains(&buffer);
+        if fresh && self.groups[b].imported.len() >= IMPORTED_MAX {
+            self.video_imports_drop(engine, b, IMPORTED_MAX - 1);
         }
-        let buffers = &self.buffers;
-        let binding = &mut self.video[b];
+        let buffers = &engine.buffers;
+        let binding = &mut self.groups[b];
         if fresh {
             binding.imported.push(buffer);
         }
@@ -652,7 +691,7 @@ impl Engine {
         binding.held.push((buffer, Arc::clone(prime)));
         binding.shown_sequence = sequence;
         binding.current = buffer;
-        self.video_counters.zero_copy += 1;
+        engine.video_counters.zero_copy += 1;
         Ok(())
     }
 }
@@ -695,11 +734,21 @@ fn scene_build(binding: &mut VideoBinding) {
     }
 }
 
-impl Engine {
+impl Video {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Forgets every group and claim, at close (the engine frees the buffers itself).
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.retired.clear();
+    }
+
     /// The text of the fault `cause` of a video group on `output` (formatted once per cause;
     /// empty for causes without more to say).
-    pub fn video_fault_detail(&self, output: usize, cause: VideoCause) -> Option<&str> {
-        self.video
+    pub fn fault_detail(&self, output: usize, cause: VideoCause) -> Option<&str> {
+        self.groups
             .iter()
             .filter(|b| b.shows(output) && b.fault == Some(cause))
             .map(|b| b.fault_detail.as_str())

@@ -4,6 +4,7 @@
 //! thread (which decides what to show) and the presentation thread (which decides when it
 //! flips). Video (video.rs) is a client of it that commits one scene per group and vblank.
 
+mod clients;
 mod configure;
 mod copy;
 mod flip;
@@ -24,6 +25,7 @@ use super::ids::{BufferId, FbId};
 use super::output::Output;
 use super::props::{prop_name, props_all};
 use super::resources::{resources_read, Resources};
+use super::video::Video;
 use super::video_health::VideoCause;
 
 use copy::Conversion;
@@ -88,17 +90,15 @@ pub struct Engine {
     scratch_triples: Vec<(u32, u32, u64)>,
     /// The flip loop's scene, built once; each step only changes buffer ids in it.
     loop_scene: Vec<SceneOutput>,
-    /// Decoded video on outputs (video.rs): one group per source, each with its own scene.
-    pub(super) video: Vec<super::video::VideoBinding>,
+    /// The video client (video.rs): one group per source, each with its own scene. Taken out
+    /// for the client's turn (clients.rs), so it works on the engine through its own API.
+    pub(super) video: Video,
     /// Test hook (MULTIHEAD_FAULT_DMABUF_MODIFIER): the modifier the decoder's dma-bufs are
     /// taken to have when the planes are asked, to prove the fallback on a card whose planes
     /// list only linear.
     pub(super) fault_modifier: Option<u64>,
     pub video_counters: super::video::VideoCounters,
     pub video_error: Option<String>,
-    /// Claims on dma-buf frames of stopped video that outputs may still show: dropped once no
-    /// CRTC scans them out, so the decoder cannot overwrite a surface on screen.
-    pub(super) video_retired: Vec<(BufferId, std::sync::Arc<crate::decode::prime::PrimeFrame>)>,
     /// (source, copy) converted for the commit being built: each source once per frame.
     converted_now: Vec<(BufferId, BufferId)>,
     pub copies: CopyCounters,
@@ -155,13 +155,12 @@ impl Engine {
             conversions: HashMap::new(),
             scratch_triples: Vec::with_capacity(256),
             loop_scene: Vec::new(),
-            video: Vec::new(),
+            video: Video::default(),
             fault_modifier: std::env::var(FAULT_MODIFIER_ENV)
                 .ok()
                 .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()),
             video_counters: Default::default(),
             video_error: None,
-            video_retired: Vec::new(),
             converted_now: Vec::with_capacity(8),
             copies: CopyCounters::default(),
         })
@@ -199,7 +198,6 @@ impl Engine {
 
     pub fn close(&mut self) {
         self.video.clear();
-        self.video_retired.clear();
         self.conversions.clear();
         self.flip_loop = None;
         self.queued = None;
