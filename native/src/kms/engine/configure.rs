@@ -3,6 +3,7 @@
 use std::os::fd::AsFd;
 
 use drm::control::Device as ControlDevice;
+use drm::control::Mode;
 
 use super::super::commit::{commit_error, FLAG_ALLOW_MODESET, FLAG_TEST_ONLY};
 use super::super::error::{KmsError, KmsResult};
@@ -24,40 +25,8 @@ impl Engine {
     /// Sets the outputs to exactly `requests`, in one atomic commit tested first. Outputs
     /// whose connector, CRTC and mode stay the same are not touched and keep their content.
     pub fn configure(&mut self, requests: &[OutputRequest]) -> KmsResult<()> {
-        let mut picked = Vec::with_capacity(requests.len());
-        for r in requests {
-            let connector = self.res.connector(&r.connector)?;
-            if !connector.connected {
-                return Err(KmsError::ConnectorDisconnected(r.connector.clone()));
-            }
-            let mode = mode_pick(connector, &r.mode)?;
-            picked.push((
-                Picked {
-                    name: connector.name.clone(),
-                    handle: u32::from(connector.handle),
-                    crtc_prop: connector.props.require(Prop::CrtcId, &connector.name)?,
-                    possible_crtcs: connector.possible_crtcs,
-                },
-                mode,
-            ));
-        }
-        let masks: Vec<u32> = picked.iter().map(|(c, _)| c.possible_crtcs).collect();
-        let current: Vec<Option<usize>> = picked
-            .iter()
-            .map(|(c, _)| {
-                self.outputs
-                    .iter()
-                    .find(|o| o.connector == c.name)
-                    .map(|o| o.crtc_index)
-            })
-            .collect();
-        let crtcs = crtcs_assign(&masks, &current, self.res.crtcs.len()).ok_or_else(|| {
-            // Name the first connector that cannot be added.
-            let failing = (1..=masks.len())
-                .find(|&n| crtcs_assign(&masks[..n], &current[..n], self.res.crtcs.len()).is_none())
-                .unwrap_or(1);
-            KmsError::NoCrtc(picked[failing - 1].0.name.clone())
-        })?;
+        let picked = self.connectors_pick(requests)?;
+        let crtcs = self.crtcs_pick(&picked)?;
 
         // Keep unchanged outputs as they are; everything else is (re)built.
         let mut old: Vec<Option<Output>> = std::mem::take(&mut self.outputs)
@@ -172,55 +141,7 @@ impl Engine {
                 });
                 fresh.push(true);
             }
-            // Switch off whatever this commit does not use: old outputs, fbcon's planes.
-            let used_connectors: Vec<u32> = new_outputs.iter().map(|o| o.connector_id).collect();
-            let used_crtcs: Vec<u32> = new_outputs.iter().map(|o| o.crtc_id).collect();
-            let used_planes: Vec<PlaneId> = new_outputs
-                .iter()
-                .flat_map(|o| o.planes.iter().copied())
-                .collect();
-            for c in self.res.connectors.iter().filter(|c| !c.writeback) {
-                let id = u32::from(c.handle);
-                let attached = self
-                    .card
-                    .get_connector(c.handle, false)
-                    .ok()
-                    .and_then(|i| i.current_encoder())
-                    .is_some();
-                if !used_connectors.contains(&id)
-                    && (attached || old.iter().flatten().any(|o| o.connector_id == id))
-                {
-                    triples.push((id, c.props.require(Prop::CrtcId, &c.name)?, 0));
-                }
-            }
-            for c in &self.res.crtcs {
-                let id = u32::from(c.handle);
-                let active = self
-                    .card
-                    .get_crtc(c.handle)
-                    .ok()
-                    .and_then(|i| i.mode())
-                    .is_some();
-                if !used_crtcs.contains(&id)
-                    && (active || old.iter().flatten().any(|o| o.crtc_id == id))
-                {
-                    triples.push((id, c.props.require(Prop::Active, "crtc")?, 0));
-                    triples.push((id, c.props.require(Prop::ModeId, "crtc")?, 0));
-                }
-            }
-            for p in &self.res.planes {
-                let id = u32::from(p.handle);
-                let on = self
-                    .card
-                    .get_plane(p.handle)
-                    .ok()
-                    .and_then(|i| i.crtc())
-                    .is_some();
-                if !used_planes.contains(&PlaneId(id)) && on {
-                    triples.push((id, p.props.require(Prop::FbId, "plane")?, 0));
-                    triples.push((id, p.props.require(Prop::CrtcId, "plane")?, 0));
-                }
-            }
+            self.unused_off(&mut triples, &new_outputs, &old)?;
             if triples.is_empty() {
                 return Ok(());
             }
@@ -280,6 +201,108 @@ impl Engine {
             let released = self.buffers.inherited_release_unshown(&self.card) as u32;
             takeover.kept = takeover.framebuffers.saturating_sub(released);
             takeover.settled = true;
+        }
+        Ok(())
+    }
+
+    /// The requested connectors and their modes; refuses unknown or disconnected ones.
+    fn connectors_pick(&self, requests: &[OutputRequest]) -> KmsResult<Vec<(Picked, Mode)>> {
+        let mut picked = Vec::with_capacity(requests.len());
+        for r in requests {
+            let connector = self.res.connector(&r.connector)?;
+            if !connector.connected {
+                return Err(KmsError::ConnectorDisconnected(r.connector.clone()));
+            }
+            let mode = mode_pick(connector, &r.mode)?;
+            picked.push((
+                Picked {
+                    name: connector.name.clone(),
+                    handle: u32::from(connector.handle),
+                    crtc_prop: connector.props.require(Prop::CrtcId, &connector.name)?,
+                    possible_crtcs: connector.possible_crtcs,
+                },
+                mode,
+            ));
+        }
+        Ok(picked)
+    }
+
+    /// A CRTC for each picked connector, keeping the one it has where possible; names the
+    /// first connector that cannot get one.
+    fn crtcs_pick(&self, picked: &[(Picked, Mode)]) -> KmsResult<Vec<usize>> {
+        let masks: Vec<u32> = picked.iter().map(|(c, _)| c.possible_crtcs).collect();
+        let current: Vec<Option<usize>> = picked
+            .iter()
+            .map(|(c, _)| {
+                self.outputs
+                    .iter()
+                    .find(|o| o.connector == c.name)
+                    .map(|o| o.crtc_index)
+            })
+            .collect();
+        crtcs_assign(&masks, &current, self.res.crtcs.len()).ok_or_else(|| {
+            // Name the first connector that cannot be added.
+            let failing = (1..=masks.len())
+                .find(|&n| crtcs_assign(&masks[..n], &current[..n], self.res.crtcs.len()).is_none())
+                .unwrap_or(1);
+            KmsError::NoCrtc(picked[failing - 1].0.name.clone())
+        })
+    }
+
+    /// Switches off whatever the new outputs do not use: old outputs, fbcon's planes.
+    fn unused_off(
+        &self,
+        triples: &mut Vec<(u32, u32, u64)>,
+        new_outputs: &[Output],
+        old: &[Option<Output>],
+    ) -> KmsResult<()> {
+        let used_connectors: Vec<u32> = new_outputs.iter().map(|o| o.connector_id).collect();
+        let used_crtcs: Vec<u32> = new_outputs.iter().map(|o| o.crtc_id).collect();
+        let used_planes: Vec<PlaneId> = new_outputs
+            .iter()
+            .flat_map(|o| o.planes.iter().copied())
+            .collect();
+        for c in self.res.connectors.iter().filter(|c| !c.writeback) {
+            let id = u32::from(c.handle);
+            let attached = self
+                .card
+                .get_connector(c.handle, false)
+                .ok()
+                .and_then(|i| i.current_encoder())
+                .is_some();
+            if !used_connectors.contains(&id)
+                && (attached || old.iter().flatten().any(|o| o.connector_id == id))
+            {
+                triples.push((id, c.props.require(Prop::CrtcId, &c.name)?, 0));
+            }
+        }
+        for c in &self.res.crtcs {
+            let id = u32::from(c.handle);
+            let active = self
+                .card
+                .get_crtc(c.handle)
+                .ok()
+                .and_then(|i| i.mode())
+                .is_some();
+            if !used_crtcs.contains(&id)
+                && (active || old.iter().flatten().any(|o| o.crtc_id == id))
+            {
+                triples.push((id, c.props.require(Prop::Active, "crtc")?, 0));
+                triples.push((id, c.props.require(Prop::ModeId, "crtc")?, 0));
+            }
+        }
+        for p in &self.res.planes {
+            let id = u32::from(p.handle);
+            let on = self
+                .card
+                .get_plane(p.handle)
+                .ok()
+                .and_then(|i| i.crtc())
+                .is_some();
+            if !used_planes.contains(&PlaneId(id)) && on {
+                triples.push((id, p.props.require(Prop::FbId, "plane")?, 0));
+                triples.push((id, p.props.require(Prop::CrtcId, "plane")?, 0));
+            }
         }
         Ok(())
     }
