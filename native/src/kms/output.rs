@@ -1,5 +1,5 @@
 //! Outputs: a connector driven by a CRTC in a mode, with the planes it owns. Choosing
-//! modes and CRTCs happens here; committing them happens in engine.rs.
+//! modes and CRTCs happens here; committing them happens in engine/configure.rs.
 
 use drm::control::Mode;
 
