@@ -4,6 +4,7 @@
 pub mod color;
 pub mod decoder;
 pub mod error;
+mod frame_convert;
 pub mod index;
 pub mod io;
 pub mod key;
