@@ -21,6 +21,7 @@ use ffmpeg_next as ffmpeg;
 use super::color::{ColorCell, Tagged};
 use super::error::{DecodeError, FailureCode, StreamFailure};
 use super::frame_convert::{frame_recycle, nv12_fill, Scaler};
+use super::frame_pace::Clock;
 use super::index::{media_identity, KeyframeIndex};
 use super::io::{self, IoGuard};
 use super::key::{HwMode, SourceKey};
@@ -99,28 +100,28 @@ pub struct FrameRing {
     pub height: u32,
 }
 
-struct Shared {
+pub(super) struct Shared {
     /// Stop flag and I/O deadlines, polled by FFmpeg's interrupt callback.
-    io: IoGuard,
+    pub(super) io: IoGuard,
     /// Prerolled: the first frame is decoded and waits; the clock starts when an output
     /// first takes it (gapless switching to the next item).
-    hold: AtomicBool,
-    counters: DecoderCounters,
-    ring: Mutex<FrameRing>,
+    pub(super) hold: AtomicBool,
+    pub(super) counters: DecoderCounters,
+    pub(super) ring: Mutex<FrameRing>,
     /// Set when the thread ends on an error (a stream that broke mid-way).
-    failure: Mutex<Option<StreamFailure>>,
+    pub(super) failure: Mutex<Option<StreamFailure>>,
     /// Which path frames take now, and why not the hardware one (read by status).
-    path: Mutex<(HwPathKind, Option<String>)>,
+    pub(super) path: Mutex<(HwPathKind, Option<String>)>,
     /// Set by the display when no plane of an output takes this decoder's dma-buf frames
     /// (fourcc or modifier): the decoder goes on in software (frames with a CPU view).
-    cpu_wanted: Mutex<Option<String>>,
+    pub(super) cpu_wanted: Mutex<Option<String>>,
     /// `cpu_wanted` was set: read per packet without taking the lock.
-    cpu_asked: AtomicBool,
+    pub(super) cpu_asked: AtomicBool,
     /// The newest frame's colour as the stream tags it.
-    color: ColorCell,
+    pub(super) color: ColorCell,
     /// Exported VAAPI frames alive (in the ring or held by outputs): the decoder waits while
     /// this many are out rather than run its surface pool dry.
-    claims: Arc<AtomicUsize>,
+    pub(super) claims: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,7 +382,7 @@ impl Drop for Decoder {
 
 /// What the decoder thread tells `Decoder::start`: opened (or not), then the first picture
 /// (or why there is none).
-enum Event {
+pub(super) enum Event {
     Opened(StreamInfo),
     Picture,
     Failed(DecodeError),
@@ -422,50 +423,50 @@ fn decoder_run(key: SourceKey, shared: Arc<Shared>, events: SyncSender<Event>) {
 }
 
 /// The FFmpeg side of one decoder, owned by its thread.
-struct Session {
-    source: String,
-    kind: SourceKind,
+pub(super) struct Session {
+    pub(super) source: String,
+    pub(super) kind: SourceKind,
     /// The decoder's `Shared::io`, which outlives the session (the thread holds the Arc):
     /// FFmpeg calls back into it on every blocking read of `input`.
-    guard: *const IoGuard,
-    input: ffmpeg::format::context::Input,
+    pub(super) guard: *const IoGuard,
+    pub(super) input: ffmpeg::format::context::Input,
     /// Whether looping can seek back; else the source is opened again.
-    seekable: bool,
-    decoder: ffmpeg::decoder::Video,
-    stream: usize,
+    pub(super) seekable: bool,
+    pub(super) decoder: ffmpeg::decoder::Video,
+    pub(super) stream: usize,
     /// Seconds per timestamp unit.
-    time_base: f64,
-    start_us: i64,
-    period_us: i64,
-    info: StreamInfo,
-    index: Option<KeyframeIndex>,
+    pub(super) time_base: f64,
+    pub(super) start_us: i64,
+    pub(super) period_us: i64,
+    pub(super) info: StreamInfo,
+    pub(super) index: Option<KeyframeIndex>,
     /// Keyframes seen on the first pass, saved as the index when it completes.
-    keyframes_seen: Vec<(i64, i64)>,
-    time_base_raw: (i32, i32),
-    scaler: Option<Scaler>,
-    hw: HwPath,
+    pub(super) keyframes_seen: Vec<(i64, i64)>,
+    pub(super) time_base_raw: (i32, i32),
+    pub(super) scaler: Option<Scaler>,
+    pub(super) hw: HwPath,
     /// Why frames do not take the hardware path, once known.
-    fallback: Option<String>,
+    pub(super) fallback: Option<String>,
     /// Read by FFmpeg's get_format callback through the codec context's opaque pointer, so it
     /// is boxed (a stable address) and lives as long as the session.
-    hw_state: Box<HwState>,
+    pub(super) hw_state: Box<HwState>,
     /// Set by publish when the hardware path failed; acted on between packets.
-    fallback_pending: Option<String>,
+    pub(super) fallback_pending: Option<String>,
     /// Stream pts (µs) of the newest published frame: where a fallback resumes.
-    last_pts_us: Option<i64>,
+    pub(super) last_pts_us: Option<i64>,
     /// After a fallback: frames up to here were shown already.
-    skip_until_us: Option<i64>,
-    hw_frames: u64,
-    hw_errors: u32,
-    fault_after: Option<u64>,
+    pub(super) skip_until_us: Option<i64>,
+    pub(super) hw_frames: u64,
+    pub(super) hw_errors: u32,
+    pub(super) fault_after: Option<u64>,
     /// Decoded frames waiting for their time: (frame, stream pts µs, timeline µs).
-    ahead: std::collections::VecDeque<(ffmpeg::frame::Video, Option<i64>, i64)>,
+    pub(super) ahead: std::collections::VecDeque<(ffmpeg::frame::Video, Option<i64>, i64)>,
     /// Emptied frames to decode into, so frames in flight are never copied.
-    spare: Vec<ffmpeg::frame::Video>,
+    pub(super) spare: Vec<ffmpeg::frame::Video>,
     /// Frames published since the last rewind: a pass of exactly one is a still image.
-    pass_frames: u64,
+    pub(super) pass_frames: u64,
     /// Told when the first frame is in the ring (a prerolled acquire waits for it).
-    first_picture: Option<SyncSender<Event>>,
+    pub(super) first_picture: Option<SyncSender<Event>>,
 }
 
 // The guard pointer is only dereferenced on the session's own thread while the Arc that owns
@@ -473,7 +474,7 @@ struct Session {
 unsafe impl Send for Session {}
 
 /// Where decoded frames go.
-enum HwPath {
+pub(super) enum HwPath {
     Vaapi(VaapiDevice),
     /// The pool is made at the first frame's size.
     Dmabuf(Option<ExportPool>),
@@ -971,65 +972,9 @@ impl Session {
         }
     }
 
-    /// Publishes queued frames whose time has come. With fewer than `keep` frames queued it
-    /// returns as soon as the oldest is not yet due (so the caller decodes more); with the
-    /// queue full it waits for the oldest's time.
-    fn pace(
-        &mut self,
-        clock: &mut Clock,
-        shared: &Shared,
-        keep: usize,
-    ) -> Result<(), StreamFailure> {
-        while let Some(&(_, pts, timeline)) = self.ahead.front() {
-            let due = clock.due_of(timeline);
-            let now = Instant::now();
-            if now < due {
-                if self.ahead.len() < keep {
-                    return Ok(());
-                }
-                // Short naps, so a stop request is never kept waiting.
-                while Instant::now() < due && !shared.io.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep((due - Instant::now()).min(Duration::from_millis(20)));
-                }
-                if shared.io.stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-            } else {
-                if now > due + Duration::from_millis(4) {
-                    shared.counters.delayed.fetch_add(1, Ordering::Relaxed);
-                }
-                if now > due + Duration::from_micros(self.period_us as u64) {
-                    shared.counters.late.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let (mut frame, _, _) = self.ahead.pop_front().expect("front exists");
-            let published = self.publish(&frame, timeline, shared);
-            frame_recycle(&mut frame);
-            self.spare.push(frame);
-            published.map_err(|e| StreamFailure::new(FailureCode::Codec, e))?;
-            if pts.is_some() {
-                self.last_pts_us = pts;
-            }
-            clock.interval(&shared.counters);
-            if self.fallback_pending.is_some() {
-                return Ok(());
-            }
-            if shared.hold.load(Ordering::Relaxed) {
-                // Prerolled: wait with the first frame ready until an output takes it, then
-                // time the following frames from that moment.
-                while shared.hold.load(Ordering::Relaxed) && !shared.io.stop.load(Ordering::Relaxed)
-                {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                clock.restart_at(Instant::now(), timeline);
-            }
-        }
-        Ok(())
-    }
-
     /// Puts the frame into the ring: as a dma-buf on the hardware and export paths, else as NV12
     /// bytes, converting once.
-    fn publish(
+    pub(super) fn publish(
         &mut self,
         frame: &ffmpeg::frame::Video,
         pts_us: i64,
@@ -1175,67 +1120,6 @@ impl Session {
                 "injected hardware failure after {} frames ({FAULT_ENV})",
                 self.hw_frames
             ));
-        }
-    }
-}
-
-/// Maps stream timestamps onto the monotonic clock, continuing across loops.
-#[derive(Default)]
-struct Clock {
-    /// Wall time and timeline position of the first frame.
-    origin: Option<(Instant, i64)>,
-    /// Added to pts after each loop, so the timeline keeps running forward.
-    loop_offset_us: i64,
-    /// pts of the first and the latest frame of the current pass.
-    first_pts_us: Option<i64>,
-    last_pts_us: i64,
-    timeline_us: i64,
-    last_frame_at: Option<Instant>,
-}
-
-impl Clock {
-    /// The frame's place on the timeline (called once per frame, in decode order).
-    fn timeline_for(&mut self, pts_us: Option<i64>, period_us: i64) -> i64 {
-        let pts = pts_us.unwrap_or(self.last_pts_us + period_us);
-        let first = *self.first_pts_us.get_or_insert(pts);
-        self.last_pts_us = pts;
-        self.timeline_us = self.loop_offset_us + (pts - first);
-        self.timeline_us
-    }
-
-    /// When the frame at `timeline` is due; the first frame asked about is due now.
-    fn due_of(&mut self, timeline: i64) -> Instant {
-        let (at, base) = *self.origin.get_or_insert((Instant::now(), timeline));
-        let ahead = timeline - base;
-        if ahead <= 0 {
-            at
-        } else {
-            at + Duration::from_micros(ahead as u64)
-        }
-    }
-
-    /// The frame at `timeline` went on show at `at`: time the next ones from there.
-    fn restart_at(&mut self, at: Instant, timeline: i64) {
-        self.origin = Some((at, timeline));
-    }
-
-    fn loop_end(&mut self, period_us: i64) {
-        if let Some(first) = self.first_pts_us.take() {
-            self.loop_offset_us += self.last_pts_us - first + period_us;
-        }
-    }
-
-    fn interval(&mut self, counters: &DecoderCounters) {
-        let now = Instant::now();
-        if let Some(previous) = self.last_frame_at.replace(now) {
-            let sample = (now - previous).as_micros() as u64;
-            let old = counters.interval_us.load(Ordering::Relaxed);
-            let smoothed = if old == 0 {
-                sample
-            } else {
-                (old * 7 + sample) / 8
-            };
-            counters.interval_us.store(smoothed, Ordering::Relaxed);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod color;
 pub mod decoder;
 pub mod error;
 mod frame_convert;
+mod frame_pace;
 pub mod index;
 pub mod io;
 pub mod key;
