@@ -5,9 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::decoder::{DecoderCounters, Session, Shared};
+use super::decoder::{DecoderCounters, Session};
 use super::error::{FailureCode, StreamFailure};
 use super::frame_convert::frame_recycle;
+use super::frame_ring::Shared;
 
 /// Maps stream timestamps onto the monotonic clock, continuing across loops.
 #[derive(Default)]

@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod error;
 mod frame_convert;
 mod frame_pace;
+mod frame_ring;
 pub mod index;
 pub mod io;
 pub mod key;
