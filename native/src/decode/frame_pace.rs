@@ -5,10 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::decoder::{DecoderCounters, Session};
+use super::decoder::DecoderCounters;
 use super::error::{FailureCode, StreamFailure};
 use super::frame_convert::frame_recycle;
 use super::frame_ring::Shared;
+use super::session_open::Session;
 
 /// Maps stream timestamps onto the monotonic clock, continuing across loops.
 #[derive(Default)]

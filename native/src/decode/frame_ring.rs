@@ -90,13 +90,13 @@ impl Shared {
         Some(f(bytes, ring.width, ring.height, seq, pts))
     }
 
-    pub(super) fn newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+    fn newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let slot = ring.newest?;
         ring.prime[slot].clone().map(|p| (p, ring.meta[slot].0))
     }
 
-    pub(super) fn hold_release(&self) {
+    fn hold_release(&self) {
         if self.hold.load(Ordering::Relaxed) {
             self.hold.store(false, Ordering::Relaxed);
         }
