@@ -9,12 +9,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use crate::kms::buffer::DmaBufDesc;
+use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
 use crate::kms::engine::{
     rotation_bit, Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput,
 };
 use crate::kms::error::KmsError;
 use crate::kms::formats::{fourcc_name, fourcc_parse, YuvColor, YuvMatrix, MOD_INVALID};
+use crate::kms::ids::{BufferId, Rect as KmsRect};
 use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
@@ -359,14 +360,28 @@ fn parse_modifier(text: Option<&str>) -> napi::Result<u64> {
     parsed.map_err(|_| bad_arg(format!("modifier {text:?} is not a 64-bit number")))
 }
 
-fn rect_tuple(r: &Rect) -> Result<(u32, u32, u32, u32), KmsError> {
+fn rect_tuple(r: &Rect) -> Result<KmsRect<u32>, KmsError> {
     if r.x < 0 || r.y < 0 {
         return Err(KmsError::BadBuffer(format!(
             "source rectangle ({}, {}) must not be negative",
             r.x, r.y
         )));
     }
-    Ok((r.x as u32, r.y as u32, r.width, r.height))
+    Ok(KmsRect {
+        x: r.x as u32,
+        y: r.y as u32,
+        w: r.width,
+        h: r.height,
+    })
+}
+
+fn rect_dst(r: &Rect) -> KmsRect {
+    KmsRect {
+        x: r.x,
+        y: r.y,
+        w: r.width,
+        h: r.height,
+    }
 }
 
 /// The layer's colour settings, or None to let the engine pick from the buffer's height.
@@ -497,7 +512,7 @@ impl KmsDevice {
                                             fourcc_name(format)
                                         )),
                                         connector,
-                                        buffer: Some(buffer),
+                                        buffer: Some(buffer.0),
                                         format: Some(fourcc_name(format)),
                                         ..Default::default()
                                     }
@@ -687,7 +702,7 @@ impl KmsDevice {
                     crtc: o.crtc_id,
                     crtc_index: o.crtc_index as u32,
                     mode: mode_info(&o.mode),
-                    planes: o.planes.clone(),
+                    planes: o.planes.iter().map(|p| p.0).collect(),
                 })
                 .collect())
         })
@@ -698,7 +713,11 @@ impl KmsDevice {
     pub fn create_dumb_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
-        self.with_engine(|e| e.buffers.dumb_create(&e.card, width, height, code))
+        self.with_engine(|e| {
+            e.buffers
+                .dumb_create(&e.card, width, height, code)
+                .map(|id| id.0)
+        })
     }
 
     /// A linear scanout buffer object from Mesa's GBM ("XR24" or "AR24"). Returns its id;
@@ -707,13 +726,17 @@ impl KmsDevice {
     pub fn create_gbm_buffer(&self, width: u32, height: u32, format: String) -> napi::Result<u32> {
         let code = fourcc_parse(&format)
             .ok_or_else(|| bad_arg(format!("format {format:?} is not a fourcc")))?;
-        self.with_engine(|e| e.buffers.gbm_create(&e.card, width, height, code))
+        self.with_engine(|e| {
+            e.buffers
+                .gbm_create(&e.card, width, height, code)
+                .map(|id| id.0)
+        })
     }
 
     /// Copies tightly packed pixel rows (planes one after another) into a dumb buffer.
     #[napi(catch_unwind)]
     pub fn write_buffer(&self, buffer: u32, data: Uint8Array) -> napi::Result<()> {
-        self.with_engine(|e| e.buffers.dumb_write(buffer, &data))
+        self.with_engine(|e| e.buffers.dumb_write(BufferId(buffer), &data))
     }
 
     /// Imports a dma-buf through PRIME. The same dma-buf imported again returns the cached
@@ -744,21 +767,24 @@ impl KmsDevice {
         let desc = DmaBufDesc {
             width: descriptor.width,
             height: descriptor.height,
-            format,
-            modifier,
+            format: Fourcc(format),
+            modifier: Modifier(modifier),
             objects: &objects,
             planes: &planes,
         };
         self.with_engine(|e| {
             let (buffer, cached) = e.buffers.dmabuf_import(&e.card, &desc)?;
-            Ok(ImportResult { buffer, cached })
+            Ok(ImportResult {
+                buffer: buffer.0,
+                cached,
+            })
         })
     }
 
     /// Frees a buffer now, or once no CRTC shows it. Returns true if it was freed now.
     #[napi(catch_unwind)]
     pub fn release_buffer(&self, buffer: u32) -> napi::Result<bool> {
-        self.with_engine(|e| e.buffer_release(buffer))
+        self.with_engine(|e| e.buffer_release(BufferId(buffer)))
     }
 
     #[napi(catch_unwind)]
@@ -777,14 +803,14 @@ impl KmsDevice {
                 let mut layers = Vec::with_capacity(s.layers.len());
                 for l in &s.layers {
                     layers.push(SceneLayer {
-                        buffer: l.buffer,
+                        buffer: BufferId(l.buffer),
                         src: l.src.as_ref().map(rect_tuple).transpose()?,
-                        dst: l.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                        dst: l.dst.as_ref().map(rect_dst),
                         rotation: l.rotation.unwrap_or(0),
                         color: yuv_color(
                             l.color_encoding.as_deref(),
                             l.color_range.as_deref(),
-                            e.buffers.get(l.buffer).map_or(0, |b| b.height),
+                            e.buffers.get(BufferId(l.buffer)).map_or(0, |b| b.height),
                         )?,
                     });
                 }
@@ -804,7 +830,8 @@ impl KmsDevice {
         self.with_engine(|e| {
             let mut outputs = Vec::with_capacity(config.outputs.len());
             for o in config.outputs {
-                outputs.push((e.output_index(&o.connector)?, o.buffers));
+                let buffers = o.buffers.into_iter().map(BufferId).collect();
+                outputs.push((e.output_index(&o.connector)?, buffers));
             }
             e.flip_loop_start(FlipLoop {
                 outputs,
@@ -852,7 +879,7 @@ impl KmsDevice {
                     output,
                     connector: o.connector.clone(),
                     src: o.src.as_ref().map(rect_tuple).transpose()?,
-                    dst: o.dst.as_ref().map(|r| (r.x, r.y, r.width, r.height)),
+                    dst: o.dst.as_ref().map(rect_dst),
                     rotation: o.rotation.unwrap_or(0),
                     // The frame height is not known before the first frame; an untagged
                     // setting fills in as for HD video.
@@ -918,7 +945,7 @@ impl KmsDevice {
         // Under the lock only the pin; the copy is made without it (see screen_copy.rs).
         let pinned = self.with_engine(|e| {
             let index = e.output_index(&connector)?;
-            let buffer = e.outputs[index].shown.first().copied().unwrap_or(0);
+            let buffer = e.outputs[index].shown.first().map_or(0, |b| b.0);
             Ok((buffer != 0)
                 .then(|| crate::screen_copy::pin(e, buffer).ok())
                 .flatten())

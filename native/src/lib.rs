@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod diagnose_paths;
 pub mod diagnose_va;
 pub mod display;
+pub mod dmabuf;
 pub mod fd_guard;
 pub mod heartbeat;
 pub mod panic_guard;

@@ -162,3 +162,13 @@ impl fmt::Display for KmsError {
 impl std::error::Error for KmsError {}
 
 pub type KmsResult<T> = Result<T, KmsError>;
+
+/// dma-buf failures read as they did when this module made them itself.
+impl From<crate::dmabuf::DmaBufError> for KmsError {
+    fn from(e: crate::dmabuf::DmaBufError) -> Self {
+        match e {
+            crate::dmabuf::DmaBufError::Udmabuf(why) => KmsError::BadBuffer(why),
+            crate::dmabuf::DmaBufError::Io(what, e) => KmsError::Ioctl(what, e),
+        }
+    }
+}

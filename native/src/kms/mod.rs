@@ -9,12 +9,14 @@ pub mod edid;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod ids;
 pub mod output;
 pub mod pacing;
 pub mod present;
 pub mod probe;
 pub mod props;
 pub mod resources;
+/// Old path of `crate::dmabuf::udmabuf`, in the engine's error type.
 pub mod udmabuf;
 pub mod video;
 pub mod video_health;

@@ -1,9 +1,10 @@
 //! Outputs: a connector driven by a CRTC in a mode, with the planes it owns. Choosing
-//! modes and CRTCs happens here; committing them happens in engine.rs.
+//! modes and CRTCs happens here; committing them happens in engine/configure.rs.
 
 use drm::control::Mode;
 
 use super::error::{KmsError, KmsResult};
+use super::ids::{BufferId, PlaneId};
 use super::resources::{mode_is_preferred, mode_name, ConnectorRes, PlaneKind, Resources};
 
 /// Per-CRTC presentation counters, updated from page-flip events on the native thread.
@@ -37,13 +38,13 @@ pub struct Output {
     pub mode: Mode,
     pub mode_blob: u32,
     /// Planes this output owns, primary first.
-    pub planes: Vec<u32>,
-    /// Buffer on each plane now (0 = off), parallel to `planes`.
-    pub shown: Vec<u32>,
+    pub planes: Vec<PlaneId>,
+    /// Buffer on each plane now (`NONE` = off), parallel to `planes`.
+    pub shown: Vec<BufferId>,
     /// Buffers of the commit in flight, parallel to `planes`.
-    pub incoming: Vec<u32>,
+    pub incoming: Vec<BufferId>,
     /// Buffers of the commit being built, parallel to `planes`.
-    pub staged: Vec<u32>,
+    pub staged: Vec<BufferId>,
     pub pending: bool,
     pub stats: FlipStats,
     /// Hash of the last plane layout that passed TEST_ONLY.
@@ -150,12 +151,12 @@ pub fn crtcs_assign(
 
 /// The CRTC's primary plane, then the overlays that can drive it and nobody else took.
 /// Empty when no primary plane is free.
-pub fn planes_claim(res: &Resources, crtc_index: usize, taken: &mut Vec<u32>) -> Vec<u32> {
-    let free = |kind: PlaneKind, taken: &Vec<u32>| {
+pub fn planes_claim(res: &Resources, crtc_index: usize, taken: &mut Vec<PlaneId>) -> Vec<PlaneId> {
+    let free = |kind: PlaneKind, taken: &Vec<PlaneId>| {
         res.planes
             .iter()
             .filter(|p| p.kind == kind && p.possible_crtcs & (1 << crtc_index) != 0)
-            .map(|p| u32::from(p.handle))
+            .map(|p| PlaneId(u32::from(p.handle)))
             .filter(|h| !taken.contains(h))
             .collect::<Vec<_>>()
     };

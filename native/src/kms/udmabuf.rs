@@ -1,103 +1,22 @@
-//! dma-bufs made from memfds (/dev/udmabuf): CPU-filled frames that import through the same
-//! PRIME path as a hardware decoder's surfaces.
+//! udmabuf lives in `crate::dmabuf::udmabuf`; these keep the engine's error type for callers
+//! that speak `KmsResult` (the JavaScript API, the decoder's export pool).
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use super::error::{KmsError, KmsResult};
-
-#[repr(C)]
-struct UdmabufCreate {
-    memfd: u32,
-    flags: u32,
-    offset: u64,
-    size: u64,
-}
-
-const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
-// _IOW('u', 0x42, struct udmabuf_create)
-const UDMABUF_CREATE: libc::c_ulong = 0x4018_7542;
+use super::error::KmsResult;
+use crate::dmabuf::udmabuf;
 
 /// A dma-buf holding `data`, padded to whole pages. The caller owns the returned fd.
 pub fn udmabuf_create(data: &[u8]) -> KmsResult<OwnedFd> {
-    let (dmabuf, memfd, _) = udmabuf_with_memfd(data.len())?;
-    let mut written = 0;
-    while written < data.len() {
-        let n = unsafe {
-            libc::pwrite(
-                memfd.as_raw_fd(),
-                data[written..].as_ptr().cast(),
-                data.len() - written,
-                written as libc::off_t,
-            )
-        };
-        if n <= 0 {
-            return Err(KmsError::BadBuffer(format!(
-                "udmabuf: write: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        written += n as usize;
-    }
-    Ok(dmabuf)
-}
-
-/// A dma-buf of at least `len` bytes (whole pages) and the memfd behind it, through which the
-/// CPU fills it: returns (dma-buf, memfd, size).
-pub fn udmabuf_with_memfd(len: usize) -> KmsResult<(OwnedFd, OwnedFd, usize)> {
-    let (memfd, size) = memfd_sealed(len)?;
-    let dmabuf = udmabuf_from_memfd(&memfd, size)?;
-    Ok((dmabuf, memfd, size))
+    Ok(udmabuf::udmabuf_create(data)?)
 }
 
 /// A memfd of at least `len` bytes (whole pages), sealed against shrinking as udmabuf requires.
 pub fn memfd_sealed(len: usize) -> KmsResult<(OwnedFd, usize)> {
-    let err = |what: &str| {
-        KmsError::BadBuffer(format!(
-            "udmabuf: {what}: {}",
-            std::io::Error::last_os_error()
-        ))
-    };
-    let page = 4096usize;
-    let size = len.max(1).div_ceil(page) * page;
-    let memfd = unsafe {
-        libc::memfd_create(
-            c"multihead-udmabuf".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if memfd < 0 {
-        return Err(err("memfd_create"));
-    }
-    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
-    if unsafe { libc::ftruncate(memfd.as_raw_fd(), size as libc::off_t) } != 0 {
-        return Err(err("ftruncate"));
-    }
-    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
-        return Err(err("seal"));
-    }
-    Ok((memfd, size))
+    Ok(udmabuf::memfd_sealed(len)?)
 }
 
 /// Wraps a sealed memfd's first `size` bytes in a dma-buf.
 pub fn udmabuf_from_memfd(memfd: &OwnedFd, size: usize) -> KmsResult<OwnedFd> {
-    let dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/udmabuf")
-        .map_err(|e| KmsError::BadBuffer(format!("udmabuf: /dev/udmabuf: {e}")))?;
-    let request = UdmabufCreate {
-        memfd: memfd.as_raw_fd() as u32,
-        flags: UDMABUF_FLAGS_CLOEXEC,
-        offset: 0,
-        size: size as u64,
-    };
-    let fd = unsafe { libc::ioctl(dev.as_raw_fd(), UDMABUF_CREATE, &request) };
-    if fd < 0 {
-        return Err(KmsError::BadBuffer(format!(
-            "udmabuf: UDMABUF_CREATE: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(udmabuf::udmabuf_from_memfd(memfd, size)?)
 }

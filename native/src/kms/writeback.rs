@@ -14,6 +14,7 @@ use super::commit::FLAG_ALLOW_MODESET;
 use super::engine::Engine;
 use super::error::{KmsError, KmsResult};
 use super::formats::XR24;
+use super::ids::BufferId;
 use super::props::Prop;
 
 /// Longest wait for the writeback out-fence.
@@ -22,7 +23,7 @@ const WRITEBACK_TIMEOUT_MS: i32 = 10_000;
 /// A capture committed to the kernel, not yet written.
 pub struct WritebackJob {
     fence: OwnedFd,
-    buffer: u32,
+    buffer: BufferId,
     wb_id: u32,
     crtc_prop: u32,
     fb_prop: u32,
@@ -56,7 +57,7 @@ impl Engine {
         let mut fence: i32 = -1;
         self.request.clear();
         self.request.set(wb_id, crtc_prop, u64::from(crtc_id));
-        self.request.set(wb_id, fb_prop, u64::from(fb));
+        self.request.set(wb_id, fb_prop, u64::from(fb.0));
         self.request
             .set(wb_id, fence_prop, std::ptr::addr_of_mut!(fence) as u64);
         let committed = self
@@ -100,7 +101,7 @@ impl Engine {
     /// job along), and pins the target for copying outside the lock; it is freed when unpinned.
     pub fn writeback_finish(&mut self, job: WritebackJob) -> KmsResult<crate::screen_copy::Pinned> {
         let detach = self.writeback_detach(job.wb_id, job.crtc_prop, job.fb_prop);
-        let pinned = crate::screen_copy::pin(self, job.buffer);
+        let pinned = crate::screen_copy::pin(self, job.buffer.0);
         // Freed now if pinning failed, else when the pin goes.
         let _ = self.buffers.release(&self.card, job.buffer);
         detach?;

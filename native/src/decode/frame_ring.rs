@@ -1,0 +1,176 @@
+//! What a decoder shares with everyone who reads it: the ring of newest frames, the counters
+//! and state status reads, and `FrameSource`, the handle outputs hold. The decoder thread
+//! writes here and the presentation thread reads here, so nothing in this file may block on
+//! decoding or allocate per frame.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::color::ColorCell;
+use super::decoder::{DecoderCounters, HwPathKind};
+use super::error::StreamFailure;
+use super::io::IoGuard;
+use super::prime::PrimeFrame;
+
+/// Frames kept: one being written, the newest, and one a slow reader may still hold.
+pub(super) const RING: usize = 3;
+
+/// A few slots reused in turn, so steady state allocates nothing: the decoder writes the one
+/// after the newest, leaving alone the newest and the one a slow reader may still hold.
+pub struct FrameRing {
+    pub slots: [Vec<u8>; RING],
+    /// Set instead of `slots[i]` when the frame lives in a dma-buf.
+    pub prime: [Option<Arc<PrimeFrame>>; RING],
+    /// (sequence number, pts in µs on the looped timeline) per slot.
+    pub meta: [(u64, i64); RING],
+    /// Slot holding the newest complete frame.
+    pub newest: Option<usize>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One per decoder, behind an `Arc` that its thread, the `Decoder` and every `FrameSource`
+/// hold: whoever lets go last frees it, so no reader is left with a dangling frame.
+pub(super) struct Shared {
+    /// Stop flag and I/O deadlines, polled by FFmpeg's interrupt callback.
+    pub(super) io: IoGuard,
+    /// Prerolled: the first frame is decoded and waits; the clock starts when an output
+    /// first takes it (gapless switching to the next item).
+    pub(super) hold: AtomicBool,
+    pub(super) counters: DecoderCounters,
+    pub(super) ring: Mutex<FrameRing>,
+    /// Set when the thread ends on an error (a stream that broke mid-way).
+    pub(super) failure: Mutex<Option<StreamFailure>>,
+    /// Which path frames take now, and why not the hardware one (read by status).
+    pub(super) path: Mutex<(HwPathKind, Option<String>)>,
+    /// Set by the display when no plane of an output takes this decoder's dma-buf frames
+    /// (fourcc or modifier): the decoder goes on in software (frames with a CPU view).
+    pub(super) cpu_wanted: Mutex<Option<String>>,
+    /// `cpu_wanted` was set: read per packet without taking the lock.
+    pub(super) cpu_asked: AtomicBool,
+    /// The newest frame's colour as the stream tags it.
+    pub(super) color: ColorCell,
+    /// Exported VAAPI frames alive (in the ring or held by outputs): the decoder waits while
+    /// this many are out rather than run its surface pool dry.
+    pub(super) claims: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// Nothing decoded yet; a prerolled decoder holds its first frame until an output takes it.
+    pub(super) fn new(preroll: bool) -> Shared {
+        Shared {
+            io: IoGuard::default(),
+            hold: AtomicBool::new(preroll),
+            counters: DecoderCounters::default(),
+            ring: Mutex::new(FrameRing {
+                slots: Default::default(),
+                prime: Default::default(),
+                meta: [(0, 0); RING],
+                newest: None,
+                width: 0,
+                height: 0,
+            }),
+            failure: Mutex::new(None),
+            path: Mutex::new((HwPathKind::Software, None)),
+            cpu_wanted: Mutex::new(None),
+            cpu_asked: AtomicBool::new(false),
+            color: ColorCell::default(),
+            claims: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(super) fn newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest?;
+        let (seq, pts) = ring.meta[slot];
+        let bytes = match &ring.prime[slot] {
+            Some(prime) => prime.cpu_bytes()?,
+            None => &ring.slots[slot],
+        };
+        Some(f(bytes, ring.width, ring.height, seq, pts))
+    }
+
+    fn newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = ring.newest?;
+        ring.prime[slot].clone().map(|p| (p, ring.meta[slot].0))
+    }
+
+    fn hold_release(&self) {
+        if self.hold.load(Ordering::Relaxed) {
+            self.hold.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A handle on a decoder's newest frames for the presentation thread: it outlives nothing
+/// (the decoder's thread stops when the registry drops the decoder) and never blocks on it.
+#[derive(Clone)]
+pub struct FrameSource(Arc<Shared>);
+
+impl FrameSource {
+    /// Only the decoder that owns `shared` hands out sources.
+    pub(super) fn of(shared: Arc<Shared>) -> FrameSource {
+        FrameSource(shared)
+    }
+
+    /// For outputs: like `with_newest`, and the first take starts a prerolled decoder's clock,
+    /// so its first frame is on screen exactly when its second is timed from.
+    pub fn take_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        let result = self.with_newest(f);
+        if result.is_some() {
+            self.0.hold_release();
+        }
+        result
+    }
+
+    /// For KMS outputs: the newest frame when it lives in a dma-buf, with its sequence number.
+    /// The returned `Arc` is the claim that keeps the surface from being reused; cloning it
+    /// does not allocate.
+    pub fn take_newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+        let result = self.0.newest_prime();
+        if result.is_some() {
+            self.0.hold_release();
+        }
+        result
+    }
+
+    /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
+    pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        self.0.newest(f)
+    }
+
+    /// Asks the decoder for frames with a CPU view from now on, because no plane takes its
+    /// dma-buf frames (`reason` names the output, fourcc and modifier). Meant to be called
+    /// once per binding; later calls change nothing and do not allocate (the first reason is
+    /// kept, for status). The decoder acts on it at its next packet, or at once when it shows
+    /// a still image: a software decoder continues after the last frame shown (from the start
+    /// when none was), and status says `path: "software"` with the reason as `hwFallback`.
+    /// On the software path already, it is a no-op.
+    pub fn cpu_frames_request(&self, reason: &str) {
+        if self.0.cpu_asked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted.is_none() {
+            *wanted = Some(reason.to_owned());
+            self.0.cpu_asked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The colour encoding of the newest frame as the stream tags it (matrix and range;
+    /// `yuvj*` frames are full range). None until a frame is decoded, or when the stream
+    /// tags neither: the caller's guess from the size is then all there is.
+    pub fn color(&self) -> Option<crate::kms::formats::YuvColor> {
+        self.0.color.get()
+    }
+
+    /// Why the decoder stopped, if it did (code and sentence).
+    pub fn failure(&self) -> Option<StreamFailure> {
+        self.0
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
