@@ -339,7 +339,7 @@ mod tests {
         .unwrap();
         let color = decoder.source().color().expect("tagged");
         assert!(color.full_range, "yuvj420p is full range");
-        assert_eq!(color.matrix, crate::kms::formats::YuvMatrix::Bt601);
+        assert_eq!(color.matrix, crate::dmabuf::YuvMatrix::Bt601);
     }
 
     #[test]

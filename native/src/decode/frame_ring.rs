@@ -161,7 +161,7 @@ impl FrameSource {
     /// The colour encoding of the newest frame as the stream tags it (matrix and range;
     /// `yuvj*` frames are full range). None until a frame is decoded, or when the stream
     /// tags neither: the caller's guess from the size is then all there is.
-    pub fn color(&self) -> Option<crate::kms::formats::YuvColor> {
+    pub fn color(&self) -> Option<crate::dmabuf::YuvColor> {
         self.0.color.get()
     }
 

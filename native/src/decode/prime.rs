@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ffmpeg_next::ffi;
 
 use super::layout::{flatten, Layer};
-use crate::kms::formats::NV12;
+use crate::dmabuf::format::NV12;
 use crate::kms::udmabuf::{memfd_sealed, udmabuf_from_memfd};
 
 pub struct PrimeFrame {

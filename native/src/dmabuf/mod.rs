@@ -3,11 +3,14 @@
 //! modifier of a frame, its descriptor, the CPU's read view of one, and udmabuf (dma-bufs
 //! made from memfds, for frames the CPU fills).
 
+pub mod color;
 pub mod desc;
 pub mod error;
+pub mod format;
 pub mod read;
 pub mod udmabuf;
 
+pub use color::{YuvColor, YuvMatrix};
 pub use desc::DmaBufDesc;
 pub use error::{DmaBufError, DmaBufResult};
 
