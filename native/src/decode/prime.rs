@@ -12,7 +12,7 @@ use ffmpeg_next::ffi;
 
 use super::layout::{flatten, Layer};
 use crate::dmabuf::format::NV12;
-use crate::kms::udmabuf::{memfd_sealed, udmabuf_from_memfd};
+use crate::dmabuf::udmabuf::{memfd_sealed, udmabuf_from_memfd};
 
 pub struct PrimeFrame {
     pub width: u32,
