@@ -10,7 +10,7 @@ use super::color::ColorCell;
 use super::decoder::{DecoderCounters, HwPathKind};
 use super::error::StreamFailure;
 use super::io::IoGuard;
-use super::prime::PrimeFrame;
+use crate::dmabuf::PrimeFrame;
 
 /// Frames kept: one being written, the newest, and one a slow reader may still hold.
 pub(super) const RING: usize = 3;

@@ -13,7 +13,7 @@ mod upload;
 use std::sync::Arc;
 
 use crate::decode::decoder::FrameSource;
-use crate::decode::prime::PrimeFrame;
+use crate::dmabuf::PrimeFrame;
 
 use super::engine::{monotonic_ns, Engine, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
