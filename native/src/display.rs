@@ -10,7 +10,7 @@ use napi::Status;
 use napi_derive::napi;
 
 use crate::dmabuf::udmabuf::udmabuf_create;
-use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
+use crate::dmabuf::{DmaBufDesc, Fourcc, FrameFeed, Modifier};
 use crate::kms::engine::{
     rotation_bit, Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput,
 };
@@ -870,7 +870,8 @@ impl KmsDevice {
         consumer: String,
         outputs: Vec<VideoOutput>,
     ) -> napi::Result<()> {
-        let source = manager.source_of(&consumer)?;
+        // Where decode meets kms: the engine reads the decoder's frames through `FrameFeed`.
+        let source: Arc<dyn FrameFeed> = Arc::new(manager.source_of(&consumer)?);
         self.with_engine(|e| {
             let mut placements = Vec::with_capacity(outputs.len());
             for o in &outputs {

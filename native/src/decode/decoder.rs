@@ -240,6 +240,7 @@ mod tests {
 
     use super::*;
     use crate::decode::key::HwMode;
+    use crate::dmabuf::FrameFeed;
 
     fn key(source: &str, hw: HwMode) -> SourceKey {
         SourceKey {
