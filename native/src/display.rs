@@ -9,7 +9,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 
-use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
+use crate::dmabuf::udmabuf::udmabuf_create;
+use crate::dmabuf::{DmaBufDesc, Fourcc, FrameFeed, Modifier};
 use crate::kms::engine::{
     rotation_bit, Engine, EngineEvent, FlipLoop, PresentResult, SceneLayer, SceneOutput,
 };
@@ -19,7 +20,6 @@ use crate::kms::ids::{BufferId, Rect as KmsRect};
 use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
-use crate::kms::udmabuf::udmabuf_create;
 use crate::kms::video::VideoPlacement;
 
 /// napi-rs functions throw with a fixed status, so the stable code leads the message
@@ -870,7 +870,8 @@ impl KmsDevice {
         consumer: String,
         outputs: Vec<VideoOutput>,
     ) -> napi::Result<()> {
-        let source = manager.source_of(&consumer)?;
+        // Where decode meets kms: the engine reads the decoder's frames through `FrameFeed`.
+        let source: Arc<dyn FrameFeed> = Arc::new(manager.source_of(&consumer)?);
         self.with_engine(|e| {
             let mut placements = Vec::with_capacity(outputs.len());
             for o in &outputs {
@@ -1024,7 +1025,7 @@ impl KmsDevice {
 pub fn create_udmabuf(data: Uint8Array) -> napi::Result<i32> {
     udmabuf_create(&data)
         .map(crate::fd_guard::hand_out)
-        .map_err(js_error)
+        .map_err(|e| js_error(e.into()))
 }
 
 /// Closes a descriptor this addon handed out (`createUdmabuf`); any other is refused.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use ffmpeg_next::color::{Range, Space};
 use ffmpeg_next::format::Pixel;
 
-use crate::kms::formats::{YuvColor, YuvMatrix};
+use crate::dmabuf::color::{YuvColor, YuvMatrix};
 
 /// What the stream's frames say about their colour, before defaults fill the gaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

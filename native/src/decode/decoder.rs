@@ -240,6 +240,7 @@ mod tests {
 
     use super::*;
     use crate::decode::key::HwMode;
+    use crate::dmabuf::FrameFeed;
 
     fn key(source: &str, hw: HwMode) -> SourceKey {
         SourceKey {
@@ -339,7 +340,7 @@ mod tests {
         .unwrap();
         let color = decoder.source().color().expect("tagged");
         assert!(color.full_range, "yuvj420p is full range");
-        assert_eq!(color.matrix, crate::kms::formats::YuvMatrix::Bt601);
+        assert_eq!(color.matrix, crate::dmabuf::YuvMatrix::Bt601);
     }
 
     #[test]

@@ -14,9 +14,10 @@ use super::decoder::{Event, HwPathKind, BACKPRESSURE_MAX, EXPORT_FRAMES};
 use super::frame_convert::nv12_fill;
 use super::frame_ring::{Shared, RING};
 use super::nv12::nv12_size;
-use super::prime::{ExportPool, PrimeFrame};
+use super::prime::ExportPool;
 use super::session_open::{HwPath, Session};
 use super::vaapi::vaapi_export;
+use crate::dmabuf::PrimeFrame;
 
 impl Session {
     /// Puts the frame into the ring: as a dma-buf on the hardware and export paths, else as NV12

@@ -10,7 +10,8 @@ use super::color::ColorCell;
 use super::decoder::{DecoderCounters, HwPathKind};
 use super::error::StreamFailure;
 use super::io::IoGuard;
-use super::prime::PrimeFrame;
+use crate::dmabuf::feed::CpuFrameFn;
+use crate::dmabuf::{FrameFeed, PrimeFrame, YuvColor};
 
 /// Frames kept: one being written, the newest, and one a slow reader may still hold.
 pub(super) const RING: usize = 3;
@@ -124,45 +125,9 @@ impl FrameSource {
         result
     }
 
-    /// For KMS outputs: the newest frame when it lives in a dma-buf, with its sequence number.
-    /// The returned `Arc` is the claim that keeps the surface from being reused; cloning it
-    /// does not allocate.
-    pub fn take_newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
-        let result = self.0.newest_prime();
-        if result.is_some() {
-            self.0.hold_release();
-        }
-        result
-    }
-
     /// Runs `f` on the newest frame (NV12 bytes, width, height, sequence, pts µs).
     pub fn with_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
         self.0.newest(f)
-    }
-
-    /// Asks the decoder for frames with a CPU view from now on, because no plane takes its
-    /// dma-buf frames (`reason` names the output, fourcc and modifier). Meant to be called
-    /// once per binding; later calls change nothing and do not allocate (the first reason is
-    /// kept, for status). The decoder acts on it at its next packet, or at once when it shows
-    /// a still image: a software decoder continues after the last frame shown (from the start
-    /// when none was), and status says `path: "software"` with the reason as `hwFallback`.
-    /// On the software path already, it is a no-op.
-    pub fn cpu_frames_request(&self, reason: &str) {
-        if self.0.cpu_asked.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
-        if wanted.is_none() {
-            *wanted = Some(reason.to_owned());
-            self.0.cpu_asked.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// The colour encoding of the newest frame as the stream tags it (matrix and range;
-    /// `yuvj*` frames are full range). None until a frame is decoded, or when the stream
-    /// tags neither: the caller's guess from the size is then all there is.
-    pub fn color(&self) -> Option<crate::kms::formats::YuvColor> {
-        self.0.color.get()
     }
 
     /// Why the decoder stopped, if it did (code and sentence).
@@ -172,5 +137,44 @@ impl FrameSource {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// What the KMS engine reads (through the napi glue, which hands it an `Arc<dyn FrameFeed>`).
+impl FrameFeed for FrameSource {
+    fn take_newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
+        let result = self.0.newest_prime();
+        if result.is_some() {
+            self.0.hold_release();
+        }
+        result
+    }
+
+    fn take_newest(&self, f: CpuFrameFn<'_>) -> bool {
+        FrameSource::take_newest(self, |data, w, h, seq, pts| f(data, w, h, seq, pts)).is_some()
+    }
+
+    fn with_newest(&self, f: CpuFrameFn<'_>) -> bool {
+        FrameSource::with_newest(self, |data, w, h, seq, pts| f(data, w, h, seq, pts)).is_some()
+    }
+
+    /// `yuvj*` frames are full range.
+    fn color(&self) -> Option<YuvColor> {
+        self.0.color.get()
+    }
+
+    /// The first reason is kept, for status. The decoder acts on it at its next packet, or at
+    /// once when it shows a still image: a software decoder continues after the last frame
+    /// shown (from the start when none was), and status says `path: "software"` with the
+    /// reason as `hwFallback`. On the software path already, it is a no-op.
+    fn cpu_frames_request(&self, reason: &str) {
+        if self.0.cpu_asked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut wanted = self.0.cpu_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted.is_none() {
+            *wanted = Some(reason.to_owned());
+            self.0.cpu_asked.store(true, Ordering::Relaxed);
+        }
     }
 }

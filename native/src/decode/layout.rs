@@ -7,9 +7,8 @@
 //! module does not understand is refused with a sentence naming it, so the decoder goes on in
 //! software instead of handing the engine a framebuffer the kernel would misread.
 
-use crate::kms::formats::{fourcc, NV12};
+use crate::dmabuf::format::{fourcc, NV12, P010};
 
-pub const P010: u32 = fourcc(b"P010");
 const R8: u32 = fourcc(b"R8  ");
 const GR88: u32 = fourcc(b"GR88");
 const R16: u32 = fourcc(b"R16 ");

@@ -1,151 +1,96 @@
-//! Decoded frames that live in dma-bufs: a VAAPI surface exported as DRM PRIME, or a buffer of
-//! the udmabuf export pool. The KMS engine imports them through PRIME and scans them out with
-//! no CPU copy. A `PrimeFrame` is the claim on the underlying surface: while any output shows
-//! it (or a commit that will) the engine holds an `Arc` of it, and the decoder cannot reuse the
-//! surface until the last one is dropped.
+//! Decoded frames that live in dma-bufs, made into `PrimeFrame`s (`crate::dmabuf::frame`): a
+//! VAAPI surface exported as DRM PRIME, or a buffer of the udmabuf export pool. The KMS engine
+//! imports them through PRIME and scans them out with no CPU copy; each frame's claim keeps
+//! its surface or buffer from being reused until the last holder lets go.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ffi::c_void;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use ffmpeg_next::ffi;
 
 use super::layout::{flatten, Layer};
-use crate::kms::formats::NV12;
-use crate::kms::udmabuf::{memfd_sealed, udmabuf_from_memfd};
+use crate::dmabuf::format::NV12;
+use crate::dmabuf::udmabuf::{memfd_sealed, udmabuf_from_memfd};
+use crate::dmabuf::{DmaBufDesc, Fourcc, FrameClaim, Modifier, PrimeFrame};
 
-pub struct PrimeFrame {
-    pub width: u32,
-    pub height: u32,
-    /// DRM fourcc of the single (possibly flattened) layer.
-    pub format: u32,
-    pub modifier: u64,
-    objects: [(RawFd, u64); 4],
-    object_count: usize,
-    planes: [(usize, u32, u32); 4],
-    plane_count: usize,
-    backing: Backing,
-}
-
-enum Backing {
-    /// The DRM_PRIME mapping of a VAAPI frame: it references the surface, so the decoder's
-    /// pool skips that surface until this is freed.
-    /// The counter is the decoder's count of frames alive, for back-pressure.
-    Av(*mut ffi::AVFrame, Arc<AtomicUsize>),
-    /// A buffer of the export pool; `Arc::strong_count` tells the pool whether it is free.
-    Pool(Arc<PoolBuffer>),
-}
-
-// The AVFrame is only read (descriptor) and freed once, from whichever thread drops the last Arc.
-unsafe impl Send for PrimeFrame {}
-unsafe impl Sync for PrimeFrame {}
-
-impl Drop for PrimeFrame {
-    fn drop(&mut self) {
-        if let Backing::Av(frame, claims) = &mut self.backing {
-            unsafe { ffi::av_frame_free(frame) };
-            claims.fetch_sub(1, Ordering::Relaxed);
+/// Takes ownership of a DRM_PRIME frame mapped from a VAAPI surface and lays its layers out as
+/// one framebuffer (`layout::flatten`: NV12 and P010 split into layers, CCS aux planes after
+/// the main ones). A layout it does not understand is an error naming it; the frame is freed
+/// either way. `claims` counts the frames alive (back-pressure): the frame's claim holds the
+/// mapping, which references the surface, so the decoder's pool skips that surface until the
+/// frame is dropped.
+///
+/// # Safety
+/// `frame` must be a valid AVFrame of format AV_PIX_FMT_DRM_PRIME; this takes ownership.
+pub unsafe fn from_drm_frame(
+    frame: *mut ffi::AVFrame,
+    claims: &Arc<AtomicUsize>,
+) -> Result<PrimeFrame, String> {
+    // The AVFrame is only read (descriptor) and freed once, by whichever thread drops the
+    // claim: here on an error, or with the frame.
+    let claim = unsafe { FrameClaim::handle(frame.cast(), av_frame_release, claims) };
+    let (width, height) = unsafe { ((*frame).width as u32, (*frame).height as u32) };
+    let desc = unsafe { &*((*frame).data[0] as *const DrmFrameDescriptor) };
+    let objects = desc.nb_objects.clamp(0, 4) as usize;
+    if objects == 0 {
+        return Err("the DRM PRIME descriptor has no objects".into());
+    }
+    // The fds stay open as long as the mapping, which the claim holds.
+    let fds: [(BorrowedFd<'_>, u64); 4] = std::array::from_fn(|i| {
+        let o = &desc.objects[i.min(objects - 1)];
+        (unsafe { BorrowedFd::borrow_raw(o.fd) }, o.size as u64)
+    });
+    // One modifier per framebuffer: objects that disagree cannot be one.
+    let modifier = desc.objects[0].format_modifier;
+    if let Some(o) = desc.objects[..objects]
+        .iter()
+        .find(|o| o.format_modifier != modifier)
+    {
+        return Err(format!(
+            "objects with different modifiers ({:#018x}, {:#018x})",
+            modifier, o.format_modifier
+        ));
+    }
+    let mut planes = [[(0usize, 0u32, 0u32); 4]; 4];
+    let count = desc.nb_layers.clamp(0, 4) as usize;
+    let mut layers = [Layer {
+        format: 0,
+        planes: &[],
+    }; 4];
+    for (i, layer) in desc.layers[..count].iter().enumerate() {
+        let n = layer.nb_planes.clamp(0, 4) as usize;
+        for (j, p) in layer.planes[..n].iter().enumerate() {
+            planes[i][j] = (
+                p.object_index.max(0) as usize,
+                p.offset as u32,
+                p.pitch as u32,
+            );
         }
     }
-}
-
-impl PrimeFrame {
-    /// Calls `f` with the objects and planes in the form `DmaBufDesc` takes, built on the stack.
-    pub fn with_layout<R>(
-        &self,
-        f: impl FnOnce(&[(BorrowedFd<'_>, u64)], &[(usize, u32, u32)]) -> R,
-    ) -> R {
-        let objects: [(BorrowedFd<'_>, u64); 4] = std::array::from_fn(|i| {
-            let (fd, size) = self.objects[i.min(self.object_count - 1)];
-            // The fds stay open as long as self does (owned by the mapping or the pool).
-            (unsafe { BorrowedFd::borrow_raw(fd) }, size)
-        });
-        f(
-            &objects[..self.object_count],
-            &self.planes[..self.plane_count],
-        )
-    }
-
-    /// The frame's NV12 bytes when the CPU can see them (pool buffers); VAAPI surfaces are not
-    /// mapped for the CPU: reading them would defeat the point.
-    pub fn cpu_bytes(&self) -> Option<&[u8]> {
-        match &self.backing {
-            Backing::Pool(buffer) => Some(&buffer.bytes()[..buffer.used]),
-            Backing::Av(..) => None,
-        }
-    }
-
-    /// Takes ownership of a DRM_PRIME frame mapped from a VAAPI surface and lays its layers
-    /// out as one framebuffer (`layout::flatten`: NV12 and P010 split into layers, CCS aux
-    /// planes after the main ones). A layout it does not understand is an error naming it;
-    /// the frame is freed either way. `claims` counts the frames alive (back-pressure).
-    ///
-    /// # Safety
-    /// `frame` must be a valid AVFrame of format AV_PIX_FMT_DRM_PRIME; this takes ownership.
-    pub unsafe fn from_drm_frame(
-        frame: *mut ffi::AVFrame,
-        claims: &Arc<AtomicUsize>,
-    ) -> Result<PrimeFrame, String> {
-        claims.fetch_add(1, Ordering::Relaxed);
-        let mut owned = PrimeFrame {
-            width: unsafe { (*frame).width } as u32,
-            height: unsafe { (*frame).height } as u32,
-            format: 0,
-            modifier: 0,
-            objects: [(-1, 0); 4],
-            object_count: 0,
-            planes: [(0, 0, 0); 4],
-            plane_count: 0,
-            backing: Backing::Av(frame, Arc::clone(claims)),
+    for (i, layer) in desc.layers[..count].iter().enumerate() {
+        layers[i] = Layer {
+            format: layer.format,
+            planes: &planes[i][..layer.nb_planes.clamp(0, 4) as usize],
         };
-        let desc = unsafe { &*((*frame).data[0] as *const DrmFrameDescriptor) };
-        let objects = desc.nb_objects.clamp(0, 4) as usize;
-        if objects == 0 {
-            return Err("the DRM PRIME descriptor has no objects".into());
-        }
-        for (i, o) in desc.objects[..objects].iter().enumerate() {
-            owned.objects[i] = (o.fd, o.size as u64);
-        }
-        owned.object_count = objects;
-        // One modifier per framebuffer: objects that disagree cannot be one.
-        owned.modifier = desc.objects[0].format_modifier;
-        if let Some(o) = desc.objects[..objects]
-            .iter()
-            .find(|o| o.format_modifier != owned.modifier)
-        {
-            return Err(format!(
-                "objects with different modifiers ({:#018x}, {:#018x})",
-                owned.modifier, o.format_modifier
-            ));
-        }
-        let mut planes = [[(0usize, 0u32, 0u32); 4]; 4];
-        let count = desc.nb_layers.clamp(0, 4) as usize;
-        let mut layers = [Layer {
-            format: 0,
-            planes: &[],
-        }; 4];
-        for (i, layer) in desc.layers[..count].iter().enumerate() {
-            let n = layer.nb_planes.clamp(0, 4) as usize;
-            for (j, p) in layer.planes[..n].iter().enumerate() {
-                planes[i][j] = (
-                    p.object_index.max(0) as usize,
-                    p.offset as u32,
-                    p.pitch as u32,
-                );
-            }
-        }
-        for (i, layer) in desc.layers[..count].iter().enumerate() {
-            layers[i] = Layer {
-                format: layer.format,
-                planes: &planes[i][..layer.nb_planes.clamp(0, 4) as usize],
-            };
-        }
-        let flat = flatten(&layers[..count], objects, owned.modifier)?;
-        owned.format = flat.format;
-        owned.planes = flat.planes;
-        owned.plane_count = flat.count;
-        Ok(owned)
     }
+    let flat = flatten(&layers[..count], objects, modifier)?;
+    let desc = DmaBufDesc {
+        width,
+        height,
+        format: Fourcc(flat.format),
+        modifier: Modifier(modifier),
+        objects: &fds[..objects],
+        planes: &flat.planes[..flat.count],
+    };
+    Ok(unsafe { PrimeFrame::new(&desc, None, claim) })
+}
+
+/// The release of a DRM_PRIME mapping: `handle` is the mapped AVFrame.
+unsafe fn av_frame_release(handle: *mut c_void) {
+    let mut frame = handle.cast::<ffi::AVFrame>();
+    unsafe { ffi::av_frame_free(&mut frame) };
 }
 
 /// A fixed set of udmabuf-backed NV12 buffers. Software decode writes each frame into a free
@@ -259,27 +204,26 @@ impl ExportPool {
         write(bytes);
         let (w, h) = (self.width, self.height);
         let luma = w * h;
-        Some(PrimeFrame {
+        let objects = [(buffer.dmabuf.as_fd(), buffer.len as u64)];
+        let planes = [(0, 0, w), (0, luma, w.div_ceil(2) * 2)];
+        let desc = DmaBufDesc {
             width: w,
             height: h,
-            format: NV12,
+            format: Fourcc(NV12),
             // Linear: what a memfd holds.
-            modifier: 0,
-            objects: [
-                (buffer.dmabuf.as_raw_fd(), buffer.len as u64),
-                (-1, 0),
-                (-1, 0),
-                (-1, 0),
-            ],
-            object_count: 1,
-            planes: [
-                (0, 0, w),
-                (0, luma, w.div_ceil(2) * 2),
-                (0, 0, 0),
-                (0, 0, 0),
-            ],
-            plane_count: 2,
-            backing: Backing::Pool(Arc::clone(buffer)),
+            modifier: Modifier::LINEAR,
+            objects: &objects,
+            planes: &planes,
+        };
+        let owner: Arc<dyn Send + Sync> = buffer.clone();
+        // The dma-buf and the mapping live as long as the buffer, which the claim shares; the
+        // pool writes it again only once no frame holds it.
+        Some(unsafe {
+            PrimeFrame::new(
+                &desc,
+                Some(&buffer.bytes()[..buffer.used]),
+                FrameClaim::shared(owner),
+            )
         })
     }
 }

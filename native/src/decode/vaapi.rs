@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use ffmpeg_next::ffi;
 
-use super::prime::PrimeFrame;
+use super::prime::from_drm_frame;
+use crate::dmabuf::PrimeFrame;
 
 /// Where VAAPI opens its display: "auto" picks the first render node.
 static DEVICE: Mutex<Option<String>> = Mutex::new(None);
@@ -188,5 +189,5 @@ pub unsafe fn vaapi_export(
             ffmpeg_next::Error::from(rc)
         ));
     }
-    unsafe { PrimeFrame::from_drm_frame(mapped, claims) }
+    unsafe { from_drm_frame(mapped, claims) }
 }

@@ -1,59 +1,27 @@
-//! Pixel formats and modifiers: fourcc names and the IN_FORMATS blob.
+//! Pixel formats and modifiers as KMS sees them: fourcc names, the IN_FORMATS blob and the
+//! plane colour properties' values. The fourccs and the frame colour themselves live in
+//! `crate::dmabuf`, shared with the decoder; they are re-exported here for the engine.
 
 /// DRM_FORMAT_MOD_INVALID: "no explicit modifier", as FFmpeg's descriptors write it.
 pub const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
 
-pub const fn fourcc(code: &[u8; 4]) -> u32 {
-    (code[0] as u32) | (code[1] as u32) << 8 | (code[2] as u32) << 16 | (code[3] as u32) << 24
-}
+pub use crate::dmabuf::color::{YuvColor, YuvMatrix};
+pub use crate::dmabuf::format::{fourcc, AR24, NV12, XR24};
 
-pub const XR24: u32 = fourcc(b"XR24");
-pub const AR24: u32 = fourcc(b"AR24");
-pub const NV12: u32 = fourcc(b"NV12");
-
-/// How YUV samples map to RGB: the matrix and whether Y spans 16-235 (limited) or 0-255.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct YuvColor {
-    pub matrix: YuvMatrix,
-    pub full_range: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum YuvMatrix {
-    Bt601,
-    Bt709,
-    Bt2020,
-}
-
-impl YuvColor {
-    /// What an untagged frame most likely is, as FFmpeg and players guess: SD is BT.601,
-    /// HD is BT.709, both limited range.
-    pub fn default_for(height: u32) -> YuvColor {
-        YuvColor {
-            matrix: if height > 576 {
-                YuvMatrix::Bt709
-            } else {
-                YuvMatrix::Bt601
-            },
-            full_range: false,
-        }
-    }
-
-    /// The kernel's enum names for the plane's COLOR_ENCODING and COLOR_RANGE properties.
-    pub fn kms_names(&self) -> (&'static str, &'static str) {
-        (
-            match self.matrix {
-                YuvMatrix::Bt601 => "ITU-R BT.601 YCbCr",
-                YuvMatrix::Bt709 => "ITU-R BT.709 YCbCr",
-                YuvMatrix::Bt2020 => "ITU-R BT.2020 YCbCr",
-            },
-            if self.full_range {
-                "YCbCr full range"
-            } else {
-                "YCbCr limited range"
-            },
-        )
-    }
+/// The kernel's enum names for a plane's COLOR_ENCODING and COLOR_RANGE properties.
+pub fn kms_color_names(color: YuvColor) -> (&'static str, &'static str) {
+    (
+        match color.matrix {
+            YuvMatrix::Bt601 => "ITU-R BT.601 YCbCr",
+            YuvMatrix::Bt709 => "ITU-R BT.709 YCbCr",
+            YuvMatrix::Bt2020 => "ITU-R BT.2020 YCbCr",
+        },
+        if color.full_range {
+            "YCbCr full range"
+        } else {
+            "YCbCr limited range"
+        },
+    )
 }
 
 pub fn is_yuv(code: u32) -> bool {

@@ -16,8 +16,6 @@ pub mod present;
 pub mod probe;
 pub mod props;
 pub mod resources;
-/// Old path of `crate::dmabuf::udmabuf`, in the engine's error type.
-pub mod udmabuf;
 pub mod video;
 pub mod video_health;
 pub mod writeback;

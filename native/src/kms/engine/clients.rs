@@ -2,11 +2,13 @@
 //! turn (a move of a few words, no allocation) and put back after, so it drives the engine
 //! through the engine's own API — one scene per group and vblank — rather than from inside.
 
+use std::sync::Arc;
+
 use super::super::error::KmsResult;
 use super::super::video::{Video, VideoPlacement};
 use super::super::video_health::VideoCause;
 use super::{monotonic_ns, Engine};
-use crate::decode::decoder::FrameSource;
+use crate::dmabuf::FrameFeed;
 
 impl Engine {
     fn video_turn<R>(&mut self, turn: impl FnOnce(&mut Video, &mut Engine) -> R) -> R {
@@ -20,7 +22,7 @@ impl Engine {
     /// outputs keep what they show. Other outputs are untouched.
     pub fn video_play(
         &mut self,
-        source: FrameSource,
+        source: Arc<dyn FrameFeed>,
         placements: Vec<VideoPlacement>,
     ) -> KmsResult<()> {
         self.video_turn(|video, engine| video.video_play(engine, source, placements))

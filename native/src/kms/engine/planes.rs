@@ -2,7 +2,7 @@
 //! on it.
 
 use super::super::error::{KmsError, KmsResult};
-use super::super::formats::{YuvColor, NV12};
+use super::super::formats::{kms_color_names, YuvColor, NV12};
 use super::super::ids::{BufferId, FbId, PlaneId, Rect};
 use super::super::props::Prop;
 use super::super::resources::PlaneRes;
@@ -56,7 +56,7 @@ impl Engine {
         let Ok(res) = self.plane_res(plane) else {
             return;
         };
-        let (encoding, range) = color.kms_names();
+        let (encoding, range) = kms_color_names(color);
         for (prop, name) in [(Prop::ColorEncoding, encoding), (Prop::ColorRange, range)] {
             let value = res
                 .props

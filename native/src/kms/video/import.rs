@@ -9,8 +9,7 @@ use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, MOD_INVALID};
 use super::super::ids::BufferId;
 use super::{Video, IMPORTED_MAX};
-use crate::decode::prime::PrimeFrame;
-use crate::dmabuf::{DmaBufDesc, Fourcc, Modifier};
+use crate::dmabuf::PrimeFrame;
 
 /// Whether the planes of a group's outputs take the source's dma-bufs as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,17 +127,7 @@ impl Video {
         sequence: u64,
     ) -> KmsResult<()> {
         let (buffer, cached) = prime
-            .with_layout(|objects, planes| {
-                let desc = DmaBufDesc {
-                    width: prime.width,
-                    height: prime.height,
-                    format: Fourcc(prime.format),
-                    modifier: Modifier(prime.modifier),
-                    objects,
-                    planes,
-                };
-                engine.buffers.dmabuf_import(&engine.card, &desc)
-            })
+            .with_desc(|desc| engine.buffers.dmabuf_import(&engine.card, desc))
             .inspect_err(|e| {
                 if matches!(e, KmsError::Ioctl(REFUSED_BEFORE, _)) {
                     engine.video_counters.imports_refused += 1;

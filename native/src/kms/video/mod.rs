@@ -12,8 +12,7 @@ mod upload;
 
 use std::sync::Arc;
 
-use crate::decode::decoder::FrameSource;
-use crate::decode::prime::PrimeFrame;
+use crate::dmabuf::{FrameFeed, PrimeFrame};
 
 use super::engine::{monotonic_ns, Engine, SceneLayer, SceneOutput};
 use super::error::{KmsError, KmsResult};
@@ -43,7 +42,8 @@ pub struct VideoPlacement {
 }
 /// One group: a source and the outputs showing it.
 pub struct VideoBinding {
-    source: FrameSource,
+    /// The source's frames (a decoder's handle, handed over by the napi glue).
+    source: Arc<dyn FrameFeed>,
     placements: Vec<VideoPlacement>,
     /// Per placement: the cause that output was last told about (None: fine).
     reported: Vec<Option<VideoCause>>,
@@ -133,7 +133,7 @@ impl Video {
     pub fn video_play(
         &mut self,
         engine: &mut Engine,
-        source: FrameSource,
+        source: Arc<dyn FrameFeed>,
         placements: Vec<VideoPlacement>,
     ) -> KmsResult<()> {
         if placements.is_empty() {

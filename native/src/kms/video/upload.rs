@@ -42,7 +42,8 @@ impl Video {
                 .video_copy(engine, b, bytes, prime.width, prime.height, sequence)
                 .map_err(bad);
         }
-        let size = source.with_newest(|_, w, h, seq, _| (w, h, seq));
+        let mut size = None;
+        source.with_newest(&mut |_, w, h, seq, _| size = Some((w, h, seq)));
         let Some((width, height, sequence)) = size else {
             return Ok(false);
         };
@@ -57,8 +58,10 @@ impl Video {
             None => return Ok(false),
         };
         let buffers = &mut engine.buffers;
-        let written = source
-            .take_newest(|data, _, _, _, _| buffers.dumb_write(target, data).map(|()| data.len()));
+        let mut written = None;
+        source.take_newest(&mut |data, _, _, _, _| {
+            written = Some(buffers.dumb_write(target, data).map(|()| data.len()));
+        });
         let Some(written) = written else {
             return Ok(false);
         };
