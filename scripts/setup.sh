@@ -39,7 +39,7 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # vkms for it from Debian's archive.
 # The guest runs this machine's userland, so Mesa's kms_swrast (libgl1-mesa-dri) lets GBM
 # allocate on vkms there.
-[ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
+[ "$mode" = test ] && pkgs="$pkgs qemu-system-x86 iproute2 mmdebstrap cpio xz-utils zstd debian-archive-keyring libgl1-mesa-dri"
 # The appliance image (image/build.sh, test/image, test/provision.test.ts): partitions built as
 # files, UEFI firmware for QEMU, and a broker the booted image reports to.
 [ "$mode" = test ] && pkgs="$pkgs squashfs-tools dosfstools mtools fdisk e2fsprogs ovmf mosquitto mosquitto-clients"

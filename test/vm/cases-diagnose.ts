@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { PlaneInfo } from '../../native/index.d.ts';
 import type { CaseContext, VmCase } from './cases.ts';
+import { guestNode } from './qemu.ts';
 
 interface DiagPlane {
   id: number;
@@ -190,7 +191,7 @@ interface FlipRun {
 async function flipRun(ctx: CaseContext, frames: number): Promise<FlipRun> {
   const file = path.join(ctx.vm.scratch, 'flips-snapshots.mjs');
   fs.writeFileSync(file, SNAPSHOT_SCRIPT.replace('REPO', ctx.repo).replace('FRAMES', String(frames)));
-  const r = await ctx.vm.exec([`${ctx.repo}/node_modules/.bin/node`, file], { timeoutMs: 120000 });
+  const r = await ctx.vm.exec([guestNode, file], { timeoutMs: 120000 });
   assert.equal(r.code, 0, `flip script exit ${r.code}: ${r.stderr.slice(-600)}`);
   const run = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as FlipRun;
   assert.ok(run.done, `the flip loop did not finish: ${r.stdout.slice(-300)}`);

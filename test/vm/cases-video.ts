@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { ConnectorInfo, DisplayEvent, OutputInfo, OutputStats } from '../../native/index.d.ts';
 import { type CaseContext, type VmCase, vkmsConfigfsDevice } from './cases.ts';
 import { KmsCallError } from './kms-client.ts';
+import { guestNode } from './qemu.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -395,6 +396,9 @@ export const videoCases: VmCase[] = [
       'an HTTP source that stalls mid-stream: given up as ERR_DECODE_STALLED within the I/O timeout, its output keeps its picture, the other flips on every vblank',
     async run(ctx) {
       const { kms, vm, repo } = ctx;
+      // The guest's init sets up no network; loopback is all this case needs.
+      const lo = await vm.exec(['ip', 'link', 'set', 'lo', 'up']);
+      assert.equal(lo.code, 0, `ip link set lo up: ${lo.stderr}`);
       const card = await vkmsConfigfsDevice(vm, 'vnet', 2);
       const outputs = await outputsOn(ctx, card, '640x480');
       assert.equal(outputs.length, 2, `two outputs on ${card}`);
@@ -407,12 +411,7 @@ export const videoCases: VmCase[] = [
       const stream = path.join(vm.scratch, 'net-stall.ts');
       counterClip(stream, 320, 240, 30, 'ts');
       const cut = Math.floor(fs.statSync(stream).size * 0.15);
-      const server = vm.spawn([
-        `${repo}/node_modules/.bin/node`,
-        `${repo}/test/vm/guest/stall-server.ts`,
-        stream,
-        String(cut),
-      ]);
+      const server = vm.spawn([guestNode, `${repo}/test/vm/guest/stall-server.ts`, stream, String(cut)]);
       try {
         const port = Number((await server.waitForLine(/^listening \d+/, 60000)).split(' ')[1]);
         const source = `http://127.0.0.1:${port}/stall.ts`;

@@ -1,5 +1,5 @@
 // Host side of test/vm/guest/kms-server.ts: starts it in the guest and calls its methods.
-import type { GuestProcess, Vm } from './qemu.ts';
+import { type GuestProcess, guestNode, type Vm } from './qemu.ts';
 
 export class KmsCallError extends Error {
   readonly code: string;
@@ -50,7 +50,7 @@ async function guestThreads(vm: Vm): Promise<string> {
 }
 
 export async function kmsClientStart(vm: Vm, repo: string, nodeArgs: string[] = []): Promise<KmsClient> {
-  const node = `${repo}/node_modules/.bin/node`;
+  const node = guestNode;
   // Test hooks on: the native-panic case provokes panics through the API.
   const proc: GuestProcess = vm.spawn([node, ...nodeArgs, `${repo}/test/vm/guest/kms-server.ts`], {
     cwd: repo,

@@ -219,13 +219,20 @@ export function qemuArgsBase(o: {
   ];
 }
 
+/**
+ * Node for guest commands (the agent, kms-server, helper servers): a wrapper that adds
+ * `guestNodeFlags`; guest/node.sh says why TCG needs them.
+ */
+export const guestNode = path.join(repo, 'test/vm/guest/node.sh');
+export const guestNodeFlags = '--no-wasm-tier-up --no-wasm-lazy-compilation';
+
 export async function vmStart(opts: VmOptions): Promise<Vm> {
   const log = opts.log ?? (() => {});
   const started = Date.now();
   const artefacts = await vmArtefacts(log);
   log(`artefacts ${artefacts} (${Date.now() - started} ms)`);
 
-  const node = fs.realpathSync(path.join(repo, 'node_modules/.bin/node'));
+  const node = guestNode;
   removeStaleTempDirs();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), tempPrefix));
   fs.writeFileSync(path.join(tmp, 'owner.pid'), String(process.pid));
@@ -368,7 +375,8 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
   const agentClient = agent;
   void qemuExited.then(() => agentClient.close(new Error(`${whyDown()}\n--- console tail ---\n${consoleTail(30)}`)));
 
-  const baseEnv = { PATH: guestPath, HOME: '/tmp' };
+  // bin/multihead adds MULTIHEAD_NODE_ARGS to Node's command line: the same flags as guestNode.
+  const baseEnv = { PATH: guestPath, HOME: '/tmp', MULTIHEAD_NODE_ARGS: guestNodeFlags };
   const spawnGuest = (cmd: string[], o: SpawnOptions = {}): GuestProcess =>
     agentClient.spawn(cmd, o.cwd ?? repo, { ...baseEnv, ...(o.env ?? {}) });
 
