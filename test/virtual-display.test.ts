@@ -137,7 +137,7 @@ test.serial(
 );
 
 test('a 2-minute clip on two virtual outputs: 0 drops (bar measured stalls of this machine), 0 blank vblanks, the expected frame whenever looked at', async (t) => {
-  t.timeout(240_000);
+  t.timeout(300_000);
   // 3600 frames; luma cycles through 16 + (N mod 200), so each frame tells which it is.
   const long = clipMake(dir, 'two-minutes.mp4', [
     '-f',
@@ -166,11 +166,15 @@ test('a 2-minute clip on two virtual outputs: 0 drops (bar measured stalls of th
   display.play(decode, 'wall', ['Virtual-1', 'Virtual-2']);
   let checked = 0;
   const wrong: string[] = [];
-  const end = Date.now() + 118_000;
-  while (Date.now() < end) {
-    await sleep(500);
+  // Look until the clip has played through (not for a fixed time): a loaded machine wakes this
+  // thread late, so the number of looks is what is bounded below, not the spacing between them.
+  const giveUp = Date.now() + 200_000;
+  let shown = 0;
+  while (shown < 3590 && Date.now() < giveUp) {
+    await sleep(250);
     const frame = display.snapshot('Virtual-1');
     if (!frame) continue;
+    shown = frame.sequence;
     const n = frame.sequence - 1;
     const luma = lumaMean(frame.data, 64 * 64);
     if (Math.abs(luma - (16 + (n % 200))) > 1) wrong.push(`frame ${n}: luma ${luma}`);
@@ -179,7 +183,8 @@ test('a 2-minute clip on two virtual outputs: 0 drops (bar measured stalls of th
   const [a, b] = display.stats();
   const [d] = decode.status().decoders;
   t.deepEqual(wrong, [], 'every sampled frame is the one its sequence number says');
-  t.true(checked > 200, `${checked} samples`);
+  t.true(shown >= 3590, `the clip played through (last frame looked at: ${shown})`);
+  t.true(checked > 100, `${checked} samples`);
   // A drop needs a stall: the vblank thread run late (lateTicks) or a frame published late
   // (decoder delayed, > 4 ms). Both threads run real-time where allowed, so on a quiet machine both are
   // 0 and so are the drops; on a loaded shared machine every drop must be one of those.
