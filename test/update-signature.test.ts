@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { UpdateError } from '../src/update/errors.ts';
+import { UpdateError, type UpdateErrorCode } from '../src/update/errors.ts';
 import { manifestFetch } from '../src/update/manifest.ts';
 import { signatureVerify } from '../src/update/signature.ts';
 import { mediaServerStart } from './helpers/media-server.ts';
@@ -20,7 +20,12 @@ function files(
   return { file: join(dir, 'SHA256SUMS'), signature: join(dir, 'SHA256SUMS.gpg'), homedir: dir };
 }
 
-async function refused(t: ExecutionContext, work: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+async function refused(
+  t: ExecutionContext,
+  work: Promise<unknown>,
+  code: UpdateErrorCode,
+  message: RegExp,
+): Promise<void> {
   const error = await t.throwsAsync(work, { instanceOf: UpdateError });
   t.is(error?.code, code);
   t.regex(error?.message ?? '', message);

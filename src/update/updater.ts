@@ -294,22 +294,31 @@ export class Updater {
       const slot = other.other?.version === stored.target ? ` (its slot is marked ${other.other.state})` : '';
       // Marked before it is said: a crash in between loses one report rather than saying it twice.
       mark('failed');
+      await this.#giveBack();
       job.fail({
         code: 'ERR_UPDATE_ROLLED_BACK',
         message: `running ${running} after the reboot, not ${stored.target}: ${stored.target} did not come up healthy within its boot tries${slot}, and the box went back to ${running} by itself`,
       });
-      await this.#sweep(updatesDir(dataDir), new Set());
       return;
     }
     job.stage('health');
     this.#work = healthy(this.#closing.signal).then(async () => {
       if (this.#closing.signal.aborted) return;
       mark('succeeded');
+      await this.#giveBack();
       job.succeed();
       logger.info({ jobId: job.jobId }, `firmware ${stored.target} runs and shows video; job ${job.jobId} succeeded`);
-      await this.#sweep(updatesDir(dataDir), new Set());
     });
     await this.#work;
+  }
+
+  /** The downloads of a job that has ended after its reboot: installed or abandoned, never needed again. */
+  async #giveBack(): Promise<void> {
+    try {
+      await this.#sweep(updatesDir(this.#deps.dataDir), new Set());
+    } catch (error) {
+      this.#deps.logger.warn({ err: error }, `cannot remove old firmware downloads: ${(error as Error).message}`);
+    }
   }
 
   /** Stops a running download (the job ends ERR_UPDATE_ABORTED; the partial files stay for a resume). */
