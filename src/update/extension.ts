@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import type { Fetch } from '../content/download.ts';
 import type { FileSystem } from '../content/fs.ts';
@@ -90,19 +91,7 @@ export class UpdateExtension implements Extension {
     const { bus, config, logger, commands } = this.#deps;
     const health = HealthTracker.acquire({ bus, config });
     this.#health = health;
-    const marker = new BootHealthMarker({
-      runDir: this.#deps.runDir,
-      brokerWaitMs: config.update.brokerWaitS * 1000,
-      onHealthy: (file) => logger.info({ file }, `boot health marker written (${file}): this version shows video`),
-      onError: (error) =>
-        logger.error(
-          { err: error, code: 'ERR_BOOT_HEALTH' },
-          `cannot write the boot health marker in ${this.#deps.runDir}: ${(error as Error).message}`,
-        ),
-    });
-    this.#marker = marker;
-    this.#withdraw.push(health.onChange((h) => marker.observe(h)));
-    marker.observe(health.assess());
+    this.#markerStart(health);
     this.#withdraw.push(
       commands.register({
         name: 'firmware.update',
@@ -121,6 +110,32 @@ export class UpdateExtension implements Extension {
       .catch((error: unknown) =>
         logger.error({ err: error }, `reporting the firmware job after the reboot failed: ${(error as Error).message}`),
       );
+  }
+
+  /**
+   * The boot health marker, where systemd made the run directory (RuntimeDirectory=multihead).
+   * Without one (a checkout, a test run) there is no boot assessment to tell: said once, and the
+   * directory is not made here, as a marker nobody waits for would be.
+   */
+  #markerStart(health: HealthTracker): void {
+    const { config, logger, runDir } = this.#deps;
+    if (!existsSync(runDir)) {
+      logger.info(`no run directory ${runDir}: no boot health marker (not started by systemd)`);
+      return;
+    }
+    const marker = new BootHealthMarker({
+      runDir,
+      brokerWaitMs: config.update.brokerWaitS * 1000,
+      onHealthy: (file) => logger.info({ file }, `boot health marker written (${file}): this version shows video`),
+      onError: (error) =>
+        logger.error(
+          { err: error, code: 'ERR_BOOT_HEALTH' },
+          `cannot write the boot health marker in ${runDir}: ${(error as Error).message}`,
+        ),
+    });
+    this.#marker = marker;
+    this.#withdraw.push(health.onChange((h) => marker.observe(h)));
+    marker.observe(health.assess());
   }
 
   async stop(): Promise<void> {
