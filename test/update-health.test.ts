@@ -81,15 +81,17 @@ function booted(bus: EventBus): void {
 test('boot health: written once, when every output with content shows frames and the broker was reached', async (t) => {
   const { bus, file, written, within } = rig(t, 'mqtt://broker.invalid', 60_000);
   booted(bus);
-  play(bus, [10, 0]);
-  t.false(existsSync(file), 'one output shows nothing yet');
-  play(bus, [20, 5]);
+  play(bus, [10, 10]);
+  play(bus, [20, 20]);
   t.false(existsSync(file), 'video on both, but the broker was not reached and its wait is not over');
+  play(bus, [30, 20]);
   bus.emit('mqtt.connection', { connected: true, session: 1 });
+  t.false(existsSync(file), 'broker reached, but one output shows no new frames (degraded)');
+  play(bus, [40, 30]);
   await within(5000);
   t.true(existsSync(file));
   t.like(JSON.parse(readFileSync(file, 'utf8')), { broker: 'connected' });
-  play(bus, [30, 10]);
+  play(bus, [50, 40]);
   bus.emit('mqtt.connection', { connected: false, session: 1 });
   bus.emit('mqtt.connection', { connected: true, session: 2 });
   t.is(written.length, 1, 'once per boot');

@@ -213,6 +213,9 @@ test.serial(
       10_000,
       'the health stage',
     );
+    // A round trip through the box: had it reported at once, the report would be here and on disk by now.
+    t.like((await command(r.fleet, 'firmware.status', {})).json, { ok: true, result: { version: '0.2.0' } });
+    t.false(jobStoreRead(r.dataDir)?.reported, 'not reported before the screens show video');
     t.is(docsOf(r.fleet, jobId).filter((d) => d.state === 'succeeded').length, 0, 'not before the screens show video');
     videoShows(after.device.controller.bus);
     const done = await ended(r.fleet, jobId);
