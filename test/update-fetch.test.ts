@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { nodeFs } from '../src/content/fs.ts';
 import { RateLimiter } from '../src/rate-limit.ts';
 import { UpdateError } from '../src/update/errors.ts';
-import { type ArtefactsFetchDeps, artefactsFetch, artefactsVerify } from '../src/update/fetch.ts';
-import { manifestParse } from '../src/update/manifest.ts';
+import { type ArtefactsFetchDeps, artefactsFetch, artefactsVerify, withRetries } from '../src/update/fetch.ts';
+import { manifestFetch, manifestParse } from '../src/update/manifest.ts';
 import { type MediaServer, mediaServerStart } from './helpers/media-server.ts';
 import { scratchDir } from './helpers/tmp.ts';
 import { type Artefacts, artefactsMake, artefactsServe, signingKeyMake } from './helpers/update-artefacts.ts';
@@ -132,4 +134,48 @@ test('fetch: a server that keeps failing ends with ERR_UPDATE_DOWNLOAD after the
   t.is(error?.code, 'ERR_UPDATE_DOWNLOAD');
   t.regex(error?.message ?? '', /HTTP 503/);
   t.is(server.requests.filter((r) => r.path === `/fw/${a.root}` && r.status === 503).length, 3);
+});
+
+test('fetch: SHA256SUMS is fetched again after a server error, as the artefacts are', async (t) => {
+  const key = signingKeyMake(t);
+  const a = artefactsMake(key, '0.2.0');
+  const server = await serve(t);
+  const url = artefactsServe(server, 'fw', a, { SHA256SUMS: [{ kind: 'status', status: 503 }] });
+  const d = deps();
+  const fetched = await withRetries(d, { name: 'SHA256SUMS' }, () =>
+    manifestFetch(url, { fetch: globalThis.fetch, timeoutMs: 5000 }),
+  );
+  t.deepEqual(fetched.text, a.files.get('SHA256SUMS'));
+  t.deepEqual(
+    server.requests.filter((r) => r.path === '/fw/SHA256SUMS').map((r) => r.status),
+    [503, 200],
+  );
+});
+
+test('fetch: a server that refuses HEAD (a URL signed for GET) tells the size through a one-byte range', async (t) => {
+  const key = signingKeyMake(t);
+  const a = artefactsMake(key, '0.2.0');
+  const methods: string[] = [];
+  const server = createServer((req, res) => {
+    methods.push(`${req.method} ${req.headers.range ?? ''}`.trim());
+    const data = a.files.get(decodeURIComponent((req.url ?? '').split('/').pop() ?? ''));
+    if (!data) return void res.writeHead(404).end();
+    if (req.method === 'HEAD') return void res.writeHead(403).end();
+    const start = Number(/^bytes=(\d+)-/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    const end = req.headers.range === 'bytes=0-0' ? 0 : data.length - 1;
+    res.writeHead(req.headers.range ? 206 : 200, {
+      'content-length': end - start + 1,
+      ...(req.headers.range ? { 'content-range': `bytes ${start}-${end}/${data.length}` } : {}),
+    });
+    res.end(data.subarray(start, end + 1));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fw/`;
+  const dir = scratchDir(t);
+  const fetched = await artefactsFetch(url, manifestOf(a).artefacts, dir, deps());
+  t.is(fetched.bytesTotal, 96 * 1024 + 32 * 1024);
+  t.true(methods.includes('GET bytes=0-0'));
+  await artefactsVerify(manifestOf(a).artefacts, dir, nodeFs);
+  t.deepEqual(readFileSync(join(dir, a.uki)), a.files.get(a.uki));
 });

@@ -21,11 +21,14 @@ export type UpdateErrorCode =
 
 export class UpdateError extends Error {
   readonly code: UpdateErrorCode;
+  /** Worth another attempt after a pause (the network or the server may recover). */
+  readonly retryable: boolean;
 
-  constructor(code: UpdateErrorCode, message: string, options: { cause?: unknown } = {}) {
+  constructor(code: UpdateErrorCode, message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
     super(message, options.cause === undefined ? {} : { cause: options.cause });
     this.name = 'UpdateError';
     this.code = code;
+    this.retryable = options.retryable ?? false;
   }
 
   toJSON(): { code: UpdateErrorCode; message: string } {

@@ -58,7 +58,7 @@ async function sizeOnDisk(fs: FileSystem, path: string): Promise<number | undefi
 }
 
 /** Network failures are worth another attempt after a pause; the rest end the job at once. */
-function downloadFailure(error: unknown, artefact: Artefact): UpdateError {
+function downloadFailure(error: unknown, artefact: Pick<Artefact, 'name'>): UpdateError {
   if (error instanceof UpdateError) return error;
   if (error instanceof CacheError) {
     // The content downloader names the item and its URL; its code says what kind of failure.
@@ -74,16 +74,17 @@ function downloadFailure(error: unknown, artefact: Artefact): UpdateError {
 }
 
 /** Runs `attempt` until it succeeds, a failure is not worth retrying, or the attempts are spent. */
-async function withRetries<T>(
+export async function withRetries<T>(
   deps: Pick<ArtefactsFetchDeps, 'retry' | 'signal'>,
-  artefact: Artefact,
+  artefact: Pick<Artefact, 'name'>,
   attempt: () => Promise<T>,
 ): Promise<T> {
   for (let n = 1; ; n++) {
     try {
       return await attempt();
     } catch (error) {
-      const retryable = error instanceof CacheError ? error.retryable : !(error instanceof UpdateError);
+      const retryable =
+        error instanceof CacheError || error instanceof UpdateError ? error.retryable : !deps.signal.aborted;
       if (!retryable || n >= deps.retry.attempts || deps.signal.aborted) throw downloadFailure(error, artefact);
       const wait = Math.min(deps.retry.maxMs, deps.retry.baseMs * 2 ** (n - 1));
       await sleep(Math.round(wait * (1 + Math.random() * 0.25)), deps.signal);
@@ -94,11 +95,16 @@ async function withRetries<T>(
 /** The artefact's size from a HEAD request: the space check needs every size before the first byte. */
 async function sizeAsk(url: string, artefact: Artefact, deps: ArtefactsFetchDeps): Promise<number> {
   return withRetries(deps, artefact, async () => {
-    const response = await deps.fetch(url, {
-      method: 'HEAD',
-      redirect: 'follow',
-      signal: AbortSignal.any([deps.signal, AbortSignal.timeout(deps.stallMs)]),
-    });
+    const signal = AbortSignal.any([deps.signal, AbortSignal.timeout(deps.stallMs)]);
+    const head = await deps.fetch(url, { method: 'HEAD', redirect: 'follow', signal });
+    if (head.status === 403 || head.status === 405 || head.status === 501) {
+      // A URL signed for GET only, or a server without HEAD: the first byte's Content-Range says the size.
+      const first = await deps.fetch(url, { headers: { range: 'bytes=0-0' }, redirect: 'follow', signal });
+      await first.body?.cancel();
+      const total = /\/(\d+)$/.exec(first.headers.get('content-range') ?? '')?.[1];
+      if (first.status === 206 && total !== undefined) return Number(total);
+    }
+    const response = head;
     if (response.status !== 200) {
       throw new CacheError('ERR_CACHE_HTTP', { id: artefact.name, url }, `HEAD: HTTP ${response.status}`, {
         status: response.status,

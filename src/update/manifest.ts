@@ -117,7 +117,10 @@ async function smallFetch(url: string, limit: number, deps: SmallFetch): Promise
   }
   if (response.status !== 200) {
     await response.body?.cancel();
-    throw new UpdateError('ERR_UPDATE_DOWNLOAD', `HTTP ${response.status} ${response.statusText}`.trim());
+    const retryable = response.status >= 500 || response.status === 408 || response.status === 429;
+    throw new UpdateError('ERR_UPDATE_DOWNLOAD', `HTTP ${response.status} ${response.statusText}`.trim(), {
+      retryable,
+    });
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -149,10 +152,15 @@ export async function manifestFetch(base: string, deps: SmallFetch): Promise<Fet
     } catch (error) {
       const e = error as Error & { cause?: { code?: string } };
       const detail = e instanceof UpdateError ? e.message : (e.cause?.code ?? e.message);
+      // A connection that failed (not an answer that said no) may work a little later.
+      const retryable = e instanceof UpdateError ? e.retryable : true;
       throw new UpdateError(
         e instanceof UpdateError ? e.code : 'ERR_UPDATE_DOWNLOAD',
         `${name} from ${base}: ${detail}`,
-        { cause: error },
+        {
+          cause: error,
+          retryable,
+        },
       );
     }
   };

@@ -7,7 +7,14 @@ import { writeFileAtomic } from '../fs/atomic.ts';
 import type { Logger } from '../log/logger.ts';
 import { RateLimiter } from '../rate-limit.ts';
 import { UpdateError, updateErrorOf } from './errors.ts';
-import { type ArtefactsFetchDeps, artefactsFetch, artefactsVerify, RETRY_DEFAULT, type RetryPolicy } from './fetch.ts';
+import {
+  type ArtefactsFetchDeps,
+  artefactsFetch,
+  artefactsVerify,
+  RETRY_DEFAULT,
+  type RetryPolicy,
+  withRetries,
+} from './fetch.ts';
 import type { Installer } from './installer.ts';
 import { type FirmwareUpdate, UpdateJob } from './job.ts';
 import { jobStoreRead, jobStoreWrite, type StoredUpdateJob } from './job-store.ts';
@@ -48,6 +55,9 @@ export interface UpdaterDeps {
   readonly stallMs?: number;
   readonly gpgv?: string;
 }
+
+/** How long a stop waits for the job to end (the supervisor's whole stop budget is 2 s). */
+const CLOSE_WAIT_MS = 1000;
 
 /** Where downloads go: `<dataDir>/updates/<version>/`, beside nothing else of the box's. */
 export const updatesDir = (dataDir: string): string => join(dataDir, 'updates');
@@ -194,10 +204,11 @@ export class Updater {
    */
   async #manifestTrusted(request: UpdateRequest, job: UpdateJob, updates: string): Promise<Manifest> {
     const { fs } = this.#deps;
-    const fetched = await manifestFetch(request.url, {
-      fetch: this.#deps.fetch,
-      timeoutMs: this.#deps.stallMs ?? 30_000,
-    });
+    const fetched = await withRetries(
+      { retry: this.#retry, signal: this.#closing.signal },
+      { name: MANIFEST_FILE },
+      () => manifestFetch(request.url, { fetch: this.#deps.fetch, timeoutMs: this.#deps.stallMs ?? 30_000 }),
+    );
     const staging = join(updates, `.incoming-${randomUUID().slice(0, 8)}`);
     await fs.mkdir(staging, { recursive: true });
     try {
@@ -321,9 +332,20 @@ export class Updater {
     }
   }
 
-  /** Stops a running download (the job ends ERR_UPDATE_ABORTED; the partial files stay for a resume). */
+  /**
+   * Stops a running download (the job ends ERR_UPDATE_ABORTED; the partial files stay for a
+   * resume). An install under way is not waited for beyond the stop budget: systemd-sysupdate
+   * writes the inactive slot under a partial label, so a cut install never boots.
+   */
   async close(): Promise<void> {
     this.#closing.abort();
-    await this.#work?.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#work?.catch(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
