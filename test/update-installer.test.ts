@@ -77,7 +77,7 @@ test('installer: no transfer files or no sysupdate is said plainly', async (t) =
 });
 
 test('installer: slots from sysupdate list and bootctl list, unknown where they do not say', async (t) => {
-  const list = JSON.stringify({ current: '0.2.0', installed: ['0.2.0', '0.3.0'] });
+  const list = JSON.stringify({ current: '0.2.0', all: ['0.3.0', '0.2.0'], appstreamUrls: [] });
   const bootctl = JSON.stringify([
     { id: 'multihead_0.3.0+0-3.efi', version: '0.3.0', triesLeft: 0, triesDone: 3 },
     { id: 'multihead_0.2.0.efi', version: '0.2.0' },
@@ -94,7 +94,10 @@ test('installer: slots from sysupdate list and bootctl list, unknown where they 
   t.deepEqual(slotsParse('', ''), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('{"current": 7}', '[]'), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('[1, 2]', 'null'), { other: { state: 'unknown' } });
-  t.deepEqual(slotsParse('{"current":"0.2.0","installed":["0.2.0"]}', ''), { other: { state: 'empty' } });
+  t.deepEqual(slotsParse('{"current":"0.2.0","all":["0.2.0"]}', ''), { other: { state: 'empty' } });
+  t.deepEqual(slotsParse('{"current+pending":"0.2.0","all":["0.2.0","0.3.0"]}', ''), {
+    other: { version: '0.3.0', state: 'unknown' },
+  });
   t.deepEqual(slotsParse(list, 'not json'), { other: { version: '0.3.0', state: 'unknown' } });
   t.deepEqual(slotsParse(list, JSON.stringify([{ version: '0.3.0', triesLeft: 2 }])), {
     other: { version: '0.3.0', state: 'unknown' },

@@ -130,15 +130,17 @@ const strings = (value: unknown): string[] =>
   Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string' && versionValid(v)) : [];
 
 /**
- * The other slot from `systemd-sysupdate list --json=short` (`current` and the installed
- * versions) and `bootctl list --json=short` (each entry's boot counter: no counter left is a
+ * The other slot from `systemd-sysupdate list --json=short` (`{current, all}`: the running
+ * version, and every version installed or offered by a source) and `bootctl list --json=short` (each entry's boot counter: no counter left is a
  * version that failed its tries; a counter still running is not judged yet). Anything missing or
  * of an unexpected shape is unknown.
  */
 export function slotsParse(sysupdateJson: string, bootctlJson: string): SlotsInfo {
   const list = jsonOf(sysupdateJson) as Record<string, unknown> | undefined;
   if (!list || typeof list !== 'object') return { other: { state: 'unknown' } };
-  const current = typeof list.current === 'string' ? list.current : undefined;
+  // "current+pending": the running version while a newer one waits for its reboot (systemd 257+).
+  const named = list.current ?? list['current+pending'];
+  const current = typeof named === 'string' ? named : undefined;
   const installed = strings(list.installed ?? list.all).filter((v) => v !== current);
   if (current === undefined) return { other: { state: 'unknown' } };
   // Two slots: whatever else is installed is in the other one (the newest, should there be more).
