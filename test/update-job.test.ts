@@ -50,6 +50,8 @@ class FakeInstaller implements Installer {
 
 interface Box {
   readonly device: Device;
+  /** Its `state` birth. */
+  readonly birth: Received;
   readonly runDir: string;
   readonly installer: FakeInstaller;
 }
@@ -101,7 +103,7 @@ async function rig(t: ExecutionContext): Promise<Rig> {
       file: { update: { keyring: key.keyring } },
       after: [update],
     });
-    await fleet.next(
+    const birth = await fleet.next(
       (m) =>
         fleet.received.indexOf(m) >= online &&
         m.topic === 'multihead/dev-1/state' &&
@@ -109,7 +111,7 @@ async function rig(t: ExecutionContext): Promise<Rig> {
       10_000,
       'the birth',
     );
-    return { device, runDir, installer };
+    return { device, runDir, installer, birth };
   };
   return { broker, fleet, server, key, dataDir, boot };
 }
@@ -208,6 +210,7 @@ test.serial(
 
     // The box comes back on 0.2.0: health stage until the screens show video, then succeeded.
     const after = await r.boot('0.2.0', 'boot-2');
+    t.like(after.birth.json, { state: 'online', firmware: { version: '0.2.0', slot: 'A', other: { state: 'empty' } } });
     await r.fleet.next(
       (m) => m.topic === `multihead/dev-1/jobs/${jobId}` && (m.json as FirmwareUpdate).stage === 'health',
       10_000,
