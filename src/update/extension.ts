@@ -21,7 +21,7 @@ export interface FirmwareStatus {
 }
 
 export interface UpdateExtensionDeps {
-  readonly config: Pick<Config, 'dataDir' | 'update'> & Config;
+  readonly config: Config;
   readonly logger: Logger;
   readonly bus: EventBus;
   readonly commands: CommandRegistry;
@@ -80,11 +80,6 @@ export class UpdateExtension implements Extension {
       ...(deps.stallMs !== undefined ? { stallMs: deps.stallMs } : {}),
       ...(deps.gpgv ? { gpgv: deps.gpgv } : {}),
     });
-  }
-
-  /** For tests: the updater (its job, `idle()`). */
-  get updater(): Updater {
-    return this.#updater;
   }
 
   start(): void {

@@ -38,7 +38,12 @@ export function jobStoreRead(dataDir: string): StoredUpdateJob | undefined {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
-  const job = JSON.parse(text) as Partial<StoredUpdateJob> | null;
+  let job: Partial<StoredUpdateJob> | null;
+  try {
+    job = JSON.parse(text) as Partial<StoredUpdateJob> | null;
+  } catch {
+    throw new Error(`${path} is not JSON (torn or foreign)`);
+  }
   const fields: Array<keyof StoredUpdateJob> = ['jobId', 'startedAt', 'target', 'from', 'bootId'];
   if (
     !job ||

@@ -86,11 +86,6 @@ export class Updater {
     return this.#job;
   }
 
-  /** Settles when the job running now has ended (tests, and an orderly stop). */
-  async idle(): Promise<void> {
-    await this.#work;
-  }
-
   /** Starts a job and returns at once with its id; ERR_UPDATE_BUSY or ERR_UPDATE_UNSUPPORTED when none can start. */
   async start(request: UpdateRequest): Promise<{ jobId: string }> {
     this.#busyCheck();

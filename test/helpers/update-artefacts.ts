@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { Fault, MediaServer } from './media-server.ts';
@@ -88,6 +88,3 @@ export function artefactsServe(
   }
   return server.url(`/${dir}/`);
 }
-
-/** A file of the artefacts, as read back (for comparing what landed on disk). */
-export const fileBytes = (path: string): Buffer => readFileSync(path);
