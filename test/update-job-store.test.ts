@@ -1,6 +1,7 @@
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import test from 'ava';
+import { remoteForbidden } from '../src/mqtt/desired-store.ts';
 import { jobStorePath, jobStoreRead, jobStoreWrite } from '../src/update/job-store.ts';
 import { scratchDir } from './helpers/tmp.ts';
 
@@ -27,4 +28,14 @@ test('job store: kept atomically under state/, read back; none is undefined; a t
   t.throws(() => jobStoreRead(dataDir), { message: /update-job\.json is not JSON/ });
   writeFileSync(jobStorePath(dataDir), '{"jobId": 7}');
   t.throws(() => jobStoreRead(dataDir), { message: /update-job\.json is not a stored update job/ });
+});
+
+test('update.keyring, the trust root of updates, cannot be set over MQTT', (t) => {
+  t.deepEqual(
+    remoteForbidden({ update: { keyring: '/var/lib/multihead/cache/evil.pgp', maxBytesPerSecond: 1000 } }).map(
+      (f) => f.key,
+    ),
+    ['update.keyring'],
+  );
+  t.deepEqual(remoteForbidden({ update: { maxBytesPerSecond: 1000 } }), []);
 });
