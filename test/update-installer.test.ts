@@ -1,97 +1,117 @@
-import { chmodSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { UpdateError } from '../src/update/errors.ts';
-import { SysupdateInstaller, slotsParse } from '../src/update/installer.ts';
+import { INSTALL_REQUEST_FILE, INSTALL_RESULT_FILE, SysupdateInstaller, slotsParse } from '../src/update/installer.ts';
 import { runningVersionRead } from '../src/update/running-version.ts';
 import { appVersion } from '../src/version.ts';
 import { scratchDir } from './helpers/tmp.ts';
 
 /**
- * Stand-ins for systemd-sysupdate and bootctl (which need an A/B disk and root): shell scripts
- * that log their arguments and answer what `answers` says. The installer is the unit under test.
+ * The image's side stood in for: a transfer file, the path unit's file, the run directory the
+ * request goes to, root's answer directory, and a fake root that answers each request the way
+ * systemd/update-install does (`answer` decides; undefined: never answers).
  */
-function stubs(t: ExecutionContext, answers: { update?: string; list?: string; bootctl?: string }) {
+function box(t: ExecutionContext, answer?: (request: { id: string; version: string }) => object | undefined) {
   const dir = scratchDir(t);
-  const log = join(dir, 'calls.log');
-  const script = (name: string, body: string): string => {
-    const path = join(dir, name);
-    writeFileSync(path, `#!/bin/sh\necho "${name} $*" >> ${log}\n${body}\n`);
-    chmodSync(path, 0o755);
-    return path;
-  };
   const definitions = join(dir, 'sysupdate.d');
-  mkdirSync(definitions);
+  const runDir = join(dir, 'run-multihead');
+  const resultDir = join(dir, 'run-multihead-update');
+  const pathUnit = join(dir, 'multihead-update-install.path');
+  for (const d of [definitions, runDir, resultDir]) mkdirSync(d);
   writeFileSync(join(definitions, '50-root.transfer'), '[Transfer]\n');
-  const sysupdate = script(
-    'sysupdate',
-    `case "$2" in\n  update) ${answers.update ?? 'exit 0'} ;;\n  list) ${answers.list ?? 'exit 1'} ;;\n  *) echo 257 ;;\nesac`,
-  );
-  const bootctl = script('bootctl', answers.bootctl ?? 'exit 1');
-  return {
-    dir,
-    definitions,
-    sysupdate,
-    bootctl,
-    calls: () => readFileSync(log, 'utf8').trim().split('\n'),
-  };
+  writeFileSync(pathUnit, '[Path]\n');
+  const requests: Array<{ id: string; version: string }> = [];
+  const request = join(runDir, INSTALL_REQUEST_FILE);
+  const root = setInterval(() => {
+    if (!existsSync(request)) return;
+    const body = JSON.parse(readFileSync(request, 'utf8')) as { id: string; version: string };
+    rmSync(request);
+    requests.push(body);
+    const reply = answer?.(body);
+    if (reply) writeFileSync(join(resultDir, INSTALL_RESULT_FILE), JSON.stringify({ id: body.id, ...reply }));
+  }, 20);
+  t.teardown(() => clearInterval(root));
+  const installer = (extra: { installTimeoutMs?: number } = {}) =>
+    new SysupdateInstaller({
+      definitions,
+      sourceLink: join(dir, 'updates', 'current'),
+      requestDir: runDir,
+      resultDir,
+      pathUnit,
+      pollMs: 20,
+      ...extra,
+    });
+  return { dir, definitions, runDir, resultDir, pathUnit, requests, installer };
 }
 
-test('installer: update runs systemd-sysupdate for the version, its source link pointing at the verified directory', async (t) => {
-  const s = stubs(t, {});
-  const data = scratchDir(t);
-  const dir = join(data, 'updates', '0.2.0');
+test('installer: asks root to install the version, its source link pointing at the verified directory', async (t) => {
+  const b = box(t, () => ({ ok: true, exitCode: 0, message: 'done' }));
+  const dir = join(b.dir, 'updates', '0.2.0');
   mkdirSync(dir, { recursive: true });
-  const link = join(data, 'updates', 'current');
-  const installer = new SysupdateInstaller({ definitions: s.definitions, sourceLink: link, sysupdate: s.sysupdate });
+  // An answer to an earlier request is not this one's.
+  writeFileSync(join(b.resultDir, INSTALL_RESULT_FILE), JSON.stringify({ id: 'old', ok: false, exitCode: 1 }));
+  const installer = b.installer();
   t.is(await installer.unsupported(), undefined);
   await installer.install(dir, '0.2.0');
-  t.is(readlinkSync(link), dir);
-  t.deepEqual(s.calls().slice(-1), [`sysupdate --definitions=${s.definitions} update 0.2.0`]);
+  t.is(readlinkSync(join(b.dir, 'updates', 'current')), dir);
+  t.is(b.requests.length, 1);
+  t.is(b.requests[0]?.version, '0.2.0');
+  t.regex(b.requests[0]?.id ?? '', /^[0-9a-f-]{36}$/);
 });
 
-test('installer: a failing sysupdate is ERR_UPDATE_INSTALL with its last words', async (t) => {
-  const s = stubs(t, { update: 'echo "Failed to acquire partition: No space left" >&2; exit 1' });
-  const data = scratchDir(t);
-  const installer = new SysupdateInstaller({
-    definitions: s.definitions,
-    sourceLink: join(data, 'current'),
-    sysupdate: s.sysupdate,
-  });
-  const error = await t.throwsAsync(installer.install(data, '0.2.0'), { instanceOf: UpdateError });
+test("installer: a failed install is ERR_UPDATE_INSTALL with root's last words; no answer at all ends too", async (t) => {
+  const b = box(t, ({ version }) =>
+    version === '0.2.0' ? { ok: false, exitCode: 1, message: 'Failed to acquire partition: No space left' } : undefined,
+  );
+  const data = join(b.dir, 'updates', '0.2.0');
+  mkdirSync(data, { recursive: true });
+  const error = await t.throwsAsync(b.installer().install(data, '0.2.0'), { instanceOf: UpdateError });
   t.is(error?.code, 'ERR_UPDATE_INSTALL');
   t.regex(error?.message ?? '', /update 0\.2\.0 failed \(1\): Failed to acquire partition: No space left/);
+  // Root never answers this one (only the old answer, of another id, is there).
+  const silent = await t.throwsAsync(b.installer({ installTimeoutMs: 200 }).install(data, '0.3.0'), {
+    instanceOf: UpdateError,
+  });
+  t.is(silent?.code, 'ERR_UPDATE_INSTALL');
+  t.regex(silent?.message ?? '', /no answer to the install request for 0\.3\.0 .* within 0 s/);
 });
 
-test('installer: no transfer files or no sysupdate is said plainly', async (t) => {
+test('installer: no transfer files, no root unit or no run directory is said plainly', async (t) => {
   const empty = scratchDir(t);
   const none = new SysupdateInstaller({ definitions: empty, sourceLink: join(empty, 'current') });
   t.regex((await none.unsupported()) ?? '', /no update transfer files in .*: this is not an A\/B appliance image/);
-  const s = stubs(t, {});
-  const missing = new SysupdateInstaller({
-    definitions: s.definitions,
-    sourceLink: join(s.dir, 'current'),
-    sysupdate: join(s.dir, 'nowhere'),
+  const b = box(t);
+  const noUnit = new SysupdateInstaller({
+    definitions: b.definitions,
+    sourceLink: join(b.dir, 'current'),
+    requestDir: b.runDir,
+    pathUnit: join(b.dir, 'nowhere.path'),
   });
-  t.regex((await missing.unsupported()) ?? '', /is not installed \(Debian package systemd-container\)/);
+  t.regex((await noUnit.unsupported()) ?? '', /nowhere\.path is missing: nothing in this image would install/);
+  const noRun = new SysupdateInstaller({
+    definitions: b.definitions,
+    sourceLink: join(b.dir, 'current'),
+    requestDir: join(b.dir, 'no-run'),
+    pathUnit: b.pathUnit,
+  });
+  t.regex((await noRun.unsupported()) ?? '', /no run directory .*no-run/);
 });
 
-test('installer: slots from sysupdate list and bootctl list, unknown where they do not say', async (t) => {
+test('installer: slots from the sysupdate list and bootctl list root wrote, unknown where they do not say', async (t) => {
   const list = JSON.stringify({ current: '0.2.0', all: ['0.3.0', '0.2.0'], appstreamUrls: [] });
   const bootctl = JSON.stringify([
     { id: 'multihead_0.3.0+0-3.efi', version: '0.3.0', triesLeft: 0, triesDone: 3 },
     { id: 'multihead_0.2.0.efi', version: '0.2.0' },
   ]);
-  const s = stubs(t, { list: `echo '${list}'`, bootctl: `echo '${bootctl}'` });
-  const installer = new SysupdateInstaller({
-    definitions: s.definitions,
-    sourceLink: join(s.dir, 'current'),
-    sysupdate: s.sysupdate,
-    bootctl: s.bootctl,
-  });
-  t.deepEqual(await installer.slots(), { other: { version: '0.3.0', state: 'bad' } });
+  const b = box(t);
+  t.deepEqual(await b.installer().slots(), { other: { state: 'unknown' } });
+  writeFileSync(join(b.resultDir, 'slots-sysupdate.json'), `${list}\n`);
+  writeFileSync(join(b.resultDir, 'slots-bootctl.json'), `${bootctl}\n`);
+  t.deepEqual(await b.installer().slots(), { other: { version: '0.3.0', state: 'bad' } });
   // Shapes the parser must survive: nothing, garbage, no other version, a counter still running, no counter.
   t.deepEqual(slotsParse('', ''), { other: { state: 'unknown' } });
+  t.deepEqual(slotsParse('null', 'null'), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('{"current": 7}', '[]'), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('[1, 2]', 'null'), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('{"current":"0.2.0","all":["0.2.0"]}', ''), { other: { state: 'empty' } });

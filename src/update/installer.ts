@@ -1,7 +1,8 @@
-import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { symlinkReplaceAtomic } from '../fs/atomic.ts';
+import { fileWriteAtomic, symlinkReplaceAtomic } from '../fs/atomic.ts';
+import { runDirFromEnv } from '../mqtt/reboot-request.ts';
 import { UpdateError } from './errors.ts';
 import { versionCompare, versionValid } from './version.ts';
 
@@ -17,8 +18,8 @@ export interface SlotsInfo {
 
 /**
  * What writes a verified update into the inactive slot. On the appliance that is
- * systemd-sysupdate (`SysupdateInstaller`); tests give a fake. The supervisor never writes a
- * partition itself.
+ * systemd-sysupdate, run by root on the supervisor's request (`SysupdateInstaller`); tests give
+ * a fake. The supervisor never writes a partition itself.
  */
 export interface Installer {
   /** Why this box cannot install updates (said plainly to the fleet), or undefined when it can. */
@@ -33,48 +34,72 @@ export interface SysupdateOptions {
   readonly definitions: string;
   /**
    * The symlink the transfer files name as their regular-file source (`Path=`): pointed at the
-   * version's download directory just before sysupdate runs, so the transfer files need no
+   * version's download directory just before the install, so the transfer files need no
    * version in their path.
    */
   readonly sourceLink: string;
-  readonly sysupdate?: string;
-  readonly bootctl?: string;
-  /** Writing a root image on a slow card takes minutes; a hung installer must still end. */
+  /**
+   * Where the install request is written: the supervisor's run directory (`/run/multihead`,
+   * `$RUNTIME_DIRECTORY`), which root's `multihead-update-install.path` watches.
+   */
+  readonly requestDir?: string;
+  /** Where root answers: `install-result.json`, `slots-sysupdate.json`, `slots-bootctl.json`. */
+  readonly resultDir?: string;
+  /** The root unit that serves requests; without it nothing would ever answer. */
+  readonly pathUnit?: string;
+  /** Writing a root image on a slow card takes minutes; an install nobody answers must still end. */
   readonly installTimeoutMs?: number;
+  readonly pollMs?: number;
 }
 
-interface Run {
-  readonly code: number | string;
-  readonly stdout: string;
-  readonly stderr: string;
+/** The request file root's multihead-update-install.path watches for in the run directory. */
+export const INSTALL_REQUEST_FILE = 'update-install-request';
+export const INSTALL_RESULT_FILE = 'install-result.json';
+export const RESULT_DIR_DEFAULT = '/run/multihead-update';
+export const PATH_UNIT_DEFAULT = '/usr/lib/systemd/system/multihead-update-install.path';
+
+/** Root's answer (systemd/update-install). */
+interface InstallResult {
+  readonly id?: unknown;
+  readonly ok?: unknown;
+  readonly exitCode?: unknown;
+  readonly message?: unknown;
 }
 
-function run(file: string, args: string[], timeoutMs: number): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = (error as (Error & { code?: number | string }) | null)?.code;
-      resolve({ code: error ? (code ?? 'failed') : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+async function textRead(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
 
 /**
- * systemd-sysupdate as the installer: `update <version>` with the image's transfer files
- * (`/usr/lib/sysupdate.d`), which verify SHA256SUMS.gpg once more themselves and write the
- * root image and the UKI (with its boot counter) into the inactive slot. Slots come from
- * `systemd-sysupdate list` and `bootctl list` in JSON; output that cannot be read is reported
- * as unknown, never a crash.
+ * systemd-sysupdate as the installer, run by root on the supervisor's request: the supervisor
+ * has no capabilities and no device access (DevicePolicy=closed), so it cannot write a partition
+ * or the ESP, nor read the disk to list the slots. `install` points the source link at the
+ * verified artefacts and writes `<runDir>/update-install-request` {id, version} atomically;
+ * `multihead-update-install.path` starts root's `multihead-update-install.service`
+ * (systemd/update-install), which checks SHA256SUMS.gpg against the image's key and the digests
+ * once more, runs `systemd-sysupdate update <version>` with the image's transfer files
+ * (`/usr/lib/sysupdate.d`: the root image into the other slot, the UKI with its boot counter
+ * onto the ESP) and answers in `/run/multihead-update/install-result.json` with the same id.
+ * Slots come from the JSON of `systemd-sysupdate list` and `bootctl list` that root writes
+ * beside it at every boot and after every install; output that cannot be read is reported as
+ * unknown, never a crash.
  */
 export class SysupdateInstaller implements Installer {
   readonly #o: Required<SysupdateOptions>;
 
   constructor(options: SysupdateOptions) {
     this.#o = {
-      sysupdate: 'systemd-sysupdate',
-      bootctl: 'bootctl',
+      requestDir: runDirFromEnv(),
+      resultDir: RESULT_DIR_DEFAULT,
+      pathUnit: PATH_UNIT_DEFAULT,
       installTimeoutMs: 30 * 60_000,
+      pollMs: 1000,
       ...options,
     };
   }
@@ -89,32 +114,60 @@ export class SysupdateInstaller implements Installer {
     if (transfers.length === 0) {
       return `no update transfer files in ${this.#o.definitions}: this is not an A/B appliance image (running from a checkout or an image without update slots); nothing can be installed`;
     }
-    const version = await run(this.#o.sysupdate, ['--version'], 10_000);
-    if (version.code === 'ENOENT') return `${this.#o.sysupdate} is not installed (Debian package systemd-container)`;
+    try {
+      await access(this.#o.pathUnit);
+    } catch {
+      return `${this.#o.pathUnit} is missing: nothing in this image would install a version for the supervisor`;
+    }
+    try {
+      await access(this.#o.requestDir);
+    } catch {
+      return `no run directory ${this.#o.requestDir} (systemd RuntimeDirectory=multihead) to ask root for the install in`;
+    }
     return undefined;
   }
 
   async install(dir: string, version: string): Promise<void> {
     symlinkReplaceAtomic(dir, this.#o.sourceLink);
-    const r = await run(
-      this.#o.sysupdate,
-      [`--definitions=${this.#o.definitions}`, 'update', version],
-      this.#o.installTimeoutMs,
-    );
-    if (r.code !== 0) {
+    const id = randomUUID();
+    const request = join(this.#o.requestDir, INSTALL_REQUEST_FILE);
+    try {
+      fileWriteAtomic(request, `${JSON.stringify({ id, version, requestedAt: new Date().toISOString() })}\n`, {
+        mode: 0o644,
+      });
+    } catch (error) {
       throw new UpdateError(
         'ERR_UPDATE_INSTALL',
-        `systemd-sysupdate update ${version} failed (${r.code}): ${lastLine(r.stderr) || lastLine(r.stdout)}`,
+        `cannot ask root to install ${version}: ${request}: ${(error as Error).message}`,
       );
+    }
+    const resultFile = join(this.#o.resultDir, INSTALL_RESULT_FILE);
+    const deadline = Date.now() + this.#o.installTimeoutMs;
+    for (;;) {
+      const result = jsonOf(await textRead(resultFile)) as InstallResult | undefined;
+      if (result && typeof result === 'object' && result.id === id) {
+        if (result.ok === true) return;
+        throw new UpdateError(
+          'ERR_UPDATE_INSTALL',
+          `systemd-sysupdate update ${version} failed (${String(result.exitCode)}): ${String(result.message ?? '')}`,
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw new UpdateError(
+          'ERR_UPDATE_INSTALL',
+          `no answer to the install request for ${version} in ${resultFile} within ${Math.round(this.#o.installTimeoutMs / 1000)} s (multihead-update-install.service)`,
+        );
+      }
+      await sleep(this.#o.pollMs);
     }
   }
 
   async slots(): Promise<SlotsInfo> {
     const [list, boot] = await Promise.all([
-      run(this.#o.sysupdate, [`--definitions=${this.#o.definitions}`, 'list', '--json=short'], 30_000),
-      run(this.#o.bootctl, ['list', '--json=short'], 30_000),
+      textRead(join(this.#o.resultDir, 'slots-sysupdate.json')),
+      textRead(join(this.#o.resultDir, 'slots-bootctl.json')),
     ]);
-    return slotsParse(list.code === 0 ? list.stdout : '', boot.code === 0 ? boot.stdout : '');
+    return slotsParse(list, boot);
   }
 }
 
