@@ -7,12 +7,19 @@
 //   npm run test:image
 //   npm run test:image -- --power-cuts 3 --verbose
 //   npm run test:image -- --power-cuts 0      (no power-cut boots: the quickest full check)
+//   npm run test:image -- --ota               (also: an A/B update to the next version; not yet in npm test)
 //
 // It builds and boots the image's test variant (MULTIHEAD_IMAGE_VARIANT=test: the production
-// image plus the root test agent and its unit; the shipped image has neither). The image is
-// booted from a copy whose loader entry adds the test's kernel arguments: console=ttyS0, the
-// virtio heads (video=Virtual-N:WxH@60e) and multihead.test=1, which starts the test agent
-// (systemd/multihead-test-agent.service).
+// image plus the root test agent and its unit; the shipped image has neither). The test
+// variant's UKI carries console=ttyS0 and multihead.test=1 (which starts the test agent,
+// systemd/multihead-test-agent.service) in its own command line; the virtio heads
+// (video=Virtual-N:WxH@60e) come from QEMU through SMBIOS (systemd-stub appends them).
+//
+// --ota (not yet part of npm test): builds the next version's artefacts from the same tree
+// (MULTIHEAD_IMAGE_VERSION), hands them to the second boot on a read-only disk, has root install
+// them through the supervisor's request file (multihead-update-install.path → systemd-sysupdate),
+// reboots, and checks that the box runs the new version from slot B, blessed once the supervisor
+// wrote its boot health marker, with the data partition intact. Prints ota_update_s=.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -20,7 +27,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { imageWrite } from '../../provision/cli.ts';
-import { espOffset } from '../../provision/gpt.ts';
 import { lineReader, sleep } from '../vm/qemu.ts';
 import { brightness, type ImageVm, imageVmStart, ovmfFiles } from './vm.ts';
 
@@ -38,6 +44,7 @@ const { values } = parseArgs({
   options: {
     'power-cuts': { type: 'string', default: '10' },
     verbose: { type: 'boolean', default: false },
+    ota: { type: 'boolean', default: false },
   },
 });
 const powerCuts = Number(values['power-cuts']);
@@ -69,12 +76,13 @@ async function check(id: string, body: () => Promise<string>): Promise<boolean> 
     return false;
   }
 }
-const metrics: { firstFrame?: number; restart?: number; imageMb?: number } = {};
+const metrics: { firstFrame?: number; restart?: number; imageMb?: number; otaUpdate?: number } = {};
 const finish = (): never => {
   for (const p of pending) say(`PENDING image/${p}`);
   say(
     `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'}`,
   );
+  if (values.ota) say(`ota_update_s=${metrics.otaUpdate?.toFixed(1) ?? 'NA'}`);
   say(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 && passed > 0 ? 0 : 1);
 };
@@ -85,12 +93,13 @@ fs.rmSync(results, { recursive: true, force: true });
 fs.mkdirSync(results, { recursive: true });
 
 // --- Build (cached) ------------------------------------------------------------------------
-let outDir: string;
-{
-  const t0 = Date.now();
+/** image/build.sh of the test variant; the last line of its stdout is the output directory. */
+async function imageBuild(
+  env: Record<string, string> = {},
+): Promise<{ dir: string; code: number | null; tail: string[] }> {
   const child = spawn('bash', [path.join(repo, 'image/build.sh')], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MULTIHEAD_IMAGE_VARIANT: 'test' },
+    env: { ...process.env, MULTIHEAD_IMAGE_VARIANT: 'test', ...env },
   });
   let stdout = '';
   const tail: string[] = [];
@@ -104,9 +113,18 @@ let outDir: string;
       say(`  ${line}`);
   });
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  outDir = stdout.trim().split('\n').pop() ?? '';
+  return { dir: stdout.trim().split('\n').pop() ?? '', code, tail };
+}
+const versionOf = (dir: string): string =>
+  /^version (\S+)$/m.exec(fs.readFileSync(path.join(dir, 'manifest'), 'utf8'))?.[1] ?? '';
+let outDir: string;
+{
+  const t0 = Date.now();
+  const built = await imageBuild();
+  outDir = built.dir;
+  const code = built.code;
   if (code !== 0 || !fs.existsSync(path.join(outDir, 'multihead.img'))) {
-    fail('build', `image/build.sh failed (exit ${code}):\n${tail.join('\n')}`);
+    fail('build', `image/build.sh failed (exit ${code}):\n${built.tail.join('\n')}`);
     finish();
   }
   const img = path.join(outDir, 'multihead.img');
@@ -135,19 +153,40 @@ fs.copyFileSync(ovmfFiles().vars, vars);
 // A bigger "card" than the image: the data partition must grow into it on first boot.
 const diskBytes = fs.statSync(disk).size + 1024 * 1048576;
 fs.truncateSync(disk, diskBytes);
-const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
-const esp = `${disk}@@${espOffset(disk)}`;
-{
-  const entry = execFileSync('mtype', ['-i', esp, '::/loader/entries/multihead.conf'], { env: mtoolsEnv }).toString();
-  const heads = Array.from({ length: HEADS }, (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`);
-  // Under TCG the supervisor needs minutes, not seconds, to its first frame (READY=1).
-  const testEntry = entry.replace(
-    /^options (.*)$/m,
-    `options $1 console=ttyS0,115200 multihead.test=1 systemd.default_timeout_start_sec=600 ${heads.join(' ')}`,
-  );
-  const file = path.join(work, 'multihead.conf');
-  fs.writeFileSync(file, testEntry);
-  execFileSync('mcopy', ['-o', '-i', esp, file, '::/loader/entries/multihead.conf'], { env: mtoolsEnv });
+// The heads' modes, appended by systemd-stub to the UKI's command line (vm.ts).
+const kernelCmdlineExtra = Array.from(
+  { length: HEADS },
+  (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`,
+).join(' ');
+
+// --ota: the next version, built from the same tree, its artefacts on a disk of their own.
+const ota: { from: string; to: string; disk?: string; dir?: string } = { from: versionOf(outDir), to: '' };
+if (values.ota) {
+  await check('ota-build', async () => {
+    const parts = ota.from.split('.').map(Number);
+    parts[parts.length - 1] = (parts.at(-1) ?? 0) + 1;
+    ota.to = parts.join('.');
+    const t0 = Date.now();
+    const built = await imageBuild({ MULTIHEAD_IMAGE_VERSION: ota.to });
+    if (built.code !== 0)
+      throw new Error(`image/build.sh for ${ota.to} failed (exit ${built.code}):\n${built.tail.join('\n')}`);
+    const artefacts = path.join(built.dir, 'update', ota.to);
+    const files = fs.readdirSync(artefacts).sort();
+    const bytes = files.reduce((n, f) => n + fs.statSync(path.join(artefacts, f)).size, 0);
+    ota.dir = artefacts;
+    ota.disk = path.join(work, 'update.img');
+    execFileSync('mkfs.ext4', [
+      '-q',
+      '-F',
+      '-L',
+      'update',
+      '-d',
+      artefacts,
+      ota.disk,
+      `${Math.ceil(bytes / 1048576) + 64}M`,
+    ]);
+    return `${ota.from} → ${ota.to} in ${s(Date.now() - t0)} s: ${files.join(', ')} (${Math.round(bytes / 1048576)} MiB) on a disk for the guest`;
+  });
 }
 
 // --- The broker ----------------------------------------------------------------------------
@@ -211,7 +250,16 @@ async function boot(label: string): Promise<ImageVm> {
     bootCount++;
     const dir = path.join(work, `boot-${bootCount}`);
     fs.mkdirSync(dir);
-    const vm = await imageVmStart({ disk, vars, dir, heads: HEADS, headSize: HEAD, brokerPort });
+    const vm = await imageVmStart({
+      disk,
+      vars,
+      dir,
+      heads: HEADS,
+      headSize: HEAD,
+      brokerPort,
+      kernelCmdlineExtra,
+      ...(ota.disk ? { extraDisks: [{ file: ota.disk, serial: 'multihead-update' }] } : {}),
+    });
     // Whatever ends the VM (a check, a power cut, a guest that reboots), its console is kept.
     void vm.exited.then(() => fs.writeFileSync(path.join(results, `${label}-${attempt}-console.log`), vm.consoleLog()));
     try {
@@ -333,6 +381,114 @@ async function rebootBack(vmNow: ImageVm): Promise<string> {
   if (!/RestartSteps=8/.test(restart) || !/RestartMaxDelayUSec=1min/.test(restart))
     throw new Error(`multihead.service restart backoff not in effect: ${restart}`);
   return `online again with session ${back.json.session} (was ${reboot.session}) ${s(back.at - reboot.requestedAt)} s after the request; the previous boot's journal has multihead-reboot.service with the request; ${restart}`;
+}
+
+/**
+ * --ota: the artefacts of the next version go where the supervisor puts verified downloads
+ * (updates/<version>/, updates/current pointing at it), root is asked through the supervisor's
+ * request file, the guest reboots, and the third boot must run the new version from slot B,
+ * blessed after the supervisor's boot health marker, with the data partition as it was.
+ */
+async function otaUpdate(vmNow: ImageVm): Promise<void> {
+  const before = { config: '', partition: '' };
+  let t0 = 0;
+  const installed = await check('ota-install', async () => {
+    before.config = await vmNow.sh('cat /var/lib/multihead/config.json');
+    before.partition = (await vmNow.sh('findmnt -n -o SOURCE /')).trim();
+    const slotsBefore = await vmNow.sh(
+      'cat /run/multihead-update/slots-sysupdate.json; cat /run/multihead-update/slots-bootctl.json',
+    );
+    fs.writeFileSync(path.join(results, 'ota-slots-before.json'), slotsBefore);
+    const dir = `/var/lib/multihead/updates/${ota.to}`;
+    await vmNow.sh(
+      `set -e; mkdir -p /run/ota-disk ${dir}; mount -o ro /dev/disk/by-id/virtio-multihead-update /run/ota-disk; cp /run/ota-disk/multihead_* /run/ota-disk/SHA256SUMS* ${dir}/; umount /run/ota-disk; chown -R multihead:multihead /var/lib/multihead/updates; sync`,
+      300000,
+    );
+    t0 = Date.now();
+    const id = `00000000-0000-4000-8000-${String(Date.now()).slice(-12).padStart(12, '0')}`;
+    // What SysupdateInstaller.install does (the supervisor's side of the firmware.update job).
+    await vmNow.sh(
+      `set -e; ln -sfn ${dir} /var/lib/multihead/updates/current; printf '{"id":"${id}","version":"${ota.to}"}\n' > /run/multihead/.req; mv /run/multihead/.req /run/multihead/update-install-request`,
+    );
+    const result = await waitUntil(
+      'install-result.json for the request',
+      900000,
+      async () => {
+        const r = await vmNow.exec(['cat', '/run/multihead-update/install-result.json']);
+        return r.code === 0 && r.stdout.includes(id) ? r.stdout.trim() : undefined;
+      },
+      2000,
+    );
+    const journal = await vmNow.sh('journalctl -b -u multihead-update-install.service -o cat --no-pager | tail -n 30');
+    fs.writeFileSync(path.join(results, 'ota-install-journal.log'), journal);
+    if (!/"ok":true/.test(result)) throw new Error(`root answered ${result}; journal:\n${journal}`);
+    const efi = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
+    const parts = (await vmNow.sh('ls /dev/disk/by-partlabel')).trim().split('\n').join(' ');
+    if (!efi.includes(`multihead_${ota.to}+3`)) throw new Error(`no multihead_${ota.to}+3 UKI on the ESP: ${efi}`);
+    if (!parts.split(' ').includes(`multihead_${ota.to}`))
+      throw new Error(`no partition labelled multihead_${ota.to}: ${parts}`);
+    return `root answered ${result} ${s(Date.now() - t0)} s after the request; ESP /EFI/Linux: ${efi}; root was ${before.partition}`;
+  });
+  if (!installed) {
+    await vmNow.stop();
+    return;
+  }
+  // The reboot into the new version (QEMU runs with -no-reboot: the reset ends it).
+  vmNow.spawn(['systemctl', 'reboot']);
+  await Promise.race([vmNow.exited, sleep(180000)]);
+  await vmNow.powerCut();
+  let vm3: ImageVm | undefined;
+  try {
+    vm3 = await boot('boot3-ota');
+    const v = vm3;
+    await check('ota-running', async () => {
+      const osRelease = await v.sh('grep ^IMAGE_VERSION= /etc/os-release');
+      const root = (await v.sh('findmnt -n -o SOURCE /')).trim();
+      const label = (await v.sh(`udevadm info -q property ${root} | sed -n 's/^ID_PART_ENTRY_NAME=//p'`)).trim();
+      metrics.otaUpdate = (Date.now() - t0) / 1000;
+      if (!osRelease.includes(ota.to)) throw new Error(`running ${osRelease.trim()}, not ${ota.to}`);
+      if (label !== `multihead_${ota.to}` || root === before.partition)
+        throw new Error(`root ${root} (${label}), before the update ${before.partition}`);
+      const config = await v.sh('cat /var/lib/multihead/config.json');
+      if (config !== before.config) throw new Error('config.json on the data partition changed across the update');
+      return `${osRelease.trim()} from ${root} (label ${label}; was ${before.partition}) ${s(Date.now() - t0)} s after the install request; config.json on the data partition unchanged`;
+    });
+    await check('ota-blessed', async () => {
+      const healthy = await waitUntil(
+        'the boot health marker',
+        600000,
+        async () => {
+          const r = await v.exec(['cat', '/run/multihead/boot-healthy']);
+          return r.code === 0 ? r.stdout.trim() : undefined;
+        },
+        2000,
+      );
+      const efi = await waitUntil(
+        `multihead_${ota.to}.efi without a counter`,
+        300000,
+        async () => {
+          const list = (await v.sh('ls /efi/EFI/Linux')).trim();
+          return list.split('\n').includes(`multihead_${ota.to}.efi`) ? list : undefined;
+        },
+        2000,
+      );
+      const bootctl = await v.sh('bootctl list --no-pager --json=short');
+      const blessed = await v.sh(
+        'systemctl is-active systemd-bless-boot.service multihead-boot-ok.service boot-complete.target || true',
+      );
+      fs.writeFileSync(path.join(results, 'ota-bootctl-list.json'), bootctl);
+      const slots = await v.sh(
+        'cat /run/multihead-update/slots-sysupdate.json /run/multihead-update/slots-bootctl.json; systemd-sysupdate list 2>&1 || /usr/lib/systemd/systemd-sysupdate list 2>&1 || true',
+      );
+      fs.writeFileSync(path.join(results, 'ota-slots-after.txt'), slots);
+      const keys = [...new Set((JSON.parse(bootctl) as Array<Record<string, unknown>>).flatMap((e) => Object.keys(e)))];
+      return `boot-healthy ${healthy}; ESP /EFI/Linux: ${efi.split('\n').join(' ')}; ${blessed.trim().split('\n').join('/')} (bless-boot, boot-ok, boot-complete); bootctl list --json keys: ${keys.join(',')}`;
+    });
+    await saveLogs(v, 'boot3-ota');
+  } catch (e) {
+    fail('ota-running', (e as Error).message);
+  }
+  await vm3?.stop();
 }
 
 // --- Boot 1: first boot, provisioning, screens, restart ------------------------------------
@@ -659,7 +815,8 @@ try {
     return `/var/log/journal on ${mount}; ${boots} boots in the journal, the previous one with the supervisor's ${before.trim()} start(s)`;
   });
   await saveLogs(vm2, 'boot2');
-  await vm2.stop();
+  if (values.ota && ota.disk) await otaUpdate(vm2);
+  else await vm2.stop();
 } catch (e) {
   fail('provision-once', (e as Error).message);
 }

@@ -30,6 +30,14 @@ export interface ImageVmOptions {
   /** Host loopback port of the broker, reached by the guest at 10.0.2.100:1883. */
   brokerPort?: number;
   memoryMb?: number;
+  /**
+   * Appended to the kernel command line by systemd-stub (SMBIOS type 11
+   * `io.systemd.stub.kernel-cmdline-extra`, honoured without Secure Boot): the UKI's own command
+   * line is signed into it and no loader entry can change it.
+   */
+  kernelCmdlineExtra?: string;
+  /** Raw disk images attached read-only, as /dev/disk/by-id/virtio-<serial>. */
+  extraDisks?: Array<{ file: string; serial: string }>;
 }
 
 export interface ImageVm {
@@ -90,6 +98,20 @@ export async function imageVmStart(opts: ImageVmOptions): Promise<ImageVm> {
     '-device',
     `virtio-gpu-pci,id=gpu0,max_outputs=${opts.heads},xres=${width},yres=${height}`,
   ];
+  // QEMU's option syntax: a comma in a value is written twice.
+  if (opts.kernelCmdlineExtra)
+    args.push(
+      '-smbios',
+      `type=11,value=io.systemd.stub.kernel-cmdline-extra=${opts.kernelCmdlineExtra.replaceAll(',', ',,')}`,
+    );
+  for (const [i, d] of (opts.extraDisks ?? []).entries()) {
+    args.push(
+      '-drive',
+      `if=none,id=extra${i},format=raw,readonly=on,file=${d.file}`,
+      '-device',
+      `virtio-blk-pci,drive=extra${i},serial=${d.serial}`,
+    );
+  }
   const startedAt = Date.now();
   const qemu: ChildProcess = spawn('setpriv', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let qemuOutput = '';
