@@ -423,9 +423,14 @@ async function otaUpdate(vmNow: ImageVm): Promise<void> {
     fs.writeFileSync(path.join(results, 'ota-install-journal.log'), journal);
     if (!/"ok":true/.test(result)) throw new Error(`root answered ${result}; journal:\n${journal}`);
     const efi = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
-    const parts = (await vmNow.sh('ls /dev/disk/by-partlabel')).trim().split('\n').join(' ');
+    const parts = (
+      await vmNow.sh('for p in /dev/vda[0-9]*; do echo "$p=$(blkid -p -s PART_ENTRY_NAME -o value $p)"; done')
+    )
+      .trim()
+      .split('\n')
+      .join(' ');
     if (!efi.includes(`multihead_${ota.to}+3`)) throw new Error(`no multihead_${ota.to}+3 UKI on the ESP: ${efi}`);
-    if (!parts.split(' ').includes(`multihead_${ota.to}`))
+    if (!parts.split(' ').some((p) => p.endsWith(`=multihead_${ota.to}`)))
       throw new Error(`no partition labelled multihead_${ota.to}: ${parts}`);
     return `root answered ${result} ${s(Date.now() - t0)} s after the request; ESP /EFI/Linux: ${efi}; root was ${before.partition}`;
   });
