@@ -373,7 +373,9 @@ kernel=$(cd "$root/boot" && ls vmlinuz-* | sort -V | tail -1)
 kernel_release=${kernel#vmlinuz-}
 cp "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$esp/EFI/BOOT/BOOTX64.EFI"
 cp "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$esp/EFI/systemd/systemd-bootx64.efi"
-cmdline="root=PARTLABEL=multihead_$VERSION rootfstype=squashfs ro $(cat "$here/cmdline")"
+# The root by its partition label, as the path udev's persistent-storage rules make for it in
+# the initramfs (what PARTLABEL= means, without relying on initramfs-tools' resolver for it).
+cmdline="root=/dev/disk/by-partlabel/multihead_$VERSION rootfstype=squashfs ro $(cat "$here/cmdline")"
 # The test variant boots with the test agent's arguments built in (it is never shipped): the
 # serial console, multihead.test=1, and a longer start timeout for the supervisor under TCG.
 if [ "$VARIANT" = test ]; then
