@@ -98,7 +98,7 @@ if [ -n "${MULTIHEAD_SIGNING_KEY:-}" ]; then
   signing_home_tmp=$GNUPGHOME
   export GNUPGHOME
   gpg --batch --quiet --import "$MULTIHEAD_SIGNING_KEY" 2>/dev/null || die "gpg could not import $MULTIHEAD_SIGNING_KEY"
-  SIGNING_KIND=fleet
+  SIGNING_KIND='fleet'
 else
   # A throw-away key for tests, made once per cache: never a fleet's.
   GNUPGHOME=$cache/test-signing
@@ -111,7 +111,7 @@ else
       'multihead TEST update key (never for a fleet) <test-signing@multihead.invalid>' ed25519 sign never 2>/dev/null ||
       die "gpg could not make the test signing key in $GNUPGHOME"
   fi
-  SIGNING_KIND=test
+  SIGNING_KIND='test'
 fi
 SIGNING_FPR=$(gpg --batch --with-colons --list-secret-keys 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
 [ -n "$SIGNING_FPR" ] || die "no secret signing key in $GNUPGHOME"
