@@ -33,7 +33,7 @@ export interface ImageVmOptions {
   /**
    * Appended to the kernel command line by systemd-stub (SMBIOS type 11
    * `io.systemd.stub.kernel-cmdline-extra`, honoured without Secure Boot): the UKI's own command
-   * line is signed into it and no loader entry can change it.
+   * line is built into it and no loader entry can change it.
    */
   kernelCmdlineExtra?: string;
   /** Raw disk images attached read-only, as /dev/disk/by-id/virtio-<serial>. */
