@@ -394,7 +394,7 @@ async function otaUpdate(vmNow: ImageVm): Promise<void> {
   let t0 = 0;
   const installed = await check('ota-install', async () => {
     before.config = await vmNow.sh('cat /var/lib/multihead/config.json');
-    before.partition = (await vmNow.sh('findmnt -n -o SOURCE /')).trim();
+    before.partition = (await vmNow.sh('readlink -f "$(findmnt -n -o SOURCE /)"')).trim();
     const slotsBefore = await vmNow.sh(
       'cat /run/multihead-update/slots-sysupdate.json; cat /run/multihead-update/slots-bootctl.json',
     );
@@ -404,35 +404,51 @@ async function otaUpdate(vmNow: ImageVm): Promise<void> {
       `set -e; mkdir -p /run/ota-disk ${dir}; mount -o ro /dev/disk/by-id/virtio-multihead-update /run/ota-disk; cp /run/ota-disk/multihead_* /run/ota-disk/SHA256SUMS* ${dir}/; umount /run/ota-disk; chown -R multihead:multihead /var/lib/multihead/updates; sync`,
       300000,
     );
-    t0 = Date.now();
-    const id = `00000000-0000-4000-8000-${String(Date.now()).slice(-12).padStart(12, '0')}`;
     // What SysupdateInstaller.install does (the supervisor's side of the firmware.update job).
-    await vmNow.sh(
-      `set -e; ln -sfn ${dir} /var/lib/multihead/updates/current; printf '{"id":"${id}","version":"${ota.to}"}\n' > /run/multihead/.req; mv /run/multihead/.req /run/multihead/update-install-request`,
-    );
-    const result = await waitUntil(
-      'install-result.json for the request',
-      900000,
-      async () => {
-        const r = await vmNow.exec(['cat', '/run/multihead-update/install-result.json']);
-        return r.code === 0 && r.stdout.includes(id) ? r.stdout.trim() : undefined;
-      },
-      2000,
-    );
+    const request = async (n: number): Promise<{ id: string; result: string }> => {
+      const id = `00000000-0000-4000-8000-${String(Date.now() + n)
+        .slice(-12)
+        .padStart(12, '0')}`;
+      await vmNow.sh(
+        `set -e; ln -sfn ${dir} /var/lib/multihead/updates/current; printf '{"id":"${id}","version":"${ota.to}"}\n' > /run/multihead/.req; mv /run/multihead/.req /run/multihead/update-install-request`,
+      );
+      const result = await waitUntil(
+        'install-result.json for the request',
+        900000,
+        async () => {
+          const r = await vmNow.exec(['cat', '/run/multihead-update/install-result.json']);
+          return r.code === 0 && r.stdout.includes(id) ? r.stdout.trim() : undefined;
+        },
+        2000,
+      );
+      return { id, result };
+    };
+    const labels = async (): Promise<string> =>
+      (await vmNow.sh('for p in /dev/vda[0-9]*; do echo "$p=$(blkid -p -s PART_ENTRY_NAME -o value $p)"; done'))
+        .trim()
+        .split('\n')
+        .join(' ');
+    // A tampered artefact first (one byte more in the UKI): root refuses it and writes nothing.
+    await vmNow.sh(`printf x >> ${dir}/multihead_${ota.to}.efi`);
+    const tampered = await request(0);
+    const labelsTampered = await labels();
+    const efiTampered = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
+    await vmNow.sh(`truncate -s -1 ${dir}/multihead_${ota.to}.efi`);
+    if (!/"ok":false,"exitCode":3,"message":"digest mismatch/.test(tampered.result))
+      throw new Error(`a tampered UKI: root answered ${tampered.result}`);
+    if (!labelsTampered.includes('=_empty') || efiTampered.includes(ota.to))
+      throw new Error(`a tampered UKI was refused but something was written: ${labelsTampered}; ESP ${efiTampered}`);
+    t0 = Date.now();
+    const { result } = await request(1);
     const journal = await vmNow.sh('journalctl -b -u multihead-update-install.service -o cat --no-pager | tail -n 30');
     fs.writeFileSync(path.join(results, 'ota-install-journal.log'), journal);
     if (!/"ok":true/.test(result)) throw new Error(`root answered ${result}; journal:\n${journal}`);
     const efi = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
-    const parts = (
-      await vmNow.sh('for p in /dev/vda[0-9]*; do echo "$p=$(blkid -p -s PART_ENTRY_NAME -o value $p)"; done')
-    )
-      .trim()
-      .split('\n')
-      .join(' ');
+    const parts = await labels();
     if (!efi.includes(`multihead_${ota.to}+3`)) throw new Error(`no multihead_${ota.to}+3 UKI on the ESP: ${efi}`);
     if (!parts.split(' ').some((p) => p.endsWith(`=multihead_${ota.to}`)))
       throw new Error(`no partition labelled multihead_${ota.to}: ${parts}`);
-    return `root answered ${result} ${s(Date.now() - t0)} s after the request; ESP /EFI/Linux: ${efi}; root was ${before.partition}`;
+    return `a tampered UKI refused (${/"message":"([^"]*)"/.exec(tampered.result)?.[1]}; slots ${labelsTampered}); then root answered ${result} ${s(Date.now() - t0)} s after the request; slots ${parts}; ESP /EFI/Linux: ${efi}; root was ${before.partition}`;
   });
   if (!installed) {
     await vmNow.stop();
@@ -448,7 +464,7 @@ async function otaUpdate(vmNow: ImageVm): Promise<void> {
     const v = vm3;
     await check('ota-running', async () => {
       const osRelease = await v.sh('grep ^IMAGE_VERSION= /etc/os-release');
-      const root = (await v.sh('findmnt -n -o SOURCE /')).trim();
+      const root = (await v.sh('readlink -f "$(findmnt -n -o SOURCE /)"')).trim();
       const label = (await v.sh(`udevadm info -q property ${root} | sed -n 's/^ID_PART_ENTRY_NAME=//p'`)).trim();
       metrics.otaUpdate = (Date.now() - t0) / 1000;
       if (!osRelease.includes(ota.to)) throw new Error(`running ${osRelease.trim()}, not ${ota.to}`);
