@@ -12,7 +12,7 @@ use ffmpeg_next as ffmpeg;
 use super::color::Tagged;
 use super::decoder::{Event, HwPathKind, BACKPRESSURE_MAX, EXPORT_FRAMES};
 use super::frame_convert::nv12_fill;
-use super::frame_ring::{Shared, RING};
+use super::frame_ring::Shared;
 use super::nv12::nv12_size;
 use super::prime::ExportPool;
 use super::session_open::{HwPath, Session};
@@ -110,7 +110,7 @@ impl Session {
             return Ok(());
         }
         let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = ring.newest.map_or(0, |n| (n + 1) % RING);
+        let slot = ring.slot_next();
         let size = nv12_size(width as usize, height as usize);
         if ring.slots[slot].len() != size {
             // Only when the stream's size changes: steady state reuses the ring.
@@ -119,10 +119,7 @@ impl Session {
         let copied = nv12_fill(&mut self.scaler, &self.source, frame, &mut ring.slots[slot])?;
         ring.prime[slot] = None;
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
-        ring.meta[slot] = (seq, pts_us);
-        ring.newest = Some(slot);
-        ring.width = width;
-        ring.height = height;
+        ring.publish(slot, seq, pts_us, width, height);
         drop(ring);
         shared
             .counters
@@ -144,14 +141,11 @@ impl Session {
         let (width, height) = (prime.width, prime.height);
         let prime = Arc::new(prime);
         let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = ring.newest.map_or(0, |n| (n + 1) % RING);
+        let slot = ring.slot_next();
         // Drops the claim of the frame that was here; an output may still hold its own.
         ring.prime[slot] = Some(prime);
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
-        ring.meta[slot] = (seq, pts_us);
-        ring.newest = Some(slot);
-        ring.width = width;
-        ring.height = height;
+        ring.publish(slot, seq, pts_us, width, height);
         drop(ring);
         shared.counters.exported.fetch_add(1, Ordering::Relaxed);
         shared

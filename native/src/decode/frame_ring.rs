@@ -30,6 +30,21 @@ pub struct FrameRing {
     pub height: u32,
 }
 
+impl FrameRing {
+    /// The slot the decoder writes next: the one after the newest.
+    pub fn slot_next(&self) -> usize {
+        self.newest.map_or(0, |n| (n + 1) % RING)
+    }
+
+    /// Makes the frame just written to `slot` the newest, numbered `seq`.
+    pub fn publish(&mut self, slot: usize, seq: u64, pts_us: i64, width: u32, height: u32) {
+        self.meta[slot] = (seq, pts_us);
+        self.newest = Some(slot);
+        self.width = width;
+        self.height = height;
+    }
+}
+
 /// One per decoder, behind an `Arc` that its thread, the `Decoder` and every `FrameSource`
 /// hold: whoever lets go last frees it, so no reader is left with a dangling frame.
 pub(super) struct Shared {
