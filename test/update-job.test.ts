@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { Screens } from '../src/display/screens.ts';
@@ -9,7 +9,7 @@ import type { EventBus } from '../src/supervisor/bus.ts';
 import type { ExtensionDefinition } from '../src/supervisor/extension.ts';
 import type { Installer, SlotsInfo } from '../src/update/installer.ts';
 import type { FirmwareUpdate } from '../src/update/job.ts';
-import { jobStoreRead } from '../src/update/job-store.ts';
+import { jobStorePath, jobStoreRead } from '../src/update/job-store.ts';
 import { assertEveryMessageValid } from './helpers/contract-check.ts';
 import { type MediaServer, mediaServerStart } from './helpers/media-server.ts';
 import { type Broker, FleetClient, mosquittoStart, type Received } from './helpers/mosquitto.ts';
@@ -297,7 +297,7 @@ test.serial(
     );
     t.is(box.installer.calls.length, 0);
     t.false(existsSync(join(box.runDir, 'reboot-request')));
-    t.is(jobStoreRead(r.dataDir), undefined);
+    t.like(jobStoreRead(r.dataDir), { jobId, reported: true, outcome: 'failed' }, 'said once, not again after a restart');
 
     // A list signed by a key the box does not trust: refused before any artefact byte.
     const stranger = signingKeyMake(t, 'someone else');
@@ -367,6 +367,60 @@ test.serial(
       'the reboot stage',
     );
     t.is(newer.calls[0]?.version, '0.2.0');
+    contractChecked(t, r.fleet);
+  },
+);
+
+test.serial(
+  'firmware.update: a power cut during the download or the install is reported after the boot as ERR_UPDATE_INTERRUPTED, once',
+  async (t) => {
+    const r = await rig(t);
+    const a = artefactsMake(r.key, '0.2.0');
+    const url = artefactsServe(r.server, 'fw', a, { [a.root]: [{ kind: 'slow', chunk: 8 * 1024, everyMs: 20 }] });
+    const box = await r.boot('0.1.0', 'boot-1');
+    const jobId = await update(r.fleet, { url });
+    await r.fleet.next(
+      (m) =>
+        m.topic === `multihead/dev-1/jobs/${jobId}` &&
+        (m.json as FirmwareUpdate).stage === 'download' &&
+        (m.json as FirmwareUpdate).bytesDone > 0,
+      20_000,
+      'download progress',
+    );
+    // What the data partition holds at the moment of a power cut: the file as it is now. A
+    // stop would end the job itself (ERR_UPDATE_ABORTED); a cut leaves this behind instead.
+    const atCut = readFileSync(jobStorePath(r.dataDir), 'utf8');
+    t.like(JSON.parse(atCut), { jobId, phase: 'download', target: '0.2.0', reported: false });
+    await box.device.stop();
+    writeFileSync(jobStorePath(r.dataDir), atCut);
+
+    const seen = r.fleet.received.length;
+    const after = await r.boot('0.1.0', 'boot-2');
+    const done = await r.fleet.next(
+      (m) =>
+        r.fleet.received.indexOf(m) >= seen &&
+        m.topic === `multihead/dev-1/jobs/${jobId}` &&
+        (m.json as FirmwareUpdate).state === 'failed',
+      20_000,
+      'the report after the boot',
+    );
+    t.like(done.json, { state: 'failed', runningVersion: '0.1.0', error: { code: 'ERR_UPDATE_INTERRUPTED' } });
+    t.regex(
+      (done.json as FirmwareUpdate).error?.message ?? '',
+      /the box restarted during the download of 0\.2\.0; nothing was installed and 0\.1\.0 still runs/,
+    );
+    await after.device.stop();
+    await noFurtherReport(t, r, jobId, 'boot-2', '0.1.0');
+
+    // Cut while root writes the other slot: the same, with the install named.
+    const installing = JSON.stringify({ ...JSON.parse(atCut), phase: 'install', jobId: 'firmware-0000cafe' });
+    writeFileSync(jobStorePath(r.dataDir), `${installing}\n`);
+    const third = await r.boot('0.1.0', 'boot-3');
+    const cut = await ended(r.fleet, 'firmware-0000cafe');
+    t.like(cut.json, { state: 'failed', error: { code: 'ERR_UPDATE_INTERRUPTED' } });
+    t.regex((cut.json as FirmwareUpdate).error?.message ?? '', /while 0\.2\.0 was being written into the other slot/);
+    t.is(third.installer.calls.length, 0);
+    await third.device.stop();
     contractChecked(t, r.fleet);
   },
 );

@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import { fileWriteAtomic } from '../fs/atomic.ts';
 
 /**
- * A firmware job that outlives the reboot it asked for: written (atomically, on the data
- * partition) after the install and before the reboot, read by the next start to report how the
- * reboot went, and marked reported (atomically again) so that it is reported once, whatever
- * restarts come after.
+ * A firmware job that outlives the process running it: written (atomically, on the data
+ * partition) when the job starts and at each phase, read by the next start to report how the
+ * reboot went (or that a power cut or crash ended the job before it), and marked reported
+ * (atomically again) so that it is reported once, whatever restarts come after.
  */
 export interface StoredUpdateJob {
   readonly jobId: string;
@@ -20,7 +20,15 @@ export interface StoredUpdateJob {
   readonly bootId: string;
   readonly reported: boolean;
   readonly outcome?: 'succeeded' | 'failed';
+  /**
+   * How far the job got: `download` (manifest, artefacts, digests), `install` (root writing the
+   * other slot), `reboot` (installed, the reboot asked for). Absent in files of older versions:
+   * `reboot`, the only phase they stored.
+   */
+  readonly phase?: StoredUpdatePhase;
 }
+
+export type StoredUpdatePhase = 'download' | 'install' | 'reboot';
 
 export const jobStorePath = (dataDir: string): string => join(dataDir, 'state', 'update-job.json');
 
@@ -50,7 +58,8 @@ export function jobStoreRead(dataDir: string): StoredUpdateJob | undefined {
     typeof job !== 'object' ||
     fields.some((f) => typeof job[f] !== 'string') ||
     typeof job.reported !== 'boolean' ||
-    typeof job.bytesTotal !== 'number'
+    typeof job.bytesTotal !== 'number' ||
+    (job.phase !== undefined && !['download', 'install', 'reboot'].includes(job.phase))
   ) {
     throw new Error(`${path} is not a stored update job`);
   }

@@ -131,17 +131,46 @@ export class Updater {
         { jobId: job.jobId, code: error.code, err: caught },
         `firmware job ${job.jobId} failed: ${error.code}: ${error.message}`,
       );
+      // Said here, so the next start must not say it again.
+      this.#stored(job, { reported: true, outcome: 'failed' });
       job.fail(error.toJSON());
     }
+  }
+
+  /** The job as the next start will find it; a write that fails is logged, the job goes on. */
+  #stored(job: UpdateJob, change: Partial<StoredUpdateJob>): StoredUpdateJob {
+    const stored: StoredUpdateJob = {
+      jobId: job.jobId,
+      startedAt: job.startedAt,
+      target: job.version ?? '',
+      from: job.from,
+      bytesTotal: job.bytesTotal,
+      bootId: this.#deps.bootId(),
+      reported: false,
+      phase: 'download',
+      ...change,
+    };
+    try {
+      jobStoreWrite(this.#deps.dataDir, stored);
+    } catch (error) {
+      this.#deps.logger.error(
+        { jobId: job.jobId, err: error },
+        `cannot record firmware job ${job.jobId} on the data partition: ${(error as Error).message}`,
+      );
+    }
+    return stored;
   }
 
   async #steps(job: UpdateJob, request: UpdateRequest): Promise<void> {
     const { dataDir, fs, installer, logger } = this.#deps;
     const updates = updatesDir(dataDir);
     await fs.mkdir(updates, { recursive: true });
+    // From here a power cut or a crash is reported by the next start (afterBoot), not lost.
+    this.#stored(job, { phase: 'download' });
     job.stage('verify');
     const manifest = await this.#manifestTrusted(request, job, updates);
     const { version } = manifest;
+    this.#stored(job, { phase: 'download', target: version });
     const dir = join(updates, version);
     job.stage('download');
     const signal = this.#closing.signal;
@@ -163,11 +192,13 @@ export class Updater {
     await artefactsVerify(manifest.artefacts, dir, fs);
     if (signal.aborted) throw new UpdateError('ERR_UPDATE_ABORTED', 'stopped');
     job.stage('install');
+    this.#stored(job, { phase: 'install', target: version });
     try {
       await installer.install(dir, version);
     } catch (error) {
       throw updateErrorOf(error, 'ERR_UPDATE_INSTALL');
     }
+    // Before the reboot is asked for: the next start must know what it was meant to be running.
     const stored: StoredUpdateJob = {
       jobId: job.jobId,
       startedAt: job.startedAt,
@@ -176,8 +207,8 @@ export class Updater {
       bytesTotal: job.bytesTotal,
       bootId: this.#deps.bootId(),
       reported: false,
+      phase: 'reboot',
     };
-    // Before the reboot is asked for: the next start must know what it was meant to be running.
     jobStoreWrite(dataDir, stored);
     job.stage('reboot');
     try {
@@ -286,6 +317,28 @@ export class Updater {
       state: 'in_progress',
     });
     this.#job = job;
+    const mark = (outcome: 'succeeded' | 'failed'): void =>
+      jobStoreWrite(dataDir, { ...(stored as StoredUpdateJob), reported: true, outcome });
+    const phase = stored.phase ?? 'reboot';
+    if (phase !== 'reboot') {
+      // The process that ran the job is gone before it asked for a reboot: a power cut, a crash
+      // or a stop during the download or the install. Nothing boots from a cut install
+      // (systemd-sysupdate labels the slot only once it is written); the files downloaded so far
+      // stay, so the same command resumes them.
+      const running = this.#deps.running();
+      job.runningVersionSet(running);
+      mark('failed');
+      const rebooted = stored.bootId === this.#deps.bootId() ? 'the supervisor restarted' : 'the box restarted';
+      job.fail({
+        code: 'ERR_UPDATE_INTERRUPTED',
+        message:
+          phase === 'download'
+            ? `${rebooted} during the download${stored.target ? ` of ${stored.target}` : ''}; nothing was installed and ${running} still runs; send the command again to resume the download`
+            : `${rebooted} while ${stored.target} was being written into the other slot; that slot is not bootable, ${running} still runs; send the command again`,
+      });
+      logger.warn({ jobId: stored.jobId, phase }, `firmware job ${stored.jobId} was interrupted (${phase}); reported failed`);
+      return;
+    }
     if (stored.bootId === this.#deps.bootId()) {
       // Only the supervisor restarted; the reboot it asked for is still to come. Busy till then.
       logger.info({ jobId: stored.jobId }, `firmware ${stored.target} installed; waiting for the reboot`);
@@ -293,8 +346,6 @@ export class Updater {
     }
     const running = this.#deps.running();
     job.runningVersionSet(running);
-    const mark = (outcome: 'succeeded' | 'failed'): void =>
-      jobStoreWrite(dataDir, { ...(stored as StoredUpdateJob), reported: true, outcome });
     if (versionCompare(running, stored.target) !== 0) {
       const other = await this.#deps.installer.slots().catch(() => ({ other: undefined }));
       const slot = other.other?.version === stored.target ? ` (its slot is marked ${other.other.state})` : '';
