@@ -45,6 +45,10 @@
 #                             and the build says loudly that the image trusts a test key.
 #   MULTIHEAD_SIGNING_PASSPHRASE_FILE  the key's passphrase, when it has one
 #   MULTIHEAD_IMAGE_ROOT_SLOT_MIB      size of each root slot (default 1024)
+#   MULTIHEAD_IMAGE_FAULT     test variant only, for the rollback proof of test/image: "no-video"
+#                             builds a version whose supervisor exits at every start (it never
+#                             shows a frame) and whose boot assessment gives up after 30 s
+#                             instead of 300 s (its supervisor is gone at once), so that its three tries fit in a CI run.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,6 +59,7 @@ MIRROR=${MULTIHEAD_IMAGE_MIRROR:-http://deb.debian.org/debian}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 KERNEL_FLAVOUR=${MULTIHEAD_IMAGE_KERNEL:-trixie}
 VARIANT=${MULTIHEAD_IMAGE_VARIANT:-production}
+FAULT=${MULTIHEAD_IMAGE_FAULT:-}
 # Bump to force new chroots.
 BUILDROOT_REVISION=1
 BASEROOT_REVISION=1
@@ -136,11 +141,13 @@ inputs() {
     find image systemd provision src bin docs native/src native/build.rs native/Cargo.toml \
       Cargo.toml Cargo.lock package.json package-lock.json "${test_inputs[@]}" README.md \
       -type f ! -name '*.node' ! -path 'image/*.md' ! -path 'systemd/*.md' ! -path 'provision/*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
-    echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION/$TOOLROOT_REVISION variant=$VARIANT"
+    echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION/$TOOLROOT_REVISION variant=$VARIANT fault=$FAULT"
     echo "version=$VERSION signing=$SIGNING_FPR slot=$ROOT_SLOT_MIB"
   )
 }
 case "$VARIANT" in production | test) ;; *) die "MULTIHEAD_IMAGE_VARIANT must be production or test, not $VARIANT" ;; esac
+case "$FAULT" in '') ;; no-video) [ "$VARIANT" = test ] || die "MULTIHEAD_IMAGE_FAULT is for the test variant only" ;;
+  *) die "MULTIHEAD_IMAGE_FAULT must be empty or no-video, not $FAULT" ;; esac
 key=$(inputs | sha256sum | cut -c1-16)
 out=$cache/out-$key
 if [ -f "$out/multihead.img.zst" ]; then
@@ -355,6 +362,14 @@ osrel=$root/usr/lib/os-release
 sed -i '/^IMAGE_ID=/d; /^IMAGE_VERSION=/d' "$osrel"
 printf 'IMAGE_ID=multihead\nIMAGE_VERSION=%s\n' "$VERSION" >>"$osrel"
 echo "$VERSION" >"$root/usr/lib/multihead/VERSION"
+if [ "$FAULT" = no-video ]; then
+  log "stage 4: TEST FAULT no-video: this version's supervisor exits at every start"
+  mkdir -p "$root/etc/systemd/system/multihead.service.d" "$root/etc/systemd/system/multihead-boot-ok.service.d"
+  printf '%s\n' '[Service]' 'ExecStart=' \
+    "ExecStart=/bin/sh -c 'echo \"multihead: built with MULTIHEAD_IMAGE_FAULT=no-video: no supervisor in this version\" >&2; exit 1'" \
+    >"$root/etc/systemd/system/multihead.service.d/test-fault.conf"
+  printf '[Service]\nTimeoutStartSec=30\n' >"$root/etc/systemd/system/multihead-boot-ok.service.d/test-fault.conf"
+fi
 # The update signing key's public half: for the supervisor's gpgv (update.keyring) and root's
 # check before it installs (a binary keyring gpgv reads), and under the name systemd-sysupdate
 # looks for (import-pubring.pgp, not .gpg: field notes) for its own use by hand.
