@@ -297,7 +297,11 @@ test.serial(
     );
     t.is(box.installer.calls.length, 0);
     t.false(existsSync(join(box.runDir, 'reboot-request')));
-    t.like(jobStoreRead(r.dataDir), { jobId, reported: true, outcome: 'failed' }, 'said once, not again after a restart');
+    t.like(
+      jobStoreRead(r.dataDir),
+      { jobId, reported: true, outcome: 'failed' },
+      'said once, not again after a restart',
+    );
 
     // A list signed by a key the box does not trust: refused before any artefact byte.
     const stranger = signingKeyMake(t, 'someone else');

@@ -336,7 +336,10 @@ export class Updater {
             ? `${rebooted} during the download${stored.target ? ` of ${stored.target}` : ''}; nothing was installed and ${running} still runs; send the command again to resume the download`
             : `${rebooted} while ${stored.target} was being written into the other slot; that slot is not bootable, ${running} still runs; send the command again`,
       });
-      logger.warn({ jobId: stored.jobId, phase }, `firmware job ${stored.jobId} was interrupted (${phase}); reported failed`);
+      logger.warn(
+        { jobId: stored.jobId, phase },
+        `firmware job ${stored.jobId} was interrupted (${phase}); reported failed`,
+      );
       return;
     }
     if (stored.bootId === this.#deps.bootId()) {

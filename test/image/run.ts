@@ -7,7 +7,7 @@
 //   npm run test:image
 //   npm run test:image -- --power-cuts 3 --verbose
 //   npm run test:image -- --power-cuts 0      (no power-cut boots: the quickest full check)
-//   npm run test:image -- --ota               (also: an A/B update to the next version; not yet in npm test)
+//   npm run test:image -- --ota               (also: the A/B update proofs)
 //
 // It builds and boots the image's test variant (MULTIHEAD_IMAGE_VARIANT=test: the production
 // image plus the root test agent and its unit; the shipped image has neither). The test
@@ -15,20 +15,13 @@
 // systemd/multihead-test-agent.service) in its own command line; the virtio heads
 // (video=Virtual-N:WxH@60e) come from QEMU through SMBIOS (systemd-stub appends them).
 //
-// --ota (not yet part of npm test): builds the next version's artefacts from the same tree
-// (MULTIHEAD_IMAGE_VERSION), hands them to the second boot on a read-only disk, has root install
-// them through the supervisor's request file (multihead-update-install.path → systemd-sysupdate),
-// reboots, and checks that the box runs the new version from slot B, blessed once the supervisor
-// wrote its boot health marker, with the data partition intact. Prints ota_update_s=.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { imageWrite } from '../../provision/cli.ts';
-import { lineReader, sleep } from '../vm/qemu.ts';
-import { brightness, type ImageVm, imageVmStart, ovmfFiles } from './vm.ts';
+// --ota: the update proofs (test/image/ota.ts). Builds the next two versions from the same tree
+// (v2; v3 with MULTIHEAD_IMAGE_FAULT=no-video: it never shows video) and serves them over HTTP
+// at 10.0.2.101 with a tampered copy of v2. Over MQTT: the tampered one is refused on its
+// signature; v2 is downloaded, installed into slot B, booted and blessed; v3's download and
+// then its slot write are cut by killing QEMU (v2 boots each time, the job says
+// ERR_UPDATE_INTERRUPTED); v3 installed in full fails its three tries and v2 comes back by
+// itself (ERR_UPDATE_ROLLED_BACK). Prints ota_update_s= ota_rollback_s= update_mb=.
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const results = path.join(repo, 'test-results', 'image');
@@ -76,13 +69,23 @@ async function check(id: string, body: () => Promise<string>): Promise<boolean> 
     return false;
   }
 }
-const metrics: { firstFrame?: number; restart?: number; imageMb?: number; otaUpdate?: number } = {};
+const metrics: {
+  firstFrame?: number;
+  restart?: number;
+  imageMb?: number;
+  otaUpdate?: number;
+  otaRollback?: number;
+  updateMb?: number;
+} = {};
 const finish = (): never => {
   for (const p of pending) say(`PENDING image/${p}`);
   say(
     `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'}`,
   );
-  if (values.ota) say(`ota_update_s=${metrics.otaUpdate?.toFixed(1) ?? 'NA'}`);
+  if (values.ota)
+    say(
+      `ota_update_s=${metrics.otaUpdate?.toFixed(1) ?? 'NA'} ota_rollback_s=${metrics.otaRollback?.toFixed(1) ?? 'NA'} update_mb=${metrics.updateMb ?? 'NA'}`,
+    );
   say(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 && passed > 0 ? 0 : 1);
 };
@@ -159,33 +162,44 @@ const kernelCmdlineExtra = Array.from(
   (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`,
 ).join(' ');
 
-// --ota: the next version, built from the same tree, its artefacts on a disk of their own.
-const ota: { from: string; to: string; disk?: string; dir?: string } = { from: versionOf(outDir), to: '' };
+// --ota: the next two versions, built from the same tree: v2 good, v3 built never to show video
+// (MULTIHEAD_IMAGE_FAULT=no-video), served with a tampered copy of v2 by a plain HTTP server.
+const next = (v: string, by: number): string => {
+  const parts = v.split('.').map(Number);
+  parts[parts.length - 1] = (parts.at(-1) ?? 0) + by;
+  return parts.join('.');
+};
+const v1 = versionOf(outDir);
+const versions: OtaVersions = { v1, v2: next(v1, 1), v3: next(v1, 2) };
+let artefactServer: ArtefactServer | undefined;
 if (values.ota) {
   await check('ota-build', async () => {
-    const parts = ota.from.split('.').map(Number);
-    parts[parts.length - 1] = (parts.at(-1) ?? 0) + 1;
-    ota.to = parts.join('.');
-    const t0 = Date.now();
-    const built = await imageBuild({ MULTIHEAD_IMAGE_VERSION: ota.to });
-    if (built.code !== 0)
-      throw new Error(`image/build.sh for ${ota.to} failed (exit ${built.code}):\n${built.tail.join('\n')}`);
-    const artefacts = path.join(built.dir, 'update', ota.to);
-    const files = fs.readdirSync(artefacts).sort();
-    const bytes = files.reduce((n, f) => n + fs.statSync(path.join(artefacts, f)).size, 0);
-    ota.dir = artefacts;
-    ota.disk = path.join(work, 'update.img');
-    execFileSync('mkfs.ext4', [
-      '-q',
-      '-F',
-      '-L',
-      'update',
-      '-d',
-      artefacts,
-      ota.disk,
-      `${Math.ceil(bytes / 1048576) + 64}M`,
-    ]);
-    return `${ota.from} → ${ota.to} in ${s(Date.now() - t0)} s: ${files.join(', ')} (${Math.round(bytes / 1048576)} MiB) on a disk for the guest`;
+    const root = path.join(work, 'artefacts');
+    const said: string[] = [];
+    for (const [version, fault] of [
+      [versions.v2, ''],
+      [versions.v3, 'no-video'],
+    ] as const) {
+      const t0 = Date.now();
+      const built = await imageBuild({ MULTIHEAD_IMAGE_VERSION: version, MULTIHEAD_IMAGE_FAULT: fault });
+      if (built.code !== 0)
+        throw new Error(`image/build.sh for ${version} failed (exit ${built.code}):\n${built.tail.join('\n')}`);
+      const artefacts = path.join(built.dir, 'update', version);
+      const files = fs.readdirSync(artefacts).sort();
+      const bytes = files.reduce((n, f) => n + fs.statSync(path.join(artefacts, f)).size, 0);
+      if (version === versions.v2) {
+        metrics.updateMb = Math.round(bytes / 1048576);
+        otaServeTampered(root, 'tampered', artefacts, version);
+      }
+      otaServe(root, version, artefacts);
+      said.push(
+        `${version}${fault ? ` (${fault})` : ''} in ${s(Date.now() - t0)} s: ${files.join(', ')} (${Math.round(bytes / 1048576)} MiB)`,
+      );
+    }
+    artefactServer = await artefactServerStart(root);
+    const server = artefactServer;
+    process.on('exit', () => void server.close());
+    return `${v1} flashed; ${said.join('; ')}; served at http://10.0.2.101/ with a tampered copy of ${versions.v2}`;
   });
 }
 
@@ -242,7 +256,7 @@ imageWrite(disk, provisionText);
 
 // --- Helpers -------------------------------------------------------------------------------
 let bootCount = 0;
-async function boot(label: string): Promise<ImageVm> {
+async function boot(label: string, opts: { waitAgent?: boolean } = {}): Promise<ImageVm> {
   // TCG runs the guest's CPUs without the memory ordering real CPUs give cross-modified code,
   // so the kernel's boot-time text patching (int3) rarely oopses before init (test/vm/run.ts
   // retries for the same reason). That is the emulator, not the image: boot again.
@@ -258,10 +272,12 @@ async function boot(label: string): Promise<ImageVm> {
       headSize: HEAD,
       brokerPort,
       kernelCmdlineExtra,
-      ...(ota.disk ? { extraDisks: [{ file: ota.disk, serial: 'multihead-update' }] } : {}),
+      ...(artefactServer ? { httpPort: artefactServer.port } : {}),
     });
     // Whatever ends the VM (a check, a power cut, a guest that reboots), its console is kept.
     void vm.exited.then(() => fs.writeFileSync(path.join(results, `${label}-${attempt}-console.log`), vm.consoleLog()));
+    // A boot that may reset by itself (a version that fails its boot assessment) is the caller's to watch.
+    if (opts.waitAgent === false) return vm;
     try {
       await vm.agentReady(240000);
       verbose(`${label}: agent ready ${s(Date.now() - vm.startedAt)} s after QEMU start`);
@@ -381,135 +397,6 @@ async function rebootBack(vmNow: ImageVm): Promise<string> {
   if (!/RestartSteps=8/.test(restart) || !/RestartMaxDelayUSec=1min/.test(restart))
     throw new Error(`multihead.service restart backoff not in effect: ${restart}`);
   return `online again with session ${back.json.session} (was ${reboot.session}) ${s(back.at - reboot.requestedAt)} s after the request; the previous boot's journal has multihead-reboot.service with the request; ${restart}`;
-}
-
-/**
- * --ota: the artefacts of the next version go where the supervisor puts verified downloads
- * (updates/<version>/, updates/current pointing at it), root is asked through the supervisor's
- * request file, the guest reboots, and the third boot must run the new version from slot B,
- * blessed after the supervisor's boot health marker, with the data partition as it was.
- */
-async function otaUpdate(vmNow: ImageVm): Promise<void> {
-  const before = { config: '', partition: '' };
-  let t0 = 0;
-  const installed = await check('ota-install', async () => {
-    before.config = await vmNow.sh('cat /var/lib/multihead/config.json');
-    before.partition = (await vmNow.sh('readlink -f "$(findmnt -n -o SOURCE /)"')).trim();
-    const slotsBefore = await vmNow.sh(
-      'cat /run/multihead-update/slots-sysupdate.json; cat /run/multihead-update/slots-bootctl.json',
-    );
-    fs.writeFileSync(path.join(results, 'ota-slots-before.json'), slotsBefore);
-    const dir = `/var/lib/multihead/updates/${ota.to}`;
-    await vmNow.sh(
-      `set -e; mkdir -p /run/ota-disk ${dir}; mount -o ro /dev/disk/by-id/virtio-multihead-update /run/ota-disk; cp /run/ota-disk/multihead_* /run/ota-disk/SHA256SUMS* ${dir}/; umount /run/ota-disk; chown -R multihead:multihead /var/lib/multihead/updates; sync`,
-      300000,
-    );
-    // What SysupdateInstaller.install does (the supervisor's side of the firmware.update job).
-    const request = async (n: number): Promise<{ id: string; result: string }> => {
-      const id = `00000000-0000-4000-8000-${String(Date.now() + n)
-        .slice(-12)
-        .padStart(12, '0')}`;
-      await vmNow.sh(
-        `set -e; ln -sfn ${dir} /var/lib/multihead/updates/current; printf '{"id":"${id}","version":"${ota.to}"}\n' > /run/multihead/.req; mv /run/multihead/.req /run/multihead/update-install-request`,
-      );
-      const result = await waitUntil(
-        'install-result.json for the request',
-        900000,
-        async () => {
-          const r = await vmNow.exec(['cat', '/run/multihead-update/install-result.json']);
-          return r.code === 0 && r.stdout.includes(id) ? r.stdout.trim() : undefined;
-        },
-        2000,
-      );
-      return { id, result };
-    };
-    const labels = async (): Promise<string> =>
-      (await vmNow.sh('for p in /dev/vda[0-9]*; do echo "$p=$(blkid -p -s PART_ENTRY_NAME -o value $p)"; done'))
-        .trim()
-        .split('\n')
-        .join(' ');
-    // A tampered artefact first (one byte more in the UKI): root refuses it and writes nothing.
-    await vmNow.sh(`printf x >> ${dir}/multihead_${ota.to}.efi`);
-    const tampered = await request(0);
-    const labelsTampered = await labels();
-    const efiTampered = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
-    await vmNow.sh(`truncate -s -1 ${dir}/multihead_${ota.to}.efi`);
-    if (!/"ok":false,"exitCode":3,"message":"digest mismatch/.test(tampered.result))
-      throw new Error(`a tampered UKI: root answered ${tampered.result}`);
-    if (!labelsTampered.includes('=_empty') || efiTampered.includes(ota.to))
-      throw new Error(`a tampered UKI was refused but something was written: ${labelsTampered}; ESP ${efiTampered}`);
-    t0 = Date.now();
-    const { result } = await request(1);
-    const journal = await vmNow.sh('journalctl -b -u multihead-update-install.service -o cat --no-pager | tail -n 30');
-    fs.writeFileSync(path.join(results, 'ota-install-journal.log'), journal);
-    if (!/"ok":true/.test(result)) throw new Error(`root answered ${result}; journal:\n${journal}`);
-    const efi = (await vmNow.sh('ls /efi/EFI/Linux')).trim().split('\n').join(' ');
-    const parts = await labels();
-    if (!efi.includes(`multihead_${ota.to}+3`)) throw new Error(`no multihead_${ota.to}+3 UKI on the ESP: ${efi}`);
-    if (!parts.split(' ').some((p) => p.endsWith(`=multihead_${ota.to}`)))
-      throw new Error(`no partition labelled multihead_${ota.to}: ${parts}`);
-    return `a tampered UKI refused (${/"message":"([^"]*)"/.exec(tampered.result)?.[1]}; slots ${labelsTampered}); then root answered ${result} ${s(Date.now() - t0)} s after the request; slots ${parts}; ESP /EFI/Linux: ${efi}; root was ${before.partition}`;
-  });
-  if (!installed) {
-    await vmNow.stop();
-    return;
-  }
-  // The reboot into the new version (QEMU runs with -no-reboot: the reset ends it).
-  vmNow.spawn(['systemctl', 'reboot']);
-  await Promise.race([vmNow.exited, sleep(180000)]);
-  await vmNow.powerCut();
-  let vm3: ImageVm | undefined;
-  try {
-    vm3 = await boot('boot3-ota');
-    const v = vm3;
-    await check('ota-running', async () => {
-      const osRelease = await v.sh('grep ^IMAGE_VERSION= /etc/os-release');
-      const root = (await v.sh('readlink -f "$(findmnt -n -o SOURCE /)"')).trim();
-      const label = (await v.sh(`udevadm info -q property ${root} | sed -n 's/^ID_PART_ENTRY_NAME=//p'`)).trim();
-      metrics.otaUpdate = (Date.now() - t0) / 1000;
-      if (!osRelease.includes(ota.to)) throw new Error(`running ${osRelease.trim()}, not ${ota.to}`);
-      if (label !== `multihead_${ota.to}` || root === before.partition)
-        throw new Error(`root ${root} (${label}), before the update ${before.partition}`);
-      const config = await v.sh('cat /var/lib/multihead/config.json');
-      if (config !== before.config) throw new Error('config.json on the data partition changed across the update');
-      return `${osRelease.trim()} from ${root} (label ${label}; was ${before.partition}) ${s(Date.now() - t0)} s after the install request; config.json on the data partition unchanged`;
-    });
-    await check('ota-blessed', async () => {
-      const healthy = await waitUntil(
-        'the boot health marker',
-        600000,
-        async () => {
-          const r = await v.exec(['cat', '/run/multihead/boot-healthy']);
-          return r.code === 0 ? r.stdout.trim() : undefined;
-        },
-        2000,
-      );
-      const efi = await waitUntil(
-        `multihead_${ota.to}.efi without a counter`,
-        300000,
-        async () => {
-          const list = (await v.sh('ls /efi/EFI/Linux')).trim();
-          return list.split('\n').includes(`multihead_${ota.to}.efi`) ? list : undefined;
-        },
-        2000,
-      );
-      const bootctl = await v.sh('bootctl list --no-pager --json=short');
-      const blessed = await v.sh(
-        'systemctl is-active systemd-bless-boot.service multihead-boot-ok.service boot-complete.target || true',
-      );
-      fs.writeFileSync(path.join(results, 'ota-bootctl-list.json'), bootctl);
-      const slots = await v.sh(
-        'cat /run/multihead-update/slots-sysupdate.json /run/multihead-update/slots-bootctl.json; systemd-sysupdate list 2>&1 || /usr/lib/systemd/systemd-sysupdate list 2>&1 || true',
-      );
-      fs.writeFileSync(path.join(results, 'ota-slots-after.txt'), slots);
-      const keys = [...new Set((JSON.parse(bootctl) as Array<Record<string, unknown>>).flatMap((e) => Object.keys(e)))];
-      return `boot-healthy ${healthy}; ESP /EFI/Linux: ${efi.split('\n').join(' ')}; ${blessed.trim().split('\n').join('/')} (bless-boot, boot-ok, boot-complete); bootctl list --json keys: ${keys.join(',')}`;
-    });
-    await saveLogs(v, 'boot3-ota');
-  } catch (e) {
-    fail('ota-running', (e as Error).message);
-  }
-  await vm3?.stop();
 }
 
 // --- Boot 1: first boot, provisioning, screens, restart ------------------------------------
@@ -836,8 +723,29 @@ try {
     return `/var/log/journal on ${mount}; ${boots} boots in the journal, the previous one with the supervisor's ${before.trim()} start(s)`;
   });
   await saveLogs(vm2, 'boot2');
-  if (values.ota && ota.disk) await otaUpdate(vm2);
-  else await vm2.stop();
+  if (values.ota && artefactServer) {
+    const last = await otaRun(
+      {
+        versions,
+        server: artefactServer,
+        brokerPort,
+        results,
+        messages,
+        metrics,
+        check,
+        fail,
+        say,
+        boot,
+        saveLogs,
+        waitUntil,
+      },
+      vm2,
+    ).catch((e: Error) => {
+      fail('ota', e.message);
+      return undefined;
+    });
+    await last?.stop();
+  } else await vm2.stop();
 } catch (e) {
   fail('provision-once', (e as Error).message);
 }

@@ -29,6 +29,8 @@ export interface ImageVmOptions {
   headSize: { width: number; height: number };
   /** Host loopback port of the broker, reached by the guest at 10.0.2.100:1883. */
   brokerPort?: number;
+  /** Host loopback port of the update artefacts' HTTP server, reached by the guest at 10.0.2.101:80. */
+  httpPort?: number;
   memoryMb?: number;
   /**
    * Appended to the kernel command line by systemd-stub (SMBIOS type 11
@@ -80,6 +82,7 @@ export async function imageVmStart(opts: ImageVmOptions): Promise<ImageVm> {
   // guestfwd with cmd: starts one relay per connection, so the supervisor can reconnect.
   const netdev = ['user', 'id=net0', 'restrict=on'];
   if (opts.brokerPort) netdev.push(`guestfwd=tcp:10.0.2.100:1883-cmd:${process.execPath} ${relay} ${opts.brokerPort}`);
+  if (opts.httpPort) netdev.push(`guestfwd=tcp:10.0.2.101:80-cmd:${process.execPath} ${relay} ${opts.httpPort}`);
   const { width, height } = opts.headSize;
   const args = [
     ...qemuArgsBase({ memoryMb: opts.memoryMb, consolePath, qmpPath, agentPath }),
