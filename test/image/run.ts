@@ -22,6 +22,17 @@
 // then its slot write are cut by killing QEMU (v2 boots each time, the job says
 // ERR_UPDATE_INTERRUPTED); v3 installed in full fails its three tries and v2 comes back by
 // itself (ERR_UPDATE_ROLLED_BACK). Prints ota_update_s= ota_rollback_s= update_mb=.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { imageWrite } from '../../provision/cli.ts';
+import { lineReader, sleep } from '../vm/qemu.ts';
+import { type ArtefactServer, artefactServerStart } from './artefact-server.ts';
+import { type OtaVersions, otaRun, otaServe, otaServeTampered } from './ota.ts';
+import { brightness, type ImageVm, imageVmStart, ovmfFiles } from './vm.ts';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const results = path.join(repo, 'test-results', 'image');
