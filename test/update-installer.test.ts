@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { UpdateError } from '../src/update/errors.ts';
 import { INSTALL_REQUEST_FILE, INSTALL_RESULT_FILE, SysupdateInstaller, slotsParse } from '../src/update/installer.ts';
-import { runningVersionRead } from '../src/update/running-version.ts';
+import { bootIdRead, runningVersionRead } from '../src/update/running-version.ts';
 import { appVersion } from '../src/version.ts';
 import { scratchDir } from './helpers/tmp.ts';
 
@@ -134,4 +134,21 @@ test('running version: IMAGE_VERSION of os-release, else the app version', (t) =
   t.deepEqual(runningVersionRead([osRelease]), { version: '2026.12.1', source: 'os-release' });
   writeFileSync(osRelease, 'ID=debian\n');
   t.deepEqual(runningVersionRead([osRelease, join(dir, 'none')]), { version: appVersion, source: 'app' });
+});
+
+test('boot id: from the unit (MULTIHEAD_BOOT_ID=%b) when /proc/sys is hidden, else the kernel file; the same form either way', (t) => {
+  const dir = scratchDir(t);
+  const hidden = join(dir, 'no-such-boot_id');
+  // What systemd puts for %b (no dashes) and what the kernel file holds (with them) name the same boot.
+  t.is(
+    bootIdRead(hidden, { MULTIHEAD_BOOT_ID: '2f0c6a1e9b2d4c7e8a1b2c3d4e5f6a7b' }),
+    '2f0c6a1e9b2d4c7e8a1b2c3d4e5f6a7b',
+  );
+  const file = join(dir, 'boot_id');
+  writeFileSync(file, '2f0c6a1e-9b2d-4c7e-8a1b-2c3d4e5f6a7b\n');
+  t.is(bootIdRead(file, {}), '2f0c6a1e9b2d4c7e8a1b2c3d4e5f6a7b');
+  t.is(bootIdRead(hidden, { MULTIHEAD_BOOT_ID: '%b' }), 'unknown', 'an unexpanded specifier is not an id');
+  // This machine's own: two reads in one boot agree, and it is an id.
+  t.regex(bootIdRead(), /^[0-9a-f]{32}$/);
+  t.is(bootIdRead(), bootIdRead());
 });

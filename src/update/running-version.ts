@@ -29,10 +29,18 @@ export function runningVersionRead(paths: readonly string[] = OS_RELEASE_PATHS):
   return { version: appVersion, source: 'app' };
 }
 
-/** The kernel's id of this boot: a new one after every reboot, the same across supervisor restarts. */
-export function bootIdRead(path = '/proc/sys/kernel/random/boot_id'): string {
+/**
+ * The kernel's id of this boot: a new one after every reboot, the same across supervisor
+ * restarts. Under the image's sandbox (ProcSubset=pid) /proc/sys cannot be read, so the unit
+ * hands it over as MULTIHEAD_BOOT_ID=%b (systemd's boot id specifier); the file is for a
+ * supervisor started by hand. Found by the image's update proof: with neither, every start
+ * looked like the same boot and a finished update waited for its reboot forever.
+ */
+export function bootIdRead(path = '/proc/sys/kernel/random/boot_id', env: NodeJS.ProcessEnv = process.env): string {
+  const given = env.MULTIHEAD_BOOT_ID?.trim().replaceAll('-', '').toLowerCase();
+  if (given && /^[0-9a-f]{32}$/.test(given)) return given;
   try {
-    return readFileSync(path, 'utf8').trim();
+    return readFileSync(path, 'utf8').trim().replaceAll('-', '').toLowerCase();
   } catch {
     return 'unknown';
   }

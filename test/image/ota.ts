@@ -184,11 +184,21 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const reboot = await jobStage(job2.jobId, 'reboot', 1_200_000);
     if (reboot.state === 'failed') throw new Error(`job failed: ${JSON.stringify(reboot.error)}`);
     const docs = jobDocs(job2.jobId);
-    const stages = [...new Set(docs.map((d) => d.stage ?? d.state))];
+    // Each stage with the time to the next, from the documents' own stamps.
+    const firsts: Array<{ stage: string; at: number }> = [];
+    for (const d of docs) {
+      const stage = d.stage ?? d.state;
+      if (!firsts.some((f) => f.stage === stage))
+        firsts.push({ stage, at: Date.parse((d as { at?: string }).at ?? '') });
+    }
+    const stages = firsts.map((f, i) => {
+      const next = firsts[i + 1];
+      return next && Number.isFinite(f.at) && Number.isFinite(next.at) ? `${f.stage} ${s(next.at - f.at)} s` : f.stage;
+    });
     const progress = docs.filter((d) => d.stage === 'download' && d.bytesDone > 0).length;
     await resetAwaited(vm as ImageVm, 180_000, 'the reboot into the new version');
     const sent = server.requests.filter((r) => r.path.startsWith(`/${v2}/`));
-    return `job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round(docs.at(-1)?.bytesTotal ?? 0) / 1048576} MiB) in ${s(Date.now() - job2.at)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
+    return `job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round((docs.at(-1)?.bytesTotal ?? 0) / 1048576)} MiB) in ${s(Date.now() - job2.at)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
   });
   if (!installed2) return vm;
   vm = undefined;

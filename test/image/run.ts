@@ -755,6 +755,7 @@ try {
       fail('ota', e.message);
       return undefined;
     });
+    if (last) await saveLogs(last, 'ota-last').catch(() => {});
     await last?.stop();
   } else await vm2.stop();
 } catch (e) {
