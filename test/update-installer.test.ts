@@ -109,6 +109,14 @@ test('installer: slots from the sysupdate list and bootctl list root wrote, unkn
   writeFileSync(join(b.resultDir, 'slots-sysupdate.json'), `${list}\n`);
   writeFileSync(join(b.resultDir, 'slots-bootctl.json'), `${bootctl}\n`);
   t.deepEqual(await b.installer().slots(), { other: { version: '0.3.0', state: 'bad' } });
+  // The running slot, from root's slots-root.json; a name that is not a slot's is left out.
+  writeFileSync(
+    join(b.resultDir, 'slots-root.json'),
+    '{"slot":"B","partition":"/dev/vda3","label":"multihead_0.2.0"}\n',
+  );
+  t.deepEqual(await b.installer().slots(), { slot: 'B', other: { version: '0.3.0', state: 'bad' } });
+  t.deepEqual(slotsParse(list, bootctl, '{"slot":"../etc"}'), { other: { version: '0.3.0', state: 'bad' } });
+  t.deepEqual(slotsParse(list, bootctl, 'null'), { other: { version: '0.3.0', state: 'bad' } });
   // Shapes the parser must survive: nothing, garbage, no other version, a counter still running, no counter.
   t.deepEqual(slotsParse('', ''), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('null', 'null'), { other: { state: 'unknown' } });

@@ -10,7 +10,7 @@ export type SlotState = 'good' | 'bad' | 'empty' | 'unknown';
 
 /** The A/B slots as the status document shows them; what could not be found out is left out or `unknown`. */
 export interface SlotsInfo {
-  /** The running slot's name (a partition label), when the installer can tell. */
+  /** The running slot: `A` (the disk's first root partition) or `B`, when root could tell (slots-root.json). */
   readonly slot?: string;
   /** The other slot: the version installed there and whether it booted well. */
   readonly other?: { readonly version?: string; readonly state: SlotState };
@@ -43,7 +43,7 @@ export interface SysupdateOptions {
    * `$RUNTIME_DIRECTORY`), which root's `multihead-update-install.path` watches.
    */
   readonly requestDir?: string;
-  /** Where root answers: `install-result.json`, `slots-sysupdate.json`, `slots-bootctl.json`. */
+  /** Where root answers: `install-result.json`, `slots-sysupdate.json`, `slots-bootctl.json`, `slots-root.json`. */
   readonly resultDir?: string;
   /** The root unit that serves requests; without it nothing would ever answer. */
   readonly pathUnit?: string;
@@ -163,11 +163,12 @@ export class SysupdateInstaller implements Installer {
   }
 
   async slots(): Promise<SlotsInfo> {
-    const [list, boot] = await Promise.all([
+    const [list, boot, root] = await Promise.all([
       textRead(join(this.#o.resultDir, 'slots-sysupdate.json')),
       textRead(join(this.#o.resultDir, 'slots-bootctl.json')),
+      textRead(join(this.#o.resultDir, 'slots-root.json')),
     ]);
-    return slotsParse(list, boot);
+    return slotsParse(list, boot, root);
   }
 }
 
@@ -188,7 +189,13 @@ const strings = (value: unknown): string[] =>
  * version that failed its tries; a counter still running is not judged yet). Anything missing or
  * of an unexpected shape is unknown.
  */
-export function slotsParse(sysupdateJson: string, bootctlJson: string): SlotsInfo {
+export function slotsParse(sysupdateJson: string, bootctlJson: string, rootJson = ''): SlotsInfo {
+  const named = (jsonOf(rootJson) as { slot?: unknown } | undefined)?.slot;
+  const slot = typeof named === 'string' && /^[A-Z0-9]{1,2}$/.test(named) ? { slot: named } : {};
+  return { ...slot, ...slotsOther(sysupdateJson, bootctlJson) };
+}
+
+function slotsOther(sysupdateJson: string, bootctlJson: string): SlotsInfo {
   const list = jsonOf(sysupdateJson) as Record<string, unknown> | undefined;
   if (!list || typeof list !== 'object') return { other: { state: 'unknown' } };
   // "current+pending": the running version while a newer one waits for its reboot (systemd 257+).

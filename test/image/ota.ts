@@ -236,6 +236,9 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const result = status.result as { version?: string; other?: { version?: string; state?: string } };
     if (result?.version !== v2 || result.other?.version !== v1 || result.other.state !== 'good')
       throw new Error(`firmware.status ${JSON.stringify(status)}`);
+    // Slot B: the disk's second root partition, where v2 runs (the kernel's view above).
+    if ((result as { slot?: string }).slot !== (path.basename(before.root) === 'vda2' ? 'B' : 'A'))
+      throw new Error(`firmware.status names slot ${(result as { slot?: string }).slot}, not the one / is on`);
     return `ESP ${entries}; job succeeded once; firmware.status ${JSON.stringify(result)}`;
   });
   if (!ranV2) return vm;
