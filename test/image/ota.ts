@@ -157,6 +157,20 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     return Date.now() - vm.startedAt;
   };
 
+  /** Whether each head's picture changes within 20 looks (the demo moves). */
+  const headsMoving = async (vm: ImageVm): Promise<boolean[]> => {
+    const first = await Promise.all([0, 1, 2].map((h) => vm.screendump(h)));
+    const moving = first.map(() => false);
+    for (let look = 0; look < 20 && !moving.every(Boolean); look++) {
+      await sleep(500);
+      const now = await Promise.all([0, 1, 2].map((h) => vm.screendump(h)));
+      now.forEach((d, h) => {
+        if (!d.rgb.equals(first[h]?.rgb ?? Buffer.alloc(0))) moving[h] = true;
+      });
+    }
+    return moving;
+  };
+
   let vm: ImageVm | undefined = vmStart;
   const configBefore = await vm.sh('cat /var/lib/multihead/config.json');
   const sessionBefore = await vm.sh('cat /var/lib/multihead/state/session 2>/dev/null || true');
@@ -181,6 +195,10 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
   const before = await running(vm);
   const job2 = await update(`${URL_BASE}/${v2}/`);
   const installed2 = await ctx.check('ota-install', async () => {
+    // Playback goes on while the box downloads: every head's picture changes meanwhile.
+    await jobStage(job2.jobId, 'download', 600_000);
+    const moving = await headsMoving(vm as ImageVm);
+    if (!moving.every(Boolean)) throw new Error(`heads still during the download: ${moving.join('/')}`);
     const reboot = await jobStage(job2.jobId, 'reboot', 1_200_000);
     if (reboot.state === 'failed') throw new Error(`job failed: ${JSON.stringify(reboot.error)}`);
     const docs = jobDocs(job2.jobId);
@@ -198,7 +216,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const progress = docs.filter((d) => d.stage === 'download' && d.bytesDone > 0).length;
     await resetAwaited(vm as ImageVm, 180_000, 'the reboot into the new version');
     const sent = server.requests.filter((r) => r.path.startsWith(`/${v2}/`));
-    return `job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round((docs.at(-1)?.bytesTotal ?? 0) / 1048576)} MiB) in ${s(Date.now() - job2.at)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
+    return `every head moving during the download; job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round((docs.at(-1)?.bytesTotal ?? 0) / 1048576)} MiB) in ${s(Date.now() - job2.at)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
   });
   if (!installed2) return vm;
   vm = undefined;
