@@ -173,7 +173,11 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
 
   let vm: ImageVm | undefined = vmStart;
   const configBefore = await vm.sh('cat /var/lib/multihead/config.json');
-  const sessionBefore = await vm.sh('cat /var/lib/multihead/state/session 2>/dev/null || true');
+  // The data partition across the update: config, the MQTT session counter, media (names, sizes).
+  const sessionBefore = Number(/\d+/.exec(await vm.sh('cat /var/lib/multihead/mqtt-session.json'))?.[0] ?? Number.NaN);
+  const mediaList = (v: ImageVm): Promise<string> =>
+    v.sh('cd /var/lib/multihead && find media -type f -printf "%p %s\\n" | sort');
+  const mediaBefore = await mediaList(vm);
   await online(0);
 
   // 1. Tampered: refused on the signature, before any artefact byte and any slot write.
@@ -235,8 +239,14 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     if (end.state !== 'succeeded' || end.runningVersion !== v2) throw new Error(`the job ended ${JSON.stringify(end)}`);
     const config = await v2vm.sh('cat /var/lib/multihead/config.json');
     if (config !== configBefore) throw new Error('config.json on the data partition changed across the update');
+    const media = await mediaList(v2vm);
+    if (media !== mediaBefore) throw new Error(`media changed across the update: ${mediaBefore} → ${media}`);
     const state = await online(afterV2);
-    return `${v2} from ${now.root} (${now.label}; was ${before.root}) ${s(Date.now() - job2.at)} s after the command; job succeeded (runningVersion ${end.runningVersion}); online with session ${state.session} (was ${sessionBefore.trim() || '?'}); config.json unchanged`;
+    if (!((state.session ?? 0) > sessionBefore))
+      throw new Error(
+        `session ${state.session} after the update, ${sessionBefore} before: the counter on the data partition was lost`,
+      );
+    return `${v2} from ${now.root} (${now.label}; was ${before.root}) ${s(Date.now() - job2.at)} s after the command; job succeeded (runningVersion ${end.runningVersion}); online with session ${state.session} (the counter was ${sessionBefore} before the update); config.json and ${mediaBefore.split('\n').filter(Boolean).length} media file(s) unchanged`;
   });
   await ctx.check('ota-blessed', async () => {
     const entries = await ctx.waitUntil(
