@@ -84,6 +84,10 @@ if [ "$variant" = test ]; then
       'Environment="MULTIHEAD_NODE_ARGS=--no-wasm-tier-up --no-wasm-lazy-compilation"' \
       >"$lib/systemd/system/$unit.d/50-test-tcg.conf"
   done
+  # And a longer watchdog: under TCG the guest's CPUs are 10-50 times slower than a box's, and
+  # a supervisor that decoded in software on 3 heads while it downloaded an update once went
+  # 15 s without a ping (the image test's update proof). 15 s stays the production bound.
+  printf '%s\n' 'WatchdogSec=60s' >>"$lib/systemd/system/multihead.service.d/50-test-tcg.conf"
 fi
 install -D -m 0755 "$sd/journal-adopt" "$app/systemd/journal-adopt"
 install -D -m 0644 "$sd/multihead.sysusers" "$lib/sysusers.d/multihead.conf"

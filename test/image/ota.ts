@@ -123,6 +123,28 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     if (body.ok !== true || !jobId) throw new Error(`firmware.update ${url} answered ${JSON.stringify(body)}`);
     return { jobId, at };
   };
+  /**
+   * Waits for the job to reach `stage`. A job that ends ERR_UPDATE_INTERRUPTED or
+   * ERR_UPDATE_DOWNLOAD first (the supervisor restarted, the network broke) is sent again, at
+   * most twice, as image/README tells an operator to; each time is said in `notes`. Returns the
+   * job that got there (or the last one, failed).
+   */
+  const untilStage = async (
+    job: { jobId: string; at: number },
+    url: string,
+    stage: string,
+    notes: string[],
+  ): Promise<{ jobId: string; at: number; doc: JobDoc }> => {
+    let current = job;
+    for (let again = 0; ; again++) {
+      const doc = await jobStage(current.jobId, stage, 1_200_000);
+      const code = doc.state === 'failed' ? doc.error?.code : undefined;
+      if (!code || again === 2 || !['ERR_UPDATE_INTERRUPTED', 'ERR_UPDATE_DOWNLOAD'].includes(code))
+        return { ...current, doc };
+      notes.push(`job ${current.jobId} ended ${code} (${doc.error?.message}); the command sent again`);
+      current = await update(url);
+    }
+  };
   const online = (after: number, timeoutMs = 300_000): Promise<{ session?: number }> =>
     ctx.waitUntil('state online on the broker', timeoutMs, async () => {
       const m = messages.find(
@@ -197,14 +219,18 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
 
   // 2. v2 over MQTT: download, install, reboot; the new version runs and is blessed.
   const before = await running(vm);
-  const job2 = await update(`${URL_BASE}/${v2}/`);
+  let job2 = await update(`${URL_BASE}/${v2}/`);
+  const job2At = job2.at;
+  const notes2: string[] = [];
   const installed2 = await ctx.check('ota-install', async () => {
     // Playback goes on while the box downloads: every head's picture changes meanwhile.
     await jobStage(job2.jobId, 'download', 600_000);
     const moving = await headsMoving(vm as ImageVm);
     if (!moving.every(Boolean)) throw new Error(`heads still during the download: ${moving.join('/')}`);
-    const reboot = await jobStage(job2.jobId, 'reboot', 1_200_000);
-    if (reboot.state === 'failed') throw new Error(`job failed: ${JSON.stringify(reboot.error)}`);
+    const reached = await untilStage(job2, `${URL_BASE}/${v2}/`, 'reboot', notes2);
+    job2 = reached;
+    const reboot = reached.doc;
+    if (reboot.state === 'failed') throw new Error(`job failed: ${JSON.stringify(reboot.error)}; ${notes2.join('; ')}`);
     const docs = jobDocs(job2.jobId);
     // Each stage with the time to the next, from the documents' own stamps.
     const firsts: Array<{ stage: string; at: number }> = [];
@@ -220,7 +246,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const progress = docs.filter((d) => d.stage === 'download' && d.bytesDone > 0).length;
     await resetAwaited(vm as ImageVm, 180_000, 'the reboot into the new version');
     const sent = server.requests.filter((r) => r.path.startsWith(`/${v2}/`));
-    return `every head moving during the download; job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round((docs.at(-1)?.bytesTotal ?? 0) / 1048576)} MiB) in ${s(Date.now() - job2.at)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
+    return `every head moving during the download; ${notes2.length ? `${notes2.join('; ')}; ` : ''}job ${job2.jobId}: ${stages.join(' → ')} (${progress} download progress documents, ${Math.round((docs.at(-1)?.bytesTotal ?? 0) / 1048576)} MiB) in ${s(Date.now() - job2At)} s; the server sent ${sent.map((r) => `${path.basename(r.path)} ${Math.round(r.sent / 1048576)} MiB`).join(', ')}; then the guest reset`;
   });
   if (!installed2) return vm;
   vm = undefined;
@@ -230,7 +256,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
   const v2vm = vm;
   const ranV2 = await ctx.check('ota-running', async () => {
     const now = await running(v2vm);
-    ctx.metrics.otaUpdate = (Date.now() - job2.at) / 1000;
+    ctx.metrics.otaUpdate = (Date.now() - job2At) / 1000;
     if (now.version !== v2 || now.label !== `multihead_${v2}` || now.root === before.root)
       throw new Error(
         `running ${now.version} from ${now.root} (${now.label}); before ${before.version} from ${before.root}`,
@@ -246,7 +272,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
       throw new Error(
         `session ${state.session} after the update, ${sessionBefore} before: the counter on the data partition was lost`,
       );
-    return `${v2} from ${now.root} (${now.label}; was ${before.root}) ${s(Date.now() - job2.at)} s after the command; job succeeded (runningVersion ${end.runningVersion}); online with session ${state.session} (the counter was ${sessionBefore} before the update); config.json and ${mediaBefore.split('\n').filter(Boolean).length} media file(s) unchanged`;
+    return `${v2} from ${now.root} (${now.label}; was ${before.root}) ${s(Date.now() - job2At)} s after the command; job succeeded (runningVersion ${end.runningVersion}); online with session ${state.session} (the counter was ${sessionBefore} before the update); config.json and ${mediaBefore.split('\n').filter(Boolean).length} media file(s) unchanged`;
   });
   await ctx.check('ota-blessed', async () => {
     const entries = await ctx.waitUntil(
@@ -298,9 +324,14 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
   // 4. Again, resumed; a power cut while root writes the other slot.
   const v2cut = vm as ImageVm;
   const requestsBefore = server.requests.length;
-  const job3b = await update(`${URL_BASE}/${v3}/`);
+  let job3b = await update(`${URL_BASE}/${v3}/`);
+  const notes3b: string[] = [];
   const cutInstall = await ctx.check('ota-cut-install', async () => {
-    await jobStage(job3b.jobId, 'install', 1_200_000);
+    job3b = await untilStage(job3b, `${URL_BASE}/${v3}/`, 'install', notes3b);
+    if ((job3b as { doc?: JobDoc }).doc?.state === 'failed')
+      throw new Error(
+        `the resumed job failed: ${JSON.stringify((job3b as { doc?: JobDoc }).doc?.error)}; ${notes3b.join('; ')}`,
+      );
     const resumed = server.requests
       .slice(requestsBefore)
       .find((r) => r.path === `/${v3}/multihead_${v3}.root.squashfs` && /^bytes=[1-9]\d*-/.test(r.range ?? ''));
@@ -334,16 +365,19 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const entries = await esp(vm);
     if (slots.includes(`=multihead_${v3}`) || entries.includes(`multihead_${v3}`))
       throw new Error(`a cut install left a bootable ${v3}: slots ${slots}; ESP ${entries}`);
-    return `resumed with Range ${resumed.range}; cut after ${Math.round(written / 1048576)} MiB written to ${other} (the kernel's count); ${v2} booted; ${end.error.code}: ${end.error.message}; slots ${slots}; ESP ${entries}`;
+    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut after ${Math.round(written / 1048576)} MiB written to ${other} (the kernel's count); ${v2} booted; ${end.error.code}: ${end.error.message}; slots ${slots}; ESP ${entries}`;
   });
   if (!cutInstall || !vm) return vm;
 
   // 5. v3 installed for good: it never shows video, its tries run out, v2 comes back by itself.
   const v2again = vm as ImageVm;
-  const job3c = await update(`${URL_BASE}/${v3}/`);
+  let job3c = await update(`${URL_BASE}/${v3}/`);
+  const notes3c: string[] = [];
   await ctx.check('ota-rollback', async () => {
-    const reboot = await jobStage(job3c.jobId, 'reboot', 1_200_000);
-    if (reboot.state === 'failed') throw new Error(`job failed: ${JSON.stringify(reboot.error)}`);
+    const reached = await untilStage(job3c, `${URL_BASE}/${v3}/`, 'reboot', notes3c);
+    job3c = reached;
+    if (reached.doc.state === 'failed')
+      throw new Error(`job failed: ${JSON.stringify(reached.doc.error)}; ${notes3c.join('; ')}`);
     await resetAwaited(v2again, 180_000, `the reboot into ${v3}`);
     const installedAt = Date.now();
     const tries: string[] = [];
@@ -399,7 +433,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
       throw new Error(`firmware.status after the rollback ${JSON.stringify(status)}`);
     const failed = jobDocs(job3c.jobId).filter((d) => d.state === 'failed').length;
     if (failed !== 1) throw new Error(`${failed} failed documents for job ${job3c.jobId}`);
-    return `${tries.length} tries of ${v3}: ${tries.join(', ')}; then ${v2} by itself ${s(Date.now() - installedAt)} s after the reboot into ${v3}; ${end.error.code}: ${end.error.message}; firmware.status ${JSON.stringify(result)}; ESP ${entries}`;
+    return `${notes3c.length ? `${notes3c.join('; ')}; ` : ''}${tries.length} tries of ${v3}: ${tries.join(', ')}; then ${v2} by itself ${s(Date.now() - installedAt)} s after the reboot into ${v3}; ${end.error.code}: ${end.error.message}; firmware.status ${JSON.stringify(result)}; ESP ${entries}`;
   });
   if (vm) await ctx.saveLogs(vm, 'ota-end').catch(() => {});
   return vm;

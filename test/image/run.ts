@@ -8,6 +8,7 @@
 //   npm run test:image -- --power-cuts 3 --verbose
 //   npm run test:image -- --power-cuts 0      (no power-cut boots: the quickest full check)
 //   npm run test:image -- --no-ota            (without the A/B update proofs: two builds and ~20 min less)
+//   npm run test:image -- --ota-only          (first boot, then the update proofs only: for work on updates)
 //
 // It builds and boots the image's test variant (MULTIHEAD_IMAGE_VARIANT=test: the production
 // image plus the root test agent and its unit; the shipped image has neither). The test
@@ -49,6 +50,7 @@ const { values } = parseArgs({
     'power-cuts': { type: 'string', default: '10' },
     verbose: { type: 'boolean', default: false },
     ota: { type: 'boolean', default: true },
+    'ota-only': { type: 'boolean', default: false },
   },
   allowNegative: true,
 });
@@ -414,6 +416,33 @@ async function rebootBack(vmNow: ImageVm): Promise<string> {
   return `online again with session ${back.json.session} (was ${reboot.session}) ${s(back.at - reboot.requestedAt)} s after the request; the previous boot's journal has multihead-reboot.service with the request; ${restart}`;
 }
 
+/** The update proofs (ota.ts) from a box online with v1; the last boot's journal is kept. */
+async function otaProofs(vmNow: ImageVm): Promise<void> {
+  if (!artefactServer) return;
+  const last = await otaRun(
+    {
+      versions,
+      server: artefactServer,
+      brokerPort,
+      results,
+      messages,
+      metrics,
+      check,
+      fail,
+      say,
+      boot,
+      saveLogs,
+      waitUntil,
+    },
+    vmNow,
+  ).catch((e: Error) => {
+    fail('ota', e.message);
+    return undefined;
+  });
+  if (last) await saveLogs(last, 'ota-last').catch(() => {});
+  await last?.stop();
+}
+
 // --- Boot 1: first boot, provisioning, screens, restart ------------------------------------
 let vm!: ImageVm;
 try {
@@ -550,6 +579,12 @@ try {
       });
       return `birth ${seen.state.payload.slice(0, 80)} after ${s(seen.state.at - vm.startedAt)} s; status ${seen.status.payload.length} bytes after ${s(seen.status.at - vm.startedAt)} s`;
     });
+  }
+
+  // --ota-only (while working on the updates): straight from the birth to the update proofs.
+  if (values['ota-only']) {
+    await otaProofs(vm);
+    finish();
   }
 
   // (d) kill -9 → systemd restarts → content back.
@@ -738,30 +773,8 @@ try {
     return `/var/log/journal on ${mount}; ${boots} boots in the journal, the previous one with the supervisor's ${before.trim()} start(s)`;
   });
   await saveLogs(vm2, 'boot2');
-  if (values.ota && artefactServer) {
-    const last = await otaRun(
-      {
-        versions,
-        server: artefactServer,
-        brokerPort,
-        results,
-        messages,
-        metrics,
-        check,
-        fail,
-        say,
-        boot,
-        saveLogs,
-        waitUntil,
-      },
-      vm2,
-    ).catch((e: Error) => {
-      fail('ota', e.message);
-      return undefined;
-    });
-    if (last) await saveLogs(last, 'ota-last').catch(() => {});
-    await last?.stop();
-  } else await vm2.stop();
+  if (values.ota && artefactServer) await otaProofs(vm2);
+  else await vm2.stop();
 } catch (e) {
   fail('provision-once', (e as Error).message);
 }
