@@ -47,6 +47,8 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 [ "$mode" = test ] && pkgs="$pkgs ffmpeg"
 # The MQTT tests start their own mosquitto broker on loopback.
 [ "$mode" = test ] && pkgs="$pkgs mosquitto"
+# The update tests sign artefacts with a throw-away key (gpg) and verify them as the box does (gpgv).
+[ "$mode" = test ] && pkgs="$pkgs gnupg"
 # The status page test drives Debian's Chromium through playwright-core.
 [ "$mode" = test ] && pkgs="$pkgs chromium"
 # The clock-step attack steps only the supervisor's wall clock, with libfaketime preloaded.

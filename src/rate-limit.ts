@@ -1,7 +1,8 @@
 /**
  * The one token-bucket rate limiter: `burst` requests at once per key, then `perSecond`. MQTT
  * keys it by command name (a fleet script in a loop must not keep the supervisor busy answering)
- * and by `events`; HTTP by client address. The table is bounded, so a scan from many addresses
+ * and by `events`; HTTP by client address; firmware downloads by `update` with bytes as tokens
+ * (`reserve`), to keep an update from taking the whole uplink of a site. The table is bounded, so a scan from many addresses
  * cannot grow memory: when full, the stalest bucket goes (a forgotten key starts again with a
  * full burst, which only errs on the side of answering).
  */
@@ -32,6 +33,18 @@ export class RateLimiter {
       return 0;
     }
     return Math.max(1, Math.ceil((1 - bucket.tokens) / this.#perSecond));
+  }
+
+  /**
+   * Takes `cost` tokens even when fewer are left (the bucket goes into debt) and returns the
+   * milliseconds to wait before going on, 0 when it was covered. For metered streams: a chunk of
+   * bytes that has already arrived cannot be refused, only paid for by pausing the reader, and
+   * the pause holds back the next chunks through TCP flow control.
+   */
+  reserve(key: string, cost: number): number {
+    const bucket = this.#refill(key);
+    bucket.tokens -= cost;
+    return bucket.tokens >= 0 ? 0 : Math.ceil((-bucket.tokens / this.#perSecond) * 1000);
   }
 
   /** How many keys have a bucket now. */

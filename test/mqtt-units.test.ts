@@ -26,6 +26,8 @@ test('contract: the command table comes from the AsyncAPI document', (t) => {
     'decode.maxDecoders',
     'decode.shared',
     'decode.status',
+    'firmware.status',
+    'firmware.update',
     'identify',
     'logs.get',
     'ping',

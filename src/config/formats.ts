@@ -216,6 +216,7 @@ export const intervalSeconds = integerIn('interval-seconds', 1, 86_400);
 export const trialSeconds = integerIn('trial-seconds', 1, 3600);
 export const byteCount = integerIn('byte-count', 1024 * 1024, 2 ** 44);
 export const downloadCount = integerIn('download-count', 1, 16);
+export const bytesPerSecond = integerIn('bytes-per-second', 0, 2 ** 40);
 
 /** true/false, or in the environment also 1/0, yes/no, on/off. */
 export const flag: Format = {

@@ -247,6 +247,26 @@ export const schema = {
       env: 'MULTIHEAD_CACHE_CONCURRENCY',
     },
   },
+  update: {
+    keyring: {
+      doc: 'OpenPGP public keyring (gpg --export) whose keys may sign firmware updates (SHA256SUMS.gpg); the image bakes it. Not settable over MQTT.',
+      format: f.absolutePath,
+      default: '/usr/lib/multihead/update-keyring.pgp',
+      env: 'MULTIHEAD_UPDATE_KEYRING',
+    },
+    maxBytesPerSecond: {
+      doc: 'Bandwidth limit of firmware downloads in bytes per second; 0 is unlimited.',
+      format: f.bytesPerSecond,
+      default: 0,
+      env: 'MULTIHEAD_UPDATE_MAX_BYTES_PER_SECOND',
+    },
+    brokerWaitS: {
+      doc: 'Seconds the boot health marker (/run/multihead/boot-healthy) waits for the broker once video shows; after that a box whose network is down still boots good.',
+      format: f.intervalSeconds,
+      default: 120,
+      env: 'MULTIHEAD_UPDATE_BROKER_WAIT_S',
+    },
+  },
   log: {
     level: {
       doc: 'Lowest level written to the journal and kept in the in-memory ring.',

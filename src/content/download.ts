@@ -16,6 +16,11 @@ export interface DownloadRequest {
   /** Where the bytes go; resumed from its current length if it exists. */
   readonly partialPath: string;
   readonly onBytes?: (bytes: number, resumedFrom: number) => void;
+  /**
+   * Called with each chunk's size once it is taken; the next chunk is read only when it
+   * resolves (a bandwidth limit: firmware updates). Its wait does not count as a stall.
+   */
+  readonly throttle?: (bytes: number) => Promise<void>;
   readonly signal?: AbortSignal;
 }
 
@@ -188,6 +193,11 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
         fetched += chunk.length;
         if (pendingBytes >= WRITE_BATCH) await flush();
         request.onBytes?.(offset + fetched, offset);
+        if (request.throttle) {
+          clearTimeout(timer);
+          await request.throttle(chunk.length);
+          arm();
+        }
       }
     }
     await flush();

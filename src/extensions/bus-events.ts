@@ -5,6 +5,8 @@ import type { Config } from '../config/schema.ts';
 import type { ContentSync } from '../content/sync-job.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+import type { FirmwareStatus } from '../update/extension.ts';
+import type { FirmwareUpdate } from '../update/job.ts';
 
 declare module '../supervisor/bus.ts' {
   interface BusEvents {
@@ -39,6 +41,10 @@ declare module '../supervisor/bus.ts' {
      * ended; the MQTT extension publishes it on `jobs/<jobId>`.
      */
     'content.sync': ContentSync;
+    /** A firmware update job was accepted, progressed or ended; MQTT publishes it on `jobs/<jobId>`. */
+    'firmware.update': FirmwareUpdate;
+    /** The running firmware version and the A/B slots (status and state show it). */
+    'firmware.status': FirmwareStatus;
     /** A desired configuration (MQTT) was validated, saved and applied as far as it can be live. */
     'config.applied': {
       version: number;

@@ -18,6 +18,8 @@ export const builtinExtensions: readonly ExtensionDefinition[] = [
   { name: 'mqtt', create: async (context) => (await import('./mqtt.ts')).mqttCreate(context) },
   { name: 'content', create: async (context) => (await import('./content.ts')).contentCreate(context) },
   { name: 'http', create: async (context) => (await import('./http.ts')).httpCreate(context) },
+  // After MQTT (its job documents reach the fleet) and content; before systemd, whose STOPPING=1 comes first.
+  { name: 'update', create: async (context) => (await import('./update.ts')).updateCreate(context) },
   // Last: READY=1 only after everything else started, and STOPPING=1 first on the way down.
   // Essential: without it READY=1 never comes and systemd would kill the service after its start timeout anyway.
   {

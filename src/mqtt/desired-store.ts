@@ -30,6 +30,8 @@ export const CONNECTIVITY_KEYS = [
 export const REMOTE_FORBIDDEN: Readonly<Record<string, string>> = {
   dataDir:
     'cannot be set over MQTT: the data directory holds the desired config itself and its last good copy, so a wrong value could not be rolled back',
+  'update.keyring':
+    'cannot be set over MQTT: it is the trust root of firmware updates; whoever could point it at a file of their own (a media download) could sign firmware',
 };
 
 /** A trial started more often than this without a CONNACK (each start crashed or was cut short) is rolled back at boot. */

@@ -9,6 +9,7 @@ import { type StatusDocument, StatusTracker } from '../status/status.ts';
 import type { EventBus } from '../supervisor/bus.ts';
 import type { CommandRegistry } from '../supervisor/commands.ts';
 import type { Extension } from '../supervisor/extension.ts';
+import type { FirmwareUpdate } from '../update/job.ts';
 import { builtinCommandsRegister } from './builtin-commands.ts';
 import { CommandRouter, type ReplyPayload, type ReplyTarget } from './command-router.ts';
 import { type Backoff, brokerName, type LastWill, MqttConnection, type PublishOptions } from './connection.ts';
@@ -180,7 +181,14 @@ export class MqttExtension implements Extension {
    */
   #birth(): void {
     const { logger, bus } = this.#deps;
-    this.#publish(this.#topics.state, statePayload('online', this.#session), { retain: true });
+    const firmware = bus.latest('firmware.status');
+    this.#publish(
+      this.#topics.state,
+      { ...statePayload('online', this.#session), ...(firmware ? { firmware } : {}) },
+      {
+        retain: true,
+      },
+    );
     this.#statusPublish();
     this.#reportedPublish(this.#desired.report);
     this.#offlineFlush();
@@ -236,6 +244,7 @@ export class MqttExtension implements Extension {
       this.#tracker.onChange(() => this.#statusSchedule()),
       eventSourcesAttach({ bus, logRing, emit: (event) => this.#eventSend(event) }),
       bus.on('content.sync', (doc) => this.#jobSend(doc)),
+      bus.on('firmware.update', (doc) => this.#jobSend(doc)),
     );
   }
 
@@ -249,7 +258,7 @@ export class MqttExtension implements Extension {
     if (!this.#connection?.publish(this.#topics.events, text, { qos: 1 })) this.#offline.event(text);
   }
 
-  #jobSend(doc: ContentSync): void {
+  #jobSend(doc: ContentSync | FirmwareUpdate): void {
     const text = JSON.stringify(doc);
     if (this.#connection?.publish(this.#topics.job(doc.jobId), text, JOB_OPTIONS)) return;
     this.#offline.job(doc.jobId, text);

@@ -42,6 +42,8 @@ export interface StatusDocument {
   config: { version: number | null };
   /** The wall clock: synchronised or not (and by what), and steps seen (null until the content extension starts). */
   time: TimeSyncState | null;
+  /** The running firmware and the A/B slots (from the update extension; absent without it). */
+  firmware?: BusEvents['firmware.status'];
 }
 
 export interface StatusDeps {
@@ -70,6 +72,7 @@ export class StatusTracker {
   #decode: DecodeStatus | undefined;
   #configVersion: number | null = null;
   #time: TimeSyncState | null = null;
+  #firmware: BusEvents['firmware.status'] | undefined;
   readonly #health: HealthTracker;
   #last = '';
 
@@ -85,7 +88,9 @@ export class StatusTracker {
     this.#decode = bus.latest('decode.status')?.status;
     this.#configVersion = bus.latest('config.applied')?.version ?? null;
     this.#time = bus.latest('time.sync') ?? null;
+    this.#firmware = bus.latest('firmware.status');
     this.#unsubscribe.push(
+      bus.on('firmware.status', (firmware) => this.#update(() => (this.#firmware = firmware))),
       bus.on('supervisor.state', ({ state }) => this.#update(() => (this.#supervisor = state))),
       bus.on('display.ready', (ready) => this.#update(() => (this.#display = ready))),
       bus.on('display.outputs', ({ outputs }) => this.#update(() => (this.#outputs = outputs))),
@@ -182,6 +187,7 @@ export class StatusTracker {
         : null,
       config: { version: this.#configVersion },
       time: this.#time,
+      ...(this.#firmware ? { firmware: this.#firmware } : {}),
     };
   }
 

@@ -31,6 +31,7 @@ export interface ServedFile {
 }
 
 export interface RequestRecord {
+  readonly method: string;
   readonly path: string;
   readonly range: string | undefined;
   status: number;
@@ -61,7 +62,13 @@ export async function mediaServerStart(): Promise<MediaServer> {
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const record: RequestRecord = { path, range: req.headers.range, status: 0, bytesSent: 0 };
+    const record: RequestRecord = {
+      method: req.method ?? 'GET',
+      path,
+      range: req.headers.range,
+      status: 0,
+      bytesSent: 0,
+    };
     requests.push(record);
     active++;
     maxActive = Math.max(maxActive, active);
@@ -72,7 +79,8 @@ export async function mediaServerStart(): Promise<MediaServer> {
       res.writeHead(404).end('not found');
       return;
     }
-    const fault = file.faults.shift() ?? file.always;
+    // A HEAD (the firmware downloader asks each size first) sends no body: it takes no fault.
+    const fault = req.method === 'HEAD' ? undefined : (file.faults.shift() ?? file.always);
     if (fault?.kind === 'status') {
       record.status = fault.status;
       res.writeHead(fault.status).end();

@@ -21,6 +21,8 @@ export interface DeviceOptions {
   readonly deps?: Partial<MqttDeps>;
   /** Extensions started before MQTT (fakes that offer commands). */
   readonly before?: ExtensionDefinition[];
+  /** Extensions started after MQTT (whose bus events at start MQTT must already hear). */
+  readonly after?: ExtensionDefinition[];
 }
 
 export interface Device {
@@ -85,6 +87,7 @@ export async function deviceStart(t: ExecutionContext, options: DeviceOptions): 
             ...options.deps,
           }),
       },
+      ...(options.after ?? []),
     ],
     stopTimeoutMs: 1500,
   });

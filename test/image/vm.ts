@@ -29,7 +29,17 @@ export interface ImageVmOptions {
   headSize: { width: number; height: number };
   /** Host loopback port of the broker, reached by the guest at 10.0.2.100:1883. */
   brokerPort?: number;
+  /** Host loopback port of the update artefacts' HTTP server, reached by the guest at 10.0.2.101:80. */
+  httpPort?: number;
   memoryMb?: number;
+  /**
+   * Appended to the kernel command line by systemd-stub (SMBIOS type 11
+   * `io.systemd.stub.kernel-cmdline-extra`, honoured without Secure Boot): the UKI's own command
+   * line is built into it and no loader entry can change it.
+   */
+  kernelCmdlineExtra?: string;
+  /** Raw disk images attached read-only, as /dev/disk/by-id/virtio-<serial>. */
+  extraDisks?: Array<{ file: string; serial: string }>;
 }
 
 export interface ImageVm {
@@ -72,6 +82,7 @@ export async function imageVmStart(opts: ImageVmOptions): Promise<ImageVm> {
   // guestfwd with cmd: starts one relay per connection, so the supervisor can reconnect.
   const netdev = ['user', 'id=net0', 'restrict=on'];
   if (opts.brokerPort) netdev.push(`guestfwd=tcp:10.0.2.100:1883-cmd:${process.execPath} ${relay} ${opts.brokerPort}`);
+  if (opts.httpPort) netdev.push(`guestfwd=tcp:10.0.2.101:80-cmd:${process.execPath} ${relay} ${opts.httpPort}`);
   const { width, height } = opts.headSize;
   const args = [
     ...qemuArgsBase({ memoryMb: opts.memoryMb, consolePath, qmpPath, agentPath }),
@@ -90,6 +101,20 @@ export async function imageVmStart(opts: ImageVmOptions): Promise<ImageVm> {
     '-device',
     `virtio-gpu-pci,id=gpu0,max_outputs=${opts.heads},xres=${width},yres=${height}`,
   ];
+  // QEMU's option syntax: a comma in a value is written twice.
+  if (opts.kernelCmdlineExtra)
+    args.push(
+      '-smbios',
+      `type=11,value=io.systemd.stub.kernel-cmdline-extra=${opts.kernelCmdlineExtra.replaceAll(',', ',,')}`,
+    );
+  for (const [i, d] of (opts.extraDisks ?? []).entries()) {
+    args.push(
+      '-drive',
+      `if=none,id=extra${i},format=raw,readonly=on,file=${d.file}`,
+      '-device',
+      `virtio-blk-pci,drive=extra${i},serial=${d.serial}`,
+    );
+  }
   const startedAt = Date.now();
   const qemu: ChildProcess = spawn('setpriv', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let qemuOutput = '';
