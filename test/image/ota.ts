@@ -169,9 +169,6 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const root = path.basename((await running(vm)).root);
     return root === 'vda2' ? 'vda3' : 'vda2';
   };
-  /** Sectors the kernel wrote to a partition since boot (the 7th field of its stat). */
-  const sectorsWritten = async (vm: ImageVm, part: string): Promise<number> =>
-    Number((await vm.sh(`cat /sys/class/block/${part}/stat`)).trim().split(/\s+/)[6]);
   /** The guest resets itself (QEMU runs with -no-reboot, so the reset ends it). */
   const resetAwaited = async (vm: ImageVm, timeoutMs: number, what: string): Promise<number> => {
     const gone = await Promise.race([vm.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
@@ -342,18 +339,30 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
           .map((r) => `${r.path} ${r.range ?? ''}`)
           .join(', ')}`,
       );
-    const slotBytes = 1024 * 1048576;
+    // systemd-sysupdate writes the slot through the whole disk's node at the partition's offset,
+    // so the kernel counts it on the disk, not on the partition: the disk's sectors written
+    // since the install began, while root's systemd-sysupdate runs, are the slot being written.
+    const disk = other.replace(/\d+$/, '');
+    const probe = async (): Promise<{ sectors: number; sysupdate: boolean }> => {
+      const out = await v2cut.sh(
+        `awk '{print $7}' /sys/class/block/${disk}/stat; pgrep -f '[s]ystemd-sysupdate update' >/dev/null && echo sysupdate || true`,
+      );
+      return { sectors: Number(out.trim().split('\n')[0]), sysupdate: out.includes('sysupdate') };
+    };
+    const base = (await probe()).sectors;
     const written = await ctx.waitUntil(
-      `root writing ${other}`,
+      'root writing the other slot',
       600_000,
       async () => {
-        const n = (await sectorsWritten(v2cut, other)) * 512;
-        return n >= 64 * 1048576 ? n : undefined;
+        const now = await probe();
+        const bytes = (now.sectors - base) * 512;
+        return now.sysupdate && bytes >= 64 * 1048576 ? bytes : undefined;
       },
       250,
     );
     await v2cut.powerCut();
-    if (written >= slotBytes) throw new Error(`the write was over before the cut (${written} bytes)`);
+    const rebootAsked = jobDocs(job3b.jobId).some((d) => d.stage === 'reboot');
+    if (rebootAsked) throw new Error('the install was over before the cut');
     const afterCut = Date.now();
     vm = await ctx.boot('ota-cut-install');
     const now = await running(vm);
@@ -365,7 +374,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const entries = await esp(vm);
     if (slots.includes(`=multihead_${v3}`) || entries.includes(`multihead_${v3}`))
       throw new Error(`a cut install left a bootable ${v3}: slots ${slots}; ESP ${entries}`);
-    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut after ${Math.round(written / 1048576)} MiB written to ${other} (the kernel's count); ${v2} booted; ${end.error.code}: ${end.error.message}; slots ${slots}; ESP ${entries}`;
+    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut while systemd-sysupdate ran, ${Math.round(written / 1048576)} MiB written to ${disk} since the install began (the kernel's count); ${v2} booted; ${end.error.code}: ${end.error.message}; slots ${slots}; ESP ${entries}`;
   });
   if (!cutInstall || !vm) return vm;
 
