@@ -190,6 +190,18 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     return moving;
   };
 
+  /** After a power cut: the box boots v2 again and reports the cut job ERR_UPDATE_INTERRUPTED. */
+  const bootAfterCut = async (label: string, jobId: string): Promise<{ vm: ImageVm; end: JobDoc }> => {
+    const afterCut = Date.now();
+    const booted = await ctx.boot(label);
+    const now = await running(booted);
+    if (now.version !== v2) throw new Error(`after the cut: running ${now.version}, not ${v2}`);
+    const end = await jobEnd(jobId, afterCut, 600_000, `job ${jobId} reported after the boot`);
+    if (end.state !== 'failed' || end.error?.code !== 'ERR_UPDATE_INTERRUPTED')
+      throw new Error(`the cut job ended ${JSON.stringify(end)}`);
+    return { vm: booted, end };
+  };
+
   let vm: ImageVm | undefined = vmStart;
   const configBefore = await vm.sh('cat /var/lib/multihead/config.json');
   // The data partition across the update: config, the MQTT session counter, media (names, sizes).
@@ -307,14 +319,10 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     await sleep(35_000);
     await v2vm.powerCut();
     server.release();
-    const afterCut = Date.now();
-    vm = await ctx.boot('ota-cut-download');
-    const now = await running(vm);
-    if (now.version !== v2) throw new Error(`after the cut: running ${now.version}, not ${v2}`);
-    const end = await jobEnd(job3a.jobId, afterCut, 600_000, 'the interrupted job reported after the boot');
-    if (end.state !== 'failed' || end.error?.code !== 'ERR_UPDATE_INTERRUPTED')
-      throw new Error(`the cut job ended ${JSON.stringify(end)}`);
-    return `cut with ${Math.round(held.sent / 1048576)} MiB of the root sent; ${v2} booted; ${end.error.code}: ${end.error.message}`;
+    const booted = await bootAfterCut('ota-cut-download', job3a.jobId);
+    vm = booted.vm;
+    const { end } = booted;
+    return `cut with ${Math.round(held.sent / 1048576)} MiB of the root sent; ${v2} booted; ${end.error?.code}: ${end.error?.message}`;
   });
   if (!cutDownload || !vm) return vm;
 
@@ -363,18 +371,14 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     await v2cut.powerCut();
     const rebootAsked = jobDocs(job3b.jobId).some((d) => d.stage === 'reboot');
     if (rebootAsked) throw new Error('the install was over before the cut');
-    const afterCut = Date.now();
-    vm = await ctx.boot('ota-cut-install');
-    const now = await running(vm);
-    if (now.version !== v2) throw new Error(`after the cut: running ${now.version}, not ${v2}`);
-    const end = await jobEnd(job3b.jobId, afterCut, 600_000, 'the interrupted install reported after the boot');
-    if (end.state !== 'failed' || end.error?.code !== 'ERR_UPDATE_INTERRUPTED')
-      throw new Error(`the cut install ended ${JSON.stringify(end)}`);
+    const booted = await bootAfterCut('ota-cut-install', job3b.jobId);
+    vm = booted.vm;
+    const { end } = booted;
     const slots = await labels(vm);
     const entries = await esp(vm);
     if (slots.includes(`=multihead_${v3}`) || entries.includes(`multihead_${v3}`))
       throw new Error(`a cut install left a bootable ${v3}: slots ${slots}; ESP ${entries}`);
-    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut while systemd-sysupdate ran, ${Math.round(written / 1048576)} MiB written to ${disk} since the install began (the kernel's count); ${v2} booted; ${end.error.code}: ${end.error.message}; slots ${slots}; ESP ${entries}`;
+    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut while systemd-sysupdate ran, ${Math.round(written / 1048576)} MiB written to ${disk} since the install began (the kernel's count); ${v2} booted; ${end.error?.code}: ${end.error?.message}; slots ${slots}; ESP ${entries}`;
   });
   if (!cutInstall || !vm) return vm;
 
@@ -442,7 +446,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
       throw new Error(`firmware.status after the rollback ${JSON.stringify(status)}`);
     const failed = jobDocs(job3c.jobId).filter((d) => d.state === 'failed').length;
     if (failed !== 1) throw new Error(`${failed} failed documents for job ${job3c.jobId}`);
-    return `${notes3c.length ? `${notes3c.join('; ')}; ` : ''}${tries.length} tries of ${v3}: ${tries.join(', ')}; then ${v2} by itself ${s(Date.now() - installedAt)} s after the reboot into ${v3}; ${end.error.code}: ${end.error.message}; firmware.status ${JSON.stringify(result)}; ESP ${entries}`;
+    return `${notes3c.length ? `${notes3c.join('; ')}; ` : ''}${tries.length} tries of ${v3}: ${tries.join(', ')}; then ${v2} by itself ${s(Date.now() - installedAt)} s after the reboot into ${v3}; ${end.error?.code}: ${end.error?.message}; firmware.status ${JSON.stringify(result)}; ESP ${entries}`;
   });
   if (vm) await ctx.saveLogs(vm, 'ota-end').catch(() => {});
   return vm;
