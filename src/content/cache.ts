@@ -78,6 +78,8 @@ export interface CacheDeps {
   readonly clock?: { now(): number };
   readonly retry?: Partial<RetryPolicy>;
   readonly stallMs?: number;
+  /** The downloader's sync interval and resume granularity (download.ts DURABLE_STEP). */
+  readonly durableStep?: number;
   /** Least time between two progress events of one download. */
   readonly progressEveryMs?: number;
 }
@@ -141,6 +143,7 @@ export class MediaCache extends EventEmitter<Events> {
   readonly #clock: { now(): number };
   readonly #retry: RetryPolicy;
   readonly #stallMs: number;
+  readonly #durableStep: number | undefined;
   readonly #progressEveryMs: number;
   readonly #limiter: Limiter;
   readonly #entries = new Map<string, Entry>();
@@ -168,6 +171,7 @@ export class MediaCache extends EventEmitter<Events> {
     this.#clock = deps.clock ?? Date;
     this.#retry = { ...DEFAULT_RETRY, ...deps.retry };
     this.#stallMs = deps.stallMs ?? 30_000;
+    this.#durableStep = deps.durableStep;
     this.#progressEveryMs = deps.progressEveryMs ?? 250;
     this.#limiter = new Limiter(deps.concurrency);
   }
@@ -411,7 +415,12 @@ export class MediaCache extends EventEmitter<Events> {
             this.#emit(item, { state: 'downloading', bytes, attempt, resumedFrom });
           },
         },
-        { fetch: this.#fetch, fs: this.#fs, stallMs: this.#stallMs },
+        {
+          fetch: this.#fetch,
+          fs: this.#fs,
+          stallMs: this.#stallMs,
+          ...(this.#durableStep ? { durableStep: this.#durableStep } : {}),
+        },
       );
       this.#emit(item, { state: 'verifying', bytes: item.size, attempt, resumedFrom: result.resumedFrom });
       const actual = await this.#hash(partial);

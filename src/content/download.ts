@@ -8,6 +8,31 @@ export type Fetch = typeof globalThis.fetch;
 /** Bytes gathered before one write to the partial file. */
 const WRITE_BATCH = 256 * 1024;
 
+/**
+ * The partial file is synced to disk each time it grows past a multiple of this. After a
+ * power cut its length cannot be trusted: ext4 records a new size when it allocates the
+ * blocks, and blocks whose write never finished read back as zeros (a resumed firmware
+ * download then failed its digest under QEMU). So a partial this process did not leave
+ * itself is resumed one step below its last whole step, where the sync before it is proven
+ * to have finished. Costs at most two steps fetched again after a crash or restart.
+ */
+export const DURABLE_STEP = 4 * 1024 * 1024;
+
+/**
+ * Lengths of partial files as this process left them after an attempt: its own writes are in
+ * the page cache, so its retries resume at the exact byte.
+ */
+const leftByThisProcess = new Map<string, number>();
+
+/**
+ * Where to resume a partial of `onDisk` bytes written by an earlier process or boot: the
+ * writer syncs after crossing every multiple of `step` and writes less than a step beyond it
+ * before that sync has finished, so a file that reached step k+1 holds step k for sure.
+ */
+export function resumePoint(onDisk: number, step: number): number {
+  return Math.max(0, (Math.floor(onDisk / step) - 1) * step);
+}
+
 export interface DownloadRequest {
   readonly subject: CacheErrorSubject;
   readonly url: string;
@@ -29,6 +54,8 @@ export interface DownloadDeps {
   readonly fs: FileSystem;
   /** No byte for this long (headers or body) aborts the attempt, so a hung server cannot block a slot. */
   readonly stallMs: number;
+  /** Sync interval and resume granularity (DURABLE_STEP; tests use small files). */
+  readonly durableStep?: number;
 }
 
 export interface DownloadResult {
@@ -57,6 +84,25 @@ function ioError(subject: CacheErrorSubject, path: string, error: unknown, writt
   });
 }
 
+/** Cuts a partial back to the length it is known to hold, durably, before a resume. */
+async function partialTruncate(
+  fs: FileSystem,
+  path: string,
+  length: number,
+  subject: CacheErrorSubject,
+): Promise<void> {
+  let handle: FileHandleLike | undefined;
+  try {
+    handle = await fs.open(path, 'r+');
+    await handle.truncate(length);
+    await handle.sync();
+  } catch (error) {
+    throw ioError(subject, path, error, `truncating to ${length} bytes for the resume`);
+  } finally {
+    await handle?.close().catch(() => {});
+  }
+}
+
 /**
  * One download attempt into the partial file, resuming with an HTTP Range request when part
  * of it is there. Returns when the file holds exactly `size` bytes (not yet verified: the
@@ -71,10 +117,15 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
   if (problem !== undefined) throw new CacheError('ERR_CACHE_BAD_URL', subject, `the URL ${problem}`);
   const url = new URL(request.url);
 
-  let offset = await sizeOf(deps.fs, partialPath);
+  const step = deps.durableStep ?? DURABLE_STEP;
+  const onDisk = await sizeOf(deps.fs, partialPath);
+  let offset = onDisk;
   if (offset > size) {
     await deps.fs.unlink(partialPath);
     offset = 0;
+  } else if (leftByThisProcess.get(partialPath) !== onDisk) {
+    offset = resumePoint(onDisk, step);
+    if (offset < onDisk) await partialTruncate(deps.fs, partialPath, offset, subject);
   }
   if (offset === size) return { resumedFrom: offset, fetched: 0 };
 
@@ -93,6 +144,7 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
 
   let file: FileHandleLike | undefined;
   let fetched = 0;
+  let written = 0;
   let flush = async (): Promise<void> => {};
   const failure = (error: unknown): CacheError => {
     if (error instanceof CacheError) return error;
@@ -169,18 +221,20 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
     // Network chunks are small (16-64 KiB); writing them in batches costs far fewer syscalls.
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
-    let written = 0;
     flush = async (): Promise<void> => {
       if (pendingBytes === 0 || !file) return;
       const batch = Buffer.concat(pending, pendingBytes);
       pending = [];
       pendingBytes = 0;
+      const before = offset + written;
       try {
         await writeAll(file, batch);
+        written += batch.length;
+        // Crossing a step: sync before writing on (resumePoint relies on it).
+        if (Math.floor((offset + written) / step) > Math.floor(before / step)) await file.sync();
       } catch (error) {
         throw ioError(subject, partialPath, error, `${offset + written} of ${size} bytes written`);
       }
-      written += batch.length;
     };
     if (response.body) {
       for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
@@ -209,12 +263,14 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
     } catch (error) {
       throw ioError(subject, partialPath, error, 'syncing');
     }
+    leftByThisProcess.delete(partialPath);
     return { resumedFrom: offset, fetched };
   } catch (error) {
     // Bytes that arrived before a network failure are good: keep them for the resume.
     if (!(error instanceof CacheError && (error.code === 'ERR_CACHE_DISK_FULL' || error.code === 'ERR_CACHE_IO'))) {
       await flush().catch(() => {});
     }
+    if (file) leftByThisProcess.set(partialPath, offset + written);
     throw failure(error);
   } finally {
     clearTimeout(timer);

@@ -13,6 +13,7 @@ export interface FileHandleLike {
   ): Promise<{ bytesWritten: number }>;
   read(buffer: Uint8Array, offset: number, length: number, position: number | null): Promise<{ bytesRead: number }>;
   sync(): Promise<void>;
+  truncate(length: number): Promise<void>;
   stat(): Promise<{ size: number; mtimeMs: number }>;
   close(): Promise<void>;
 }
