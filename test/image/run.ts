@@ -272,7 +272,7 @@ imageWrite(disk, provisionText);
 
 // --- Helpers -------------------------------------------------------------------------------
 let bootCount = 0;
-async function boot(label: string, opts: { waitAgent?: boolean; cmdline?: string } = {}): Promise<ImageVm> {
+async function boot(label: string, opts: { waitAgent?: boolean } = {}): Promise<ImageVm> {
   // TCG runs the guest's CPUs without the memory ordering real CPUs give cross-modified code,
   // so the kernel's boot-time text patching (int3) rarely oopses before init (test/vm/run.ts
   // retries for the same reason). That is the emulator, not the image: boot again.
@@ -287,7 +287,7 @@ async function boot(label: string, opts: { waitAgent?: boolean; cmdline?: string
       heads: HEADS,
       headSize: HEAD,
       brokerPort,
-      kernelCmdlineExtra: opts.cmdline ? `${kernelCmdlineExtra} ${opts.cmdline}` : kernelCmdlineExtra,
+      kernelCmdlineExtra,
       ...(artefactServer ? { httpPort: artefactServer.port } : {}),
     });
     // Whatever ends the VM (a check, a power cut, a guest that reboots), its console is kept.
@@ -837,12 +837,7 @@ for (let gen = 1; ; gen++) {
   const t0 = Date.now();
   try {
     for (; cuts <= powerCuts; ) {
-      // The writer below is the test's own process, not the supervisor: the boots it cuts run
-      // without the supervisor (and its boot assessment), whose decoding under TCG only slows
-      // them. The config check after each cut is the supervisor's own code all the same.
-      const v = await boot(`cut-${cuts}`, {
-        cmdline: 'systemd.mask=multihead.service systemd.mask=multihead-boot-ok.service',
-      });
+      const v = await boot(`cut-${cuts}`);
       await verify(v);
       if (cuts === powerCuts) {
         await v.stop();
