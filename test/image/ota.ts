@@ -358,16 +358,23 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
       return { sectors: Number(out.trim().split('\n')[0]), sysupdate: out.includes('sysupdate') };
     };
     const base = (await probe()).sectors;
-    const written = await ctx.waitUntil(
-      'root writing the other slot',
-      600_000,
-      async () => {
-        const now = await probe();
-        const bytes = (now.sectors - base) * 512;
-        return now.sysupdate && bytes >= 64 * 1048576 ? bytes : undefined;
-      },
-      250,
-    );
+    const written = await ctx
+      .waitUntil(
+        'root writing the other slot',
+        600_000,
+        async () => {
+          const now = await probe();
+          const bytes = (now.sectors - base) * 512;
+          return now.sysupdate && bytes >= 64 * 1048576 ? bytes : undefined;
+        },
+        250,
+      )
+      .catch(async (error: Error) => {
+        // What the job and root's installer did instead: the journal and the job's documents.
+        await ctx.saveLogs(v2cut, 'ota-cut-install').catch(() => {});
+        const docs = jobDocs(job3b.jobId).map((d) => `${d.state}/${d.stage ?? ''}${d.error ? ` ${d.error.code}` : ''}`);
+        throw new Error(`${error.message}; job ${job3b.jobId} documents: ${[...new Set(docs)].join(', ')}`);
+      });
     await v2cut.powerCut();
     const rebootAsked = jobDocs(job3b.jobId).some((d) => d.stage === 'reboot');
     if (rebootAsked) throw new Error('the install was over before the cut');
