@@ -81,3 +81,29 @@ test('the writer syncs the partial each time it crosses a step, before writing a
   }
   t.is(syncedAt.at(-1), size, 'the whole file synced at the end');
 });
+
+test('a retry after a failure before the first byte resumes where the cut-back partial stands, not a step lower', async (t) => {
+  const server = await mediaServerStart();
+  t.teardown(() => server.close());
+  const media = randomMedia(10 * STEP);
+  server.add('/root.img', media.data, [{ kind: 'status', status: 503 }]);
+  const partial = join(scratchDir(t), 'root.img.partial');
+  writeFileSync(partial, media.data.subarray(0, 3 * STEP + 1000));
+  const request = {
+    subject: { id: 'root', url: server.url('/root.img') },
+    url: server.url('/root.img'),
+    size: media.data.length,
+    partialPath: partial,
+  };
+  const deps = { fetch: globalThis.fetch, fs: nodeFs, stallMs: 5000, durableStep: STEP };
+
+  await t.throwsAsync(downloadAttempt(request, deps), { code: 'ERR_CACHE_HTTP' } as never);
+  const result = await downloadAttempt(request, deps);
+
+  t.deepEqual(
+    server.requests.map((r) => r.range),
+    [`bytes=${2 * STEP}-`, `bytes=${2 * STEP}-`],
+  );
+  t.is(result.resumedFrom, 2 * STEP);
+  t.true(readFileSync(partial).equals(media.data));
+});

@@ -125,7 +125,11 @@ export async function downloadAttempt(request: DownloadRequest, deps: DownloadDe
     offset = 0;
   } else if (leftByThisProcess.get(partialPath) !== onDisk) {
     offset = resumePoint(onDisk, step);
-    if (offset < onDisk) await partialTruncate(deps.fs, partialPath, offset, subject);
+    if (offset < onDisk) {
+      await partialTruncate(deps.fs, partialPath, offset, subject);
+      // Now synced at that length: a retry after a failure before the first byte keeps it.
+      leftByThisProcess.set(partialPath, offset);
+    }
   }
   if (offset === size) return { resumedFrom: offset, fetched: 0 };
 
