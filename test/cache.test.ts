@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type CacheDeps, type CacheItem, type CacheProgress, MediaCache } from '../src/content/cache.ts';
 import { nodeFs as nodeFsForTests } from '../src/content/fs.ts';
+import { fsWithHandles } from './helpers/fs-wrap.ts';
 import { type Fault, type MediaServer, mediaServerStart, randomMedia } from './helpers/media-server.ts';
 import { freeBytes, scratchDir, tmpfsMount } from './helpers/tmp.ts';
 
@@ -462,24 +463,13 @@ function quotaFs(root: string, bytes: number): NonNullable<CacheDeps['fs']> {
     return total;
   };
   mkdirSync(root, { recursive: true });
-  return {
-    ...nodeFsForTests,
-    async open(path, flags, mode) {
-      const handle = await nodeFsForTests.open(path, flags, mode);
-      return {
-        read: handle.read.bind(handle),
-        sync: handle.sync.bind(handle),
-        truncate: handle.truncate.bind(handle),
-        stat: handle.stat.bind(handle),
-        close: handle.close.bind(handle),
-        async write(data, offset = 0, length = data.length - offset, position = null) {
-          const room = bytes - used();
-          if (room <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-          return handle.write(data, offset, Math.min(length, room), position);
-        },
-      };
+  return fsWithHandles((handle) => ({
+    async write(data, offset = 0, length = data.length - offset, position = null) {
+      const room = bytes - used();
+      if (room <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      return handle.write(data, offset, Math.min(length, room), position);
     },
-  };
+  }));
 }
 
 test.serial(

@@ -2,7 +2,8 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { downloadAttempt, resumePoint } from '../src/content/download.ts';
-import { type FileSystem, nodeFs } from '../src/content/fs.ts';
+import { nodeFs } from '../src/content/fs.ts';
+import { fsWithHandles } from './helpers/fs-wrap.ts';
 import { mediaServerStart, randomMedia } from './helpers/media-server.ts';
 import { scratchDir } from './helpers/tmp.ts';
 
@@ -49,23 +50,12 @@ test('the writer syncs the partial each time it crosses a step, before writing a
   server.add('/big.img', media.data);
   const partial = join(scratchDir(t), 'big.img.partial');
   const syncedAt: number[] = [];
-  const fs: FileSystem = {
-    ...nodeFs,
-    async open(path, flags, mode) {
-      const handle = await nodeFs.open(path, flags, mode);
-      return {
-        write: handle.write.bind(handle),
-        read: handle.read.bind(handle),
-        truncate: handle.truncate.bind(handle),
-        stat: handle.stat.bind(handle),
-        close: handle.close.bind(handle),
-        async sync() {
-          syncedAt.push(statSync(path).size);
-          await handle.sync();
-        },
-      };
+  const fs = fsWithHandles((handle, path) => ({
+    async sync() {
+      syncedAt.push(statSync(path).size);
+      await handle.sync();
     },
-  };
+  }));
   const step = 8 * STEP;
 
   await downloadAttempt(
