@@ -349,26 +349,40 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
       );
     // systemd-sysupdate writes the slot through the whole disk's node at the partition's offset,
     // so the kernel counts it on the disk, not on the partition: the disk's sectors written
-    // since the install began, while root's systemd-sysupdate runs, are the slot being written.
+    // since the install began, while root's install unit runs (systemd's state: a oneshot is
+    // "activating" until its command ends), are the slot being written. The image has no
+    // procps, so systemd is asked rather than pgrep.
     const disk = other.replace(/\d+$/, '');
-    const probe = async (): Promise<{ sectors: number; sysupdate: boolean }> => {
+    const probe = async (): Promise<{ sectors: number; installing: boolean }> => {
       const out = await v2cut.sh(
-        `awk '{print $7}' /sys/class/block/${disk}/stat; pgrep -f '[s]ystemd-sysupdate update' >/dev/null && echo sysupdate || true`,
+        `awk '{print $7}' /sys/class/block/${disk}/stat; systemctl show -p ActiveState --value multihead-update-install.service`,
       );
-      return { sectors: Number(out.trim().split('\n')[0]), sysupdate: out.includes('sysupdate') };
+      const [sectors, state] = out.trim().split('\n');
+      return { sectors: Number(sectors), installing: state?.trim() === 'activating' };
     };
     const base = (await probe()).sectors;
+    // A job that fails or finishes its install before the cut ends the wait at once, with why.
+    let over: string | undefined;
     const written = await ctx
       .waitUntil(
         'root writing the other slot',
         600_000,
         async () => {
+          const docs = jobDocs(job3b.jobId);
+          const failed = docs.find((d) => d.state === 'failed');
+          if (failed) over = `the job failed during the install: ${failed.error?.code}: ${failed.error?.message}`;
+          else if (docs.some((d) => d.stage === 'reboot')) over = 'the install ended before 64 MiB were seen written';
+          if (over) return 0;
           const now = await probe();
           const bytes = (now.sectors - base) * 512;
-          return now.sysupdate && bytes >= 64 * 1048576 ? bytes : undefined;
+          return now.installing && bytes >= 64 * 1048576 ? bytes : undefined;
         },
         250,
       )
+      .then((bytes) => {
+        if (over) throw new Error(over);
+        return bytes;
+      })
       .catch(async (error: Error) => {
         // What the job and root's installer did instead: the journal and the job's documents.
         await ctx.saveLogs(v2cut, 'ota-cut-install').catch(() => {});
@@ -385,7 +399,7 @@ export async function otaRun(ctx: OtaContext, vmStart: ImageVm): Promise<ImageVm
     const entries = await esp(vm);
     if (slots.includes(`=multihead_${v3}`) || entries.includes(`multihead_${v3}`))
       throw new Error(`a cut install left a bootable ${v3}: slots ${slots}; ESP ${entries}`);
-    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut while systemd-sysupdate ran, ${Math.round(written / 1048576)} MiB written to ${disk} since the install began (the kernel's count); ${v2} booted; ${end.error?.code}: ${end.error?.message}; slots ${slots}; ESP ${entries}`;
+    return `${notes3b.length ? `${notes3b.join('; ')}; ` : ''}resumed with Range ${resumed.range}; cut while root's install unit was activating, ${Math.round(written / 1048576)} MiB written to ${disk} since the install began (the kernel's count); ${v2} booted; ${end.error?.code}: ${end.error?.message}; slots ${slots}; ESP ${entries}`;
   });
   if (!cutInstall || !vm) return vm;
 
