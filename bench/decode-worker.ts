@@ -1,16 +1,55 @@
-// One measured run of our engine for bench/decode.ts: N consumers (outputs) on one source,
-// decoding in real time for the given seconds. Prints the decoder's status as JSON.
+// One measured run of our engine for bench/decode.ts: the playback path the appliance runs on
+// virtual outputs (DecodeManager + VirtualDisplay on its simulated 60 Hz vblank clock), with N
+// outputs that each present every frame they are given, for one pass of the clip. Shared: one
+// decoder for all outputs; exclusive: one per output (decode.shared off, the seed RFC's
+// "before"). Prints what every output showed as JSON, then exits.
 import { loadAddon } from '../src/native/addon.ts';
 
-const [source, countText, secondsText, sharedText] = process.argv.slice(2);
-if (!source || !countText || !secondsText) {
-  console.error('usage: decode-worker.ts SOURCE CONSUMERS SECONDS [shared|exclusive]');
+const [source, countText, framesText, mode, widthText, heightText] = process.argv.slice(2);
+if (!source || !countText || !framesText || (mode !== 'shared' && mode !== 'exclusive') || !widthText || !heightText) {
+  console.error('usage: decode-worker.ts SOURCE OUTPUTS CLIP_FRAMES shared|exclusive WIDTH HEIGHT');
   process.exit(64);
 }
+const count = Number(countText);
+const clipFrames = Number(framesText);
+const names = Array.from({ length: count }, (_, i) => `Virtual-${i + 1}`);
+
 const addon = loadAddon();
-const manager = new addon.DecodeManager({ sharedDecode: sharedText !== 'exclusive', maxDecoders: 16 });
-for (let i = 1; i <= Number(countText); i++) manager.acquire(`output-${i}`, { source });
-await new Promise((r) => setTimeout(r, Number(secondsText) * 1000));
+const manager = new addon.DecodeManager({ sharedDecode: mode === 'shared', maxDecoders: 16 });
+const display = new addon.VirtualDisplay(
+  names.map((name) => ({ name, width: Number(widthText), height: Number(heightText), refresh: 60 })),
+);
+for (const name of names) {
+  manager.acquire(name, { source, hw: 'software' });
+  display.play(manager, name, [name]);
+}
+
+// One pass: until every output has the clip's last frame on show (its sequence numbers go on
+// across the loop, so this is checked every 5 ms, well inside one 33 ms frame). A run that
+// never gets there ends at twice the clip's length, and its outputs' counts say how far it got.
+const started = Date.now();
+const deadline = started + (clipFrames / 30) * 2000 + 10_000;
+for (;;) {
+  const stats = display.stats();
+  if (stats.every((o) => o.sequence >= clipFrames) || Date.now() > deadline) break;
+  await new Promise((r) => setTimeout(r, 5));
+}
+const elapsedS = (Date.now() - started) / 1000;
+const stats = display.stats();
 const status = manager.status();
+display.close();
 manager.close();
-process.stdout.write(`${JSON.stringify(status)}\n`);
+process.stdout.write(
+  `${JSON.stringify({
+    elapsedS,
+    decoders: status.decoders.length,
+    failures: status.decoders.flatMap((d) => (d.failure ? [d.failure] : [])),
+    outputs: stats.map((o) => ({
+      name: o.name,
+      frames: o.frames,
+      sequence: o.sequence,
+      dropped: o.dropped,
+      lateTicks: o.lateTicks,
+    })),
+  })}\n`,
+);

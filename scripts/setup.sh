@@ -79,9 +79,9 @@ fi
 rust_ok || { say "Rust 1.85+ with clippy and rustfmt is required; found: $(cargo --version 2>&1)"; exit 1; }
 
 say "installing npm dependencies and building the native addon (release)"
-# npm install, not npm ci: the registry mirror here serves only this platform's optional
-# packages, so the lockfile cannot list the others and npm ci would refuse it.
-npm install --no-audit --no-fund
+# npm ci: exactly the lockfile, which lists every platform's optional packages, so every
+# install is the same and the tree stays clean (npm install would rewrite the lockfile).
+npm ci --no-audit --no-fund
 
 case "$mode" in
 run) exec bin/multihead ;;
