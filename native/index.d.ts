@@ -476,6 +476,29 @@ export interface ImportResult {
   cached: boolean
 }
 
+/**
+ * Encodes a frame (a copy: the caller may reuse its buffer at once) as a JPEG on a worker
+ * thread. Bad arguments throw `ERR_JPEG_BAD_ARGUMENT` naming what was wrong.
+ */
+export declare function jpegEncode(data: Uint8Array, options: JpegOptions): Promise<JpegPicture>
+
+export interface JpegOptions {
+  width: number
+  height: number
+  /** 'NV12' (packed: Y rows of `width`, then interleaved UV rows) or 'XR24' (B, G, R, X). */
+  format: string
+  /** Scaled to this width (height follows, both even); default the frame's width. */
+  outWidth?: number
+  /** 1 (smallest) to 100 (best); default 80. */
+  quality?: number
+}
+
+export interface JpegPicture {
+  jpeg: Buffer
+  width: number
+  height: number
+}
+
 export interface Layer {
   buffer: number
   /** Part of the buffer to show (crop, e.g. one tile of a video wall). Default: all of it. */

@@ -14,6 +14,7 @@ pub mod display;
 pub mod dmabuf;
 pub mod fd_guard;
 pub mod heartbeat;
+pub mod jpeg;
 pub mod panic_guard;
 pub mod playback;
 pub mod realtime;

@@ -1,6 +1,6 @@
-import type { Scaler } from 'node-av/api';
 import type { ScreenFrame, Screens } from '../display/screens.ts';
 import type { Logger } from '../log/logger.ts';
+import { loadAddon } from '../native/addon.ts';
 
 export interface PreviewJpeg {
   readonly jpeg: Buffer;
@@ -11,69 +11,24 @@ export interface PreviewJpeg {
 }
 
 /**
- * node-av (FFmpeg with its own libraries) takes most of a second to load on a small box, and far
- * longer on an emulated one: loaded on the first encode, so the supervisor's start and the first
- * frame never wait for it.
- */
-let nodeAv: Promise<[typeof import('node-av'), typeof import('node-av/api')]> | undefined;
-const nodeAvLoad = () => {
-  nodeAv ??= Promise.all([import('node-av'), import('node-av/api')]);
-  return nodeAv;
-};
-
-/**
- * Encodes what an output shows as a JPEG with FFmpeg (through node-av), optionally scaled to
- * `width` (height follows). Returns undefined when the frame cannot be encoded, with the reason
- * logged by the caller.
+ * Encodes what an output shows as a JPEG, optionally scaled to `width` (height follows), with
+ * the FFmpeg the native addon links (swscale + MJPEG on a worker thread): the box carries one
+ * FFmpeg. Rejects with an `ERR_JPEG_` error naming what was wrong; the caller logs it.
  */
 export class JpegEncoder {
-  /**
-   * One node-av Scaler per input size and format: a Scaler's cached filter graph breaks when
-   * the frame size changes under it ("Invalid too big or non positive size" from its crop).
-   */
-  readonly #scalers = new Map<string, Scaler>();
-
-  #scalerFor(frame: ScreenFrame, api: typeof import('node-av/api')): Scaler {
-    const key = `${frame.width}x${frame.height}/${frame.format}`;
-    let scaler = this.#scalers.get(key);
-    if (!scaler) {
-      // A handful of sizes at most (outputs, sources); forget the oldest beyond that.
-      if (this.#scalers.size >= 8) {
-        const [oldest, old] = this.#scalers.entries().next().value as [string, Scaler];
-        old.close();
-        this.#scalers.delete(oldest);
-      }
-      scaler = new api.Scaler();
-      this.#scalers.set(key, scaler);
-    }
-    return scaler;
-  }
-
   async encode(frame: ScreenFrame, width?: number, quality = 80): Promise<PreviewJpeg> {
-    const [{ AV_PIX_FMT_BGR0, AV_PIX_FMT_NV12, Frame }, api] = await nodeAvLoad();
-    const pixels = Buffer.from(frame.data.buffer, frame.data.byteOffset, frame.data.byteLength);
-    const source = Frame.fromVideoBuffer(pixels, {
+    const picture = await loadAddon().jpegEncode(frame.data, {
       width: frame.width,
       height: frame.height,
-      format: frame.format === 'NV12' ? AV_PIX_FMT_NV12 : AV_PIX_FMT_BGR0,
-      timeBase: { num: 1, den: 1 },
+      format: frame.format,
+      ...(width !== undefined ? { outWidth: width } : {}),
+      quality,
     });
-    try {
-      const outWidth = Math.min(width ?? frame.width, frame.width);
-      // Even sizes: the JPEG encoder works in 4:2:0.
-      const w = Math.max(2, outWidth & ~1);
-      const h = Math.max(2, Math.round((frame.height * w) / frame.width) & ~1);
-      const jpeg = await this.#scalerFor(frame, api).toJpeg(source, { resize: { width: w, height: h }, quality });
-      return { jpeg, width: w, height: h, at: Date.now() };
-    } finally {
-      source.free();
-    }
+    return { ...picture, at: Date.now() };
   }
 
-  close(): void {
-    for (const scaler of this.#scalers.values()) scaler.close();
-    this.#scalers.clear();
-  }
+  /** Nothing to free: every encode is self-contained. Kept so owners close what they own. */
+  close(): void {}
 }
 
 export interface PreviewsDeps {

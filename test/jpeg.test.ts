@@ -1,0 +1,81 @@
+// Preview JPEGs from the addon (Debian's FFmpeg: swscale + MJPEG), read back by node-av (its own
+// FFmpeg build, in process): what a browser or dashboard sees, checked by a decoder that is not
+// the code under test.
+import test from 'ava';
+import { Decoder, Demuxer } from 'node-av/api';
+import { loadAddon } from '../src/native/addon.ts';
+import { JpegEncoder } from '../src/playback/previews.ts';
+
+/** The JPEG decoded: its size and its luma plane, rows packed (full range, as JPEG stores it). */
+async function jpegLuma(jpeg: Buffer): Promise<{ width: number; height: number; luma: Buffer }> {
+  await using input = await Demuxer.open(jpeg);
+  const stream = input.video();
+  if (!stream) throw new Error('node-av found no picture in the JPEG');
+  using decoder = await Decoder.create(stream);
+  for await (const frame of decoder.frames(input.packets())) {
+    if (!frame) continue;
+    try {
+      const [plane, stride] = [frame.data?.[0], frame.linesize[0] ?? 0];
+      if (!plane) throw new Error('the decoded frame has no luma plane');
+      const luma = Buffer.alloc(frame.width * frame.height);
+      for (let y = 0; y < frame.height; y++) plane.copy(luma, y * frame.width, y * stride, y * stride + frame.width);
+      return { width: frame.width, height: frame.height, luma };
+    } finally {
+      frame.free();
+    }
+  }
+  throw new Error('node-av decoded no frame from the JPEG');
+}
+
+const mean = (b: Buffer, from = 0, to = b.length): number => {
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += b[i] ?? 0;
+  return sum / (to - from);
+};
+
+test('jpeg: an NV12 frame keeps its picture (top dark, bottom light) at the asked width', async (t) => {
+  const [w, h] = [64, 36];
+  const data = new Uint8Array(w * h * 1.5);
+  // Limited-range luma 40 above, 200 below; neutral chroma.
+  data.fill(40, 0, (w * h) / 2);
+  data.fill(200, (w * h) / 2, w * h);
+  data.fill(128, w * h);
+  const p = await new JpegEncoder().encode({ width: w, height: h, format: 'NV12', data }, 32);
+  t.deepEqual({ width: p.width, height: p.height }, { width: 32, height: 18 });
+  const d = await jpegLuma(p.jpeg);
+  t.deepEqual({ width: d.width, height: d.height }, { width: 32, height: 18 });
+  // Full range in the JPEG: (40-16)*255/219 = 28, (200-16)*255/219 = 214.
+  const top = mean(d.luma, 0, 32 * 6);
+  const bottom = mean(d.luma, 32 * 12, 32 * 18);
+  t.true(Math.abs(top - 28) <= 3, `top luma ${top}`);
+  t.true(Math.abs(bottom - 214) <= 3, `bottom luma ${bottom}`);
+});
+
+test('jpeg: an XR24 frame is read as B, G, R, X', async (t) => {
+  const [w, h] = [32, 16];
+  const data = new Uint8Array(w * h * 4);
+  for (let i = 0; i < w * h; i++) data.set([0, 0, 255, 0], i * 4); // pure red
+  const p = await new JpegEncoder().encode({ width: w, height: h, format: 'XR24', data });
+  const d = await jpegLuma(p.jpeg);
+  t.deepEqual({ width: d.width, height: d.height }, { width: 32, height: 16 });
+  // BT.601 full-range luma of red: 0.299 * 255 = 76 (blue would read 29).
+  const luma = mean(d.luma);
+  t.true(Math.abs(luma - 76) <= 3, `luma ${luma}`);
+});
+
+test('jpeg: bad arguments are refused with what was wrong', async (t) => {
+  const { jpegEncode } = loadAddon();
+  const nv12 = new Uint8Array(64 * 36 * 1.5);
+  t.throws(() => jpegEncode(nv12.subarray(1), { width: 64, height: 36, format: 'NV12' }), {
+    message: 'ERR_JPEG_BAD_ARGUMENT: NV12 64x36 needs 3456 bytes, got 3455',
+  });
+  t.throws(() => jpegEncode(nv12, { width: 64, height: 36, format: 'YUYV' }), {
+    message: /^ERR_JPEG_BAD_ARGUMENT: format "YUYV"/,
+  });
+  t.throws(() => jpegEncode(nv12, { width: 64, height: 36, format: 'NV12', quality: 101 }), {
+    message: /quality 101 is outside 1\.\.100/,
+  });
+  t.throws(() => jpegEncode(new Uint8Array(0), { width: 0, height: 0, format: 'XR24' }), {
+    message: /frame size 0x0/,
+  });
+});
