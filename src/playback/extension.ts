@@ -21,6 +21,12 @@ const FALLBACK_CHECK_MS = 1000;
 /** Per-output counters for telemetry and metrics. */
 const OUTPUT_STATS_MS = 5000;
 /**
+ * Until the first frame, the counters go out this often: health (and with it systemd's READY=1
+ * and the boot assessment an update waits for) learns of the first frame within this, not 5 s.
+ */
+const FIRST_FRAME_POLL_MS = 100;
+const FIRST_FRAME_POLLS = 300;
+/**
  * How long outputs keep the last frame of a source that failed mid-stream before the demo (or
  * what content shows) takes them back: long enough for a person looking at the screen, the
  * status page or `health` to see which output failed, short enough not to look like a hang.
@@ -305,7 +311,20 @@ export class PlaybackExtension implements Extension {
   #timersStart(): void {
     const { decode, bus } = this.#deps;
     const summary = (): void => this.#watch.summary(decode.status(), this.#screens?.stats() ?? []);
+    // Each output's first frame goes out at once (health judges "playing on N/M" from it);
+    // once every output shows one, or after a while (an output with nothing to play never
+    // will), the 5 s round alone reports.
+    let shown = 0;
+    let polls = 0;
+    const firstFrameWatch = setInterval(() => {
+      const outputs = this.#screens?.stats() ?? [];
+      const now = outputs.filter((o) => o.frames > 0).length;
+      if (now > shown) bus.emit('output.stats', { outputs });
+      shown = Math.max(shown, now);
+      if ((outputs.length > 0 && now === outputs.length) || ++polls >= FIRST_FRAME_POLLS) clearInterval(firstFrameWatch);
+    }, FIRST_FRAME_POLL_MS);
     this.#timers = [
+      firstFrameWatch,
       setTimeout(summary, STATUS_FIRST_MS),
       setInterval(summary, STATUS_EVERY_MS),
       setInterval(() => this.#watch.check(decode.status().decoders), this.#deps.failureCheckMs ?? FALLBACK_CHECK_MS),

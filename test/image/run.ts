@@ -89,6 +89,7 @@ const metrics: {
   firstFrame?: number;
   restart?: number;
   imageMb?: number;
+  imageZstMb?: number;
   otaUpdate?: number;
   otaRollback?: number;
   updateMb?: number;
@@ -96,7 +97,7 @@ const metrics: {
 const finish = (): never => {
   for (const p of pending) say(`PENDING image/${p}`);
   say(
-    `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'}`,
+    `boot_to_first_frame_s=${metrics.firstFrame?.toFixed(1) ?? 'NA'} restart_s=${metrics.restart?.toFixed(1) ?? 'NA'} image_mb=${metrics.imageMb ?? 'NA'} image_zst_mb=${metrics.imageZstMb ?? 'NA'}`,
   );
   if (ota)
     say(
@@ -148,7 +149,7 @@ let outDir: string;
   }
   const img = path.join(outDir, 'multihead.img');
   metrics.imageMb = Math.round(fs.statSync(img).size / 1048576);
-  const zst = Math.round(fs.statSync(`${img}.zst`).size / 1048576);
+  metrics.imageZstMb = Math.round(fs.statSync(`${img}.zst`).size / 1048576);
   const security = fs.readFileSync(path.join(outDir, 'security'), 'utf8');
   const exposure = /Overall exposure level for multihead\.service: ([0-9.]+)/.exec(security)?.[1];
   const variant = /^variant (\S+)$/m.exec(fs.readFileSync(path.join(outDir, 'manifest'), 'utf8'))?.[1];
@@ -158,7 +159,7 @@ let outDir: string;
   }
   pass(
     'build',
-    `${path.relative(repo, outDir)} (test variant) in ${s(Date.now() - t0)} s: ${metrics.imageMb} MiB raw, ${zst} MiB zstd; offline exposure ${exposure}`,
+    `${path.relative(repo, outDir)} (test variant) in ${s(Date.now() - t0)} s: ${metrics.imageMb} MiB raw, ${metrics.imageZstMb} MiB zstd; offline exposure ${exposure}`,
   );
 }
 
