@@ -262,7 +262,8 @@ async function outputBench(root: string): Promise<{ ms: number[]; replyMs: numbe
     await controller.start();
     const ready = controller.bus.latest('display.ready');
     if (ready?.mode !== 'virtual') throw new Error('the output bench needs virtual outputs (no KMS device)');
-    const screens = ready.screens;
+    const display = ready.display;
+    if (!display) throw new Error('the display extension announced no virtual display');
     await fleet.subscribeAsync('multihead/replies/player/#', { qos: 1 });
     const deadline = Date.now() + 10_000;
     while (!controller.bus.latest('mqtt.connection')?.connected) {
@@ -273,7 +274,7 @@ async function outputBench(root: string): Promise<{ ms: number[]; replyMs: numbe
     // Replies arrive on the reply address plus the device id; keyed by the address.
     fleet.on('message', (topic) => replies.set(topic.slice(0, topic.lastIndexOf('/')), performance.now()));
     const shows = (output: string, clip: 'low' | 'high'): boolean => {
-      const frame = screens.snapshot(output);
+      const frame = display.snapshot(output);
       if (!frame) return false;
       const l = lumaMean(frame.data, SIZE * SIZE);
       return clip === 'low' ? l >= 60 && l < 130 : l >= 150;

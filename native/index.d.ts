@@ -101,6 +101,12 @@ export declare class KmsDevice {
   videoCounters(): VideoCounters
   stats(): Array<OutputStats>
   /**
+   * A JPEG of what an output's primary plane shows now (previews, the screenshot command),
+   * or null when it shows nothing or a GPU buffer the CPU cannot read. The packed copy is
+   * made here; the encode runs on a worker thread.
+   */
+  snapshotJpeg(connector: string, options: SnapshotJpegOptions): Promise<JpegPicture | null>
+  /**
    * What an output's primary plane shows now, rows packed (for previews and screenshots):
    * XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
    */
@@ -125,6 +131,12 @@ export declare class VirtualDisplay {
   /** Stops showing video on these outputs (all when empty); they keep their last frame. */
   stopVideo(outputs?: Array<string> | undefined | null): void
   stats(): Array<VirtualOutputStats>
+  /**
+   * A JPEG of what the output scans out now (previews, the screenshot command), or null
+   * before its first frame. The scanout is held, not copied: the vblank thread writes the
+   * next frame into its spare buffer meanwhile. Encoded on a worker thread.
+   */
+  snapshotJpeg(output: string, options: SnapshotJpegOptions): Promise<JpegPicture | null>
   /**
    * A copy of what the output scans out now (for previews and tests). The lock is held
    * only to take a reference; the copy is made after it is released, so the vblank thread
@@ -624,7 +636,6 @@ export interface Rect {
   height: number
 }
 
-/** CPU work done because planes could not take buffers directly: 0 on the zero-copy path. */
 export interface ScreenFrame {
   width: number
   height: number
@@ -640,6 +651,14 @@ STATUS=playing"`, `"WATCHDOG=1"`) to the service manager.
  * is set but unreachable is an error naming it.
  */
 export declare function sdNotify(state: string): boolean
+
+/** A preview of what an output shows: `snapshotJpeg` on a display. */
+export interface SnapshotJpegOptions {
+  /** Scaled to this width (height follows, both even); default the output's width. */
+  outWidth?: number
+  /** 1 (smallest) to 100 (best); default 80. */
+  quality?: number
+}
 
 /** What taking over a previous instance's card found (`KmsDevice.takeover`). */
 export interface TakeoverInfo {

@@ -4,7 +4,6 @@
 import test from 'ava';
 import { Decoder, Demuxer } from 'node-av/api';
 import { loadAddon } from '../src/native/addon.ts';
-import { JpegEncoder } from '../src/playback/previews.ts';
 
 /** The JPEG decoded: its size and its luma plane, rows packed (full range, as JPEG stores it). */
 async function jpegLuma(jpeg: Buffer): Promise<{ width: number; height: number; luma: Buffer }> {
@@ -40,7 +39,7 @@ test('jpeg: an NV12 frame keeps its picture (top dark, bottom light) at the aske
   data.fill(40, 0, (w * h) / 2);
   data.fill(200, (w * h) / 2, w * h);
   data.fill(128, w * h);
-  const p = await new JpegEncoder().encode({ width: w, height: h, format: 'NV12', data }, 32);
+  const p = await loadAddon().jpegEncode(data, { width: w, height: h, format: 'NV12', outWidth: 32 });
   t.deepEqual({ width: p.width, height: p.height }, { width: 32, height: 18 });
   const d = await jpegLuma(p.jpeg);
   t.deepEqual({ width: d.width, height: d.height }, { width: 32, height: 18 });
@@ -55,7 +54,7 @@ test('jpeg: an XR24 frame is read as B, G, R, X', async (t) => {
   const [w, h] = [32, 16];
   const data = new Uint8Array(w * h * 4);
   for (let i = 0; i < w * h; i++) data.set([0, 0, 255, 0], i * 4); // pure red
-  const p = await new JpegEncoder().encode({ width: w, height: h, format: 'XR24', data });
+  const p = await loadAddon().jpegEncode(data, { width: w, height: h, format: 'XR24' });
   const d = await jpegLuma(p.jpeg);
   t.deepEqual({ width: d.width, height: d.height }, { width: 32, height: 16 });
   // BT.601 full-range luma of red: 0.299 * 255 = 76 (blue would read 29).
@@ -78,4 +77,37 @@ test('jpeg: bad arguments are refused with what was wrong', async (t) => {
   t.throws(() => jpegEncode(new Uint8Array(0), { width: 0, height: 0, format: 'XR24' }), {
     message: /frame size 0x0/,
   });
+});
+
+test('jpeg: a virtual output’s snapshot is what it shows; null before its first frame; unknown outputs named', async (t) => {
+  const addon = loadAddon();
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay([
+    { name: 'Virtual-1', width: 64, height: 36, refresh: 60 },
+    { name: 'Virtual-2', width: 64, height: 36, refresh: 60 },
+  ]);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  t.is(await display.snapshotJpeg('Virtual-1', {}), null, 'nothing shown yet');
+  t.throws(() => display.snapshotJpeg('HDMI-A-9', {}), { message: /no virtual output HDMI-A-9/ });
+  // Dark grey on one output, near white on the other: each snapshot is its own output's.
+  decode.acquire('dark', { source: 'lavfi:color=c=0x202020:size=64x36:rate=30' });
+  decode.acquire('light', { source: 'lavfi:color=c=0xe0e0e0:size=64x36:rate=30' });
+  display.play(decode, 'dark', ['Virtual-1']);
+  display.play(decode, 'light', ['Virtual-2']);
+  const deadline = Date.now() + 20_000;
+  let shots: Array<{ jpeg: Buffer; width: number; height: number } | null> = [null, null];
+  while (shots.some((s) => s === null) && Date.now() < deadline) {
+    shots = await Promise.all(['Virtual-1', 'Virtual-2'].map((o) => display.snapshotJpeg(o, { outWidth: 32 })));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const [dark, light] = shots;
+  if (!dark || !light) throw new Error('no frame on both outputs within 20 s');
+  t.deepEqual({ width: dark.width, height: dark.height }, { width: 32, height: 18 });
+  const [d, l] = [await jpegLuma(dark.jpeg), await jpegLuma(light.jpeg)];
+  // 0x20 and 0xe0 grey: luma 32 and 224 in full range, whatever the limited-range trip between.
+  t.true(Math.abs(mean(d.luma) - 32) <= 4, `dark output luma ${mean(d.luma)}`);
+  t.true(Math.abs(mean(l.luma) - 224) <= 4, `light output luma ${mean(l.luma)}`);
 });

@@ -19,7 +19,7 @@ const paperScreens: Screens = {
     { name: 'Virtual-2', width: 1280, height: 720, refresh: 60 },
   ],
   play: () => {},
-  snapshot: () => undefined,
+  snapshotJpeg: async () => undefined,
   stats: () => [],
 };
 

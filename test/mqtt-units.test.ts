@@ -132,7 +132,7 @@ test('status tracker: outputs and what they play from bus events, including thos
     kind: 'virtual' as const,
     outputs: () => [],
     play() {},
-    snapshot: () => undefined,
+    snapshotJpeg: async () => undefined,
     stats: () => [],
   };
   bus.emit('display.ready', { mode: 'virtual', reason: 'no /dev/dri/card* nodes', screens });

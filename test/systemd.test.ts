@@ -36,7 +36,11 @@ test.serial(
     const ready = await until(() => listener.messages.find((m) => m.text.startsWith('READY=1')), 'READY=1', 12_000);
     // READY=1 at the first frame; the other output's first frame follows within moments.
     t.regex(ready.text, /^READY=1\nSTATUS=playing on [12]\/2 output\(s\)/);
-    await until(() => texts().find((m) => m.endsWith('STATUS=playing on 2/2 output(s)')), 'STATUS= both playing', 12_000);
+    await until(
+      () => texts().find((m) => m.endsWith('STATUS=playing on 2/2 output(s)')),
+      'STATUS= both playing',
+      12_000,
+    );
     t.is(texts().filter((m) => m.startsWith('READY=1')).length, 1);
     const pingTimes = () => listener.messages.filter((m) => m.text === 'WATCHDOG=1').map((m) => m.at);
     t.true(pingTimes().length >= 2, 'watchdog pings from the start');
@@ -96,7 +100,7 @@ test.serial('STATUS follows the summary; no NOTIFY_SOCKET means no notify at all
     kind: 'virtual' as const,
     outputs: () => [{ name: 'Virtual-1', width: 64, height: 64, refresh: 60 }],
     play: () => {},
-    snapshot: () => undefined,
+    snapshotJpeg: async () => undefined,
     stats: () => [],
   };
   bus.emit('display.ready', { mode: 'virtual', reason: 'test', screens });
@@ -160,7 +164,11 @@ test.serial('health hears of the first frame at once, not at the next 5 s counte
   const rounds: number[][] = [];
   sup.controller.bus.on('output.stats', ({ outputs }) => rounds.push(outputs.map((o) => o.frames)));
   await sup.controller.start();
-  const first = await until(() => rounds.find((frames) => frames.some((n) => n > 0)), 'output stats with a frame', 12_000);
+  const first = await until(
+    () => rounds.find((frames) => frames.some((n) => n > 0)),
+    'output stats with a frame',
+    12_000,
+  );
   // The demo shows at most 60 frames a second: a report from the 5 s round would carry hundreds.
   t.true(Math.max(...first) <= 60, `the first report with frames came ${Math.max(...first)} frames after the first`);
   t.is(rounds.indexOf(first), 0, 'no earlier round without frames');

@@ -21,7 +21,7 @@ const screens: Screens = {
     { name: 'Virtual-2', width: 1280, height: 720, refresh: 60 },
   ],
   play: () => {},
-  snapshot: () => undefined,
+  snapshotJpeg: async () => undefined,
   stats: () => [],
 };
 

@@ -147,7 +147,7 @@ function videoShows(bus: EventBus): void {
     kind: 'virtual',
     outputs: () => [{ name: 'Virtual-1', width: 1280, height: 720, refresh: 60 }],
     play: () => {},
-    snapshot: () => undefined,
+    snapshotJpeg: async () => undefined,
     stats: () => [],
   };
   bus.emit('display.ready', { mode: 'virtual', reason: 'test', screens });

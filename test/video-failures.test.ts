@@ -133,7 +133,7 @@ function fakeScreens(names: readonly string[]): Screens & { shown: Map<string, s
       screens.plays++;
       for (const p of placements) shown.set(p.output, consumer);
     },
-    snapshot: () => undefined,
+    snapshotJpeg: async () => undefined,
     stats: () => [],
     showing: (output: string) => shown.get(output),
   };

@@ -223,6 +223,14 @@ pub struct OutputStats {
 }
 
 /// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
+/// A shown buffer copied out, rows packed, before it becomes a JS buffer or a JPEG.
+struct PackedFrame {
+    width: u32,
+    height: u32,
+    format: String,
+    data: Vec<u8>,
+}
+
 #[napi(object)]
 pub struct ScreenFrame {
     pub width: u32,
@@ -939,24 +947,55 @@ impl KmsDevice {
         })
     }
 
+    /// A JPEG of what an output's primary plane shows now (previews, the screenshot command),
+    /// or null when it shows nothing or a GPU buffer the CPU cannot read. The packed copy is
+    /// made here; the encode runs on a worker thread.
+    #[napi(ts_return_type = "Promise<JpegPicture | null>", catch_unwind)]
+    pub fn snapshot_jpeg(
+        &self,
+        connector: String,
+        options: crate::jpeg::SnapshotJpegOptions,
+    ) -> napi::Result<
+        napi::bindgen_prelude::AsyncTask<crate::panic_guard::Guarded<crate::jpeg::JpegTask>>,
+    > {
+        let shown = self.shown_packed(&connector)?.and_then(|frame| {
+            matches!(frame.format.as_str(), "NV12" | "XR24").then(|| crate::jpeg::ShownFrame {
+                width: frame.width,
+                height: frame.height,
+                format: frame.format,
+                data: crate::jpeg::JpegData::Owned(frame.data),
+            })
+        });
+        crate::jpeg::snapshot_jpeg_task(shown, &options)
+    }
+
     /// What an output's primary plane shows now, rows packed (for previews and screenshots):
     /// XR24 or NV12. Null when the output shows nothing, or a GPU buffer the CPU cannot read.
     #[napi(catch_unwind)]
     pub fn snapshot(&self, connector: String) -> napi::Result<Option<ScreenFrame>> {
+        Ok(self.shown_packed(&connector)?.map(|f| ScreenFrame {
+            width: f.width,
+            height: f.height,
+            format: f.format,
+            data: f.data.into(),
+        }))
+    }
+
+    fn shown_packed(&self, connector: &str) -> napi::Result<Option<PackedFrame>> {
         // Under the lock only the pin; the copy is made without it (see screen_copy.rs).
         let pinned = self.with_engine(|e| {
-            let index = e.output_index(&connector)?;
+            let index = e.output_index(connector)?;
             let buffer = e.outputs[index].shown.first().map_or(0, |b| b.0);
             Ok((buffer != 0)
                 .then(|| crate::screen_copy::pin(e, buffer).ok())
                 .flatten())
         })?;
         Ok(pinned.map(|pinned| {
-            let frame = ScreenFrame {
+            let frame = PackedFrame {
                 width: pinned.width,
                 height: pinned.height,
                 format: fourcc_name(pinned.format),
-                data: pinned.packed().into(),
+                data: pinned.packed(),
             };
             pinned.unpin(&self.shared.engine);
             frame

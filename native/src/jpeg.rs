@@ -5,6 +5,8 @@
 
 use ffmpeg::format::Pixel;
 use ffmpeg_next as ffmpeg;
+use std::sync::Arc;
+
 use napi::bindgen_prelude::{AsyncTask, Buffer};
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -21,6 +23,15 @@ pub struct JpegOptions {
     /// 'NV12' (packed: Y rows of `width`, then interleaved UV rows) or 'XR24' (B, G, R, X).
     pub format: String,
     /// Scaled to this width (height follows, both even); default the frame's width.
+    pub out_width: Option<u32>,
+    /// 1 (smallest) to 100 (best); default 80.
+    pub quality: Option<u32>,
+}
+
+/// A preview of what an output shows: `snapshotJpeg` on a display.
+#[napi(object)]
+pub struct SnapshotJpegOptions {
+    /// Scaled to this width (height follows, both even); default the output's width.
     pub out_width: Option<u32>,
     /// 1 (smallest) to 100 (best); default 80.
     pub quality: Option<u32>,
@@ -58,12 +69,29 @@ fn frame_bytes(format: Pixel, width: u32, height: u32) -> usize {
 }
 
 fn job_check(options: &JpegOptions, data_len: usize) -> Result<JpegJob, String> {
-    let format = match options.format.as_str() {
+    job_make(
+        &options.format,
+        options.width,
+        options.height,
+        data_len,
+        options.out_width,
+        options.quality,
+    )
+}
+
+fn job_make(
+    format_name: &str,
+    width: u32,
+    height: u32,
+    data_len: usize,
+    out_width: Option<u32>,
+    quality: Option<u32>,
+) -> Result<JpegJob, String> {
+    let format = match format_name {
         "NV12" => Pixel::NV12,
         "XR24" => Pixel::BGRZ,
         other => return Err(bad(format!("format {other:?} is not NV12 or XR24"))),
     };
-    let (width, height) = (options.width, options.height);
     if !(2..=MAX_SIDE).contains(&width) || !(2..=MAX_SIDE).contains(&height) {
         return Err(bad(format!(
             "frame size {width}x{height} is outside 2x2..{MAX_SIDE}x{MAX_SIDE}"
@@ -72,15 +100,14 @@ fn job_check(options: &JpegOptions, data_len: usize) -> Result<JpegJob, String> 
     let expected = frame_bytes(format, width, height);
     if data_len != expected {
         return Err(bad(format!(
-            "{} {width}x{height} needs {expected} bytes, got {data_len}",
-            options.format
+            "{format_name} {width}x{height} needs {expected} bytes, got {data_len}"
         )));
     }
-    let asked = options.out_width.unwrap_or(width);
+    let asked = out_width.unwrap_or(width);
     if asked < 2 {
         return Err(bad(format!("outWidth {asked} is below 2")));
     }
-    let quality = options.quality.unwrap_or(80);
+    let quality = quality.unwrap_or(80);
     if !(1..=100).contains(&quality) {
         return Err(bad(format!("quality {quality} is outside 1..100")));
     }
@@ -171,26 +198,77 @@ fn jpeg_encode_run(job: &JpegJob, data: &[u8]) -> Result<Vec<u8>, String> {
         .ok_or_else(|| "ERR_JPEG_ENCODE: the encoder returned no picture".to_owned())
 }
 
+/// The pixels to encode: a copy, or the display's own scanout held (not copied) while encoding.
+pub enum JpegData {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl JpegData {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            JpegData::Owned(v) => v,
+            JpegData::Shared(v) => v,
+        }
+    }
+}
+
+/// One encode on a libuv worker thread; no job resolves to null (nothing on screen yet).
 pub struct JpegTask {
-    job: JpegJob,
-    data: Vec<u8>,
+    job: Option<(JpegJob, JpegData)>,
 }
 
 impl Task for JpegTask {
-    type Output = Vec<u8>;
-    type JsValue = JpegPicture;
+    type Output = Option<(Vec<u8>, u32, u32)>;
+    type JsValue = Option<JpegPicture>;
 
-    fn compute(&mut self) -> napi::Result<Vec<u8>> {
-        jpeg_encode_run(&self.job, &self.data).map_err(napi::Error::from_reason)
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let Some((job, data)) = &self.job else {
+            return Ok(None);
+        };
+        let jpeg = jpeg_encode_run(job, data.as_slice()).map_err(napi::Error::from_reason)?;
+        Ok(Some((jpeg, job.out_width, job.out_height)))
     }
 
-    fn resolve(&mut self, _env: Env, jpeg: Vec<u8>) -> napi::Result<JpegPicture> {
-        Ok(JpegPicture {
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output.map(|(jpeg, width, height)| JpegPicture {
             jpeg: jpeg.into(),
-            width: self.job.out_width,
-            height: self.job.out_height,
-        })
+            width,
+            height,
+        }))
     }
+}
+
+/// The frame an output shows, as the display hands it over for a preview.
+pub struct ShownFrame {
+    pub data: JpegData,
+    pub width: u32,
+    pub height: u32,
+    /// "NV12" or "XR24"; any other format is refused by name.
+    pub format: String,
+}
+
+/// `snapshotJpeg` of a display: the shown frame (or none yet) encoded on a worker thread.
+pub fn snapshot_jpeg_task(
+    shown: Option<ShownFrame>,
+    options: &SnapshotJpegOptions,
+) -> napi::Result<AsyncTask<Guarded<JpegTask>>> {
+    let job = match shown {
+        None => None,
+        Some(f) => {
+            let job = job_make(
+                &f.format,
+                f.width,
+                f.height,
+                f.data.as_slice().len(),
+                options.out_width,
+                options.quality,
+            )
+            .map_err(napi::Error::from_reason)?;
+            Some((job, f.data))
+        }
+    };
+    Ok(AsyncTask::new(Guarded(JpegTask { job })))
 }
 
 /// Encodes a frame (a copy: the caller may reuse its buffer at once) as a JPEG on a worker
@@ -202,8 +280,7 @@ pub fn jpeg_encode(
 ) -> napi::Result<AsyncTask<Guarded<JpegTask>>> {
     let job = job_check(&options, data.len()).map_err(napi::Error::from_reason)?;
     Ok(AsyncTask::new(Guarded(JpegTask {
-        job,
-        data: data.to_vec(),
+        job: Some((job, JpegData::Owned(data.to_vec()))),
     })))
 }
 

@@ -225,6 +225,34 @@ impl VirtualDisplay {
             .collect()
     }
 
+    /// A JPEG of what the output scans out now (previews, the screenshot command), or null
+    /// before its first frame. The scanout is held, not copied: the vblank thread writes the
+    /// next frame into its spare buffer meanwhile. Encoded on a worker thread.
+    #[napi(ts_return_type = "Promise<JpegPicture | null>", catch_unwind)]
+    pub fn snapshot_jpeg(
+        &self,
+        output: String,
+        options: crate::jpeg::SnapshotJpegOptions,
+    ) -> napi::Result<
+        napi::bindgen_prelude::AsyncTask<crate::panic_guard::Guarded<crate::jpeg::JpegTask>>,
+    > {
+        let shown = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let o = state
+                .outputs
+                .iter()
+                .find(|o| o.name == output)
+                .ok_or_else(|| bad(format!("no virtual output {output}")))?;
+            (o.sequence > 0).then(|| crate::jpeg::ShownFrame {
+                data: crate::jpeg::JpegData::Shared(Arc::clone(&o.scanout)),
+                width: o.frame_size.0,
+                height: o.frame_size.1,
+                format: "NV12".to_owned(),
+            })
+        };
+        crate::jpeg::snapshot_jpeg_task(shown, &options)
+    }
+
     /// A copy of what the output scans out now (for previews and tests). The lock is held
     /// only to take a reference; the copy is made after it is released, so the vblank thread
     /// never waits for it.

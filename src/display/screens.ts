@@ -28,11 +28,11 @@ export interface ScreenStats {
 }
 
 /** A picture of what an output shows, rows packed. */
-export interface ScreenFrame {
+/** A JPEG of what an output shows (previews, screenshots). */
+export interface ScreenJpeg {
+  readonly jpeg: Buffer;
   readonly width: number;
   readonly height: number;
-  readonly format: 'NV12' | 'XR24';
-  readonly data: Uint8Array;
 }
 
 /**
@@ -46,7 +46,12 @@ export interface Screens {
   /** Shows the consumer's decoder on these outputs from the next vblank, replacing what they showed. */
   play(decode: DecodeManager, consumer: string, placements: readonly ScreenPlacement[]): void;
   /** What the output shows now; undefined when nothing, or a GPU buffer the CPU cannot read. */
-  snapshot(output: string): ScreenFrame | undefined;
+  /**
+   * A JPEG of what the output shows, `width` pixels wide (height follows; default its own
+   * size), encoded natively off the frame path; undefined before its first frame or when it
+   * shows a GPU buffer the CPU cannot read.
+   */
+  snapshotJpeg(output: string, width?: number, quality?: number): Promise<ScreenJpeg | undefined>;
   stats(): ScreenStats[];
   /**
    * The decoder consumer the output was last given (`play`), or undefined. Consumers are named
@@ -75,6 +80,10 @@ function showingTrack(): {
   };
 }
 
+function jpegOptions(width: number | undefined, quality: number | undefined): { outWidth?: number; quality?: number } {
+  return { ...(width !== undefined ? { outWidth: width } : {}), ...(quality !== undefined ? { quality } : {}) };
+}
+
 export function virtualScreens(display: VirtualDisplay, outputs: readonly ScreenOutput[]): Screens {
   const showing = showingTrack();
   return {
@@ -93,10 +102,8 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
       );
     },
     showing: showing.get,
-    snapshot(output) {
-      const frame = display.snapshot(output);
-      return frame ? { width: frame.width, height: frame.height, format: 'NV12', data: frame.data } : undefined;
-    },
+    snapshotJpeg: async (output, width, quality) =>
+      (await display.snapshotJpeg(output, jpegOptions(width, quality))) ?? undefined,
     stats: () =>
       display.stats().map((o) => ({ name: o.name, vblanks: o.vblanks, frames: o.frames, dropped: o.dropped })),
   };
@@ -131,11 +138,8 @@ export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo
       );
     },
     showing: showing.get,
-    snapshot(output) {
-      const frame = device.snapshot(output);
-      if (!frame || (frame.format !== 'NV12' && frame.format !== 'XR24')) return undefined;
-      return { width: frame.width, height: frame.height, format: frame.format, data: frame.data };
-    },
+    snapshotJpeg: async (output, width, quality) =>
+      (await device.snapshotJpeg(output, jpegOptions(width, quality))) ?? undefined,
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
   };

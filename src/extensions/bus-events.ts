@@ -4,7 +4,7 @@
 import type { Config } from '../config/schema.ts';
 import type { ContentSync } from '../content/sync-job.ts';
 import type { Screens } from '../display/screens.ts';
-import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo } from '../native/addon.ts';
+import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo, VirtualDisplay } from '../native/addon.ts';
 import type { FirmwareStatus } from '../update/extension.ts';
 import type { FirmwareUpdate } from '../update/job.ts';
 
@@ -13,7 +13,8 @@ declare module '../supervisor/bus.ts' {
     /** The outputs exist and can be drawn on: real ones, or virtual ones and why. */
     'display.ready':
       | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
-      | { mode: 'virtual'; reason: string; screens: Screens };
+      /** `display`: the memory scanouts themselves, for benches and tests that read pixels. */
+      | { mode: 'virtual'; reason: string; screens: Screens; display?: VirtualDisplay };
     /** The outputs driven now, after start, a config change or hotplug. */
     'display.outputs': { outputs: OutputInfo[] };
     /**

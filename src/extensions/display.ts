@@ -142,7 +142,7 @@ export function displayCreate(context: ExtensionContext): Extension {
       virtual,
       wanted.map((o) => ({ name: o.name, width: o.width, height: o.height, refresh: o.refresh ?? 60 })),
     );
-    bus.emit('display.ready', { mode: 'virtual', reason, screens });
+    bus.emit('display.ready', { mode: 'virtual', reason, screens, display: virtual });
   };
 
   return {

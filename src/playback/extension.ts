@@ -321,7 +321,8 @@ export class PlaybackExtension implements Extension {
       const now = outputs.filter((o) => o.frames > 0).length;
       if (now > shown) bus.emit('output.stats', { outputs });
       shown = Math.max(shown, now);
-      if ((outputs.length > 0 && now === outputs.length) || ++polls >= FIRST_FRAME_POLLS) clearInterval(firstFrameWatch);
+      if ((outputs.length > 0 && now === outputs.length) || ++polls >= FIRST_FRAME_POLLS)
+        clearInterval(firstFrameWatch);
     }, FIRST_FRAME_POLL_MS);
     this.#timers = [
       firstFrameWatch,

@@ -1,6 +1,5 @@
-import type { ScreenFrame, Screens } from '../display/screens.ts';
+import type { Screens } from '../display/screens.ts';
 import type { Logger } from '../log/logger.ts';
-import { loadAddon } from '../native/addon.ts';
 
 export interface PreviewJpeg {
   readonly jpeg: Buffer;
@@ -8,27 +7,6 @@ export interface PreviewJpeg {
   readonly height: number;
   /** Epoch ms when it was taken. */
   readonly at: number;
-}
-
-/**
- * Encodes what an output shows as a JPEG, optionally scaled to `width` (height follows), with
- * the FFmpeg the native addon links (swscale + MJPEG on a worker thread): the box carries one
- * FFmpeg. Rejects with an `ERR_JPEG_` error naming what was wrong; the caller logs it.
- */
-export class JpegEncoder {
-  async encode(frame: ScreenFrame, width?: number, quality = 80): Promise<PreviewJpeg> {
-    const picture = await loadAddon().jpegEncode(frame.data, {
-      width: frame.width,
-      height: frame.height,
-      format: frame.format,
-      ...(width !== undefined ? { outWidth: width } : {}),
-      quality,
-    });
-    return { ...picture, at: Date.now() };
-  }
-
-  /** Nothing to free: every encode is self-contained. Kept so owners close what they own. */
-  close(): void {}
 }
 
 export interface PreviewsDeps {
@@ -45,7 +23,6 @@ export interface PreviewsDeps {
  */
 export class Previews {
   readonly #deps: PreviewsDeps;
-  readonly #encoder = new JpegEncoder();
   readonly #latest = new Map<string, PreviewJpeg>();
   readonly #failing = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
@@ -71,10 +48,10 @@ export class Previews {
     this.#busy = true;
     try {
       for (const output of this.#deps.screens.outputs()) {
-        const frame = this.#deps.screens.snapshot(output.name);
-        if (!frame) continue;
         try {
-          const preview = await this.#encoder.encode(frame, this.#deps.width);
+          const shot = await this.#deps.screens.snapshotJpeg(output.name, this.#deps.width);
+          if (!shot) continue;
+          const preview = { ...shot, at: Date.now() };
           this.#latest.set(output.name, preview);
           this.#failing.delete(output.name);
           this.#deps.onPreview(output.name, preview);
@@ -96,6 +73,5 @@ export class Previews {
 
   stop(): void {
     clearInterval(this.#timer);
-    this.#encoder.close();
   }
 }

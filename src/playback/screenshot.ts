@@ -1,6 +1,5 @@
 import type { Screens } from '../display/screens.ts';
 import { type CommandDefinition, CommandError } from '../supervisor/commands.ts';
-import { JpegEncoder } from './previews.ts';
 import { urlProblem, WEB_SCHEMES } from './source-policy.ts';
 
 /** Replies travel over MQTT: a full-size JPEG as base64 stays well under the broker's limits up to 4K. */
@@ -46,29 +45,23 @@ export function screenshotCommand(deps: ScreenshotDeps): CommandDefinition {
         );
       }
       const wanted = outputs ?? names;
-      const encoder = new JpegEncoder();
       const shots: Shot[] = [];
-      try {
-        for (const name of wanted) {
-          const frame = screens.snapshot(name);
-          if (!frame) {
-            throw new CommandError(
-              'ERR_NO_PICTURE',
-              `output ${name} shows nothing the CPU can read (nothing yet, or a GPU buffer)`,
-            );
-          }
-          const jpeg = await encoder.encode(frame, width, quality);
-          const base = { output: name, width: jpeg.width, height: jpeg.height, bytes: jpeg.jpeg.length };
-          if (!uploadUrl) {
-            shots.push({ ...base, jpegBase64: jpeg.jpeg.toString('base64') });
-            continue;
-          }
-          const target = uploadTarget(uploadUrl, name, wanted.length > 1);
-          await upload(deps.fetch ?? fetch, target, jpeg.jpeg);
-          shots.push({ ...base, uploadedTo: target });
+      for (const name of wanted) {
+        const jpeg = await screens.snapshotJpeg(name, width, quality);
+        if (!jpeg) {
+          throw new CommandError(
+            'ERR_NO_PICTURE',
+            `output ${name} shows nothing the CPU can read (nothing yet, or a GPU buffer)`,
+          );
         }
-      } finally {
-        encoder.close();
+        const base = { output: name, width: jpeg.width, height: jpeg.height, bytes: jpeg.jpeg.length };
+        if (!uploadUrl) {
+          shots.push({ ...base, jpegBase64: jpeg.jpeg.toString('base64') });
+          continue;
+        }
+        const target = uploadTarget(uploadUrl, name, wanted.length > 1);
+        await upload(deps.fetch ?? fetch, target, jpeg.jpeg);
+        shots.push({ ...base, uploadedTo: target });
       }
       return { shots };
     },
