@@ -206,6 +206,23 @@ test('without a KMS device the run command plays the built-in demo on 2 virtual 
   if (!existsSync('/dev/dri')) t.is(fallback[0]?.msg, 'decoder 1 decodes in software: no /dev/dri on this machine');
   const outputLines = entries.filter((e) => /^output Virtual-\d: \d+ frames/.test(String(e.msg)));
   t.is(outputLines.length, 2);
+  // Where the start went, once, at the first frame: Node, modules, then each step in order.
+  const startups = entries.filter((e) => String(e.msg).startsWith('start-up: first frame '));
+  t.is(startups.length, 1, 'one start-up line');
+  const steps = (startups[0]?.steps ?? []) as Array<{ step: string; ms: number }>;
+  const names = steps.map((s) => s.step);
+  t.deepEqual(names.slice(0, 4), ['node', 'modules', 'config', 'addon']);
+  t.true(names.indexOf('playback') < names.indexOf('display'), names.join(', '));
+  t.is(names.at(-1), 'first frame');
+  t.true(
+    steps.every((s) => Number.isInteger(s.ms) && s.ms >= 0),
+    JSON.stringify(steps),
+  );
+  const sum = steps.reduce((n, s) => n + s.ms, 0);
+  t.true(
+    Math.abs(sum - Number(startups[0]?.startupMs)) <= steps.length,
+    `steps add up to ${sum}, total ${startups[0]?.startupMs}`,
+  );
   child.kill('SIGTERM');
   t.is((await result).code, 0);
 });

@@ -6,6 +6,7 @@ import { configLoadWithDesired, type LoadedWithDesired } from '../mqtt/desired-s
 import { trialWatch } from '../mqtt/desired-trial.ts';
 import { loadAddon, type NativeAddon } from '../native/addon.ts';
 import { Controller } from '../supervisor/controller.ts';
+import { StartupTimeline, startupSummary } from '../supervisor/startup.ts';
 import { appVersion } from '../version.ts';
 
 export interface RunOptions {
@@ -21,6 +22,7 @@ const HARD_EXIT_MS = 1900;
  * stop, 1 if the stop overran, 70 on an internal fault, 78 on invalid configuration.
  */
 export async function supervisorRun(options: RunOptions): Promise<never> {
+  const startup = new StartupTimeline();
   let loaded: LoadedWithDesired;
   try {
     // The fleet's desired config (saved in the data directory) layers on top: the one on
@@ -39,9 +41,11 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
     process.exit(code);
   };
 
+  startup.mark('config');
   let addon: NativeAddon;
   try {
     addon = loadAddon();
+    startup.mark('addon');
   } catch (error) {
     log.fatal({ err: error }, (error as Error).message);
     return exit(ExitCode.software);
@@ -78,7 +82,9 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
       process.env.MULTIHEAD_FAULT_EXTENSION,
     ),
     stopTimeoutMs: STOP_BUDGET_MS,
+    startup,
   });
+  startupReport(controller, startup, log);
 
   const shutdown = async (reason: string, code: number): Promise<never> => {
     setTimeout(() => {
@@ -133,4 +139,21 @@ export function extensionsChosen(wanted: string | undefined): typeof builtinExte
     .filter(Boolean);
   if (names.length === 0) return builtinExtensions;
   return builtinExtensions.filter((e) => names.includes(e.name));
+}
+
+/**
+ * One line when the first frame shows: where the start went, step by step (after the last
+ * extension: the decoders' first frames and the first flip).
+ */
+function startupReport(controller: Controller, startup: StartupTimeline, log: ReturnType<typeof loggerFor>): void {
+  const off = controller.bus.on('output.stats', ({ outputs }) => {
+    if (!outputs.some((o) => o.frames > 0)) return;
+    off();
+    const timeline = startup.finish('first frame');
+    if (!timeline) return;
+    log.info(
+      { startupMs: timeline.totalMs, steps: timeline.steps },
+      `start-up: first frame ${timeline.totalMs} ms after the process started (${startupSummary(timeline.steps)})`,
+    );
+  });
 }

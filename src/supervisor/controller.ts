@@ -5,6 +5,7 @@ import type { NativeAddon } from '../native/addon.ts';
 import { EventBus, type SupervisorState } from './bus.ts';
 import { CommandRegistry } from './commands.ts';
 import type { Extension, ExtensionDefinition } from './extension.ts';
+import type { StartupTimeline } from './startup.ts';
 
 export interface ControllerDeps {
   readonly config: Config;
@@ -14,6 +15,8 @@ export interface ControllerDeps {
   readonly extensions: readonly ExtensionDefinition[];
   /** Budget for the whole orderly shutdown; systemd and the CLI contract allow 2 s. */
   readonly stopTimeoutMs?: number;
+  /** Marks each extension's start (`extension:<name>`) on the start-up timeline. */
+  readonly startup?: StartupTimeline;
 }
 
 export class ExtensionStartError extends Error {
@@ -76,6 +79,7 @@ export class Controller {
     this.#keepAlive = setInterval(() => {}, 2 ** 30);
     for (const definition of this.#deps.extensions) {
       const outcome = await this.#startOne(definition);
+      this.#deps.startup?.mark(definition.name);
       if (outcome === 'started') continue;
       if (definition.essential) {
         await this.stop(`extension ${definition.name} failed to start`);

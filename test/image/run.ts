@@ -477,6 +477,12 @@ try {
       "journalctl -b -o short-monotonic --no-pager -u multihead.service | grep -m1 'Starting multihead.service' | sed 's/^\\[ *\\([0-9.]*\\)\\].*/\\1/'; systemctl show -p ActiveEnterTimestampMonotonic --value multihead-provision.service; cat /proc/uptime",
     );
     const [superStart, provDone, uptime] = props.trim().split('\n');
+    // The supervisor's own breakdown (src/supervisor/startup.ts), logged once at its first frame.
+    const startupLine = await waitUntil("the supervisor's start-up line", 60000, async () => {
+      const r = await vm.sh('journalctl -b -u multihead.service -o cat --no-pager | grep -m1 \'"msg":"start-up: \'');
+      const msg = /"msg":"(start-up: [^"]*)"/.exec(r)?.[1];
+      return msg;
+    }).catch(() => 'no start-up line in the journal');
     const uptimeNow = Number(uptime?.split(' ')[0]);
     const hostNow = (Date.now() - vm.startedAt) / 1000;
     // Kernel start on the host's clock: QEMU start + (host now - guest uptime now).
@@ -487,7 +493,7 @@ try {
       `${metrics.firstFrame.toFixed(1)} s from QEMU start to a picture on all ${HEADS} heads: ` +
       `QEMU+OVMF+systemd-boot until the kernel ${kernelAt.toFixed(1)} s, provisioning done at ${provAt.toFixed(1)} s, ` +
       `supervisor started at ${superAt.toFixed(1)} s, first frame ${(metrics.firstFrame - superAt).toFixed(1)} s after that ` +
-      `(systemd: ${analyze?.replace(/^Startup finished in /, '')})`
+      `(systemd: ${analyze?.replace(/^Startup finished in /, '')}); the supervisor's ${startupLine}`
     );
   });
 
