@@ -117,6 +117,13 @@ test('installer: slots from the sysupdate list and bootctl list root wrote, unkn
   t.deepEqual(await b.installer().slots(), { slot: 'B', other: { version: '0.3.0', state: 'bad' } });
   t.deepEqual(slotsParse(list, bootctl, '{"slot":"../etc"}'), { other: { version: '0.3.0', state: 'bad' } });
   t.deepEqual(slotsParse(list, bootctl, 'null'), { other: { version: '0.3.0', state: 'bad' } });
+  // After a rollback sysupdate calls the newest installed version (the bad one) current; the
+  // version that runs is the one root booted from (what the VM's ota-rollback saw).
+  const afterRollback = JSON.stringify({ current: '0.3.0', all: ['0.3.0', '0.2.0'] });
+  t.deepEqual(slotsParse(afterRollback, bootctl, '{"slot":"B","partition":"/dev/vda3","label":"multihead_0.2.0"}'), {
+    slot: 'B',
+    other: { version: '0.3.0', state: 'bad' },
+  });
   // Shapes the parser must survive: nothing, garbage, no other version, a counter still running, no counter.
   t.deepEqual(slotsParse('', ''), { other: { state: 'unknown' } });
   t.deepEqual(slotsParse('null', 'null'), { other: { state: 'unknown' } });

@@ -184,23 +184,28 @@ const strings = (value: unknown): string[] =>
   Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string' && versionValid(v)) : [];
 
 /**
- * The other slot from `systemd-sysupdate list --json=short` (`{current, all}`: the running
- * version, and every version installed or offered by a source) and `bootctl list --json=short` (each entry's boot counter: no counter left is a
- * version that failed its tries; a counter still running is not judged yet). Anything missing or
- * of an unexpected shape is unknown.
+ * The other slot from `systemd-sysupdate list --json=short` (`{current, all}`: every version
+ * installed or offered by a source) and `bootctl list --json=short` (each entry's boot counter:
+ * no counter left is a version that failed its tries; a counter still running is not judged
+ * yet). The running version is the one root booted from (slots-root.json: the label of the
+ * mounted root partition, `multihead_<version>`): sysupdate's `current` is the newest version
+ * installed, which after a rollback is the bad one, not the one running. Anything missing or of
+ * an unexpected shape is unknown.
  */
 export function slotsParse(sysupdateJson: string, bootctlJson: string, rootJson = ''): SlotsInfo {
-  const named = (jsonOf(rootJson) as { slot?: unknown } | undefined)?.slot;
+  const root = jsonOf(rootJson) as { slot?: unknown; label?: unknown } | undefined;
+  const named = root?.slot;
   const slot = typeof named === 'string' && /^[A-Z0-9]{1,2}$/.test(named) ? { slot: named } : {};
-  return { ...slot, ...slotsOther(sysupdateJson, bootctlJson) };
+  const booted = typeof root?.label === 'string' ? /^multihead_(.+)$/.exec(root.label)?.[1] : undefined;
+  return { ...slot, ...slotsOther(sysupdateJson, bootctlJson, booted) };
 }
 
-function slotsOther(sysupdateJson: string, bootctlJson: string): SlotsInfo {
+function slotsOther(sysupdateJson: string, bootctlJson: string, booted: string | undefined): SlotsInfo {
   const list = jsonOf(sysupdateJson) as Record<string, unknown> | undefined;
   if (!list || typeof list !== 'object') return { other: { state: 'unknown' } };
-  // "current+pending": the running version while a newer one waits for its reboot (systemd 257+).
+  // "current+pending": the newest installed while it waits for its reboot (systemd 257+).
   const named = list.current ?? list['current+pending'];
-  const current = typeof named === 'string' ? named : undefined;
+  const current = booted ?? (typeof named === 'string' ? named : undefined);
   const installed = strings(list.installed ?? list.all).filter((v) => v !== current);
   if (current === undefined) return { other: { state: 'unknown' } };
   // Two slots: whatever else is installed is in the other one (the newest, should there be more).
