@@ -138,6 +138,8 @@ export async function imageVmStart(opts: ImageVmOptions): Promise<ImageVm> {
     if (!exitInfo) qemu.kill('SIGKILL');
   };
   process.on('exit', killHook);
+  // A guest that resets itself ends QEMU (-no-reboot) without a stop: its hook goes with it.
+  void exited.then(() => process.off('exit', killHook));
 
   const connect = async (p: string): Promise<import('node:net').Socket> => {
     for (let i = 0; ; i++) {
