@@ -231,6 +231,12 @@ export interface DecodeRequest {
    * decoded (within 10 s), else fails with ERR_DECODE_NO_PICTURE and leaves nothing behind.
    */
   preroll?: boolean
+  /**
+   * A decoder of its own from the source's start, never one that already runs (a playlist
+   * item plays from its first frame to its last, whatever other outputs show of the same
+   * file). Default false: join the running decoder of the source (the demo, play).
+   */
+  fresh?: boolean
 }
 
 export interface DecoderInfo {

@@ -353,6 +353,60 @@ test.serial(
   },
 );
 
+test.serial(
+  'two outputs whose playlists share a clip out of step: each pass of it starts at its first frame and plays to its end',
+  async (t) => {
+    // Found by an operator: the same video in two outputs' playlists was cut short on every
+    // other pass (the preroll joined the other output's decoder in the middle of the file).
+    const s = await serve(t);
+    const r = rig(t, scratchDir(t));
+    await r.extension.start();
+    const reply = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: media(s),
+          playlists: [
+            { id: 'low-only', items: [{ media: 'low' }] },
+            { id: 'mix', items: [{ media: 'high', duration: 0.5 }, { media: 'low' }] },
+          ],
+          outputs: [
+            { output: 'Virtual-1', playlist: 'low-only' },
+            { output: 'Virtual-2', playlist: 'mix' },
+          ],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(reply.ok, JSON.stringify(reply));
+    await until('both outputs playing', () => r.luma('Virtual-1') >= 60 && r.luma('Virtual-2') >= 60);
+    // Each pass of "low" on Virtual-2: its first and last frame seen (luma 64 + 2 N, N = 0..29).
+    const passes: Array<{ first: number; last: number }> = [];
+    const started = Date.now();
+    let inLow = false;
+    while (Date.now() - started < 6000) {
+      const l = r.luma('Virtual-2');
+      if (!Number.isNaN(l)) {
+        const low = l >= 60 && l < 130;
+        if (low && !inLow) passes.push({ first: l, last: l });
+        if (low) (passes.at(-1) as { last: number }).last = l;
+        inLow = low;
+      }
+      await sleep(5);
+    }
+    const complete = passes.slice(0, -1); // the last one may still be running
+    t.true(complete.length >= 3, `${complete.length} passes of low`);
+    const frame = (l: number): number => Math.round((l - 64) / 2);
+    for (const [i, p] of complete.entries()) {
+      // Within two frames of its start (a sample every 5 ms, one vblank of latency), and on to
+      // within two frames of its end.
+      t.true(frame(p.first) <= 2, `pass ${i + 1} began at frame ${frame(p.first)}`);
+      t.true(frame(p.last) >= 27, `pass ${i + 1} ended at frame ${frame(p.last)}`);
+    }
+  },
+);
+
 /** Low by default, high from 12:00 to 13:00 UTC; Virtual-1 on that schedule. */
 function clockContent(s: MediaServer) {
   return {

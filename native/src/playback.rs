@@ -42,6 +42,10 @@ pub struct DecodeRequest {
     /// playlist, switched to without a gap. The acquire then resolves only once that frame is
     /// decoded (within 10 s), else fails with ERR_DECODE_NO_PICTURE and leaves nothing behind.
     pub preroll: Option<bool>,
+    /// A decoder of its own from the source's start, never one that already runs (a playlist
+    /// item plays from its first frame to its last, whatever other outputs show of the same
+    /// file). Default false: join the running decoder of the source (the demo, play).
+    pub fresh: Option<bool>,
 }
 
 #[napi(object)]
@@ -224,6 +228,7 @@ fn request_parse(request: DecodeRequest) -> Result<Request, DecodeError> {
         start_ms: (start * 1000.0).round() as u64,
         stream: request.stream,
         preroll: request.preroll.unwrap_or(false),
+        fresh: request.fresh.unwrap_or(false),
     })
 }
 

@@ -46,7 +46,14 @@ export class ScreensPlayer implements Player {
     const handle = `content#${++this.#serial}:${item.label}`;
     // Resolves only once the first frame is decoded (a busy CPU, a slow server): an output given
     // it earlier would have a vblank with no picture. Rejects with the ERR_ code of why not.
-    await acquireFirstPicture(this.#deps.decode, handle, { source: item.path }, { timeoutMs: PREROLL_TIMEOUT_MS });
+    // Fresh: from the file's first frame, never joining another output's decoder of the same
+    // file in the middle (two playlists out of step cut each other's items short).
+    await acquireFirstPicture(
+      this.#deps.decode,
+      handle,
+      { source: item.path, fresh: true },
+      { timeoutMs: PREROLL_TIMEOUT_MS },
+    );
     this.#held.add(handle);
     return { handle, item };
   }

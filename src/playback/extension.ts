@@ -21,8 +21,9 @@ const FALLBACK_CHECK_MS = 1000;
 /** Per-output counters for telemetry and metrics. */
 const OUTPUT_STATS_MS = 5000;
 /**
- * Until the first frame, the counters go out this often: health (and with it systemd's READY=1
- * and the boot assessment an update waits for) learns of the first frame within this, not 5 s.
+ * Until every output shows its first frame, the counters are read this often: health (and with
+ * it systemd's READY=1 and the boot assessment an update waits for) learns of the first frames
+ * within this, not at the next 5 s round.
  */
 const FIRST_FRAME_POLL_MS = 100;
 const FIRST_FRAME_POLLS = 300;
@@ -311,18 +312,19 @@ export class PlaybackExtension implements Extension {
   #timersStart(): void {
     const { decode, bus } = this.#deps;
     const summary = (): void => this.#watch.summary(decode.status(), this.#screens?.stats() ?? []);
-    // Each output's first frame goes out at once (health judges "playing on N/M" from it);
-    // once every output shows one, or after a while (an output with nothing to play never
-    // will), the 5 s round alone reports.
-    let shown = 0;
+    // The counters go out as soon as every output shows its first frame (outputs of one
+    // source start a vblank or two apart: a report in between would call the later one
+    // "no content"). An output with nothing to play never will: the 5 s round reports then.
     let polls = 0;
     const firstFrameWatch = setInterval(() => {
       const outputs = this.#screens?.stats() ?? [];
-      const now = outputs.filter((o) => o.frames > 0).length;
-      if (now > shown) bus.emit('output.stats', { outputs });
-      shown = Math.max(shown, now);
-      if ((outputs.length > 0 && now === outputs.length) || ++polls >= FIRST_FRAME_POLLS)
-        clearInterval(firstFrameWatch);
+      const all = outputs.length > 0 && outputs.every((o) => o.frames > 0);
+      if (all) {
+        // What plays where, with the counters: status and health know it from the first frame.
+        bus.emit('decode.status', { status: decode.status() });
+        bus.emit('output.stats', { outputs });
+      }
+      if (all || ++polls >= FIRST_FRAME_POLLS) clearInterval(firstFrameWatch);
     }, FIRST_FRAME_POLL_MS);
     this.#timers = [
       firstFrameWatch,

@@ -133,8 +133,7 @@ export class HealthTracker {
     this.#kmsConnectors = bus.latest('display.outputs')?.outputs.map((o) => o.connector);
     this.#decode = bus.latest('decode.status')?.status;
     this.#broker = bus.latest('mqtt.connection')?.connected;
-    const changed = bus.latest('playback.changed');
-    if (changed) this.#sources.set(changed.output, changed.source);
+    for (const changed of bus.latestPerOutput('playback.changed')) this.#sources.set(changed.output, changed.source);
     const fallback = bus.latest('decode.fallback');
     if (fallback) this.#fallbacks.set(fallback.decoder, fallback.reason);
     const stats = bus.latest('output.stats');

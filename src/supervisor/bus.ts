@@ -51,6 +51,8 @@ export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => 
 export class EventBus {
   readonly #listeners = new Map<keyof BusEvents, Set<BusListener<never>>>();
   readonly #latest = new Map<keyof BusEvents, unknown>();
+  /** For events about one output (an `output` field): the newest payload per output. */
+  readonly #latestPerOutput = new Map<keyof BusEvents, Map<string, unknown>>();
   readonly #onListenerError: (event: keyof BusEvents, error: unknown) => void;
 
   constructor(onListenerError: (event: keyof BusEvents, error: unknown) => void) {
@@ -75,8 +77,25 @@ export class EventBus {
     return this.#latest.get(event) as BusEvents[K] | undefined;
   }
 
+  /**
+   * The newest payload of an event about one output, for every output it was emitted for (an
+   * extension that starts late learns what each output plays, not only the last one told).
+   */
+  latestPerOutput<K extends keyof BusEvents>(event: K): Array<BusEvents[K]> {
+    return [...(this.#latestPerOutput.get(event)?.values() ?? [])] as Array<BusEvents[K]>;
+  }
+
   emit<K extends keyof BusEvents>(event: K, payload: BusEvents[K]): void {
     this.#latest.set(event, payload);
+    const output = (payload as { output?: unknown }).output;
+    if (typeof output === 'string') {
+      let perOutput = this.#latestPerOutput.get(event);
+      if (!perOutput) {
+        perOutput = new Map();
+        this.#latestPerOutput.set(event, perOutput);
+      }
+      perOutput.set(output, payload);
+    }
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
         (listener as BusListener<K>)(payload);

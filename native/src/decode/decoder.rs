@@ -249,6 +249,7 @@ mod tests {
             start_ms: 0,
             stream: None,
             exclusive_to: None,
+            instance: 0,
         }
     }
 

@@ -73,6 +73,16 @@ impl Clock {
 }
 
 impl Session {
+    /// Counts a pass as looped once its last frame is published: `loops` is what a playlist
+    /// advances on, and an item must show to its last frame.
+    pub(super) fn loop_ends_count(&mut self, shared: &Shared) {
+        let published = shared.counters.frames.load(Ordering::Relaxed);
+        while self.loop_ends.front().is_some_and(|&end| end <= published) {
+            self.loop_ends.pop_front();
+            shared.counters.loops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Publishes queued frames whose time has come. With fewer than `keep` frames queued it
     /// returns as soon as the oldest is not yet due (so the caller decodes more); with the
     /// queue full it waits for the oldest's time.
@@ -109,6 +119,7 @@ impl Session {
             frame_recycle(&mut frame);
             self.spare.push(frame);
             published.map_err(|e| StreamFailure::new(FailureCode::Codec, e))?;
+            self.loop_ends_count(shared);
             if pts.is_some() {
                 self.last_pts_us = pts;
             }

@@ -42,6 +42,10 @@ pub struct SourceKey {
     pub stream: Option<u32>,
     /// With sharing off, each consumer gets a decoder of its own: its name goes in the key.
     pub exclusive_to: Option<String>,
+    /// 0: the source's shared decoder. A preroll promises the source from its start, so when
+    /// the shared one already plays (another playlist further along the same file), the
+    /// preroll gets another decoder of the same source: the next free instance.
+    pub instance: u32,
 }
 
 #[cfg(test)]
@@ -56,6 +60,7 @@ mod tests {
             start_ms,
             stream: None,
             exclusive_to: None,
+            instance: 0,
         }
     }
 

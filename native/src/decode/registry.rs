@@ -18,6 +18,8 @@ pub struct Request {
     pub stream: Option<u32>,
     /// Decode the first frame and wait for an output to take it (the next playlist item).
     pub preroll: bool,
+    /// A decoder of its own from the start (a playlist item), never a running one.
+    pub fresh: bool,
 }
 
 impl Request {
@@ -28,6 +30,7 @@ impl Request {
             start_ms: self.start_ms,
             stream: self.stream,
             exclusive_to: exclusive_to.map(str::to_owned),
+            instance: 0,
         }
     }
 }
@@ -223,9 +226,16 @@ impl Registry {
         let key = request.key((!self.shared).then_some(consumer));
         let held = self.holders.iter().position(|(c, _, _)| c == consumer);
         if let Some(i) = held {
-            if self.holders[i].2 == key {
+            // Asked again for what it holds (a reload), whichever instance that is: it stays.
+            let holds = &self.holders[i].2;
+            if *holds
+                == (SourceKey {
+                    instance: holds.instance,
+                    ..key.clone()
+                })
+            {
                 return Ok(Plan::Done(Acquired {
-                    decoder: self.entries[&key].decoder.id,
+                    decoder: self.entries[holds].decoder.id,
                     created: false,
                     forced_shared: false,
                 }));
@@ -247,6 +257,7 @@ impl Registry {
                 }));
             }
         }
+        let key = self.preroll_key(request, key);
         if self.entries.contains_key(&key) {
             self.picture_check(&key, request)?;
             return Ok(Plan::Done(self.join(consumer, request.clone(), key, false)));
@@ -259,6 +270,22 @@ impl Registry {
             key,
             id: self.next_id,
         })
+    }
+
+    /// A fresh request (a playlist item) is the source from its start, timed from the moment
+    /// its own outputs take it: it never joins a running decoder of the source (that one is
+    /// somewhere in the middle of the file: another playlist further along it), nor another
+    /// fresh one (whose outputs may take it earlier or later), so it gets the next free
+    /// instance. Outputs that show one picture (a video wall, a mirrored pair) are one
+    /// consumer and share one decoder still; the demo and `play` join as before.
+    fn preroll_key(&self, request: &Request, mut key: SourceKey) -> SourceKey {
+        if !request.fresh {
+            return key;
+        }
+        while self.entries.contains_key(&key) {
+            key.instance += 1;
+        }
+        key
     }
 
     /// Takes in a decoder opened for `acquire_plan`'s answer. If another request started the
@@ -524,6 +551,7 @@ mod tests {
             start_ms: 0,
             stream: None,
             preroll: false,
+            fresh: false,
         }
     }
 
@@ -590,5 +618,47 @@ mod tests {
         let retired = r.retired_take();
         assert_eq!(retired.len(), 1);
         assert!(retired[0].stopping(), "told to stop at once");
+    }
+
+    #[test]
+    fn a_preroll_starts_from_the_beginning_never_in_the_middle_of_a_playing_decoder() {
+        let mut r = Registry::new(true, 8);
+        let pre = || Request {
+            preroll: true,
+            fresh: true,
+            ..request(A)
+        };
+        // Not fresh: the demo, a play command (prerolled or not, they join what runs).
+        let playing = r.acquire("demo", request(A)).unwrap();
+        let demo2 = Request {
+            preroll: true,
+            ..request(A)
+        };
+        assert_eq!(r.acquire("demo-2", demo2).unwrap().decoder, playing.decoder);
+        let first = r.acquire("content#1", pre()).unwrap();
+        assert!(first.created, "a decoder of its own, from the file's start");
+        assert_ne!(first.decoder, playing.decoder);
+        // Nor another preroll: its outputs may take it at another moment than these.
+        let second = r.acquire("content#2", pre()).unwrap();
+        assert!(second.created);
+        assert!(second.decoder != first.decoder && second.decoder != playing.decoder);
+        // Asked again (a reload), each consumer stays where it is.
+        assert_eq!(
+            r.acquire("content#2", pre()).unwrap().decoder,
+            second.decoder
+        );
+        assert_eq!(
+            r.acquire("content#1", pre()).unwrap().decoder,
+            first.decoder
+        );
+        // A plain acquire still shares the running decoder of its source.
+        assert_eq!(
+            r.acquire("mirror", request(A)).unwrap().decoder,
+            playing.decoder
+        );
+        // Released, its instance is free for the next preroll again.
+        r.release("content#1").unwrap();
+        assert!(r.acquire("content#3", pre()).unwrap().created);
+        assert_eq!(r.status().len(), 3);
     }
 }

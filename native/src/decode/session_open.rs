@@ -60,6 +60,9 @@ pub(super) struct Session {
     pub(super) spare: Vec<ffmpeg::frame::Video>,
     /// Frames published since the last rewind: a pass of exactly one is a still image.
     pub(super) pass_frames: u64,
+    /// The publish count at which each pass reached by the demuxer ends on screen: its last
+    /// frame (`loops` counts passes shown to their end, not read to their end).
+    pub(super) loop_ends: std::collections::VecDeque<u64>,
     /// Told when the first frame is in the ring (a prerolled acquire waits for it).
     pub(super) first_picture: Option<SyncSender<Event>>,
 }
@@ -247,6 +250,7 @@ impl Session {
             ahead: std::collections::VecDeque::with_capacity(AHEAD + 1),
             spare: (0..=AHEAD).map(|_| ffmpeg::frame::Video::empty()).collect(),
             pass_frames: 0,
+            loop_ends: std::collections::VecDeque::with_capacity(4),
             first_picture: None,
         })
     }

@@ -166,7 +166,12 @@ impl Session {
                     self.rewind()?;
                     self.decoder.flush();
                     clock.loop_end(self.period_us);
-                    shared.counters.loops.fetch_add(1, Ordering::Relaxed);
+                    // For viewers the pass ends with its last frame, still in the queue of
+                    // frames decoded ahead: a playlist advancing on `loops` now would cut it.
+                    let last =
+                        shared.counters.frames.load(Ordering::Relaxed) + self.ahead.len() as u64;
+                    self.loop_ends.push_back(last);
+                    self.loop_ends_count(shared);
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
                     std::thread::sleep(Duration::from_millis(5));
