@@ -10,6 +10,19 @@ import { sleep } from './helpers/supervisor.ts';
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
 
+/**
+ * Polls `check` (functions run through $$eval) until it holds. Not page.waitForFunction: its
+ * string predicates are eval'd in the page, which the status page's CSP (no 'unsafe-eval')
+ * refuses as soon as the first check is false.
+ */
+async function pageUntil(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 // No Chromium is a failure, not a skip: a status page nobody rendered is not known to work.
 test('status page in Chromium: two outputs with live previews, then an error state when the decoder fails', async (t) => {
   if (!existsSync(CHROMIUM)) {
@@ -48,10 +61,7 @@ test('status page in Chromium: two outputs with live previews, then an error sta
   t.is(response?.status(), 200);
   t.is(await page.title(), 'multihead status');
   await page.waitForSelector('#health[data-state="ok"]', { timeout: 15_000 });
-  // Expressions as strings: they run in the page, where the DOM types live.
-  await page.waitForFunction("document.querySelectorAll('.output img').length === 2", undefined, {
-    timeout: 10_000,
-  });
+  await pageUntil('two preview images', async () => (await page.$$('.output img')).length === 2, 10_000);
   const names = await page.$$eval('.output', (els) => els.map((e) => e.getAttribute('data-output')));
   t.deepEqual(names, ['Virtual-1', 'Virtual-2']);
   t.deepEqual(await page.$$eval('.output', (els) => els.map((e) => e.getAttribute('data-playing'))), ['true', 'true']);
@@ -61,10 +71,16 @@ test('status page in Chromium: two outputs with live previews, then an error sta
   t.regex(text, /Brokeroff/);
   t.regex(text, /Versionsapp \d+\.\d+\.\d+, addon \d+\.\d+\.\d+, Node\.js v24\./);
   // Previews refresh every second; the page reloads each newer one.
-  await page.waitForFunction(
-    "[...document.querySelectorAll('.output img')].every((i) => i.complete && i.naturalWidth > 0)",
-    undefined,
-    { timeout: 5000 },
+  await pageUntil(
+    'both previews loaded',
+    () =>
+      page.$$eval('.output img', (imgs) =>
+        imgs.every((i) => {
+          const img = i as unknown as { complete: boolean; naturalWidth: number };
+          return img.complete && img.naturalWidth > 0;
+        }),
+      ),
+    5000,
   );
   await sleep(3500);
   for (const name of ['Virtual-1', 'Virtual-2']) {
@@ -82,10 +98,10 @@ test('status page in Chromium: two outputs with live previews, then an error sta
   const reply = await box.controller.commands.invoke('test.playBroken', {}, { transport: 'internal' });
   t.true(reply.ok, JSON.stringify(reply));
   await page.waitForSelector('#health[data-state="error"]', { timeout: 20_000 });
-  await page.waitForFunction(
-    "[...document.querySelectorAll('.output')].every((e) => e.getAttribute('data-playing') === 'false')",
-    undefined,
-    { timeout: 10_000 },
+  await pageUntil(
+    'no output playing',
+    () => page.$$eval('.output', (els) => els.every((e) => e.getAttribute('data-playing') === 'false')),
+    10_000,
   );
   const health = (await page.textContent('#health')) ?? '';
   t.regex(health, /^ERROR/);
