@@ -236,20 +236,14 @@ impl VirtualDisplay {
     ) -> napi::Result<
         napi::bindgen_prelude::AsyncTask<crate::panic_guard::Guarded<crate::jpeg::JpegTask>>,
     > {
-        let shown = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let o = state
-                .outputs
-                .iter()
-                .find(|o| o.name == output)
-                .ok_or_else(|| bad(format!("no virtual output {output}")))?;
-            (o.sequence > 0).then(|| crate::jpeg::ShownFrame {
-                data: crate::jpeg::JpegData::Shared(Arc::clone(&o.scanout)),
-                width: o.frame_size.0,
-                height: o.frame_size.1,
-                format: "NV12".to_owned(),
-            })
-        };
+        let shown =
+            self.shown(&output)?
+                .map(|(scanout, (width, height), _)| crate::jpeg::ShownFrame {
+                    data: crate::jpeg::JpegData::Shared(scanout),
+                    width,
+                    height,
+                    format: "NV12".to_owned(),
+                });
         crate::jpeg::snapshot_jpeg_task(shown, &options)
     }
 
@@ -258,15 +252,7 @@ impl VirtualDisplay {
     /// never waits for it.
     #[napi(catch_unwind)]
     pub fn snapshot(&self, output: String) -> napi::Result<Option<VirtualFrame>> {
-        let shown = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let o = state
-                .outputs
-                .iter()
-                .find(|o| o.name == output)
-                .ok_or_else(|| bad(format!("no virtual output {output}")))?;
-            (o.sequence > 0).then(|| (Arc::clone(&o.scanout), o.frame_size, o.sequence))
-        };
+        let shown = self.shown(&output)?;
         Ok(
             shown.map(|(scanout, (width, height), sequence)| VirtualFrame {
                 width,
@@ -275,6 +261,18 @@ impl VirtualDisplay {
                 data: scanout.as_slice().to_vec().into(),
             }),
         )
+    }
+
+    /// What the output scans out now, by reference (the lock is held only to take it), with
+    /// its size and sequence; none before its first frame.
+    fn shown(&self, output: &str) -> napi::Result<Option<(Arc<Vec<u8>>, (u32, u32), u64)>> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let o = state
+            .outputs
+            .iter()
+            .find(|o| o.name == output)
+            .ok_or_else(|| bad(format!("no virtual output {output}")))?;
+        Ok((o.sequence > 0).then(|| (Arc::clone(&o.scanout), o.frame_size, o.sequence)))
     }
 
     #[napi(catch_unwind)]
