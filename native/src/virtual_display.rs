@@ -84,6 +84,9 @@ struct State {
     max_lock_wait: Duration,
 }
 
+/// An output's scanout as last shown: the buffer (by reference), its size, its sequence.
+type Shown = (Arc<Vec<u8>>, (u32, u32), u64);
+
 #[napi]
 pub struct VirtualDisplay {
     state: Arc<Mutex<State>>,
@@ -265,7 +268,7 @@ impl VirtualDisplay {
 
     /// What the output scans out now, by reference (the lock is held only to take it), with
     /// its size and sequence; none before its first frame.
-    fn shown(&self, output: &str) -> napi::Result<Option<(Arc<Vec<u8>>, (u32, u32), u64)>> {
+    fn shown(&self, output: &str) -> napi::Result<Option<Shown>> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let o = state
             .outputs
