@@ -249,6 +249,8 @@ export async function vmStart(opts: VmOptions): Promise<Vm> {
     'console=ttyS0',
     'panic=-1',
     'oops=panic',
+    // The runner asks a guest that stopped answering for its CPUs' backtraces (sysrq l, w).
+    'sysrq_always_enabled',
     'printk.devkmsg=on',
     `multihead.gpu=${opts.gpu}`,
     `multihead.node=${node}`,
