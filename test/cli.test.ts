@@ -214,6 +214,13 @@ test('without a KMS device the run command plays the built-in demo on 2 virtual 
   t.deepEqual(names.slice(0, 4), ['node', 'modules', 'config', 'addon']);
   t.true(names.indexOf('playback') < names.indexOf('display'), names.join(', '));
   t.is(names.at(-1), 'first frame');
+  // What the screens do not need starts after their first frames, in a line of its own.
+  for (const later of ['mqtt', 'http', 'update', 'systemd']) t.false(names.includes(later), names.join(', '));
+  const rest = entries.find((e) => String(e.msg).startsWith('start-up: every extension running '));
+  const restNames = ((rest?.steps ?? []) as Array<{ step: string }>).map((s) => s.step);
+  t.deepEqual(restNames.slice(-4), ['mqtt', 'http', 'update', 'systemd'], String(rest?.msg));
+  // Content starts before the fleet's extensions; the demo's first frame may come while it loads.
+  t.is([...names, ...restNames].filter((n) => n === 'content').length, 1, `${names} / ${restNames}`);
   t.true(
     steps.every((s) => Number.isInteger(s.ms) && s.ms >= 0),
     JSON.stringify(steps),

@@ -214,3 +214,100 @@ test('MULTIHEAD_EXTENSIONS picks extensions by name, in their usual order; unset
   t.is(extensionsChosen(undefined), builtinExtensions);
   t.is(extensionsChosen(' , '), builtinExtensions);
 });
+
+function firstFrameSetup(waitMs = 60_000) {
+  const calls: string[] = [];
+  const extensions: ExtensionDefinition[] = [
+    recorder('display', calls),
+    { ...recorder('fleet', calls), afterFirstFrame: true },
+    { ...recorder('last', calls), afterFirstFrame: true },
+  ];
+  const lines: string[] = [];
+  const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: (l) => lines.push(l) } });
+  const controller = new Controller({
+    config,
+    logger: logging.logger,
+    logRing: logging.ring,
+    addon: loadAddon(),
+    extensions,
+    firstFrameWaitMs: waitMs,
+  });
+  // The display's start announces the outputs on the bus, as the real one does.
+  controller.bus.on('supervisor.state', ({ state }) => {
+    if (state === 'starting')
+      queueMicrotask(() =>
+        controller.bus.emit('display.ready', { mode: 'virtual', reason: 'test', screens: {} as never }),
+      );
+  });
+  return { controller, calls, lines };
+}
+
+const frames = (n: number[]) => ({ outputs: n.map((f, i) => ({ output: `Virtual-${i + 1}`, frames: f })) as never });
+
+test('afterFirstFrame: those extensions start once every output shows a frame, in order', async (t) => {
+  const { controller, calls } = firstFrameSetup();
+  const started = controller.start();
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(calls, ['start display'], 'the fleet waits for the first frames');
+  controller.bus.emit('output.stats', frames([3, 0]));
+  await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(calls, ['start display'], 'one output without a frame: still waiting');
+  controller.bus.emit('output.stats', frames([4, 1]));
+  await started;
+  t.deepEqual(calls, ['start display', 'start fleet', 'start last']);
+  t.is(controller.state, 'running');
+  await controller.stop('test');
+});
+
+test('afterFirstFrame: a failed source ends the wait (the fleet must hear of a black screen)', async (t) => {
+  for (const event of ['decode.failed', 'video.error'] as const) {
+    const { controller, calls } = firstFrameSetup();
+    const started = controller.start();
+    await new Promise((r) => setTimeout(r, 30));
+    t.deepEqual(calls, ['start display']);
+    if (event === 'decode.failed')
+      controller.bus.emit(event, { decoder: 1, source: 'x', outputs: ['Virtual-1'], code: 'E', message: 'm' });
+    else controller.bus.emit(event, { output: 'Virtual-1', code: 'E', message: 'm' });
+    await started;
+    t.deepEqual(calls, ['start display', 'start fleet', 'start last'], event);
+    await controller.stop('test');
+  }
+});
+
+test('afterFirstFrame: the wait is bounded and said; without a display there is none', async (t) => {
+  const { controller, calls, lines } = firstFrameSetup(60);
+  await controller.start();
+  t.deepEqual(calls, ['start display', 'start fleet', 'start last']);
+  t.true(
+    lines.some((l) => l.includes('no first frame on every output within 60 ms; starting fleet and the rest anyway')),
+    lines.join('\n'),
+  );
+  await controller.stop('test');
+
+  const noDisplay: string[] = [];
+  const { controller: plain } = controllerWith([{ ...recorder('fleet', noDisplay), afterFirstFrame: true }]);
+  const t0 = Date.now();
+  await plain.start();
+  t.deepEqual(noDisplay, ['start fleet']);
+  t.true(Date.now() - t0 < 1000, 'no wait without outputs');
+  await plain.stop('test');
+
+  // A KMS card with nothing connected: no frame will ever come.
+  const bare = firstFrameSetup();
+  bare.controller.bus.emit('display.outputs', { outputs: [] });
+  const t1 = Date.now();
+  await bare.controller.start();
+  t.deepEqual(bare.calls, ['start display', 'start fleet', 'start last']);
+  t.true(Date.now() - t1 < 1000, 'no wait without connected outputs');
+  await bare.controller.stop('test');
+});
+
+test('afterFirstFrame: a stop during the wait starts none of them', async (t) => {
+  const { controller, calls } = firstFrameSetup();
+  const started = controller.start();
+  await new Promise((r) => setTimeout(r, 30));
+  t.true(await controller.stop('SIGTERM'));
+  await started;
+  t.deepEqual(calls, ['start display', 'stop display']);
+  t.is(controller.state, 'stopped');
+});

@@ -118,6 +118,13 @@ export async function supervisorRun(options: RunOptions): Promise<never> {
   }
   try {
     await controller.start();
+    const rest = startup.rest();
+    if (rest) {
+      log.info(
+        { startupMs: rest.totalMs, steps: rest.steps },
+        `start-up: every extension running ${rest.totalMs} ms after the process started (after the first frame: ${startupSummary(rest.steps)})`,
+      );
+    }
   } catch (error) {
     log.fatal({ err: error }, (error as Error).message);
     return exit(ExitCode.software);

@@ -17,6 +17,8 @@ export interface ControllerDeps {
   readonly stopTimeoutMs?: number;
   /** Marks each extension's start (`extension:<name>`) on the start-up timeline. */
   readonly startup?: StartupTimeline;
+  /** The longest the `afterFirstFrame` extensions wait for the outputs' first frames (default 15 s). */
+  readonly firstFrameWaitMs?: number;
 }
 
 export class ExtensionStartError extends Error {
@@ -37,6 +39,16 @@ export interface ExtensionFailure {
 
 /** A stop of a half-started extension must not hold up the others' start. */
 const FAILED_STOP_MS = 500;
+
+/**
+ * Bounds the wait of the `afterFirstFrame` extensions. A real box shows its first frame within
+ * a second or two; an emulated one (TCG) in about 13 s. A box whose source neither plays nor
+ * fails in that time still gets its fleet connection, just later.
+ */
+const FIRST_FRAME_WAIT_MS = 15_000;
+
+/** Why the wait for the first frames ended. */
+type FirstFrameOutcome = 'shown' | 'failed' | 'no display' | 'no outputs' | 'stopping' | 'timeout';
 
 /**
  * Starts the extensions in order and stops them in reverse, within a deadline. It owns
@@ -77,7 +89,13 @@ export class Controller {
   async start(): Promise<void> {
     this.#setState('starting');
     this.#keepAlive = setInterval(() => {}, 2 ** 30);
+    let waited = false;
     for (const definition of this.#deps.extensions) {
+      if (definition.afterFirstFrame && !waited) {
+        waited = true;
+        const why = await this.#firstFrameWait(definition.name);
+        if (why === 'stopping') return;
+      }
       const outcome = await this.#startOne(definition);
       this.#deps.startup?.mark(definition.name);
       if (outcome === 'started') continue;
@@ -89,6 +107,39 @@ export class Controller {
     }
     const failed = this.#failed.map((f) => f.extension);
     this.#setState('running', failed.length > 0 ? `without ${failed.join(', ')}: failed to start` : undefined, failed);
+  }
+
+  /**
+   * Until every output shows its first frame, a source fails, or the bound passes. Meanwhile
+   * the event loop and the CPUs are the first frame's: loading the fleet client, the contract
+   * validators and the HTTP server took 17 s of a 37 s start under TCG, and a frame that had
+   * reached the screen was reported late because the loop was busy.
+   */
+  async #firstFrameWait(next: string): Promise<FirstFrameOutcome> {
+    const { bus } = this;
+    if (!bus.latest('display.ready')) return 'no display';
+    // A card with nothing connected: no frame will come, and the fleet should hear of it now.
+    if (bus.latest('display.outputs')?.outputs.length === 0) return 'no outputs';
+    const allShown = (outputs: ReadonlyArray<{ frames: number }>): boolean =>
+      outputs.length > 0 && outputs.every((o) => o.frames > 0);
+    if (allShown(bus.latest('output.stats')?.outputs ?? [])) return 'shown';
+    const waitMs = this.#deps.firstFrameWaitMs ?? FIRST_FRAME_WAIT_MS;
+    const offs: Array<() => void> = [];
+    let timer: NodeJS.Timeout | undefined;
+    const why = await new Promise<FirstFrameOutcome>((resolve) => {
+      offs.push(
+        bus.on('output.stats', ({ outputs }) => allShown(outputs) && resolve('shown')),
+        bus.on('decode.failed', () => resolve('failed')),
+        bus.on('video.error', () => resolve('failed')),
+        bus.on('supervisor.state', ({ state }) => state === 'stopping' && resolve('stopping')),
+      );
+      timer = setTimeout(() => resolve('timeout'), waitMs);
+    });
+    clearTimeout(timer);
+    for (const off of offs) off();
+    if (why === 'timeout')
+      this.#log.warn(`no first frame on every output within ${waitMs} ms; starting ${next} and the rest anyway`);
+    return why;
   }
 
   async #startOne(

@@ -42,4 +42,10 @@ export interface ExtensionDefinition {
    * Any other extension that fails to start is reported and left out; the rest keep running.
    */
   readonly essential?: boolean;
+  /**
+   * Started once every output shows its first frame (or a source failed, or a bounded wait
+   * passed): what the screens do not need waits for them. The first such extension waits;
+   * the ones after it follow in order.
+   */
+  readonly afterFirstFrame?: boolean;
 }

@@ -14,6 +14,8 @@ export interface StartupMark {
 export class StartupTimeline {
   readonly #marks: StartupMark[] = [];
   #done = false;
+  /** Marks before this index were reported with the first frame. */
+  #reported = 0;
 
   constructor() {
     const node = performance.nodeTiming;
@@ -23,17 +25,36 @@ export class StartupTimeline {
   }
 
   mark(step: string): void {
-    if (!this.#done) this.#marks.push({ step, atMs: performance.now() });
+    this.#marks.push({ step, atMs: performance.now() });
   }
 
-  /** The last mark, the timeline closed: the steps with each one's own duration. */
+  /** The first frame: the steps until now, each with its own duration; once. */
   finish(step: string): { totalMs: number; steps: Array<{ step: string; ms: number }> } | undefined {
     if (this.#done) return undefined;
     this.mark(step);
     this.#done = true;
+    this.#reported = this.#marks.length;
+    return this.#steps(0);
+  }
+
+  /**
+   * The steps marked after the first frame (the extensions that waited for it), once every
+   * extension runs; undefined before the first frame (its line will list them) or when none.
+   */
+  rest(): { totalMs: number; steps: Array<{ step: string; ms: number }> } | undefined {
+    if (!this.#done || this.#reported >= this.#marks.length) return undefined;
+    const from = this.#reported;
+    this.#reported = this.#marks.length;
+    return this.#steps(from);
+  }
+
+  #steps(from: number): { totalMs: number; steps: Array<{ step: string; ms: number }> } {
+    const marks = this.#marks;
     return {
-      totalMs: Math.round(this.#marks.at(-1)?.atMs ?? 0),
-      steps: this.#marks.map((m, i) => ({ step: m.step, ms: Math.round(m.atMs - (this.#marks[i - 1]?.atMs ?? 0)) })),
+      totalMs: Math.round(marks.at(-1)?.atMs ?? 0),
+      steps: marks
+        .slice(from)
+        .map((m, i) => ({ step: m.step, ms: Math.round(m.atMs - (marks[from + i - 1]?.atMs ?? 0)) })),
     };
   }
 }
