@@ -13,7 +13,7 @@ prebuild_log=test-results/image-prebuild.log
 setsid nice -n 19 node test/image/run.ts --build-only >"$prebuild_log" 2>&1 &
 prebuild=$!
 prebuild_stop() {
-  kill -TERM -- "-$prebuild" 2>/dev/null || true
+  kill -TERM "-$prebuild" 2>/dev/null || true
   wait "$prebuild" 2>/dev/null || true
 }
 trap prebuild_stop EXIT INT TERM

@@ -15,7 +15,8 @@ import { until } from './helpers/supervisor.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-decode-net-'));
-test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+// Retried: a decoder thread may still be saving a keyframe index beside a clip (ENOTEMPTY seen under load).
+test.after.always(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10 }));
 
 /** FFmpeg's rw_timeout for network sources (native/src/decode/io.rs RW_TIMEOUT), in ms. */
 const RW_TIMEOUT_MS = 5000;

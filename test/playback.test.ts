@@ -13,7 +13,8 @@ import { counterClip } from './helpers/clips.ts';
 
 const addon = loadAddon();
 const dir = mkdtempSync(join(tmpdir(), 'multihead-playback-'));
-test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+// Retried: a decoder thread may still be saving a keyframe index beside a clip (ENOTEMPTY seen under load).
+test.after.always(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10 }));
 const clip = counterClip(dir, 'counter.mp4', '128x72', '4*N');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const silent = { warn() {}, info() {}, error() {}, debug() {} } as never;

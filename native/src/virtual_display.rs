@@ -1,7 +1,8 @@
 //! Virtual outputs: the same frame-locked presentation as on KMS, with scanout to memory and
 //! a simulated vblank clock. Used when a machine has no KMS device (a laptop running the
 //! README's command) and by tests. At each vblank every output bound to a source takes the
-//! newest decoded frame into its scanout buffer, all outputs at the same tick.
+//! newest decoded frame, all outputs at the same tick: the decoder's buffer itself, held by
+//! reference as a KMS plane scans it (a dma-buf frame, whose bytes are a mapping, is copied).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use napi::Status;
 use napi_derive::napi;
 
+use crate::decode::buffer_writable;
 use crate::decode::decoder::FrameSource;
 
 #[napi(object)]
@@ -64,8 +66,9 @@ struct Output {
     height: u32,
     refresh: u32,
     source: Option<(String, FrameSource)>,
-    /// The memory this output scans out, reused frame after frame. Shared so a snapshot
-    /// copies it outside the lock; the vblank thread then writes into `spare` instead.
+    /// The memory this output scans out: the decoder's ring slot, held (the decoder writes
+    /// elsewhere while it is), or for dma-buf frames this output's own copy. Shared, so a
+    /// snapshot reads it outside the lock; a copy then goes into `spare` instead.
     scanout: Arc<Vec<u8>>,
     spare: Arc<Vec<u8>>,
     frame_size: (u32, u32),
@@ -335,15 +338,21 @@ fn vblank(o: &mut Output) {
     let Some((_, source)) = &o.source else {
         return;
     };
-    let taken = source.take_newest(|data, width, height, sequence, _| {
+    let taken = source.take_newest_shared(|buffer, data, width, height, sequence| {
         if sequence == o.sequence {
             return false;
         }
-        let scanout = scanout_writable(&mut o.scanout, &mut o.spare);
-        if scanout.len() != data.len() {
-            scanout.resize(data.len(), 0);
+        match buffer {
+            // The decoder's buffer itself, as a KMS plane scans it: no copy per output.
+            Some(buffer) => o.scanout = Arc::clone(buffer),
+            None => {
+                let scanout = buffer_writable(&mut o.scanout, &mut o.spare);
+                if scanout.len() != data.len() {
+                    scanout.resize(data.len(), 0);
+                }
+                scanout.copy_from_slice(data);
+            }
         }
-        scanout.copy_from_slice(data);
         if o.sequence > 0 && sequence > o.sequence + 1 {
             o.dropped += sequence - o.sequence - 1;
         }
@@ -357,16 +366,4 @@ fn vblank(o: &mut Output) {
         None if o.sequence == 0 => o.blank += 1,
         _ => o.repeats += 1,
     }
-}
-
-/// The scanout buffer to write the next frame into. Unshared in steady state; while a snapshot
-/// still holds it, the spare takes its place (no allocation unless snapshots hold both).
-fn scanout_writable<'a>(
-    scanout: &'a mut Arc<Vec<u8>>,
-    spare: &mut Arc<Vec<u8>>,
-) -> &'a mut Vec<u8> {
-    if Arc::get_mut(scanout).is_none() {
-        std::mem::swap(scanout, spare);
-    }
-    Arc::make_mut(scanout)
 }

@@ -112,11 +112,8 @@ impl Session {
         let mut ring = shared.ring.lock().unwrap_or_else(|p| p.into_inner());
         let slot = ring.slot_next();
         let size = nv12_size(width as usize, height as usize);
-        if ring.slots[slot].len() != size {
-            // Only when the stream's size changes: steady state reuses the ring.
-            ring.slots[slot] = vec![0; size];
-        }
-        let copied = nv12_fill(&mut self.scaler, &self.source, frame, &mut ring.slots[slot])?;
+        let buffer = ring.slot_writable(slot, size);
+        let copied = nv12_fill(&mut self.scaler, &self.source, frame, buffer)?;
         ring.prime[slot] = None;
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
         ring.publish(slot, seq, pts_us, width, height);

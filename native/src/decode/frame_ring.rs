@@ -18,8 +18,12 @@ pub(super) const RING: usize = 3;
 
 /// A few slots reused in turn, so steady state allocates nothing: the decoder writes the one
 /// after the newest, leaving alone the newest and the one a slow reader may still hold.
+/// Slots are shared: a virtual output shows a slot's buffer itself, as a KMS plane scans the
+/// decoder's buffer, so N outputs of one decoder cost no N copies.
 pub struct FrameRing {
-    pub slots: [Vec<u8>; RING],
+    pub slots: [Arc<Vec<u8>>; RING],
+    /// Takes a slot's place when a reader still holds the frame in it (see `buffer_writable`).
+    pub spare: Arc<Vec<u8>>,
     /// Set instead of `slots[i]` when the frame lives in a dma-buf.
     pub prime: [Option<Arc<PrimeFrame>>; RING],
     /// (sequence number, pts in µs on the looped timeline) per slot.
@@ -36,6 +40,16 @@ impl FrameRing {
         self.newest.map_or(0, |n| (n + 1) % RING)
     }
 
+    /// The buffer to write the next frame into, `size` bytes: never one a reader holds.
+    pub fn slot_writable(&mut self, slot: usize, size: usize) -> &mut Vec<u8> {
+        let buffer = buffer_writable(&mut self.slots[slot], &mut self.spare);
+        if buffer.len() != size {
+            // Only when the stream's size changes: steady state reuses the ring.
+            buffer.resize(size, 0);
+        }
+        buffer
+    }
+
     /// Makes the frame just written to `slot` the newest, numbered `seq`.
     pub fn publish(&mut self, slot: usize, seq: u64, pts_us: i64, width: u32, height: u32) {
         self.meta[slot] = (seq, pts_us);
@@ -43,6 +57,19 @@ impl FrameRing {
         self.width = width;
         self.height = height;
     }
+}
+
+/// A shared buffer to write into: unshared in steady state; while a reader (an output, a
+/// snapshot) still holds it, `spare` takes its place, and only when both are held is a copy
+/// made. One mechanism for the ring's slots and the outputs' own scanouts.
+pub fn buffer_writable<'a>(
+    buffer: &'a mut Arc<Vec<u8>>,
+    spare: &mut Arc<Vec<u8>>,
+) -> &'a mut Vec<u8> {
+    if Arc::get_mut(buffer).is_none() {
+        std::mem::swap(buffer, spare);
+    }
+    Arc::make_mut(buffer)
 }
 
 /// One per decoder, behind an `Arc` that its thread, the `Decoder` and every `FrameSource`
@@ -80,6 +107,7 @@ impl Shared {
             counters: DecoderCounters::default(),
             ring: Mutex::new(FrameRing {
                 slots: Default::default(),
+                spare: Arc::default(),
                 prime: Default::default(),
                 meta: [(0, 0); RING],
                 newest: None,
@@ -96,14 +124,23 @@ impl Shared {
     }
 
     pub(super) fn newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
+        self.newest_shared(|_, bytes, width, height, seq, pts| f(bytes, width, height, seq, pts))
+    }
+
+    /// Like `newest`, with the slot's buffer itself when the frame is in memory (None for a
+    /// dma-buf frame, whose bytes are a mapping).
+    fn newest_shared<R>(
+        &self,
+        f: impl FnOnce(Option<&Arc<Vec<u8>>>, &[u8], u32, u32, u64, i64) -> R,
+    ) -> Option<R> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let slot = ring.newest?;
         let (seq, pts) = ring.meta[slot];
-        let bytes = match &ring.prime[slot] {
-            Some(prime) => prime.cpu_bytes()?,
-            None => &ring.slots[slot],
+        let (buffer, bytes) = match &ring.prime[slot] {
+            Some(prime) => (None, prime.cpu_bytes()?),
+            None => (Some(&ring.slots[slot]), ring.slots[slot].as_slice()),
         };
-        Some(f(bytes, ring.width, ring.height, seq, pts))
+        Some(f(buffer, bytes, ring.width, ring.height, seq, pts))
     }
 
     fn newest_prime(&self) -> Option<(Arc<PrimeFrame>, u64)> {
@@ -134,6 +171,23 @@ impl FrameSource {
     /// so its first frame is on screen exactly when its second is timed from.
     pub fn take_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
         let result = self.with_newest(f);
+        if result.is_some() {
+            self.0.hold_release();
+        }
+        result
+    }
+
+    /// Like `take_newest`, with the ring slot's buffer itself when the frame is in memory, so
+    /// an output can hold it instead of copying it (None for a dma-buf frame).
+    pub fn take_newest_shared<R>(
+        &self,
+        f: impl FnOnce(Option<&Arc<Vec<u8>>>, &[u8], u32, u32, u64) -> R,
+    ) -> Option<R> {
+        let result = self
+            .0
+            .newest_shared(|buffer, bytes, width, height, seq, _| {
+                f(buffer, bytes, width, height, seq)
+            });
         if result.is_some() {
             self.0.hold_release();
         }
@@ -191,5 +245,72 @@ impl FrameFeed for FrameSource {
             *wanted = Some(reason.to_owned());
             self.0.cpu_asked.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> FrameRing {
+        FrameRing {
+            slots: Default::default(),
+            spare: Arc::default(),
+            prime: Default::default(),
+            meta: [(0, 0); RING],
+            newest: None,
+            width: 0,
+            height: 0,
+        }
+    }
+
+    fn write(ring: &mut FrameRing, seq: u64, byte: u8) -> usize {
+        let slot = ring.slot_next();
+        ring.slot_writable(slot, 16).fill(byte);
+        ring.publish(slot, seq, 0, 4, 4);
+        slot
+    }
+
+    #[test]
+    fn slot_writable_reuses_the_ring_when_no_reader_holds_a_frame() {
+        let mut ring = ring();
+        for seq in 1..=RING as u64 {
+            write(&mut ring, seq, seq as u8);
+        }
+        let before = crate::alloc_count::frame_path_allocations();
+        crate::alloc_count::frame_path(|| {
+            for seq in 4..=30 {
+                write(&mut ring, seq, seq as u8);
+            }
+        });
+        let allocations = crate::alloc_count::frame_path_allocations() - before;
+        assert_eq!(
+            allocations, 0,
+            "steady state writes into the ring's own buffers"
+        );
+    }
+
+    #[test]
+    fn slot_writable_never_writes_into_a_frame_a_reader_holds() {
+        let mut ring = ring();
+        let first = write(&mut ring, 1, 0xaa);
+        // An output shows frame 1 by reference, and keeps it (a slow or stalled output).
+        let shown = Arc::clone(&ring.slots[first]);
+        for seq in 2..=10 {
+            write(&mut ring, seq, seq as u8);
+            assert!(
+                shown.iter().all(|&b| b == 0xaa),
+                "frame 1 changed under its reader at {seq}"
+            );
+        }
+        // A snapshot holds the spare too: a copy is made, the readers' frames stay whole.
+        let snapshot = Arc::clone(&ring.spare);
+        for seq in 11..=20 {
+            write(&mut ring, seq, seq as u8);
+        }
+        assert!(shown.iter().all(|&b| b == 0xaa));
+        let newest = ring.newest.unwrap();
+        assert!(ring.slots[newest].iter().all(|&b| b == 20));
+        drop(snapshot);
     }
 }

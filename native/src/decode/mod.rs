@@ -8,6 +8,7 @@ mod frame_convert;
 mod frame_pace;
 mod frame_publish;
 mod frame_ring;
+pub use frame_ring::buffer_writable;
 pub mod index;
 pub mod io;
 pub mod key;

@@ -289,14 +289,24 @@ impl Registry {
     }
 
     /// Takes in a decoder opened for `acquire_plan`'s answer. If another request started the
-    /// same key meanwhile, the consumer joins that one and this decoder is dropped.
+    /// same key meanwhile, the consumer joins that one and this decoder is dropped; a fresh
+    /// request keeps its own decoder under the next free instance instead: two playlists that
+    /// preroll the same clip at once (opening takes longer on a busy machine) must not end up
+    /// on one decoder, timed from whichever output took it first.
     pub fn acquire_finish(
         &mut self,
         consumer: &str,
         request: Request,
         key: SourceKey,
-        decoder: Decoder,
+        mut decoder: Decoder,
     ) -> Result<Acquired, DecodeError> {
+        let key = if request.fresh && self.entries.contains_key(&key) {
+            let free = self.preroll_key(&request, key);
+            decoder.key = free.clone();
+            free
+        } else {
+            key
+        };
         if self.entries.contains_key(&key) {
             decoder.stop();
             self.retired.push(decoder);
@@ -660,5 +670,49 @@ mod tests {
         r.release("content#1").unwrap();
         assert!(r.acquire("content#3", pre()).unwrap().created);
         assert_eq!(r.status().len(), 3);
+    }
+
+    #[test]
+    fn two_prerolls_of_one_source_opened_at_once_keep_a_decoder_each() {
+        let mut r = Registry::new(true, 8);
+        let pre = Request {
+            preroll: true,
+            fresh: true,
+            ..request(A)
+        };
+        // Both planned before either is open: the same key for both.
+        let plan = |r: &mut Registry, consumer: &str| match r.acquire_plan(consumer, &pre).unwrap()
+        {
+            Plan::Start { key, id } => (key, id),
+            Plan::Done(_) => panic!("{consumer}: expected a decoder to open"),
+        };
+        let (key1, id1) = plan(&mut r, "content#1");
+        let (key2, id2) = plan(&mut r, "content#2");
+        assert_eq!(key1, key2);
+        let first = r
+            .acquire_finish(
+                "content#1",
+                pre.clone(),
+                key1.clone(),
+                Decoder::start(id1, key1, true).unwrap(),
+            )
+            .unwrap();
+        let second = r
+            .acquire_finish(
+                "content#2",
+                pre.clone(),
+                key2.clone(),
+                Decoder::start(id2, key2, true).unwrap(),
+            )
+            .unwrap();
+        assert!(second.created, "its own decoder, not the first one's");
+        assert_ne!(first.decoder, second.decoder);
+        assert!(r.retired_take().is_empty(), "no decoder thrown away");
+        let status = r.status();
+        assert_eq!(status.len(), 2);
+        assert!(
+            status.iter().all(|d| d.consumers.len() == 1),
+            "one consumer each"
+        );
     }
 }
