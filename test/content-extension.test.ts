@@ -496,3 +496,90 @@ test.serial('13 the first synchronisation re-evaluates the schedule and is repor
     r.lines.some((l) => l.includes('the clock is synchronised (adjtimex): schedules re-evaluated')),
   );
 });
+
+test.serial(
+  'playlist.next and playlist.previous move an output through its playlist at once and wrap round; other outputs stay',
+  async (t) => {
+    const s = await serve(t);
+    const r = rig(t, scratchDir(t));
+    await r.extension.start();
+    const set = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: media(s),
+          playlists: [
+            {
+              id: 'three',
+              items: [
+                { media: 'high', duration: 600 },
+                { media: 'low', duration: 600 },
+                { media: 'high', duration: 600 },
+              ],
+            },
+            { id: 'one', items: [{ media: 'low' }] },
+          ],
+          outputs: [
+            { output: 'Virtual-1', playlist: 'three' },
+            { output: 'Virtual-2', playlist: 'one' },
+          ],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(set.ok, JSON.stringify(set));
+    const isHigh = (): boolean => r.luma('Virtual-1') >= 150;
+    const isLow = (): boolean => r.luma('Virtual-1') >= 60 && r.luma('Virtual-1') < 130;
+    await until('the first item on Virtual-1', isHigh);
+    await until('Virtual-2 playing', () => r.luma('Virtual-2') >= 60);
+    const skip = async (command: string, args: Record<string, unknown>) => {
+      const reply = await r.commands.invoke(command, args, { transport: 'internal' });
+      if (!reply.ok) throw new Error(`${command}: ${reply.error.code} ${reply.error.message}`);
+      return (reply.result as { outputs: Record<string, unknown> }).outputs;
+    };
+    const index = async (): Promise<unknown> => {
+      const state = (await status(r)).outputs['Virtual-1']?.state as { index?: number } | undefined;
+      return state?.index;
+    };
+
+    const next = await skip('playlist.next', { outputs: ['Virtual-1'] });
+    t.deepEqual(next, { 'Virtual-1': { moved: true, playlist: 'three', item: 'low', index: 1 } });
+    await until('the second item after next (600 s before its time)', isLow);
+    t.is(await index(), 1);
+
+    t.deepEqual(await skip('playlist.previous', { outputs: ['Virtual-1'] }), {
+      'Virtual-1': { moved: true, playlist: 'three', item: 'high', index: 0 },
+    });
+    await until('the first item again after previous', isHigh);
+    // Before the first item: round to the last (the playlist loops), and next from there to the first.
+    t.deepEqual(await skip('playlist.previous', { outputs: ['Virtual-1'] }), {
+      'Virtual-1': { moved: true, playlist: 'three', item: 'high', index: 2 },
+    });
+    t.is(await index(), 2);
+    t.deepEqual(await skip('playlist.next', { outputs: ['Virtual-1'] }), {
+      'Virtual-1': { moved: true, playlist: 'three', item: 'high', index: 0 },
+    });
+    // Every switch took over at a vblank from a prerolled first frame: never a blank one.
+    t.is(r.display.stats().find((o) => o.name === 'Virtual-1')?.blank, 0);
+
+    // Without outputs: every output content drives; a one-item playlist says why it stays.
+    const all = await skip('playlist.next', {});
+    t.deepEqual(all['Virtual-1'], { moved: true, playlist: 'three', item: 'low', index: 1 });
+    t.deepEqual(all['Virtual-2'], { moved: false, reason: 'playlist one has one item' });
+    await until('the second item after a next for all', isLow);
+
+    // An output content does not drive is refused by name; nothing moves.
+    const refused = await r.commands.invoke(
+      'playlist.next',
+      { outputs: ['Virtual-1', 'HDMI-A-9'] },
+      { transport: 'internal' },
+    );
+    t.false(refused.ok);
+    if (!refused.ok) {
+      t.is(refused.error.code, 'ERR_BAD_ARGUMENT');
+      t.regex(refused.error.message, /HDMI-A-9 is not playing content \(content drives Virtual-1, Virtual-2\)/);
+    }
+    t.is(await index(), 1);
+  },
+);

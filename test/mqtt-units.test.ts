@@ -32,6 +32,8 @@ test('contract: the command table comes from the AsyncAPI document', (t) => {
     'logs.get',
     'ping',
     'play',
+    'playlist.next',
+    'playlist.previous',
     'playlist.set',
     'reboot',
     'restart',

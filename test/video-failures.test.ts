@@ -324,7 +324,7 @@ test('video errors: once per output and cause, a recovery only after an error, a
 test('a video error makes health degraded naming the output and code, status shows it, the MQTT event carries it; recovery is ok again', async (t) => {
   const { bus, health, status, tick } = await playbackOnFakes(t);
   const events: DeviceEvent[] = [];
-  const logRing = { subscribe: () => () => {} } as never;
+  const logRing = { subscribe: () => () => {}, tail: () => [] } as never;
   const off = eventSourcesAttach({ bus, logRing, emit: (e) => events.push(e), now: () => 0 });
   t.teardown(off);
   tick();
@@ -368,4 +368,28 @@ test('a video error makes health degraded naming the output and code, status sho
   const decoderEvents = events.filter((e) => e.type === 'decoder.failed');
   t.is(decoderEvents.length, 1, 'once per decoder');
   t.like(decoderEvents[0], { details: { decoder: 7, outputs: ['Virtual-1'], code: 'ERR_DECODE_READ' } });
+});
+
+test('error lines logged before the fleet client started are sent when it starts, at their own time, once', (t) => {
+  const logging = loggingCreate({ level: 'info', ringSize: 50, sink: { write: () => {} } });
+  const log = logging.logger.child({ component: 'supervisor' });
+  log.info('starting');
+  log.error({ code: 'ERR_EXTENSION_START' }, 'extension content failed to start and is left out');
+  const before = logging.ring.tail({ level: 'error' })[0]?.time;
+  const events: DeviceEvent[] = [];
+  const off = eventSourcesAttach({
+    bus: new EventBus(() => {}),
+    logRing: logging.ring,
+    emit: (e) => events.push(e),
+    now: () => Date.parse('2030-01-01T00:00:00Z'),
+  });
+  t.teardown(off);
+  log.error({ code: 'ERR_LATER' }, 'after the start');
+  t.deepEqual(
+    events.map((e) => [e.message, e.details?.code, e.at]),
+    [
+      ['extension content failed to start and is left out', 'ERR_EXTENSION_START', before],
+      ['after the start', 'ERR_LATER', '2030-01-01T00:00:00.000Z'],
+    ],
+  );
 });

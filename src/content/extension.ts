@@ -146,11 +146,44 @@ export class ContentExtension implements Extension {
         handler: (args) => this.#playlistSet(args),
       }),
       commands.register({
+        name: 'playlist.next',
+        description:
+          'Move outputs to the next item of their playlist now, gaplessly. Args: {"outputs": [...]} (absent: every output content drives).',
+        handler: (args) => this.#skip(args, 1),
+      }),
+      commands.register({
+        name: 'playlist.previous',
+        description:
+          'Move outputs to the previous item of their playlist now, gaplessly. Args: {"outputs": [...]} (absent: every output content drives).',
+        handler: (args) => this.#skip(args, -1),
+      }),
+      commands.register({
         name: 'content.status',
         description: 'What each output plays and why, the next schedule change, and media cache progress.',
         handler: () => this.status(),
       }),
     );
+  }
+
+  /** `playlist.next` / `playlist.previous`: an output content does not drive is refused by name. */
+  async #skip(args: Record<string, unknown>, by: 1 | -1): Promise<object> {
+    const outputs = args.outputs as string[] | undefined;
+    const { outcomes, unknown } = await this.#outputs.skip(outputs, by);
+    if (unknown.length > 0) {
+      throw new CommandError(
+        'ERR_BAD_ARGUMENT',
+        `outputs: ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not playing content (content drives ${Object.keys(this.status().outputs).join(', ') || 'no output'})`,
+      );
+    }
+    const word = by === 1 ? 'next' : 'previous';
+    for (const [output, outcome] of Object.entries(outcomes)) {
+      if (outcome.moved)
+        this.#deps.logger.info(
+          { output, playlist: outcome.playlist, item: outcome.item },
+          `${output}: ${word} item ${outcome.item} of playlist ${outcome.playlist}, on request`,
+        );
+    }
+    return { outputs: outcomes };
   }
 
   /** The content document at start; a missing or bad one leaves the outputs on their slate. */

@@ -1,7 +1,7 @@
 import type { Logger } from '../log/logger.ts';
 import { type Assignment, assignmentKey, assignmentOutputs, type Content, type MediaItem } from './model.ts';
 import type { Player } from './player.ts';
-import { PlaylistRunner, type RunnablePlaylist, type RunnerState } from './playlist-runner.ts';
+import { PlaylistRunner, type RunnablePlaylist, type RunnerState, type SkipOutcome } from './playlist-runner.ts';
 import { runnablePlaylist } from './playlists.ts';
 import type { Placement } from './scheduler.ts';
 
@@ -124,6 +124,27 @@ export class ContentOutputs {
   /** New media arrived: runners waiting for it look again. */
   retry(): void {
     for (const runner of this.#runners.values()) runner.retry();
+  }
+
+  /**
+   * `playlist.next` / `playlist.previous`: each runner that drives one of `outputs` (all of
+   * them when absent) moves once, a video wall as one; the outcome per output. Outputs that
+   * content does not drive are named, and then nothing moves.
+   */
+  async skip(
+    outputs: readonly string[] | undefined,
+    by: 1 | -1,
+  ): Promise<{ outcomes: Record<string, SkipOutcome>; unknown: string[] }> {
+    const runners = [...this.#runners.values()];
+    const driven = new Set(runners.flatMap((r) => r.outputs));
+    const unknown = (outputs ?? []).filter((o) => !driven.has(o));
+    // A list with a mistake in it moves nothing: the caller refuses it whole.
+    if (unknown.length > 0) return { outcomes: {}, unknown };
+    const chosen = runners.filter((r) => !outputs || r.outputs.some((o) => outputs.includes(o)));
+    const moved = await Promise.all(chosen.map(async (r) => ({ r, outcome: await r.skip(by) })));
+    const outcomes: Record<string, SkipOutcome> = {};
+    for (const { r, outcome } of moved) for (const o of r.outputs) outcomes[o] = outcome;
+    return { outcomes, unknown };
   }
 
   state(assignment: string): RunnerState {

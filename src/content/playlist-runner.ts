@@ -31,6 +31,11 @@ export interface RunnerDeps {
 /** As the play command (src/playback/extension.ts): the last frame stays this long, then something else plays. */
 export const FAILED_HOLD_MS = 5000;
 
+/** What `skip` did: the item now on screen, or why nothing moved. */
+export type SkipOutcome =
+  | { moved: true; playlist: string; item: string; index: number }
+  | { moved: false; reason: string };
+
 export type RunnerState =
   | { kind: 'idle' }
   | { kind: 'playing'; playlist: string; item: string; index: number }
@@ -126,6 +131,53 @@ export class PlaylistRunner {
       return;
     }
     this.#showAndSchedule(first, generation);
+  }
+
+  /**
+   * Moves to the next (`by` 1) or the previous (-1) playable item now, as gaplessly as an item's
+   * own end: the next one is usually prerolled already; another is prerolled first while the
+   * current one keeps showing, then takes over at a vblank. Wraps round a looping playlist;
+   * a playlist that does not loop stops at its ends.
+   */
+  async skip(by: 1 | -1): Promise<SkipOutcome> {
+    const playlist = this.#playlist;
+    const current = this.#current;
+    if (this.#state.kind !== 'playing' || !playlist || !current)
+      return { moved: false, reason: `not playing a playlist (${this.#state.kind})` };
+    const count = playlist.items.length;
+    const candidates: number[] = [];
+    for (let k = 1; k < count; k++) {
+      const index = current.index + by * k;
+      if (!playlist.loop && (index < 0 || index >= count)) break;
+      candidates.push(((index % count) + count) % count);
+    }
+    if (candidates.length === 0)
+      return {
+        moved: false,
+        reason:
+          count === 1
+            ? `playlist ${playlist.id} has one item`
+            : `${by === 1 ? 'last' : 'first'} item of playlist ${playlist.id}, which does not loop`,
+      };
+    const generation = this.#generation;
+    let target: Prepared | undefined;
+    if (by === 1 && this.#next?.index === candidates[0]) {
+      target = this.#next;
+      this.#next = undefined;
+    } else {
+      for (const index of candidates) {
+        target = await this.#prepareFrom(playlist, index, 1);
+        if (target || generation !== this.#generation) break;
+      }
+    }
+    if (generation !== this.#generation || this.#current !== current) {
+      // Something else took the outputs meanwhile (a schedule change, another skip).
+      if (target) this.#deps.player.discard(target.prepared);
+      return { moved: false, reason: 'the outputs changed meanwhile' };
+    }
+    if (!target) return { moved: false, reason: `no other item of playlist ${playlist.id} is playable now` };
+    this.#showAndSchedule(target, this.#cancel());
+    return { moved: true, playlist: playlist.id, item: target.media.id, index: target.index };
   }
 
   /** Media arrived in the cache: a runner waiting for media tries again. */

@@ -19,6 +19,9 @@ export interface DeviceEvent {
   details?: Record<string, unknown>;
 }
 
+/** The most error lines from before the fleet client started that it sends when it starts. */
+const STARTUP_ERRORS_MAX = 20;
+
 export interface EventSourcesDeps {
   readonly bus: EventBus;
   readonly logRing: LogRing;
@@ -49,6 +52,21 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
       details: { reason: ready.reason },
     });
   };
+  const errorSend = (entry: LogEntry, when: string): void =>
+    emit({
+      type: 'error',
+      severity: 'error',
+      at: when,
+      message: String(entry.msg ?? '').slice(0, 4096),
+      details: {
+        ...(typeof entry.component === 'string' ? { component: entry.component } : {}),
+        ...(typeof entry.code === 'string' ? { code: entry.code } : {}),
+        level: entry.level,
+      },
+    });
+  // The fleet client starts after the outputs' first frames: what went wrong before (a KMS
+  // card refused, an extension that failed to start) is said now, at the time it was logged.
+  for (const entry of deps.logRing.tail({ level: 'error', limit: STARTUP_ERRORS_MAX })) errorSend(entry, entry.time);
   // The display decides before this extension starts; the fleet still hears about it.
   const ready = deps.bus.latest('display.ready');
   if (ready) fallback(ready);
@@ -123,18 +141,7 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
       }),
     ),
     deps.logRing.subscribe((entry: LogEntry) => {
-      if (entry.level !== 'error' && entry.level !== 'fatal') return;
-      emit({
-        type: 'error',
-        severity: 'error',
-        at: at(),
-        message: String(entry.msg ?? '').slice(0, 4096),
-        details: {
-          ...(typeof entry.component === 'string' ? { component: entry.component } : {}),
-          ...(typeof entry.code === 'string' ? { code: entry.code } : {}),
-          level: entry.level,
-        },
-      });
+      if (entry.level === 'error' || entry.level === 'fatal') errorSend(entry, at());
     }),
   ];
   return () => {
