@@ -9,7 +9,7 @@ import type { ExtensionDefinition } from '../src/supervisor/extension.ts';
 
 const config = configLoad({ env: {}, defaultPath: '/nonexistent/config.json' }).config;
 
-function controllerWith(extensions: ExtensionDefinition[], stopTimeoutMs = 300) {
+function controllerWith(extensions: ExtensionDefinition[], stopTimeoutMs = 300, firstFrameWaitMs?: number) {
   const lines: string[] = [];
   const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: (l) => lines.push(l) } });
   const controller = new Controller({
@@ -19,6 +19,7 @@ function controllerWith(extensions: ExtensionDefinition[], stopTimeoutMs = 300) 
     addon: loadAddon(),
     extensions,
     stopTimeoutMs,
+    ...(firstFrameWaitMs === undefined ? {} : { firstFrameWaitMs }),
   });
   return { controller, lines, ring: logging.ring };
 }
@@ -222,16 +223,7 @@ function firstFrameSetup(waitMs = 60_000) {
     { ...recorder('fleet', calls), afterFirstFrame: true },
     { ...recorder('last', calls), afterFirstFrame: true },
   ];
-  const lines: string[] = [];
-  const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: (l) => lines.push(l) } });
-  const controller = new Controller({
-    config,
-    logger: logging.logger,
-    logRing: logging.ring,
-    addon: loadAddon(),
-    extensions,
-    firstFrameWaitMs: waitMs,
-  });
+  const { controller, lines } = controllerWith(extensions, 300, waitMs);
   // The display's start announces the outputs on the bus, as the real one does.
   controller.bus.on('supervisor.state', ({ state }) => {
     if (state === 'starting')

@@ -338,7 +338,7 @@ fn vblank(o: &mut Output) {
     let Some((_, source)) = &o.source else {
         return;
     };
-    let taken = source.take_newest_shared(|buffer, data, width, height, sequence| {
+    let taken = source.take_newest_shared(|buffer, data, width, height, sequence, _| {
         if sequence == o.sequence {
             return false;
         }

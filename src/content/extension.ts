@@ -168,11 +168,11 @@ export class ContentExtension implements Extension {
   /** `playlist.next` / `playlist.previous`: an output content does not drive is refused by name. */
   async #skip(args: Record<string, unknown>, by: 1 | -1): Promise<object> {
     const outputs = args.outputs as string[] | undefined;
-    const { outcomes, unknown } = await this.#outputs.skip(outputs, by);
+    const { outcomes, unknown, driven } = await this.#outputs.skip(outputs, by);
     if (unknown.length > 0) {
       throw new CommandError(
         'ERR_BAD_ARGUMENT',
-        `outputs: ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not playing content (content drives ${Object.keys(this.status().outputs).join(', ') || 'no output'})`,
+        `outputs: ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not playing content (content drives ${driven.join(', ') || 'no output'})`,
       );
     }
     const word = by === 1 ? 'next' : 'previous';

@@ -134,17 +134,17 @@ export class ContentOutputs {
   async skip(
     outputs: readonly string[] | undefined,
     by: 1 | -1,
-  ): Promise<{ outcomes: Record<string, SkipOutcome>; unknown: string[] }> {
+  ): Promise<{ outcomes: Record<string, SkipOutcome>; unknown: string[]; driven: string[] }> {
     const runners = [...this.#runners.values()];
     const driven = new Set(runners.flatMap((r) => r.outputs));
     const unknown = (outputs ?? []).filter((o) => !driven.has(o));
     // A list with a mistake in it moves nothing: the caller refuses it whole.
-    if (unknown.length > 0) return { outcomes: {}, unknown };
+    if (unknown.length > 0) return { outcomes: {}, unknown, driven: [...driven] };
     const chosen = runners.filter((r) => !outputs || r.outputs.some((o) => outputs.includes(o)));
     const moved = await Promise.all(chosen.map(async (r) => ({ r, outcome: await r.skip(by) })));
     const outcomes: Record<string, SkipOutcome> = {};
     for (const { r, outcome } of moved) for (const o of r.outputs) outcomes[o] = outcome;
-    return { outcomes, unknown };
+    return { outcomes, unknown, driven: [...driven] };
   }
 
   state(assignment: string): RunnerState {

@@ -35,6 +35,19 @@ pub struct FrameRing {
 }
 
 impl FrameRing {
+    /// Nothing decoded yet.
+    pub fn empty() -> FrameRing {
+        FrameRing {
+            slots: Default::default(),
+            spare: Arc::default(),
+            prime: Default::default(),
+            meta: [(0, 0); RING],
+            newest: None,
+            width: 0,
+            height: 0,
+        }
+    }
+
     /// The slot the decoder writes next: the one after the newest.
     pub fn slot_next(&self) -> usize {
         self.newest.map_or(0, |n| (n + 1) % RING)
@@ -105,15 +118,7 @@ impl Shared {
             io: IoGuard::default(),
             hold: AtomicBool::new(preroll),
             counters: DecoderCounters::default(),
-            ring: Mutex::new(FrameRing {
-                slots: Default::default(),
-                spare: Arc::default(),
-                prime: Default::default(),
-                meta: [(0, 0); RING],
-                newest: None,
-                width: 0,
-                height: 0,
-            }),
+            ring: Mutex::new(FrameRing::empty()),
             failure: Mutex::new(None),
             path: Mutex::new((HwPathKind::Software, None)),
             cpu_wanted: Mutex::new(None),
@@ -170,24 +175,18 @@ impl FrameSource {
     /// For outputs: like `with_newest`, and the first take starts a prerolled decoder's clock,
     /// so its first frame is on screen exactly when its second is timed from.
     pub fn take_newest<R>(&self, f: impl FnOnce(&[u8], u32, u32, u64, i64) -> R) -> Option<R> {
-        let result = self.with_newest(f);
-        if result.is_some() {
-            self.0.hold_release();
-        }
-        result
+        self.take_newest_shared(|_, bytes, width, height, seq, pts| {
+            f(bytes, width, height, seq, pts)
+        })
     }
 
     /// Like `take_newest`, with the ring slot's buffer itself when the frame is in memory, so
     /// an output can hold it instead of copying it (None for a dma-buf frame).
     pub fn take_newest_shared<R>(
         &self,
-        f: impl FnOnce(Option<&Arc<Vec<u8>>>, &[u8], u32, u32, u64) -> R,
+        f: impl FnOnce(Option<&Arc<Vec<u8>>>, &[u8], u32, u32, u64, i64) -> R,
     ) -> Option<R> {
-        let result = self
-            .0
-            .newest_shared(|buffer, bytes, width, height, seq, _| {
-                f(buffer, bytes, width, height, seq)
-            });
+        let result = self.0.newest_shared(f);
         if result.is_some() {
             self.0.hold_release();
         }
@@ -252,18 +251,6 @@ impl FrameFeed for FrameSource {
 mod tests {
     use super::*;
 
-    fn ring() -> FrameRing {
-        FrameRing {
-            slots: Default::default(),
-            spare: Arc::default(),
-            prime: Default::default(),
-            meta: [(0, 0); RING],
-            newest: None,
-            width: 0,
-            height: 0,
-        }
-    }
-
     fn write(ring: &mut FrameRing, seq: u64, byte: u8) -> usize {
         let slot = ring.slot_next();
         ring.slot_writable(slot, 16).fill(byte);
@@ -273,7 +260,7 @@ mod tests {
 
     #[test]
     fn slot_writable_reuses_the_ring_when_no_reader_holds_a_frame() {
-        let mut ring = ring();
+        let mut ring = FrameRing::empty();
         for seq in 1..=RING as u64 {
             write(&mut ring, seq, seq as u8);
         }
@@ -292,7 +279,7 @@ mod tests {
 
     #[test]
     fn slot_writable_never_writes_into_a_frame_a_reader_holds() {
-        let mut ring = ring();
+        let mut ring = FrameRing::empty();
         let first = write(&mut ring, 1, 0xaa);
         // An output shows frame 1 by reference, and keeps it (a slow or stalled output).
         let shown = Arc::clone(&ring.slots[first]);
