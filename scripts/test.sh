@@ -8,6 +8,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p test-results
+# dist/, the JavaScript the supervisor runs (scripts/build.sh), once before any suite starts one.
+scripts/build.sh
 prebuild_log=test-results/image-prebuild.log
 # Its own process group, so that a failing suite stops the build and everything it started.
 setsid nice -n 19 node test/image/run.ts --build-only >"$prebuild_log" 2>&1 &

@@ -5,6 +5,7 @@
 //   npm run test:vm                      everything
 //   npm run test:vm -- --only flip-loop-300,refusals
 //   npm run test:vm -- --gpu vkms
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,6 +46,10 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 fs.rmSync(artefacts, { recursive: true, force: true });
 fs.mkdirSync(artefacts, { recursive: true });
+
+// The guests run bin/multihead from this tree (9p): its dist/ is built here, on the host's
+// CPUs, before any guest could find it stale and build it under emulation.
+execFileSync(path.join(repo, 'scripts/build.sh'), ['--stale'], { stdio: 'inherit' });
 
 // Kernel, initramfs and vkms: cached, so this is instant unless the recipe changed. The
 // first build downloads from Debian's archive and takes a couple of minutes: show progress.
