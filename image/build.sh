@@ -210,7 +210,7 @@ systemd-boot systemd-boot-tools systemd-container gpgv gpg \
 $kernel_pkg initramfs-tools zstd kmod e2fsprogs ca-certificates tzdata \
 firmware-intel-graphics firmware-amd-graphics \
 intel-media-va-driver-non-free mesa-va-drivers libva2 libva-drm2 vainfo \
-libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libavdevice61 libavfilter10 libgbm1 libdrm2"
+libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libgbm1 libdrm2"
 baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" | sha256sum | cut -c1-16)
 baseroot=$cache/baseroot-$baseroot_key
 stage3() {
@@ -243,7 +243,7 @@ fi
 
 # --- Stage 1: the build root --------------------------------------------------------------
 build_pkgs="ca-certificates build-essential pkg-config rustc cargo clang libclang-dev \
-libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev libgbm-dev"
+libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libgbm-dev"
 buildroot_key=$(echo "$BUILDROOT_REVISION $SUITE $MIRROR $build_pkgs" | sha256sum | cut -c1-16)
 buildroot=$cache/buildroot-$buildroot_key
 if [ ! -f "$buildroot/.complete" ]; then

@@ -33,7 +33,7 @@ esac
 # (Debian's: 5.1 on bookworm, 7.1 on trixie) are bound at build time by bindgen, which
 # needs libclang.
 pkgs="build-essential pkg-config ca-certificates git libgbm-dev"
-pkgs="$pkgs libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev libclang-dev clang"
+pkgs="$pkgs libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # The real-kernel suite (test/vm): QEMU, and mmdebstrap to fetch a Debian kernel and build
 # vkms for it from Debian's archive.

@@ -61,7 +61,7 @@ test('status, outputs and logs print tables from the running supervisor, and JSO
   t.regex(status.stdout, /^Display +virtual outputs \(/m);
   t.regex(status.stdout, /^Broker +off$/m);
   t.regex(status.stdout, /^OUTPUT +MODE +DECODER +SOURCE$/m);
-  t.regex(status.stdout, /^Virtual-1 +- +\d+ \(shared\) +lavfi:testsrc2/m);
+  t.regex(status.stdout, /^Virtual-1 +- +\d+ \(shared\) +pattern:testcard/m);
   t.regex(status.stdout, /^DECODER +PATH +PICTURE +OUTPUTS +STATE$/m);
   t.regex(status.stdout, /^\d+ +software +\w+ 1280x720 +Virtual-1, Virtual-2 +running$/m);
 
@@ -76,7 +76,7 @@ test('status, outputs and logs print tables from the running supervisor, and JSO
   t.regex(
     outputs.stdout,
     new RegExp(
-      `^Virtual-2 +1280x720@60 +playing +\\d+ +\\d+ +\\d+ +http://127\\.0\\.0\\.1:${port}/outputs/Virtual-2/preview\\.jpg +lavfi`,
+      `^Virtual-2 +1280x720@60 +playing +\\d+ +\\d+ +\\d+ +http://127\\.0\\.0\\.1:${port}/outputs/Virtual-2/preview\\.jpg +pattern:testcard`,
       'm',
     ),
   );

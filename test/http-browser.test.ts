@@ -66,7 +66,7 @@ test('status page in Chromium: two outputs with live previews, then an error sta
   t.deepEqual(names, ['Virtual-1', 'Virtual-2']);
   t.deepEqual(await page.$$eval('.output', (els) => els.map((e) => e.getAttribute('data-playing'))), ['true', 'true']);
   const text = (await page.textContent('body')) ?? '';
-  t.true(text.includes('lavfi:testsrc2'), 'what plays');
+  t.true(text.includes('pattern:testcard'), 'what plays');
   t.true(text.includes('(shared with Virtual-2)'), 'decoder sharing');
   t.regex(text, /Brokeroff/);
   t.regex(text, /Versionsapp \d+\.\d+\.\d+, addon \d+\.\d+\.\d+, Node\.js v24\./);

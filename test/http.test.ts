@@ -55,7 +55,7 @@ test.serial('a running box: healthz, status, outputs, previews, metrics', async 
     return r.body.outputs.every((o: { preview: unknown }) => o.preview) ? r : undefined;
   }, 'previews of both outputs');
   t.like(outputs.body.outputs[0], { name: 'Virtual-1', playing: true, preview: { width: 320, height: 180 } });
-  t.is(outputs.body.outputs[0].source, 'lavfi:testsrc2=size=1280x720:rate=30');
+  t.is(outputs.body.outputs[0].source, 'pattern:testcard?size=1280x720&rate=30');
 
   const jpeg = await fetch(`${box.url}/outputs/Virtual-2/preview.jpg?at=1`);
   t.is(jpeg.status, 200);

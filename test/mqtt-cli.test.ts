@@ -47,7 +47,7 @@ test('the running supervisor: birth and status with what plays, SIGKILL leaves t
     doc.outputs.map((o) => o.name),
     ['Virtual-1', 'Virtual-2'],
   );
-  t.true(doc.outputs.every((o) => o.source.startsWith('lavfi:testsrc2')));
+  t.true(doc.outputs.every((o) => o.source.startsWith('pattern:testcard?')));
   const fallback = await fleet.next((m) => (m.json as { type?: string })?.type === 'display.fallback');
   t.like(fallback.json, { severity: 'warn', details: { reason: '/dev/dri/card99 does not exist' } });
 

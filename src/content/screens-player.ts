@@ -16,7 +16,7 @@ export interface ScreensPlayerDeps {
 }
 
 /** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
-const SLATE_COLOUR = '0x181c20';
+const SLATE_COLOUR = '181c20';
 /** Longest wait for an item's first decoded frame before it is given up on (skipped). */
 const PREROLL_TIMEOUT_MS = 5000;
 
@@ -114,15 +114,9 @@ export class ScreensPlayer implements Player {
       const text = slateText(`${this.#deps.deviceName} - ${name}`, reason);
       const size = `${config.width}x${config.height}`;
       const font = Math.max(12, Math.round(config.height / 30));
-      const withText = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1,drawtext=text='${text}':fontcolor=white:fontsize=${font}:x=${font}:y=${font}`;
-      let prepared: PreparedItem;
-      try {
-        prepared = await this.prepare({ path: withText, type: 'image', label: 'slate' });
-      } catch {
-        // An FFmpeg without drawtext: a plain slate still says "driven, nothing to play".
-        const plain = `lavfi:color=c=${SLATE_COLOUR}:size=${size}:rate=1`;
-        prepared = await this.prepare({ path: plain, type: 'image', label: 'slate' });
-      }
+      // Drawn by the addon (native/src/decode/pattern.rs), one frame a second.
+      const source = `pattern:slate?size=${size}&rate=1&colour=${SLATE_COLOUR}&fontsize=${font}&text=${encodeURIComponent(text)}`;
+      const prepared = await this.prepare({ path: source, type: 'image', label: 'slate' });
       // Content may have started while the slate was being made: then it must not cover it.
       if (wanted()) this.show(prepared, [{ output: name }]);
       else this.discard(prepared);
@@ -145,14 +139,10 @@ export class ScreensPlayer implements Player {
 }
 
 /**
- * Text for FFmpeg's drawtext inside a filter graph: only characters that need no escaping
- * beyond the colon, so a reason can never break out of the filter.
+ * A slate's line: letters, digits and plain punctuation only (what the built-in font draws and
+ * a reader needs), each part at most 160 characters.
  */
 export function slateText(title: string, reason: string): string {
-  const clean = (s: string): string =>
-    s
-      .replace(/[^A-Za-z0-9 .,()#/_+:-]/g, ' ')
-      .slice(0, 160)
-      .replace(/:/g, '\\:');
+  const clean = (s: string): string => s.replace(/[^A-Za-z0-9 .,()#/_+:-]/g, ' ').slice(0, 160);
   return `${clean(title)} -- ${clean(reason)}`;
 }

@@ -130,7 +130,9 @@ export function sourceCheck(source: unknown, dirs: readonly string[]): CheckedSo
   const rules = sourceRules(dirs);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
   if (/[\u0000-\u001f\u007f]/.test(source)) refuse(`control characters in the source; ${rules}`);
-  if (source.startsWith('lavfi:')) refuse(`generated sources ("lavfi:") are built in only; ${rules}`);
+  if (source.startsWith('lavfi:') || source.startsWith('pattern:')) {
+    refuse(`generated sources ("lavfi:", "pattern:") are built in only; ${rules}`);
+  }
   // A colon before the first slash: FFmpeg would take what comes before it as a protocol.
   const scheme = source.startsWith('/') ? undefined : (schemeOf(source) ?? (/^[^/]*:/.test(source) ? '' : undefined));
   if (scheme === undefined) return fileCheck(source, dirs, rules);

@@ -33,7 +33,7 @@ async function shots(box: HostileBox): Promise<Map<string, string>> {
   return new Map(list.map((s) => [s.output, s.jpegBase64]));
 }
 
-/** The demo plays on `output`: what it shows changes (a testsrc2 picture moves every frame). */
+/** The demo plays on `output`: what it shows changes (the test card moves every frame). */
 async function pictureMoves(box: HostileBox, output: string, timeoutMs = 15_000): Promise<void> {
   const first = (await shots(box)).get(output);
   const deadline = Date.now() + timeoutMs;
@@ -70,7 +70,7 @@ test('12 play of an MP4 with its index at the end from a server without Range is
   const decoders = await ask(box, 'decode.status');
   const sources = (decoders.result as { decoders: Array<{ source: string }> }).decoders.map((d) => d.source);
   t.true(
-    sources.every((s) => s.startsWith('lavfi:testsrc2=')),
+    sources.every((s) => s.startsWith('pattern:testcard?')),
     `only the demo decodes: ${JSON.stringify(sources)}`,
   );
   t.false(
@@ -131,7 +131,7 @@ for (const [kind, what] of [
       'status: the demo back on Virtual-1',
       (m) => {
         const s = statusOf(m, box.id);
-        return !!s?.outputs.find((o) => o.name === 'Virtual-1')?.source?.startsWith('lavfi:testsrc2=');
+        return !!s?.outputs.find((o) => o.name === 'Virtual-1')?.source?.startsWith('pattern:testcard?');
       },
       20_000,
     );

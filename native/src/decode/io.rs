@@ -83,6 +83,13 @@ unsafe extern "C" fn callback(opaque: *mut libc::c_void) -> libc::c_int {
     libc::c_int::from(guard.interrupted())
 }
 
+/// What `input_open` opened: the input, and for a `pattern:` source the I/O context behind
+/// it, which must outlive the input (keep it in a field declared after the input's).
+pub type Opened = (
+    ffmpeg::format::context::Input,
+    Option<super::pattern::PatternIo>,
+);
+
 /// Opens `source` (already classified as `kind`) with the policy's whitelists, `rw_timeout`
 /// for network sources and `guard` as the interrupt callback, and probes its streams.
 ///
@@ -92,10 +99,15 @@ pub unsafe fn input_open(
     source: &str,
     kind: SourceKind,
     guard: &IoGuard,
-) -> Result<ffmpeg::format::context::Input, String> {
+) -> Result<Opened, String> {
+    if kind == SourceKind::Pattern {
+        let pattern = super::pattern::Pattern::parse(source)?;
+        let (input, io) = super::pattern::pattern_open(&pattern)?;
+        return Ok((input, Some(io)));
+    }
     let (url, format) = match source.strip_prefix("lavfi:") {
         Some(graph) if kind == SourceKind::Generated => {
-            ffmpeg::device::register_all();
+            lavfi_register()?;
             let lavfi = unsafe { ffi::av_find_input_format(c"lavfi".as_ptr()) };
             if lavfi.is_null() {
                 return Err("this FFmpeg has no lavfi device".into());
@@ -135,7 +147,41 @@ pub unsafe fn input_open(
         unsafe { ffi::avformat_close_input(&mut context) };
         return Err(open_failure(rc, guard));
     }
-    Ok(unsafe { ffmpeg::format::context::Input::wrap(context) })
+    Ok((
+        unsafe { ffmpeg::format::context::Input::wrap(context) },
+        None,
+    ))
+}
+
+/// Registers libavdevice's inputs (lavfi among them) the first time a `lavfi:` source is
+/// opened. The addon does not link libavdevice: it and libavfilter pull in most of FFmpeg's
+/// optional libraries, and the box needs neither (its pictures are `pattern:` sources). Where
+/// FFmpeg's full set is installed (a development machine, the tests' host), it is loaded here;
+/// its major version is libavformat's in every FFmpeg since 5.
+fn lavfi_register() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let major = unsafe { ffi::avformat_version() } >> 16;
+            let name = CString::new(format!("libavdevice.so.{major}")).expect("no NUL");
+            // Never closed: FFmpeg keeps pointers into it once its devices are registered.
+            let lib = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if lib.is_null() {
+                return Err(format!(
+                    "lavfi: sources need {} (FFmpeg's libavdevice), which is not installed",
+                    name.to_string_lossy()
+                ));
+            }
+            let register = unsafe { libc::dlsym(lib, c"avdevice_register_all".as_ptr()) };
+            if register.is_null() {
+                return Err("libavdevice has no avdevice_register_all".into());
+            }
+            // SAFETY: FFmpeg's `void avdevice_register_all(void)`.
+            let register: unsafe extern "C" fn() = unsafe { std::mem::transmute(register) };
+            unsafe { register() };
+            Ok(())
+        })
+        .clone()
 }
 
 fn open_failure(rc: i32, guard: &IoGuard) -> String {

@@ -14,6 +14,7 @@ pub mod io;
 pub mod key;
 pub mod layout;
 pub mod nv12;
+pub mod pattern;
 pub mod policy;
 pub mod prime;
 pub mod registry;

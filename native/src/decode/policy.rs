@@ -12,7 +12,10 @@ use ffmpeg_next::Dictionary;
 /// What a source is, as far as opening it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceKind {
-    /// A lavfi graph of the generators below: the built-in demo and slates.
+    /// A built-in picture drawn by the addon (`pattern:`, decode/pattern.rs): the demo's test
+    /// card and the slates.
+    Pattern,
+    /// A lavfi graph of the generators below (development and tests: the box has no lavfi).
     Generated,
     /// An absolute path to a local file (the supervisor has resolved it inside its media dirs).
     File,
@@ -103,6 +106,10 @@ pub fn classify(source: &str) -> Result<SourceKind, String> {
     if source.chars().any(char::is_control) {
         return Err(format!("control characters in the source; {ALLOWED}"));
     }
+    if source.starts_with("pattern:") {
+        super::pattern::Pattern::parse(source)?;
+        return Ok(SourceKind::Pattern);
+    }
     if let Some(graph) = source.strip_prefix("lavfi:") {
         graph_check(graph)?;
         return Ok(SourceKind::Generated);
@@ -137,8 +144,8 @@ pub fn classify(source: &str) -> Result<SourceKind, String> {
 pub fn open_options(kind: SourceKind) -> Dictionary<'static> {
     let mut options = Dictionary::new();
     let (protocols, formats) = match kind {
-        // Opened through the lavfi device directly: no protocol, no probing.
-        SourceKind::Generated => return options,
+        // Opened through the lavfi device or rawvideo directly: no protocol, no probing.
+        SourceKind::Generated | SourceKind::Pattern => return options,
         SourceKind::File => ("file", FILE_FORMATS),
         SourceKind::Http => (HTTP_PROTOCOLS, HTTP_FORMATS),
         SourceKind::Rtsp => (RTSP_PROTOCOLS, "rtsp"),

@@ -25,6 +25,8 @@ pub(super) struct Session {
     /// FFmpeg calls back into it on every blocking read of `input`.
     pub(super) guard: *const IoGuard,
     pub(super) input: ffmpeg::format::context::Input,
+    /// A `pattern:` source's I/O context: after `input`, so dropped after it.
+    pub(super) pattern_io: Option<super::pattern::PatternIo>,
     /// Whether looping can seek back; else the source is opened again.
     pub(super) seekable: bool,
     pub(super) decoder: ffmpeg::decoder::Video,
@@ -131,7 +133,8 @@ impl Session {
             reason,
         })?;
         // SAFETY: the guard is the decoder's Shared::io, alive as long as the session.
-        let mut input = unsafe { io::input_open(&key.source, kind, guard) }.map_err(open_err)?;
+        let (mut input, pattern_io) =
+            unsafe { io::input_open(&key.source, kind, guard) }.map_err(open_err)?;
         let seekable = io::seekable(&input);
         let stream = match key.stream {
             Some(index) => input
@@ -227,6 +230,7 @@ impl Session {
             kind,
             guard,
             input,
+            pattern_io,
             seekable,
             decoder,
             stream: stream_index,

@@ -23,8 +23,8 @@ impl Session {
                 Err(_) => self.seekable = false,
             }
         }
-        let input =
-            unsafe { io::input_open(&self.source, self.kind, self.guard()) }.map_err(|e| {
+        let (input, pattern_io) = unsafe { io::input_open(&self.source, self.kind, self.guard()) }
+            .map_err(|e| {
                 StreamFailure::new(
                     FailureCode::Open,
                     format!("{}: cannot open again to loop: {e}", self.source),
@@ -42,7 +42,9 @@ impl Session {
                 ),
             ));
         }
+        // The old input goes first, then the I/O context it read from.
         self.input = input;
+        self.pattern_io = pattern_io;
         Ok(())
     }
 }
