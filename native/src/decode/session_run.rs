@@ -18,6 +18,7 @@ use super::frame_ring::Shared;
 use super::index::{media_identity, KeyframeIndex};
 use super::io;
 use super::key::SourceKey;
+use super::policy::SourceKind;
 use super::session_fall_back::HW_ERRORS_FATAL;
 use super::session_open::{HwPath, Session};
 
@@ -266,7 +267,14 @@ impl Session {
             }
             let timeline = clock.timeline_for(pts, self.period_us);
             self.ahead.push_back((frame, pts, timeline));
-            self.pace(clock, shared, AHEAD)?;
+            // A drawn picture has no decoder whose hiccups frames ahead would cover, and each
+            // of its frames is a whole raw packet (3 MB at 1080p): one is enough.
+            let keep = if self.kind == SourceKind::Pattern {
+                1
+            } else {
+                AHEAD
+            };
+            self.pace(clock, shared, keep)?;
             if self.fallback_pending.is_some() {
                 // Resume in software before decoding further on a path that failed; frames
                 // decoded ahead on that path are dropped and decoded again.
