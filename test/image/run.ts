@@ -155,9 +155,22 @@ let outDir: string;
   metrics.imageZstMb = Math.round(fs.statSync(`${img}.zst`).size / 1048576);
   const security = fs.readFileSync(path.join(outDir, 'security'), 'utf8');
   const exposure = /Overall exposure level for multihead\.service: ([0-9.]+)/.exec(security)?.[1];
-  const variant = /^variant (\S+)$/m.exec(fs.readFileSync(path.join(outDir, 'manifest'), 'utf8'))?.[1];
+  const manifest = fs.readFileSync(path.join(outDir, 'manifest'), 'utf8');
+  const variant = /^variant (\S+)$/m.exec(manifest)?.[1];
   if (variant !== 'test') {
     fail('build', `${outDir} is the ${variant ?? 'unknown'} variant, not the test variant (no agent to drive it)`);
+    finish();
+  }
+  // One FFmpeg, and only the libraries the firmware uses (issue 14): the manifest lists the
+  // image's packages (dpkg) and what the addon links (ldd in the image root).
+  const extra = manifest
+    .split('\n')
+    .filter(
+      (l) =>
+        /^\s+(libavdevice|libavfilter|libflite|node-av|@seydx)/.test(l) || /^\s+\S*(avdevice|avfilter)\S*\.so/.test(l),
+    );
+  if (extra.length > 0) {
+    fail('build', `the image carries what the firmware does not use: ${extra.map((l) => l.trim()).join(', ')}`);
     finish();
   }
   pass(
