@@ -211,7 +211,7 @@ $kernel_pkg initramfs-tools zstd kmod e2fsprogs ca-certificates tzdata \
 firmware-intel-graphics firmware-amd-graphics \
 intel-media-va-driver-non-free mesa-va-drivers libva2 libva-drm2 vainfo \
 libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libgbm1 libdrm2"
-baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" | sha256sum | cut -c1-16)
+baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" "$here/initramfs-modules" | sha256sum | cut -c1-16)
 baseroot=$cache/baseroot-$baseroot_key
 stage3() {
   rm -rf "$baseroot" "$baseroot.tmp"
@@ -223,7 +223,7 @@ stage3() {
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
     --include="$(echo "$base_pkgs" | tr -s ' ' ',')" \
-    --essential-hook="mkdir -p \"\$1\"/etc/initramfs-tools/conf.d && cp '$here/initramfs.conf' \"\$1\"/etc/initramfs-tools/conf.d/multihead.conf && printf 'squashfs\n' >>\"\$1\"/etc/initramfs-tools/modules" \
+    --essential-hook="mkdir -p \"\$1\"/etc/initramfs-tools/conf.d && cp '$here/initramfs.conf' \"\$1\"/etc/initramfs-tools/conf.d/multihead.conf && grep -v '^#' '$here/initramfs-modules' >>\"\$1\"/etc/initramfs-tools/modules" \
     --customize-hook='umount "$1"/var/cache/apt/archives' \
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/log/apt' \
     "$SUITE" "$baseroot.tmp" "$sources_main" "${sources_extra[@]}"
