@@ -66,7 +66,7 @@ die() {
   exit 1
 }
 
-key=$(cat "${BASH_SOURCE[0]}" "$init_sh" | sha256sum | cut -c1-16)
+key=$(cat "${BASH_SOURCE[0]}" "$init_sh" "$here/vkms-lock-nesting.pl" | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/initrd.img" ]; then
   echo "$out"
@@ -138,6 +138,7 @@ mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 
 log "stage 2: building vkms.ko and module lists in the chroot"
+cp "$here/vkms-lock-nesting.pl" "$chroot_dir/build/vkms-lock-nesting.pl"
 # Runs in the chroot with /proc and /dev mounted in a private mount namespace.
 cat >"$chroot_dir/build/stage2.sh" <<EOF
 #!/bin/sh
@@ -145,6 +146,8 @@ set -eu
 abi=$KERNEL_ABI
 rm -rf /build/vkms /out
 cp -a /build/vkms-src /build/vkms
+# Multi-CRTC commits could wedge the guest (interrupts back on under a held vkms lock).
+perl /build/vkms-lock-nesting.pl /build/vkms/vkms_crtc.c
 make -s -C /usr/src/linux-headers-\$abi M=/build/vkms CONFIG_DRM_VKMS=m \
   CONFIG_DRM_VKMS_KUNIT_TEST= -j\$(nproc) modules >&2
 strip --strip-debug /build/vkms/vkms.ko
