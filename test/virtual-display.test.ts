@@ -27,17 +27,25 @@ test.serial('two virtual outputs show one decoder frame-locked: every frame, no 
   decode.acquire('wall', { source: counter });
   display.play(decode, 'wall', ['Virtual-1', 'Virtual-2']);
   await sleep(4000);
+  // The decoder's count before and after the outputs' stats: a frame published between two
+  // reads (every 33 ms, and a loaded machine can take longer between them) is not a loss.
+  const before = decode.status().decoders[0];
   const [a, b] = display.stats();
   const status = decode.status().decoders[0];
-  t.truthy(a && b && status);
-  if (!a || !b || !status) return;
+  t.truthy(a && b && status && before);
+  if (!a || !b || !status || !before) return;
   t.is(a.sequence, b.sequence, 'both outputs show the same frame at the same vblank');
   t.true(a.vblanks > 200 && a.vblanks < 260, `vblanks ${a.vblanks} in 4 s at 60 Hz`);
   // A 30 fps clip on 60 Hz outputs: each frame is shown, each for two vblanks; a drop needs a
   // measured stall of this machine (see the 2-minute test).
   t.true(a.dropped <= a.lateTicks + status.delayed, `dropped ${a.dropped}, stalls ${a.lateTicks + status.delayed}`);
   t.true(b.dropped <= b.lateTicks + status.delayed, `dropped ${b.dropped}, stalls ${b.lateTicks + status.delayed}`);
-  t.true(Math.abs(a.frames - status.frames) <= 1, `shown ${a.frames} of ${status.frames} decoded`);
+  // Every published frame was shown or dropped, but for the newest one a vblank has yet to take.
+  const taken = a.frames + a.dropped;
+  t.true(
+    taken <= status.frames && taken >= before.frames - 1,
+    `shown ${a.frames} + dropped ${a.dropped} of ${before.frames}..${status.frames} decoded`,
+  );
   t.true(a.repeats >= a.frames - 2, `repeats ${a.repeats}`);
   const frame = display.snapshot('Virtual-2');
   t.truthy(frame);
