@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
 
+use super::pattern::{Pattern, PatternIo};
 use super::policy::{self, SourceKind};
 
 /// One read or write on a network source that waits longer than this fails (FFmpeg's
@@ -100,13 +101,21 @@ pub unsafe fn input_open(
     kind: SourceKind,
     guard: &IoGuard,
 ) -> Result<Opened, String> {
-    if kind == SourceKind::Pattern {
-        let pattern = super::pattern::Pattern::parse(source)?;
-        let (input, io) = super::pattern::pattern_open(&pattern)?;
-        return Ok((input, Some(io)));
-    }
-    let (url, format) = match source.strip_prefix("lavfi:") {
-        Some(graph) if kind == SourceKind::Generated => {
+    let mut options = policy::open_options(kind);
+    // A pattern is read from the addon's own I/O context, cut into frames by `rawvideo`.
+    let mut pattern_io = None;
+    let (url, format) = match (kind, source.strip_prefix("lavfi:")) {
+        (SourceKind::Pattern, _) => {
+            let pattern = Pattern::parse(source)?;
+            pattern_io = Some(PatternIo::new(&pattern)?);
+            options = pattern.demuxer_options();
+            let rawvideo = unsafe { ffi::av_find_input_format(c"rawvideo".as_ptr()) };
+            if rawvideo.is_null() {
+                return Err("this FFmpeg has no rawvideo demuxer".into());
+            }
+            ("pattern", rawvideo)
+        }
+        (SourceKind::Generated, Some(graph)) => {
             lavfi_register()?;
             let lavfi = unsafe { ffi::av_find_input_format(c"lavfi".as_ptr()) };
             if lavfi.is_null() {
@@ -117,7 +126,6 @@ pub unsafe fn input_open(
         _ => (source, std::ptr::null()),
     };
     let url = CString::new(url).map_err(|_| "a NUL byte in the source".to_owned())?;
-    let mut options = policy::open_options(kind);
     if matches!(kind, SourceKind::Http | SourceKind::Rtsp) {
         options.set("rw_timeout", &RW_TIMEOUT.as_micros().to_string());
     }
@@ -131,9 +139,13 @@ pub unsafe fn input_open(
             callback: Some(callback),
             opaque: guard as *const IoGuard as *mut libc::c_void,
         };
+        if let Some(io) = &pattern_io {
+            (*context).pb = io.avio();
+        }
     }
     let mut raw_options = options.disown();
-    // On failure avformat_open_input frees the context itself.
+    // On failure avformat_open_input frees the context itself (not a pattern's I/O context:
+    // `pattern_io` does, when it goes out of scope).
     let rc =
         unsafe { ffi::avformat_open_input(&mut context, url.as_ptr(), format, &mut raw_options) };
     unsafe { ffmpeg::Dictionary::own(raw_options) };
@@ -149,7 +161,7 @@ pub unsafe fn input_open(
     }
     Ok((
         unsafe { ffmpeg::format::context::Input::wrap(context) },
-        None,
+        pattern_io,
     ))
 }
 

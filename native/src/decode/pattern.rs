@@ -4,13 +4,11 @@
 //! (flite, z3, SDL, fontconfig: ~54 MiB of the image, ~10 MB of every supervisor's memory) for
 //! two pictures. Here they are drawn in YUV 4:2:0 with a built-in 8x8 font and read through
 //! FFmpeg's `rawvideo` demuxer from a custom I/O context, so they take the same decode, pacing
-//! and publishing path as any file.
+//! and publishing path as any file (opened by `io::input_open`).
 //!
 //! Grammar: `pattern:testcard?size=1920x1080&rate=30` and
 //! `pattern:slate?size=1920x1080&rate=1&colour=181c20&fontsize=36&text=kiosk%20-%20HDMI-A-1`;
 //! values are percent-encoded, every key is optional except `size`, unknown keys are refused.
-
-use std::ffi::CString;
 
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
@@ -81,13 +79,7 @@ impl Pattern {
                     }
                     (pattern.width, pattern.height) = (w, h);
                 }
-                "rate" => {
-                    pattern.rate = value
-                        .parse()
-                        .ok()
-                        .filter(|r| (1..=120).contains(r))
-                        .ok_or_else(|| format!("rate \"{value}\" is not 1-120"))?;
-                }
+                "rate" => pattern.rate = number_in(key, &value, 1..=120)?,
                 "colour" => {
                     let hex = value.trim_start_matches('#');
                     let rgb = u32::from_str_radix(hex, 16)
@@ -96,13 +88,7 @@ impl Pattern {
                         .ok_or_else(|| format!("colour \"{value}\" is not RRGGBB"))?;
                     pattern.colour = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8];
                 }
-                "fontsize" => {
-                    pattern.font_size = value
-                        .parse()
-                        .ok()
-                        .filter(|s| (8..=400).contains(s))
-                        .ok_or_else(|| format!("fontsize \"{value}\" is not 8-400"))?;
-                }
+                "fontsize" => pattern.font_size = number_in(key, &value, 8..=400)?,
                 "text" => {
                     if value.chars().count() > MAX_TEXT {
                         return Err(format!("text longer than {MAX_TEXT} characters"));
@@ -135,6 +121,15 @@ impl Pattern {
         let (w, h) = (self.width as usize, self.height as usize);
         w * h + 2 * (w / 2) * (h / 2)
     }
+}
+
+/// `value` as a whole number within `range`, or an error naming `key` and the range.
+fn number_in(key: &str, value: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("{key} \"{value}\" is not {}-{}", range.start(), range.end()))
 }
 
 fn percent_decode(raw: &str) -> Result<String, String> {
@@ -378,71 +373,59 @@ impl Drop for PatternIo {
 
 const IO_BUFFER: usize = 256 * 1024;
 
-/// Opens `pattern` as an input: FFmpeg's `rawvideo` demuxer (one frame per packet, timestamps
-/// from the rate) over the renderer. The returned `PatternIo` must outlive the input.
-pub fn pattern_open(
-    pattern: &Pattern,
-) -> Result<(ffmpeg::format::context::Input, PatternIo), String> {
-    let frames = Box::into_raw(Box::new(PatternFrames::new(pattern.clone())));
-    let buffer = unsafe { ffi::av_malloc(IO_BUFFER) } as *mut u8;
-    let mut io = PatternIo {
-        avio: std::ptr::null_mut(),
-        frames,
-    };
-    if buffer.is_null() {
-        return Err("out of memory".into());
+impl PatternIo {
+    /// The renderer for `pattern` behind a read-only AVIOContext, for `io::input_open` to open
+    /// with `rawvideo` and `Pattern::demuxer_options`.
+    pub fn new(pattern: &Pattern) -> Result<PatternIo, String> {
+        let frames = Box::into_raw(Box::new(PatternFrames::new(pattern.clone())));
+        // From here on, dropping `io` frees whatever was made.
+        let mut io = PatternIo {
+            avio: std::ptr::null_mut(),
+            frames,
+        };
+        let buffer = unsafe { ffi::av_malloc(IO_BUFFER) } as *mut u8;
+        if buffer.is_null() {
+            return Err("out of memory".into());
+        }
+        io.avio = unsafe {
+            ffi::avio_alloc_context(
+                buffer,
+                IO_BUFFER as libc::c_int,
+                0,
+                frames as *mut libc::c_void,
+                Some(pattern_read),
+                None,
+                None,
+            )
+        };
+        if io.avio.is_null() {
+            unsafe { ffi::av_free(buffer as *mut libc::c_void) };
+            return Err("out of memory".into());
+        }
+        Ok(io)
     }
-    io.avio = unsafe {
-        ffi::avio_alloc_context(
-            buffer,
-            IO_BUFFER as libc::c_int,
-            0,
-            frames as *mut libc::c_void,
-            Some(pattern_read),
-            None,
-            None,
-        )
-    };
-    if io.avio.is_null() {
-        unsafe { ffi::av_free(buffer as *mut libc::c_void) };
-        return Err("out of memory".into());
+
+    /// The I/O context to set as the format context's `pb`.
+    pub fn avio(&self) -> *mut ffi::AVIOContext {
+        self.avio
     }
-    let rawvideo = unsafe { ffi::av_find_input_format(c"rawvideo".as_ptr()) };
-    if rawvideo.is_null() {
-        return Err("this FFmpeg has no rawvideo demuxer".into());
+}
+
+impl Pattern {
+    /// What FFmpeg's `rawvideo` demuxer needs to cut the stream into frames and time them.
+    pub fn demuxer_options(&self) -> ffmpeg::Dictionary<'static> {
+        let mut options = ffmpeg::Dictionary::new();
+        options.set("video_size", &format!("{}x{}", self.width, self.height));
+        options.set("pixel_format", "yuv420p");
+        options.set("framerate", &self.rate.to_string());
+        options
     }
-    let mut options = ffmpeg::Dictionary::new();
-    options.set(
-        "video_size",
-        &format!("{}x{}", pattern.width, pattern.height),
-    );
-    options.set("pixel_format", "yuv420p");
-    options.set("framerate", &pattern.rate.to_string());
-    let mut context = unsafe { ffi::avformat_alloc_context() };
-    if context.is_null() {
-        return Err("out of memory".into());
-    }
-    unsafe { (*context).pb = io.avio };
-    let url = CString::new("pattern").expect("no NUL");
-    let mut raw_options = unsafe { options.disown() };
-    // On failure avformat_open_input frees the context (not our I/O context: `io` does).
-    let rc =
-        unsafe { ffi::avformat_open_input(&mut context, url.as_ptr(), rawvideo, &mut raw_options) };
-    unsafe { ffmpeg::Dictionary::own(raw_options) };
-    if rc < 0 {
-        return Err(ffmpeg::Error::from(rc).to_string());
-    }
-    let rc = unsafe { ffi::avformat_find_stream_info(context, std::ptr::null_mut()) };
-    if rc < 0 {
-        unsafe { ffi::avformat_close_input(&mut context) };
-        return Err(ffmpeg::Error::from(rc).to_string());
-    }
-    Ok((unsafe { ffmpeg::format::context::Input::wrap(context) }, io))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::policy::SourceKind;
 
     #[test]
     fn parses_what_the_supervisor_sends_and_refuses_the_rest() {
@@ -533,8 +516,11 @@ mod tests {
     #[test]
     fn opens_through_rawvideo_and_decodes_frames_of_its_size() {
         ffmpeg::init().unwrap();
-        let p = Pattern::parse("pattern:testcard?size=64x48&rate=30").unwrap();
-        let (mut input, io) = pattern_open(&p).unwrap();
+        let source = "pattern:testcard?size=64x48&rate=30";
+        let guard = crate::decode::io::IoGuard::default();
+        let (mut input, io) =
+            unsafe { crate::decode::io::input_open(source, SourceKind::Pattern, &guard) }.unwrap();
+        assert!(io.is_some(), "the I/O context comes back with the input");
         let stream = input.streams().best(ffmpeg::media::Type::Video).unwrap();
         let index = stream.index();
         let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).unwrap();
