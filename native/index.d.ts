@@ -263,6 +263,9 @@ export interface DecoderInfo {
   codec: string
   width: number
   height: number
+  /** Sample (pixel) aspect ratio: `sarNum:sarDen`; 0:1 when the stream says nothing (square). */
+  sarNum: number
+  sarDen: number
   /** The stream's nominal frame rate. */
   frameRate: number
   /** Frames per second actually produced, smoothed. */
@@ -664,6 +667,25 @@ export interface SnapshotJpegOptions {
   outWidth?: number
   /** 1 (smallest) to 100 (best); default 80. */
   quality?: number
+  /**
+   * What a viewer sees: the frame placed on the whole output (layout, rotation, bars).
+   * Default: the frame as decoded.
+   */
+  view?: SnapshotView
+}
+
+/** Where the frame lands on its output, as the layout computed it for the plane. */
+export interface SnapshotView {
+  outputWidth: number
+  outputHeight: number
+  /** Frame pixels shown. */
+  src: ViewRect
+  /** Where, in the output's own (unrotated) pixels. */
+  dst: ViewRect
+  /** Degrees the picture is turned clockwise: 0, 90, 180 or 270. */
+  rotation: number
+  /** The output outside `dst`, `RRGGBB`. */
+  background: string
 }
 
 /** What taking over a previous instance's card found (`KmsDevice.takeover`). */
@@ -706,6 +728,13 @@ export interface VideoOutput {
   rotation?: number
   colorEncoding?: string
   colorRange?: string
+}
+
+export interface ViewRect {
+  x: number
+  y: number
+  width: number
+  height: number
 }
 
 export interface VirtualFrame {

@@ -12,6 +12,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 
 use crate::panic_guard::Guarded;
+use crate::preview_view::{view_check, view_compose, SnapshotView, View};
 
 /// Larger than any mode a box drives; a bigger frame is a caller's mistake, not a screen.
 const MAX_SIDE: u32 = 8192;
@@ -35,6 +36,9 @@ pub struct SnapshotJpegOptions {
     pub out_width: Option<u32>,
     /// 1 (smallest) to 100 (best); default 80.
     pub quality: Option<u32>,
+    /// What a viewer sees: the frame placed on the whole output (layout, rotation, bars).
+    /// Default: the frame as decoded.
+    pub view: Option<SnapshotView>,
 }
 
 #[napi(object)]
@@ -53,6 +57,8 @@ struct JpegJob {
     out_width: u32,
     out_height: u32,
     qscale: i32,
+    /// Composed onto the output before scaling (previews); none: the frame itself.
+    view: Option<View>,
 }
 
 fn bad(reason: String) -> String {
@@ -76,6 +82,7 @@ fn job_check(options: &JpegOptions, data_len: usize) -> Result<JpegJob, String> 
         data_len,
         options.out_width,
         options.quality,
+        None,
     )
 }
 
@@ -86,6 +93,7 @@ fn job_make(
     data_len: usize,
     out_width: Option<u32>,
     quality: Option<u32>,
+    view: Option<&SnapshotView>,
 ) -> Result<JpegJob, String> {
     let format = match format_name {
         "NV12" => Pixel::NV12,
@@ -103,7 +111,13 @@ fn job_make(
             "{format_name} {width}x{height} needs {expected} bytes, got {data_len}"
         )));
     }
-    let asked = out_width.unwrap_or(width);
+    let view = view
+        .map(|v| view_check(v, width, height))
+        .transpose()
+        .map_err(bad)?;
+    // A composed preview is the output's size, not the frame's.
+    let (width_shown, height_shown) = view.as_ref().map_or((width, height), |v| v.output);
+    let asked = out_width.unwrap_or(width_shown);
     if asked < 2 {
         return Err(bad(format!("outWidth {asked} is below 2")));
     }
@@ -112,9 +126,10 @@ fn job_make(
         return Err(bad(format!("quality {quality} is outside 1..100")));
     }
     // Even sizes: the encoder works in 4:2:0. Never larger than the frame.
-    let out_width = (asked.min(width) & !1).max(2);
+    let out_width = (asked.min(width_shown) & !1).max(2);
     let out_height =
-        ((u64::from(height) * u64::from(out_width) / u64::from(width)) as u32 & !1).max(2);
+        ((u64::from(height_shown) * u64::from(out_width) / u64::from(width_shown)) as u32 & !1)
+            .max(2);
     // FFmpeg's scale: 2 (best) to 31 (worst), the way `-q:v` reads it.
     let qscale = 2 + ((100 - quality) * 29 + 49) / 99;
     Ok(JpegJob {
@@ -124,6 +139,7 @@ fn job_make(
         out_width,
         out_height,
         qscale: qscale as i32,
+        view,
     })
 }
 
@@ -153,12 +169,15 @@ fn jpeg_encode_run(job: &JpegJob, data: &[u8]) -> Result<Vec<u8>, String> {
     ffmpeg::init().map_err(|e| failed("FFmpeg init", e))?;
     // Errors reach the caller; FFmpeg's stderr chatter would bypass the structured log.
     ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
-    let source = frame_fill(job, data);
+    let mut source = frame_fill(job, data);
+    if let Some(view) = &job.view {
+        source = view_compose(&source, view).map_err(|e| failed("compose", e))?;
+    }
     let mut scaled = ffmpeg::frame::Video::new(Pixel::YUVJ420P, job.out_width, job.out_height);
     ffmpeg::software::scaling::Context::get(
-        job.format,
-        job.width,
-        job.height,
+        source.format(),
+        source.width(),
+        source.height(),
         Pixel::YUVJ420P,
         job.out_width,
         job.out_height,
@@ -263,6 +282,7 @@ pub fn snapshot_jpeg_task(
                 f.data.as_slice().len(),
                 options.out_width,
                 options.quality,
+                options.view.as_ref(),
             )
             .map_err(napi::Error::from_reason)?;
             Some((job, f.data))

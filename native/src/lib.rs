@@ -17,6 +17,7 @@ pub mod heartbeat;
 pub mod jpeg;
 pub mod panic_guard;
 pub mod playback;
+pub mod preview_view;
 pub mod realtime;
 pub mod screen_copy;
 pub mod systemd;

@@ -79,6 +79,9 @@ pub struct DecoderInfo {
     pub codec: String,
     pub width: u32,
     pub height: u32,
+    /// Sample (pixel) aspect ratio: `sarNum:sarDen`; 0:1 when the stream says nothing (square).
+    pub sar_num: u32,
+    pub sar_den: u32,
     /// The stream's nominal frame rate.
     pub frame_rate: f64,
     /// Frames per second actually produced, smoothed.
@@ -339,6 +342,8 @@ impl DecodeManager {
                         codec: s.codec,
                         width: s.width,
                         height: s.height,
+                        sar_num: s.sar.0,
+                        sar_den: s.sar.1,
                         frame_rate: s.frame_rate,
                         fps: s.fps,
                         frames: s.frames as f64,

@@ -1,4 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv';
+import type { Layout, Rotation } from '../display/layout.ts';
 import { ERR_SOURCE_NOT_ALLOWED, urlProblem, WEB_SCHEMES } from '../playback/source-policy.ts';
 import contentSchema from './content.schema.json' with { type: 'json' };
 
@@ -80,6 +81,10 @@ export interface Assignment {
   readonly tiles?: readonly Tile[];
   readonly schedule?: string;
   readonly playlist?: string;
+  /** How the picture is sized to each output; default `fit` for one output, `stretch` for a wall's tiles. */
+  readonly layout?: Layout;
+  /** Degrees the picture is turned clockwise on the screen (portrait mounting). */
+  readonly rotation?: Rotation;
 }
 
 export interface Content {

@@ -162,7 +162,15 @@ export class ContentOutputs {
       player,
       targets: outputs.map((output) => {
         const crop = a.tiles?.find((t) => t.output === output)?.crop;
-        return crop ? { output, crop } : { output };
+        // A wall's tiles fill their screens as the crop says (the designer set their
+        // aspect); one output keeps the picture's own.
+        const layout = a.layout ?? (a.tiles ? { fit: 'stretch' as const } : undefined);
+        return {
+          output,
+          ...(crop ? { crop } : {}),
+          ...(layout ? { layout } : {}),
+          ...(a.rotation ? { rotation: a.rotation } : {}),
+        };
       }),
       resolve: this.#deps.resolve,
       log: this.#deps.logger,

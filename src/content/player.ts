@@ -1,3 +1,4 @@
+import type { Layout, Rotation } from '../display/layout.ts';
 import type { Crop, MediaType } from './model.ts';
 
 /**
@@ -18,6 +19,8 @@ export interface PlayerTarget {
   readonly output: string;
   /** A video-wall tile: the part of the picture this output shows. */
   readonly crop?: Crop;
+  readonly layout?: Layout;
+  readonly rotation?: Rotation;
 }
 
 /** An item decoded up to its first frame and held, ready to take over at the next vblank. */

@@ -11,8 +11,6 @@ export interface ScreensPlayerDeps {
   readonly deviceName: string;
   /** Told before content takes outputs over, so whatever played there (the demo) lets go. */
   readonly claim?: (outputs: readonly string[]) => void;
-  /** Called once per crop that virtual outputs cannot honour (they have no source rectangle). */
-  readonly onCropIgnored?: (output: string) => void;
 }
 
 /** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
@@ -24,13 +22,12 @@ const PREROLL_TIMEOUT_MS = 5000;
  * A Player over the decode manager and the Screens (KMS or virtual outputs). Every item is its
  * own decoder consumer; `prepare` prerolls it (first frame decoded and held) and `show` hands
  * it the outputs at a vblank, then releases what they showed before, exactly as the engine's
- * gapless test does. Crop rectangles (video-wall tiles) go to the planes on KMS.
+ * gapless test does. Crop, layout and rotation go to the planes on KMS and to the previews.
  */
 export class ScreensPlayer implements Player {
   readonly #deps: ScreensPlayerDeps;
   readonly #onOutput = new Map<string, string>();
   readonly #held = new Set<string>();
-  readonly #cropWarned = new Set<string>();
   #serial = 0;
 
   constructor(deps: ScreensPlayerDeps) {
@@ -62,20 +59,17 @@ export class ScreensPlayer implements Player {
     const driven = this.outputs;
     const shown = targets.filter((t) => driven.includes(t.output));
     const outputs = shown.map((t) => t.output);
-    if (this.#deps.screens.kind === 'virtual') {
-      for (const t of shown) {
-        if (t.crop && !this.#cropWarned.has(t.output)) {
-          this.#cropWarned.add(t.output);
-          this.#deps.onCropIgnored?.(t.output);
-        }
-      }
-    }
     if (outputs.length === 0) return;
     this.#deps.claim?.(outputs);
     this.#deps.screens.play(
       this.#deps.decode,
       prepared.handle,
-      shown.map((t) => ({ output: t.output, ...(t.crop ? { crop: t.crop } : {}) })),
+      shown.map((t) => ({
+        output: t.output,
+        ...(t.crop ? { crop: t.crop } : {}),
+        ...(t.layout ? { layout: t.layout } : {}),
+        ...(t.rotation ? { rotation: t.rotation } : {}),
+      })),
     );
     const replaced = new Set<string>();
     for (const o of outputs) {

@@ -1,4 +1,5 @@
-import type { DecodeManager, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+import type { DecodeManager, DecoderInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+import { type Layout, layoutPlace, type Placed, type Rotation } from './layout.ts';
 
 /** One output as playback sees it, whichever backend drives it. */
 export interface ScreenOutput {
@@ -8,12 +9,15 @@ export interface ScreenOutput {
   readonly refresh: number;
 }
 
-/** Where one output shows a source: a normalised source crop (video walls) and a rotation. */
+/** Where one output shows a source: a normalised source crop (video walls), a rotation and a layout. */
 export interface ScreenPlacement {
   readonly output: string;
   /** Part of the decoded picture, in 0..1 coordinates. Default: all of it. */
   readonly crop?: { x: number; y: number; width: number; height: number };
-  readonly rotation?: 0 | 90 | 180 | 270;
+  /** Degrees the picture is turned clockwise on the panel (portrait screens). */
+  readonly rotation?: Rotation;
+  /** How the picture is sized to the output; default `fit` (aspect kept, black bars). */
+  readonly layout?: Layout;
 }
 
 /** Per-output counters for logs, telemetry and metrics. */
@@ -59,6 +63,8 @@ export interface Screens {
    * failure is traced to the outputs that show it. Absent on test doubles.
    */
   showing?(output: string): string | undefined;
+  /** The geometry in force on the output (source crop, destination, rotation, bars), once playing. */
+  placed?(output: string): Placed | undefined;
 }
 
 /** The consumer an output shows; without `showing`, the demo's convention (named after the output). */
@@ -80,17 +86,91 @@ function showingTrack(): {
   };
 }
 
-function jpegOptions(width: number | undefined, quality: number | undefined): { outWidth?: number; quality?: number } {
-  return { ...(width !== undefined ? { outWidth: width } : {}), ...(quality !== undefined ? { quality } : {}) };
+/**
+ * Each output's geometry, computed once per `play` from the decoder's picture size and kept
+ * for previews, which compose the same view the plane shows.
+ */
+function placedTrack(): {
+  place: (
+    decode: DecodeManager,
+    consumer: string,
+    placements: readonly ScreenPlacement[],
+    outputs: readonly ScreenOutput[],
+  ) => Map<string, Placed>;
+  get: (o: string) => Placed | undefined;
+} {
+  const placed = new Map<string, Placed>();
+  return {
+    place(decode, consumer, placements, outputs) {
+      const source: DecoderInfo | undefined = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+      const now = new Map<string, Placed>();
+      for (const p of placements) {
+        const output = outputs.find((o) => o.name === p.output);
+        if (!source || !output || source.width === 0 || source.height === 0) {
+          placed.delete(p.output);
+          continue;
+        }
+        const at = layoutPlace(
+          { width: source.width, height: source.height, sarNum: source.sarNum ?? 0, sarDen: source.sarDen ?? 1 },
+          output,
+          {
+            ...(p.crop ? { crop: p.crop } : {}),
+            ...(p.rotation ? { rotation: p.rotation } : {}),
+            ...(p.layout ? { layout: p.layout } : {}),
+          },
+        );
+        placed.set(p.output, at);
+        now.set(p.output, at);
+      }
+      return now;
+    },
+    get: (o) => placed.get(o),
+  };
+}
+
+function jpegOptions(
+  width: number | undefined,
+  quality: number | undefined,
+  placed: Placed | undefined,
+): { outWidth?: number; quality?: number; view?: SnapshotView } {
+  return {
+    ...(width !== undefined ? { outWidth: width } : {}),
+    ...(quality !== undefined ? { quality } : {}),
+    ...(placed ? { view: snapshotView(placed) } : {}),
+  };
+}
+
+interface SnapshotView {
+  outputWidth: number;
+  outputHeight: number;
+  src: Placed['src'];
+  dst: Placed['dst'];
+  rotation: number;
+  background: string;
+}
+
+/** The placement as the native preview composer takes it. */
+function snapshotView(p: Placed): SnapshotView {
+  return {
+    outputWidth: p.output.width,
+    outputHeight: p.output.height,
+    src: p.src,
+    dst: p.dst,
+    rotation: p.rotation,
+    background: p.background,
+  };
 }
 
 export function virtualScreens(display: VirtualDisplay, outputs: readonly ScreenOutput[]): Screens {
   const showing = showingTrack();
+  const placed = placedTrack();
   return {
     kind: 'virtual',
     outputs: () => [...outputs],
     play(decode, consumer, placements) {
-      // Virtual outputs show the whole decoded frame: crop and rotation are the planes' job on KMS.
+      // Virtual outputs scan out the whole decoded frame; their previews compose the layout
+      // (crop, rotation, bars) the way a plane would show it.
+      placed.place(decode, consumer, placements, outputs);
       display.play(
         decode,
         consumer,
@@ -102,8 +182,9 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
       );
     },
     showing: showing.get,
+    placed: placed.get,
     snapshotJpeg: async (output, width, quality) =>
-      (await display.snapshotJpeg(output, jpegOptions(width, quality))) ?? undefined,
+      (await display.snapshotJpeg(output, jpegOptions(width, quality, placed.get(output)))) ?? undefined,
     stats: () =>
       display.stats().map((o) => ({ name: o.name, vblanks: o.vblanks, frames: o.frames, dropped: o.dropped })),
   };
@@ -111,26 +192,41 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
 
 export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo[]): Screens {
   const showing = showingTrack();
+  const placed = placedTrack();
+  const outputs = (): ScreenOutput[] =>
+    current().map((o) => ({
+      name: o.connector,
+      width: o.mode.width,
+      height: o.mode.height,
+      refresh: o.mode.refresh,
+    }));
   return {
     kind: 'kms',
-    outputs: () =>
-      current().map((o) => ({
-        name: o.connector,
-        width: o.mode.width,
-        height: o.mode.height,
-        refresh: o.mode.refresh,
-      })),
+    outputs,
     play(decode, consumer, placements) {
-      // The engine crops in source pixels; the decoder knows the stream's size once opened.
-      const source = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+      // The plane crops, scales and turns: source pixels from the decoder's picture size
+      // (known once it opened), destination in the mode's pixels.
+      const now = placed.place(decode, consumer, placements, outputs());
       device.playVideo(
         decode,
         consumer,
-        placements.map((p) => ({
-          connector: p.output,
-          ...(p.crop && source ? { src: cropPixels(p.crop, source.width, source.height) } : {}),
-          ...(p.rotation ? { rotation: p.rotation } : {}),
-        })),
+        placements.map((p) => {
+          const at = now.get(p.output);
+          return {
+            connector: p.output,
+            ...(at
+              ? {
+                  // The whole picture goes without a source rectangle, so a stream that
+                  // changes size (an HLS variant) stays whole rather than cut or refused.
+                  ...(wholePicture(at, decode, consumer) ? {} : { src: at.src }),
+                  dst: at.dst,
+                  ...(at.rotation ? { rotation: at.rotation } : {}),
+                }
+              : p.rotation
+                ? { rotation: p.rotation }
+                : {}),
+          };
+        }),
       );
       showing.set(
         consumer,
@@ -138,25 +234,22 @@ export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo
       );
     },
     showing: showing.get,
+    placed: placed.get,
     snapshotJpeg: async (output, width, quality) =>
-      (await device.snapshotJpeg(output, jpegOptions(width, quality))) ?? undefined,
+      (await device.snapshotJpeg(output, jpegOptions(width, quality, placed.get(output)))) ?? undefined,
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
   };
 }
 
-/** A normalised crop in whole source pixels, kept inside the frame. */
-export function cropPixels(
-  crop: NonNullable<ScreenPlacement['crop']>,
-  width: number,
-  height: number,
-): { x: number; y: number; width: number; height: number } {
-  const x = Math.min(width - 1, Math.max(0, Math.round(crop.x * width)));
-  const y = Math.min(height - 1, Math.max(0, Math.round(crop.y * height)));
-  return {
-    x,
-    y,
-    width: Math.max(1, Math.min(width - x, Math.round(crop.width * width))),
-    height: Math.max(1, Math.min(height - y, Math.round(crop.height * height))),
-  };
+/** Whether `at` shows all of the consumer's decoded picture. */
+function wholePicture(at: Placed, decode: DecodeManager, consumer: string): boolean {
+  const source = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+  return (
+    source !== undefined &&
+    at.src.x === 0 &&
+    at.src.y === 0 &&
+    at.src.width === source.width &&
+    at.src.height === source.height
+  );
 }

@@ -15,7 +15,13 @@ export type DecodeRequest = Native.DecodeRequest;
  * come with the native side of issue 12; declared here, optional, so the supervisor reads them
  * whether or not the generated native/index.d.ts has them yet.
  */
-export type DecoderInfo = Native.DecoderInfo & { failureCode?: string; forcedShared?: boolean };
+export type DecoderInfo = Omit<Native.DecoderInfo, 'sarNum' | 'sarDen'> & {
+  failureCode?: string;
+  forcedShared?: boolean;
+  /** The stream's sample aspect ratio (0:1 unknown, square); optional for hand-made status objects. */
+  sarNum?: number;
+  sarDen?: number;
+};
 export type DecodeStatus = Omit<Native.DecodeStatus, 'decoders'> & { decoders: DecoderInfo[] };
 export type VirtualDisplay = Native.VirtualDisplay;
 export type VirtualOutputConfig = Native.VirtualOutputConfig;

@@ -57,6 +57,8 @@ pub struct StreamInfo {
     pub height: u32,
     /// Nominal frame rate of the stream.
     pub frame_rate: f64,
+    /// Sample (pixel) aspect ratio, numerator and denominator; (0, 1) when unknown (square).
+    pub sar: (u32, u32),
 }
 
 /// Counters read by status calls; written only by the decoder thread.

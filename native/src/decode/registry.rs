@@ -70,6 +70,7 @@ pub struct DecoderStatus {
     pub codec: String,
     pub width: u32,
     pub height: u32,
+    pub sar: (u32, u32),
     pub frame_rate: f64,
     pub fps: f64,
     pub frames: u64,
@@ -511,6 +512,7 @@ impl Registry {
                     codec: d.info.codec.clone(),
                     width: d.info.width,
                     height: d.info.height,
+                    sar: d.info.sar,
                     frame_rate: d.info.frame_rate,
                     fps: if interval > 0 {
                         1_000_000.0 / interval as f64

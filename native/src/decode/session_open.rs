@@ -205,6 +205,7 @@ impl Session {
             width: decoder.width(),
             height: decoder.height(),
             frame_rate,
+            sar: sample_aspect(decoder.aspect_ratio()),
         };
         let start_us = (key.start_ms * 1000) as i64;
         let index = KeyframeIndex::load(&key.source, stream_index as u32);
@@ -263,5 +264,14 @@ impl Session {
     pub(super) fn guard(&self) -> &IoGuard {
         // SAFETY: see the field.
         unsafe { &*self.guard }
+    }
+}
+
+/// A stream's sample aspect ratio as layouts read it: (0, 1) for unknown or nonsense values,
+/// which they treat as square pixels.
+fn sample_aspect(r: ffmpeg::Rational) -> (u32, u32) {
+    match (u32::try_from(r.numerator()), u32::try_from(r.denominator())) {
+        (Ok(n), Ok(d)) if n > 0 && d > 0 => (n, d),
+        _ => (0, 1),
     }
 }
