@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectorInfo, DisplayEvent, OutputInfo, OutputStats } from '../../native/index.d.ts';
+import { type Layout, layoutPlace } from '../../src/display/layout.ts';
 import { type CaseContext, type VmCase, vkmsConfigfsDevice } from './cases.ts';
 import { KmsCallError } from './kms-client.ts';
 import { guestNode } from './qemu.ts';
@@ -159,6 +160,74 @@ const RW_TIMEOUT_MS = 5000;
 
 const videoEvents = async (ctx: CaseContext): Promise<DisplayEvent[]> => await ctx.kms.call<DisplayEvent[]>('vEvents');
 
+/**
+ * A clip whose luma is a diagonal ramp, 16 + 100 x/W + 100 y/H, so every pixel of a capture
+ * says which source pixel it shows (to within a row or column): a crop or a placement off by
+ * a few pixels reads as a different level.
+ */
+function rampClip(file: string, width: number, height: number): void {
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    `color=c=black:size=${width}x${height}:rate=10:duration=3,geq=lum='16+100*X/W+100*Y/H':cb=128:cr=128`,
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-qp',
+    '0',
+    '-pix_fmt',
+    'yuv420p',
+    file,
+  ]);
+}
+
+/**
+ * Checks a capture against a layout: black outside the destination, and inside it the ramp's
+ * level of the source pixel the geometry maps there (limited-range luma as the plane's RGB).
+ * Returns the worst error in levels.
+ */
+function layoutCheck(
+  label: string,
+  c: Capture,
+  clip: { width: number; height: number },
+  at: ReturnType<typeof layoutPlace>,
+): number {
+  const { src, dst } = at;
+  const green = (x: number, y: number): number => c.data[y * c.pitch + x * 4 + 1] ?? -1;
+  let worst = 0;
+  for (let y = 2; y < c.height; y += 23) {
+    for (let x = 2; x < c.width; x += 29) {
+      const inside = x >= dst.x && x < dst.x + dst.width && y >= dst.y && y < dst.y + dst.height;
+      // Pixels next to the picture's edge blend with the bars in chroma: skip a margin of 2.
+      const edge =
+        Math.abs(x - dst.x) < 2 ||
+        Math.abs(x - (dst.x + dst.width)) < 2 ||
+        Math.abs(y - dst.y) < 2 ||
+        Math.abs(y - (dst.y + dst.height)) < 2;
+      if (edge) continue;
+      if (!inside) {
+        assert.equal(green(x, y), 0, `${label}: bar at (${x}, ${y}) is black`);
+        continue;
+      }
+      // No scaling here (vkms has none): source pixel = destination offset + source origin.
+      const sx = x - dst.x + src.x;
+      const sy = y - dst.y + src.y;
+      const luma = 16 + (100 * sx) / clip.width + (100 * sy) / clip.height;
+      const want = Math.round(((luma - 16) * 255) / 219);
+      const error = Math.abs(green(x, y) - want);
+      worst = Math.max(worst, error);
+      // A row or column of the ramp is under a level; an offset of 5 pixels is more than 1.
+      assert.ok(error <= 3, `${label}: (${x}, ${y}) shows ${green(x, y)}, source (${sx}, ${sy}) is ${want}`);
+    }
+  }
+  return worst;
+}
+
 export const videoCases: VmCase[] = [
   {
     id: 'video-groups-3-crtcs',
@@ -274,6 +343,55 @@ export const videoCases: VmCase[] = [
         return `stalled ${c}: ${stallLines.join(', ')}; ${refusedLine}: ${refusedLines.join(', ')}; engine: ${late.join(', ')}; centre ${centre(ca1)} -> ${centre(ca2)} on ${a}, ${c} kept ${centre(cc1)}; 0 frame-path allocations`;
       } finally {
         writer.kill('SIGKILL');
+        await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'video-layout-fit-fill',
+    title:
+      'layouts on vkms: 4:3 pillarboxed and 21:9 letterboxed (fit), 4:3 and 21:9 cropped to fill, from the geometry the supervisor uses',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const card = await vkmsConfigfsDevice(vm, 'vlayout', 1);
+      const outputs = await outputsOn(ctx, card, '1280x720');
+      const o = outputs[0] as OutputInfo;
+      assert.deepEqual([o.mode.width, o.mode.height], [1280, 720], `${o.connector} at 1280x720`);
+      // Sizes where the layout needs no scaling (vkms has none): the bars and the crop are
+      // what the geometry says, checked pixel by pixel in writeback.
+      const cases: Array<{ name: string; width: number; height: number; layout: Layout }> = [
+        { name: '4:3 fit', width: 960, height: 720, layout: { fit: 'fit' } },
+        { name: '21:9 fit', width: 1280, height: 548, layout: { fit: 'fit' } },
+        { name: '4:3 fill', width: 1280, height: 960, layout: { fit: 'fill' } },
+        { name: '21:9 fill', width: 1680, height: 720, layout: { fit: 'fill' } },
+      ];
+      const lines: string[] = [];
+      try {
+        for (const [i, c] of cases.entries()) {
+          const clip = path.join(vm.scratch, `layout-${c.width}x${c.height}.mp4`);
+          rampClip(clip, c.width, c.height);
+          const at = layoutPlace({ width: c.width, height: c.height }, o.mode, { layout: c.layout });
+          const consumer = `layout${i}`;
+          await kms.call('vPlay', {
+            consumer,
+            source: clip,
+            hw: 'dmabuf',
+            outputs: [{ connector: o.connector, src: at.src, dst: at.dst }],
+          });
+          await flipsMeasured(ctx, [o.connector], 5);
+          await kms.call('vStop');
+          const shot = await capture(ctx, o.connector);
+          const worst = layoutCheck(c.name, shot, c, at);
+          await kms.call('vRelease', { consumer });
+          const { src, dst } = at;
+          lines.push(
+            `${c.name} ${c.width}x${c.height}: src ${src.x},${src.y} ${src.width}x${src.height} -> dst ${dst.x},${dst.y} ${dst.width}x${dst.height} (worst ${worst} levels)`,
+          );
+        }
+        const counters = await kms.call<{ errors: number; lastError?: string }>('vCounters');
+        assert.equal(counters.errors, 0, `video errors: ${counters.lastError}`);
+        return lines.join('; ');
+      } finally {
         await kms.call('vClose').catch(() => {});
       }
     },

@@ -72,6 +72,11 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
       need().playVideo(decode, consumer, p.outputs as VideoOutput[]);
       return true;
     },
+    /** Ends `consumer`'s claim on its decoder (stop the outputs first: vStop). */
+    vRelease: (p) => {
+      decode?.release(String(p.consumer));
+      return true;
+    },
     /** Stops video on every output (each keeps its last frame); the decoders go on. */
     vStop: () => {
       need().stopVideo();
