@@ -83,6 +83,8 @@ export interface Placed {
   readonly background: string;
   /** The output's size, for previews composed off the frame path. */
   readonly output: { readonly width: number; readonly height: number };
+  /** The layout in force, defaults filled in (status shows it). */
+  readonly layout: Required<Layout>;
 }
 
 /** Horizontal and vertical share of the spare room put before the picture. */
@@ -141,7 +143,12 @@ export function layoutPlace(
   // The crop's size in square display pixels.
   const aw = crop.width * sar;
   const ah = crop.height;
-  const base = { rotation, background: layout.background ?? '000000', output: { ...output } };
+  const inForce: Required<Layout> = {
+    fit: layout.fit,
+    anchor: layout.anchor ?? 'centre',
+    background: (layout.background ?? '000000').toLowerCase(),
+  };
+  const base = { rotation, background: inForce.background, output: { ...output }, layout: inForce };
   if (layout.fit === 'stretch') {
     return { ...base, src: crop, dst: viewToPanel({ x: 0, y: 0, ...view }, output, rotation) };
   }

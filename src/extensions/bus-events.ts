@@ -4,7 +4,14 @@
 import type { Config } from '../config/schema.ts';
 import type { ContentSync } from '../content/sync-job.ts';
 import type { Screens } from '../display/screens.ts';
-import type { DecodeManager, DecodeStatus, DrmDeviceInfo, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+import type {
+  DecodeManager,
+  DecodeStatus,
+  DrmDeviceInfo,
+  MonitorInfo,
+  OutputInfo,
+  VirtualDisplay,
+} from '../native/addon.ts';
 import type { FirmwareStatus } from '../update/extension.ts';
 import type { FirmwareUpdate } from '../update/job.ts';
 
@@ -15,8 +22,13 @@ declare module '../supervisor/bus.ts' {
       | { mode: 'kms'; device: DrmDeviceInfo; screens: Screens }
       /** `display`: the memory scanouts themselves, for benches and tests that read pixels. */
       | { mode: 'virtual'; reason: string; screens: Screens; display?: VirtualDisplay };
-    /** The outputs driven now, after start, a config change or hotplug. */
-    'display.outputs': { outputs: OutputInfo[] };
+    /**
+     * The outputs driven now, after start, a config change or hotplug; `monitors`: each
+     * driven connector's monitor from its EDID (null: none readable).
+     */
+    'display.outputs': { outputs: OutputInfo[]; monitors?: Record<string, MonitorInfo | null> };
+    /** A different monitor (EDID name, serial or product) on a connector that had one. */
+    'display.monitor.changed': { output: string; before: MonitorInfo; after: MonitorInfo | null };
     /**
      * An output stopped showing new frames because of the video engine (a refused commit, a
      * format no plane takes, a source with no frame): once per output and cause, never per vblank.

@@ -1,8 +1,17 @@
 import { fdStoreName, listenFds } from '../display/fd-store.ts';
+import { MonitorWatch, monitorName } from '../display/monitors.ts';
 import { kmsErrorCode, outputsPlan, virtualOutputs } from '../display/outputs.ts';
 import { kmsScreens, virtualScreens } from '../display/screens.ts';
 import { VideoEvents } from '../display/video-events.ts';
-import type { DisplayEvent, DrmDeviceInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+import type {
+  ConnectorInfo,
+  DisplayEvent,
+  DrmDeviceInfo,
+  KmsDevice,
+  MonitorInfo,
+  OutputInfo,
+  VirtualDisplay,
+} from '../native/addon.ts';
 import type { Extension, ExtensionContext } from '../supervisor/extension.ts';
 
 /** Hotplug uevents come in bursts (one per connector and a change per card): settle first. */
@@ -22,6 +31,7 @@ export function displayCreate(context: ExtensionContext): Extension {
   let virtual: VirtualDisplay | undefined;
   let outputs: OutputInfo[] = [];
   const slates = new Map<string, number>();
+  const monitors = new MonitorWatch();
   let hotplugTimer: NodeJS.Timeout | undefined;
   const videoEvents = new VideoEvents({ bus, logger });
   /** The card's descriptor is in systemd's store (see fd-store.ts). */
@@ -68,7 +78,8 @@ export function displayCreate(context: ExtensionContext): Extension {
 
   /** Configures what the setting asks for; one refused output does not take the others down. */
   const outputsApply = (d: KmsDevice): void => {
-    const plan = outputsPlan(config.outputs, d.connectors());
+    const connectors = d.connectors();
+    const plan = outputsPlan(config.outputs, connectors);
     for (const s of plan.skipped)
       logger.warn({ connector: s.connector }, `output ${s.connector} not driven: ${s.reason}`);
     let configured: OutputInfo[];
@@ -112,7 +123,23 @@ export function displayCreate(context: ExtensionContext): Extension {
         fresh.map((o) => ({ connector: o.connector, layers: [{ buffer: slateFor(d, o.mode.width, o.mode.height) }] })),
       );
     }
-    bus.emit('display.outputs', { outputs: configured });
+    bus.emit('display.outputs', { outputs: configured, monitors: monitorsTrack(configured, connectors) });
+  };
+
+  /** Each driven connector's monitor; a different one on a connector that had one is said once. */
+  const monitorsTrack = (
+    configured: readonly OutputInfo[],
+    connectors: readonly ConnectorInfo[],
+  ): Record<string, MonitorInfo | null> => {
+    const { monitors: now, changed } = monitors.take(configured, connectors);
+    for (const c of changed) {
+      logger.warn(
+        { connector: c.output, before: c.before, after: c.after },
+        `output ${c.output}: monitor changed from ${monitorName(c.before)} to ${c.after ? monitorName(c.after) : 'one without EDID'}`,
+      );
+      bus.emit('display.monitor.changed', c);
+    }
+    return now;
   };
 
   const onEvent = (event: DisplayEvent): void => {

@@ -1,3 +1,4 @@
+import { monitorName } from '../display/monitors.ts';
 import type { LogEntry, LogRing } from '../log/ring.ts';
 import type { BusEvents, EventBus } from '../supervisor/bus.ts';
 
@@ -10,6 +11,7 @@ export interface DeviceEvent {
     | 'decoder.failed'
     | 'video.error'
     | 'video.recovered'
+    | 'monitor.changed'
     | 'config.applied'
     | 'config.rejected'
     | 'command.unanswered';
@@ -138,6 +140,15 @@ export function eventSourcesAttach(deps: EventSourcesDeps): () => void {
         at: at(),
         message: `output ${output} shows new frames again (after ${code})`,
         details: { output, code },
+      }),
+    ),
+    deps.bus.on('display.monitor.changed', ({ output, before, after }) =>
+      emit({
+        type: 'monitor.changed',
+        severity: 'warn',
+        at: at(),
+        message: `output ${output}: monitor changed from ${monitorName(before)} to ${after ? monitorName(after) : 'one without EDID'}`,
+        details: { output, before, after },
       }),
     ),
     deps.logRing.subscribe((entry: LogEntry) => {

@@ -4,6 +4,7 @@ import type * as Native from '../../native/index.d.ts';
 export type NativeAddon = typeof Native;
 export type DrmDeviceInfo = Native.DrmDeviceInfo;
 export type ConnectorInfo = Native.ConnectorInfo;
+export type MonitorInfo = Native.MonitorInfo;
 export type OutputConfig = Native.OutputConfig;
 export type OutputInfo = Native.OutputInfo;
 export type DisplayEvent = Native.DisplayEvent;

@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.ts';
 import { redactValue } from '../log/redact.ts';
-import type { DecodeStatus } from '../native/addon.ts';
+import type { DecodeStatus, MonitorInfo } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState, TimeSyncState } from '../supervisor/bus.ts';
 import { type HealthState, HealthTracker, type OutputHealth } from './health.ts';
 
@@ -21,6 +21,13 @@ export interface StatusDocument {
     decoder: number | null;
     /** From the health judgement: new frames as expected, or the coded reason why not. */
     video?: { state: 'ok' | 'error'; code?: string; message?: string };
+    /** The monitor on the connector, from its EDID (KMS outputs; null: none readable). */
+    monitor?: { manufacturer: string; productCode: number; name?: string; serial?: string } | null;
+    /** Whether the screen is lit: on (a KMS output driven). Absent on virtual outputs. */
+    power?: 'on' | 'unknown';
+    /** Degrees the picture is turned clockwise, and how it is sized (once something plays). */
+    rotation?: number;
+    layout?: { fit: string; anchor: string; background: string };
   }>;
   decode: {
     sharedDecode: boolean;
@@ -69,6 +76,7 @@ export class StatusTracker {
   #supervisor: SupervisorState;
   #display: BusEvents['display.ready'] | undefined;
   #outputs: BusEvents['display.outputs']['outputs'] = [];
+  #monitors: NonNullable<BusEvents['display.outputs']['monitors']> = {};
   #decode: DecodeStatus | undefined;
   #configVersion: number | null = null;
   #time: TimeSyncState | null = null;
@@ -85,6 +93,7 @@ export class StatusTracker {
     this.#supervisor = bus.latest('supervisor.state')?.state ?? 'starting';
     this.#display = bus.latest('display.ready');
     this.#outputs = bus.latest('display.outputs')?.outputs ?? [];
+    this.#monitors = bus.latest('display.outputs')?.monitors ?? {};
     this.#decode = bus.latest('decode.status')?.status;
     this.#configVersion = bus.latest('config.applied')?.version ?? null;
     this.#time = bus.latest('time.sync') ?? null;
@@ -93,7 +102,12 @@ export class StatusTracker {
       bus.on('firmware.status', (firmware) => this.#update(() => (this.#firmware = firmware))),
       bus.on('supervisor.state', ({ state }) => this.#update(() => (this.#supervisor = state))),
       bus.on('display.ready', (ready) => this.#update(() => (this.#display = ready))),
-      bus.on('display.outputs', ({ outputs }) => this.#update(() => (this.#outputs = outputs))),
+      bus.on('display.outputs', ({ outputs, monitors }) =>
+        this.#update(() => {
+          this.#outputs = outputs;
+          this.#monitors = monitors ?? {};
+        }),
+      ),
       bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
       bus.on('config.applied', ({ version }) => this.#update(() => (this.#configVersion = version))),
       bus.on('time.sync', (time) => this.#update(() => (this.#time = time))),
@@ -158,9 +172,15 @@ export class StatusTracker {
         const playing = consumerOf.get(shownOn(name)) ?? consumerOf.get(name);
         const judged = healthOf.get(name);
         const video = videoState(judged);
+        const placed = screens?.placed?.(name);
+        const monitor = this.#monitors[name];
         return {
           name,
           ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
+          ...(monitor !== undefined ? { monitor: monitorFacts(monitor) } : {}),
+          // Driven means lit until power schedules exist; a virtual output has no screen to ask.
+          ...(screens?.kind === 'kms' && mode ? { power: 'on' as const } : {}),
+          ...(placed ? { rotation: placed.rotation, layout: { ...placed.layout } } : {}),
           // Health follows playback.changed at once; the decoder status only every minute.
           source: judged ? judged.source : (playing?.source ?? null),
           decoder: playing?.decoder ?? null,
@@ -225,4 +245,15 @@ function videoState(output: OutputHealth | undefined): StatusDocument['outputs']
   if (!output) return undefined;
   if (!output.problem) return { state: 'ok' };
   return { state: 'error', code: output.problem.code, message: output.problem.message };
+}
+
+/** A monitor's EDID facts as status carries them (no empty fields). */
+function monitorFacts(m: MonitorInfo | null): NonNullable<StatusDocument['outputs'][number]['monitor']> | null {
+  if (!m) return null;
+  return {
+    manufacturer: m.manufacturer,
+    productCode: m.productCode,
+    ...(m.name ? { name: m.name } : {}),
+    ...(m.serial ? { serial: m.serial } : {}),
+  };
 }

@@ -1,0 +1,108 @@
+// Screen facts: which monitor is on each connector (from the EDID the kernel read), a swap told
+// once as an event, and the status document carrying monitor, power, rotation and layout, valid
+// against the AsyncAPI contract.
+import test from 'ava';
+import { layoutPlace } from '../src/display/layout.ts';
+import { MonitorWatch, monitorName } from '../src/display/monitors.ts';
+import type { Screens } from '../src/display/screens.ts';
+import { LogRing } from '../src/log/ring.ts';
+import { contractLoad } from '../src/mqtt/contract.ts';
+import { configLoadWithDesired } from '../src/mqtt/desired-store.ts';
+import { type DeviceEvent, eventSourcesAttach } from '../src/mqtt/events.ts';
+import { StatusTracker } from '../src/status/status.ts';
+import { EventBus } from '../src/supervisor/bus.ts';
+
+const dell = { manufacturer: 'DEL', productCode: 41234, name: 'DELL U2419H', serial: '7X9K2' };
+const other = { manufacturer: 'DEL', productCode: 41234, name: 'DELL U2419H', serial: 'AB123' };
+const mode = { name: '1920x1080', width: 1920, height: 1080, refresh: 60, preferred: true };
+const output = (connector: string) => ({ connector, crtc: 40, crtcIndex: 0, mode, planes: [31] });
+
+test('monitors: the first sighting and the same monitor again are no change; a swap is one, with both', (t) => {
+  const watch = new MonitorWatch();
+  const first = watch.take(
+    [output('HDMI-A-1'), output('HDMI-A-2')],
+    [{ name: 'HDMI-A-1', monitor: dell }, { name: 'HDMI-A-2' }],
+  );
+  t.deepEqual(first.monitors, { 'HDMI-A-1': dell, 'HDMI-A-2': null });
+  t.deepEqual(first.changed, []);
+  t.deepEqual(watch.take([output('HDMI-A-1')], [{ name: 'HDMI-A-1', monitor: { ...dell } }]).changed, []);
+  // Unplugged for a while (not driven), then a different unit of the same model comes back.
+  t.deepEqual(watch.take([], [{ name: 'HDMI-A-1' }]).changed, []);
+  const swapped = watch.take([output('HDMI-A-1')], [{ name: 'HDMI-A-1', monitor: other }]);
+  t.deepEqual(swapped.changed, [{ output: 'HDMI-A-1', before: dell, after: other }]);
+  const noEdid = watch.take([output('HDMI-A-1')], [{ name: 'HDMI-A-1' }]);
+  t.deepEqual(noEdid.changed, [{ output: 'HDMI-A-1', before: other, after: null }]);
+  t.is(monitorName(dell), 'DELL U2419H (serial 7X9K2)');
+  t.is(monitorName({ manufacturer: 'SAM', productCode: 3075 }), 'SAM product 3075');
+});
+
+test('monitors: a swap reaches the fleet as a monitor.changed event the contract accepts', (t) => {
+  const bus = new EventBus(() => {});
+  const events: DeviceEvent[] = [];
+  const off = eventSourcesAttach({
+    bus,
+    logRing: new LogRing({ lines: 10 }),
+    emit: (e) => events.push(e),
+    now: () => 0,
+  });
+  t.teardown(off);
+  bus.emit('display.monitor.changed', { output: 'HDMI-A-1', before: dell, after: other });
+  t.is(events.length, 1);
+  t.like(events[0], {
+    type: 'monitor.changed',
+    severity: 'warn',
+    message: 'output HDMI-A-1: monitor changed from DELL U2419H (serial 7X9K2) to DELL U2419H (serial AB123)',
+  });
+  t.true(contractLoad().validate('Event', events[0]).ok);
+});
+
+test('status: each output carries its monitor, power, rotation and the layout in force', (t) => {
+  const bus = new EventBus(() => {});
+  const placed = layoutPlace(
+    { width: 1920, height: 1080 },
+    { width: 1920, height: 1080 },
+    {
+      rotation: 90,
+      layout: { fit: 'fill', anchor: 'top' },
+    },
+  );
+  const screens: Screens = {
+    kind: 'kms',
+    outputs: () => [
+      { name: 'HDMI-A-1', width: 1920, height: 1080, refresh: 60 },
+      { name: 'HDMI-A-2', width: 1920, height: 1080, refresh: 60 },
+    ],
+    play() {},
+    snapshotJpeg: async () => undefined,
+    stats: () => [],
+    placed: (o) => (o === 'HDMI-A-1' ? placed : undefined),
+  };
+  bus.emit('display.ready', {
+    mode: 'kms',
+    device: { path: '/dev/dri/card0', driver: 'vkms' } as never,
+    screens,
+  });
+  bus.emit('display.outputs', {
+    outputs: [output('HDMI-A-1'), output('HDMI-A-2')],
+    monitors: { 'HDMI-A-1': dell, 'HDMI-A-2': null },
+  });
+  const config = configLoadWithDesired({ env: {}, defaultPath: '/nonexistent.json', hostname: 'h' }).config;
+  const tracker = new StatusTracker({ bus, config, versions: { app: '1', addon: '2', node: 'v24' }, startedAt: 0 });
+  t.teardown(() => tracker.close());
+  const doc = tracker.document();
+  t.deepEqual(doc.outputs, [
+    {
+      name: 'HDMI-A-1',
+      mode: '1920x1080@60',
+      monitor: dell,
+      power: 'on',
+      rotation: 90,
+      layout: { fit: 'fill', anchor: 'top', background: '000000' },
+      source: null,
+      decoder: null,
+    },
+    { name: 'HDMI-A-2', mode: '1920x1080@60', monitor: null, power: 'on', source: null, decoder: null },
+  ]);
+  const checked = contractLoad().validate('Status', doc);
+  t.true(checked.ok, JSON.stringify(checked));
+});
