@@ -192,6 +192,8 @@ export interface ConnectorInfo {
 export interface CopyCounters {
   conversions: number
   bytesCopied: number
+  /** Conversions that also scaled, for a plane that cannot (virtio-gpu, vkms). */
+  scaled: number
 }
 
 /**

@@ -244,6 +244,8 @@ pub struct ScreenFrame {
 pub struct CopyCounters {
     pub conversions: f64,
     pub bytes_copied: f64,
+    /// Conversions that also scaled, for a plane that cannot (virtio-gpu, vkms).
+    pub scaled: f64,
 }
 
 /// Where one output shows decoded video.
@@ -1008,6 +1010,7 @@ impl KmsDevice {
             Ok(CopyCounters {
                 conversions: e.copies.conversions as f64,
                 bytes_copied: e.copies.bytes as f64,
+                scaled: e.copies.scaled as f64,
             })
         })
     }

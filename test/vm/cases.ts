@@ -1,11 +1,13 @@
 // The KMS engine's cases on a real kernel. Each case drives the engine in the guest through
 // the kms-server and checks what the heads really show: QMP screendumps on virtio-gpu, the
 // writeback connector on vkms. A case throws to fail; its return value is the detail line.
+
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectorInfo, OutputInfo, OutputStats, PlaneInfo } from '../../native/index.d.ts';
+import { layoutPlace } from '../../src/display/layout.ts';
 import { clipMake, clipMatrix, frameRead, type Matrix, stepForward } from './clips.ts';
 import { KmsCallError, type KmsClient, kmsClientStart } from './kms-client.ts';
 import {
@@ -346,6 +348,44 @@ export const virtioCases: VmCase[] = [
       const stats = await kms.call<OutputStats[]>('stats');
       assert.ok(stats.every((s) => s.converted === 1));
       return `"${fallbacks[0]?.message}"; ${counters.bytesCopied} bytes copied once; ${lines.join('; ')}`;
+    },
+  },
+  {
+    id: 'scaled-copy-fit',
+    title:
+      'a layout that needs scaling on planes that cannot scale: one CPU-scaled copy per frame, picture and bars right',
+    async run(ctx) {
+      const { kms } = ctx;
+      const outputs = await outputsAll(kms);
+      const o = outputs[0] as OutputInfo;
+      // A 16:9 picture fitted to the 4:3 head: scaled by 3.2 and letterboxed, which
+      // virtio-gpu's primary (XR24, no scaling, no positioning) cannot do itself.
+      const [w, h] = [320, 180];
+      const pattern: Pattern = { kind: 'blocks', seed: 5 };
+      const source = await kms.call<number>('createBuffer', { width: w, height: h, format: 'NV12', pattern });
+      const at = layoutPlace({ width: w, height: h }, o.mode, { layout: { fit: 'fit' } });
+      const { dst } = at;
+      assert.deepEqual(dst, { x: 0, y: 96, width: 1024, height: 576 }, 'the geometry of a 16:9 fit on 1024x768');
+      const before = await kms.call<{ conversions: number; scaled: number }>('copyCounters');
+      await kms.call('flipsReset');
+      const layer = { buffer: source, src: at.src, dst, colorEncoding: 'bt601', colorRange: 'limited' };
+      assert.equal(await kms.call('present', { scene: [{ connector: o.connector, layers: [layer] }] }), 'committed');
+      await flipsAwait(kms, [o.connector]);
+      const after = await kms.call<{ conversions: number; scaled: number }>('copyCounters');
+      assert.equal(after.scaled - before.scaled, 1, 'one scaled conversion for the frame');
+      // Nearest neighbour, as the engine samples: output pixel (x, y) shows source (x*w/W, y*h/H).
+      const want = (x: number, y: number): Rgb =>
+        y < dst.y || y >= dst.y + dst.height
+          ? [0, 0, 0]
+          : patternRgb(pattern, Math.floor((x * w) / dst.width), Math.floor(((y - dst.y) * h) / dst.height));
+      const line = await screendumpCheck(ctx, 'scaled', o.connector, want, 6);
+      // Presented again, the unchanged frame is not converted again.
+      await kms.call('flipsReset');
+      assert.equal(await kms.call('present', { scene: [{ connector: o.connector, layers: [layer] }] }), 'committed');
+      await flipsAwait(kms, [o.connector]);
+      const again = await kms.call<{ conversions: number; scaled: number }>('copyCounters');
+      assert.equal(again.conversions - after.conversions, 0, 'the unchanged frame is not converted again');
+      return `16:9 ${w}x${h} fitted to ${o.mode.width}x${o.mode.height}: ${line}; ${after.scaled - before.scaled} scaled conversion`;
     },
   },
   {

@@ -67,6 +67,51 @@ pub fn nv12_to_xr24(
     width * height * 4
 }
 
+/// Draws the `src_rect` part of a frame (x, y, width, height) scaled into `place` (x, y,
+/// width, height) of an `out_w` x `out_h` XR24 buffer, nearest neighbour, with black around
+/// it: the whole scanout for a plane that can neither scale nor be positioned (virtio-gpu's
+/// primaries). Returns the bytes written. No allocation: source columns are recomputed.
+#[allow(clippy::too_many_arguments)]
+pub fn nv12_to_xr24_scaled(
+    src: &Nv12Src<'_>,
+    color: YuvColor,
+    src_rect: (usize, usize, usize, usize),
+    place: (usize, usize, usize, usize),
+    out_w: usize,
+    out_h: usize,
+    dst: &mut [u8],
+    dst_pitch: usize,
+) -> usize {
+    let (ky, vr, ug, vg, ub, y_offset) = coefficients(color);
+    let (x0, y0, w, h) = src_rect;
+    let (px, py, pw, ph) = place;
+    for row in 0..out_h {
+        let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
+        if row < py || row >= py + ph {
+            out.fill(0);
+            continue;
+        }
+        out[..px * 4].fill(0);
+        out[(px + pw) * 4..].fill(0);
+        let sy = y0 + (row - py) * h / ph;
+        let y_row = &src.y[sy * src.y_pitch..];
+        let uv_row = &src.uv[(sy / 2) * src.uv_pitch..];
+        for x in 0..pw {
+            let sx = x0 + x * w / pw;
+            let c = ky * (i32::from(y_row[sx]) - y_offset);
+            let d = i32::from(uv_row[sx & !1]) - 128;
+            let e = i32::from(uv_row[(sx & !1) + 1]) - 128;
+            let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
+            let at = (px + x) * 4;
+            out[at] = clamp(c + ub * d);
+            out[at + 1] = clamp(c - ug * d - vg * e);
+            out[at + 2] = clamp(c + vr * e);
+            out[at + 3] = 0xff;
+        }
+    }
+    out_w * out_h * 4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +185,28 @@ mod tests {
         assert_eq!(out[8..12], out[12..16]);
         assert_ne!(out[0..4], out[8..12]);
         assert_eq!(out[0..16], out[16..32]);
+    }
+
+    #[test]
+    fn scaled_picks_the_nearest_source_pixel_of_the_rectangle() {
+        // 4x2 luma 16, 80, 160, 235 per column (rows alike), neutral chroma.
+        let y = [16u8, 80, 160, 235, 16, 80, 160, 235];
+        let uv = [128u8; 4];
+        let src = Nv12Src {
+            y: &y,
+            y_pitch: 4,
+            uv: &uv,
+            uv_pitch: 4,
+        };
+        // Columns 1..3 (80, 160) doubled into 4x1 at (1, 1) of a 6x3 scanout, black around.
+        let mut out = [0x55u8; 6 * 3 * 4];
+        let n = nv12_to_xr24_scaled(&src, BT601, (1, 0, 2, 2), (1, 1, 4, 1), 6, 3, &mut out, 24);
+        assert_eq!(n, 72);
+        let greens: Vec<u8> = out.chunks(4).map(|p| p[1]).collect();
+        let g80 = convert_one(80, 128, 128)[1];
+        let g160 = convert_one(160, 128, 128)[1];
+        assert_eq!(greens[..6], [0; 6]);
+        assert_eq!(greens[6..12], [0, g80, g80, g160, g160, 0]);
+        assert_eq!(greens[12..], [0; 6]);
     }
 }

@@ -1,21 +1,23 @@
 //! Converted copies: the CPU turns an NV12 buffer it can see (dumb, or an external dma-buf)
 //! into an XR24 dumb buffer a plane takes.
 
-use super::super::convert::{nv12_to_xr24, Nv12Src};
+use super::super::convert::{nv12_to_xr24, nv12_to_xr24_scaled, Nv12Src};
 use super::super::error::{KmsError, KmsResult};
 use super::super::formats::{fourcc_name, YuvColor, NV12, XR24};
-use super::super::ids::BufferId;
+use super::super::ids::{BufferId, Rect};
 use super::{BufferStore, Storage};
 use crate::dmabuf::read::DmaBufRead;
 
 impl BufferStore {
     /// Converts the current contents of `src` (NV12) into `dst` (an XR24 dumb buffer of the
-    /// same size). Returns the bytes the CPU wrote.
+    /// same size), or with `scale` (source rectangle, placement in `dst`) that rectangle
+    /// scaled into the placement, black around it. Returns the bytes the CPU wrote.
     pub fn convert_into(
         &mut self,
         src: BufferId,
         dst: BufferId,
         color: YuvColor,
+        scale: Option<(Rect<u32>, Rect<u32>)>,
     ) -> KmsResult<usize> {
         let source = self.get(src)?;
         if source.format != NV12 {
@@ -27,9 +29,20 @@ impl BufferStore {
         let (width, height) = (source.width as usize, source.height as usize);
         let (pitches, offsets) = (source.pitches, source.offsets);
         let target = self.get(dst)?;
+        let (out_w, out_h) = (target.width as usize, target.height as usize);
+        let inside = scale.is_none_or(|(r, p)| {
+            r.w > 0
+                && r.h > 0
+                && (r.x + r.w) as usize <= width
+                && (r.y + r.h) as usize <= height
+                && p.w > 0
+                && p.h > 0
+                && (p.x + p.w) as usize <= out_w
+                && (p.y + p.h) as usize <= out_h
+        });
         if target.format != XR24
-            || target.width as usize != width
-            || target.height as usize != height
+            || !inside
+            || (scale.is_none() && (out_w != width || out_h != height))
         {
             return Err(KmsError::BadBuffer(format!(
                 "buffer {dst} cannot hold a converted {width}x{height} frame"
@@ -87,8 +100,18 @@ impl BufferStore {
             uv: &uv_bytes[offsets[1] as usize..],
             uv_pitch: pitches[1] as usize,
         };
-        Ok(nv12_to_xr24(
-            &planes, color, width, height, dst_bytes, dst_pitch,
-        ))
+        Ok(match scale {
+            None => nv12_to_xr24(&planes, color, width, height, dst_bytes, dst_pitch),
+            Some((r, p)) => nv12_to_xr24_scaled(
+                &planes,
+                color,
+                (r.x as usize, r.y as usize, r.w as usize, r.h as usize),
+                (p.x as usize, p.y as usize, p.w as usize, p.h as usize),
+                out_w,
+                out_h,
+                dst_bytes,
+                dst_pitch,
+            ),
+        })
     }
 }

@@ -27,6 +27,8 @@ impl Engine {
     pub fn configure(&mut self, requests: &[OutputRequest]) -> KmsResult<()> {
         let picked = self.connectors_pick(requests)?;
         let crtcs = self.crtcs_pick(&picked)?;
+        // Other outputs, modes or planes: what the planes took through copies is asked afresh.
+        self.copy_modes_forget();
 
         // Keep unchanged outputs as they are; everything else is (re)built.
         let mut old: Vec<Option<Output>> = std::mem::take(&mut self.outputs)

@@ -1,10 +1,12 @@
 //! The converted-copy fallback: a buffer no plane takes as it is (NV12 without a framebuffer, a
 //! format or rotation the planes refuse) is shown through XR24 copies the CPU converts, at
-//! most once per commit however many outputs show it.
+//! most once per commit however many outputs show it. Where the plane also cannot scale or be
+//! positioned (virtio-gpu's primaries), the copy is the whole scanout: the picture scaled into
+//! its destination with black bars around it, once per frame for all outputs of that size.
 
 use super::super::error::KmsResult;
 use super::super::formats::{YuvColor, NV12, XR24};
-use super::super::ids::BufferId;
+use super::super::ids::{BufferId, Rect};
 use super::scene::SceneOutput;
 use super::{Engine, EngineEvent};
 
@@ -20,11 +22,20 @@ pub(super) struct Conversion {
 /// Most copies kept per source: one on screen, one in flight, one being written.
 const COPIES_MAX: usize = 3;
 
+/// A copy scaled by the CPU: the source rectangle, where it lands in the copy, and the copy's
+/// width and height (the output's mode). None: a copy of the whole buffer at its own size.
+pub(in crate::kms) type CopyScale = Option<(Rect<u32>, Rect<u32>, u32, u32)>;
+
+/// Which copies a source has: one set per scale (outputs of different sizes differ).
+pub(in crate::kms) type ConversionKey = (BufferId, CopyScale);
+
 /// CPU work done because a plane could not take a buffer directly.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CopyCounters {
     pub conversions: u64,
     pub bytes: u64,
+    /// Conversions that also scaled (the plane could not).
+    pub scaled: u64,
 }
 
 impl Engine {
@@ -43,23 +54,28 @@ impl Engine {
         source: BufferId,
         output: usize,
         color: YuvColor,
+        scale: CopyScale,
     ) -> KmsResult<BufferId> {
-        if let Some(&(_, copy)) = self.converted_now.iter().find(|(s, _)| *s == source) {
+        let key = (source, scale);
+        if let Some(&(_, copy)) = self.converted_now.iter().find(|(k, _)| *k == key) {
             return Ok(copy);
         }
         let (width, height, format) = {
             let b = self.buffers.get(source)?;
-            (b.width, b.height, b.format)
+            match scale {
+                Some((_, _, w, h)) => (w, h, b.format),
+                None => (b.width, b.height, b.format),
+            }
         };
         let generation = self.buffers.get(source)?.generation;
-        let conversion = self.conversions.entry(source).or_insert(Conversion {
+        let conversion = self.conversions.entry(key).or_insert(Conversion {
             copies: Vec::with_capacity(COPIES_MAX),
             reported: false,
             latest: None,
         });
         if let Some((done, copy)) = conversion.latest {
             if done == generation && self.buffers.get(copy).is_ok() {
-                self.converted_now.push((source, copy));
+                self.converted_now.push((key, copy));
                 return Ok(copy);
             }
         }
@@ -81,10 +97,15 @@ impl Engine {
         let first_time = !conversion.reported;
         conversion.reported = true;
         conversion.latest = Some((generation, copy));
-        let bytes = self.buffers.convert_into(source, copy, color)?;
+        let bytes =
+            self.buffers
+                .convert_into(source, copy, color, scale.map(|(r, p, _, _)| (r, p)))?;
         self.copies.conversions += 1;
         self.copies.bytes += bytes as u64;
-        self.converted_now.push((source, copy));
+        if scale.is_some() {
+            self.copies.scaled += 1;
+        }
+        self.converted_now.push((key, copy));
         if first_time && self.events.len() < self.events.capacity() {
             self.events.push(EngineEvent::Fallback {
                 output,
@@ -98,11 +119,17 @@ impl Engine {
     /// Frees `id` now or once off screen, with the converted copies made of it.
     pub fn buffer_release(&mut self, id: BufferId) -> KmsResult<bool> {
         let freed = self.buffers.release(&self.card, id)?;
-        if let Some(conversion) = self.conversions.remove(&id) {
-            for copy in conversion.copies {
-                let _ = self.buffers.release(&self.card, copy);
+        let card = &self.card;
+        let buffers = &mut self.buffers;
+        self.conversions.retain(|(source, _), conversion| {
+            if *source != id {
+                return true;
             }
-        }
+            for &copy in &conversion.copies {
+                let _ = buffers.release(card, copy);
+            }
+            false
+        });
         Ok(freed)
     }
 }

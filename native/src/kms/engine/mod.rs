@@ -85,7 +85,7 @@ pub struct Engine {
     pub events: Vec<EngineEvent>,
     /// One black buffer per mode size, shown by freshly configured outputs.
     blanks: HashMap<(u32, u32), BufferId>,
-    conversions: HashMap<BufferId, Conversion>,
+    conversions: HashMap<copy::ConversionKey, Conversion>,
     /// Reused every commit so the steady-state frame path does not allocate.
     scratch_triples: Vec<(u32, u32, u64)>,
     /// The flip loop's scene, built once; each step only changes buffer ids in it.
@@ -100,7 +100,11 @@ pub struct Engine {
     pub video_counters: super::video::VideoCounters,
     pub video_error: Option<String>,
     /// (source, copy) converted for the commit being built: each source once per frame.
-    converted_now: Vec<(BufferId, BufferId)>,
+    converted_now: Vec<(copy::ConversionKey, BufferId)>,
+    /// Scene shapes (scene.rs `scene_shape`) the planes took only through copies, and how:
+    /// later frames of the same shape skip the refused tries. A few, overwritten in turn.
+    copy_modes: [(u64, scene::CopyMode); 8],
+    copy_modes_next: usize,
     pub copies: CopyCounters,
     /// Set when the card was taken over from a previous instance.
     pub takeover: Option<Takeover>,
@@ -162,6 +166,8 @@ impl Engine {
             video_counters: Default::default(),
             video_error: None,
             converted_now: Vec::with_capacity(8),
+            copy_modes: [(0, scene::CopyMode::Direct); 8],
+            copy_modes_next: 0,
             copies: CopyCounters::default(),
         })
     }

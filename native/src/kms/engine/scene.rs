@@ -61,13 +61,7 @@ impl Engine {
         &mut self,
         scene: &[SceneOutput],
     ) -> KmsResult<PresentResult> {
-        match self.present_build(scene, false, false) {
-            // TEST_ONLY refused a layout with YUV layers: try again with converted copies.
-            Err(KmsError::CommitRefused { .. }) if self.scene_has_yuv(scene) => {
-                self.present_build(scene, true, false)
-            }
-            other => other,
-        }
+        self.present_fallbacks(scene, false)
     }
 
     /// `present_now` for a video group (see `present_build_into`'s `quiet`).
@@ -75,23 +69,78 @@ impl Engine {
         &mut self,
         scene: &[SceneOutput],
     ) -> KmsResult<PresentResult> {
-        match self.present_build(scene, false, true) {
-            Err(KmsError::CommitRefused { .. }) if self.scene_has_yuv(scene) => {
-                self.present_build(scene, true, true)
+        self.present_fallbacks(scene, true)
+    }
+
+    /// The scene as it is; where TEST_ONLY refuses a layout with YUV layers, with converted
+    /// copies; where that is refused too and a layer scales, with copies the CPU scales. The
+    /// way that worked is remembered per scene shape, so later frames go straight to it
+    /// instead of converting and being refused on every frame.
+    fn present_fallbacks(
+        &mut self,
+        scene: &[SceneOutput],
+        quiet: bool,
+    ) -> KmsResult<PresentResult> {
+        let shape = self.scene_shape(scene);
+        let start = self
+            .copy_modes
+            .iter()
+            .find(|(s, _)| *s == shape)
+            .map_or(CopyMode::Direct, |&(_, m)| m);
+        let mut mode = start;
+        loop {
+            match self.present_build(scene, mode, quiet) {
+                Err(KmsError::CommitRefused { .. })
+                    if mode == CopyMode::Direct && self.scene_has_yuv(scene) =>
+                {
+                    mode = CopyMode::Convert;
+                }
+                Err(KmsError::CommitRefused { .. })
+                    if mode == CopyMode::Convert && scene_scales(scene) =>
+                {
+                    mode = CopyMode::ConvertScaled;
+                }
+                other => {
+                    if other.is_ok() && mode != start {
+                        let slot = self.copy_modes_next % self.copy_modes.len();
+                        self.copy_modes[slot] = (shape, mode);
+                        self.copy_modes_next += 1;
+                    }
+                    return other;
+                }
             }
-            other => other,
         }
+    }
+
+    pub(super) fn copy_modes_forget(&mut self) {
+        self.copy_modes.fill((0, CopyMode::Direct));
+    }
+
+    /// What decides whether planes take a scene as it is: per layer its output, buffer
+    /// format and size, source, destination and rotation (not which frame it shows).
+    fn scene_shape(&self, scene: &[SceneOutput]) -> u64 {
+        let mut h = DefaultHasher::new();
+        for s in scene {
+            s.output.hash(&mut h);
+            for l in &s.layers {
+                if let Ok(b) = self.buffers.get(l.buffer) {
+                    (b.format, b.modifier, b.width, b.height, b.fb.is_none()).hash(&mut h);
+                }
+                (l.src, l.dst, l.rotation).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     pub(super) fn present_build(
         &mut self,
         scene: &[SceneOutput],
-        force_copy: bool,
+        mode: CopyMode,
         quiet: bool,
     ) -> KmsResult<PresentResult> {
         let mut triples = std::mem::take(&mut self.scratch_triples);
         triples.clear();
-        let result = self.present_build_into(scene, force_copy, quiet, &mut triples);
+        let result = self.present_build_into(scene, mode, quiet, &mut triples);
         self.scratch_triples = triples;
         result
     }
@@ -102,7 +151,7 @@ impl Engine {
     fn present_build_into(
         &mut self,
         scene: &[SceneOutput],
-        force_copy: bool,
+        mode: CopyMode,
         quiet: bool,
         triples: &mut Vec<(u32, u32, u64)>,
     ) -> KmsResult<PresentResult> {
@@ -120,19 +169,34 @@ impl Engine {
                     ))
                 })?;
                 let mut shown_id = layer.buffer;
-                let color = {
+                let (color, whole) = {
                     let b = self.buffers.get(layer.buffer)?;
-                    layer.color.unwrap_or(YuvColor::default_for(b.height))
+                    (
+                        layer.color.unwrap_or(YuvColor::default_for(b.height)),
+                        Rect::sized(b.width, b.height),
+                    )
+                };
+                let mut dst = layer.dst.unwrap_or(Rect::sized(mw, mh));
+                // The scaled copy is the whole scanout, the picture placed in it: shown at
+                // the mode's size, it needs the plane neither to scale nor to be positioned.
+                let scale = if mode == CopyMode::ConvertScaled {
+                    layer_scale(layer.src.unwrap_or(whole), dst, layer.rotation, (mw, mh))
+                } else {
+                    None
                 };
                 if self.layer_needs_copy(
                     s.output,
                     next_plane,
                     layer.buffer,
                     rotation,
-                    force_copy,
+                    mode != CopyMode::Direct,
                 )? {
-                    shown_id = self.conversion_for(layer.buffer, s.output, color)?;
+                    shown_id = self.conversion_for(layer.buffer, s.output, color, scale)?;
                     self.outputs[s.output].stats.converted += 1;
+                }
+                let copied_scaled = scale.is_some() && shown_id != layer.buffer;
+                if copied_scaled {
+                    dst = Rect::sized(mw, mh);
                 }
                 let output = &self.outputs[s.output];
                 let buffer = self.buffers.get(shown_id)?;
@@ -158,9 +222,10 @@ impl Engine {
                     });
                 };
                 next_plane = slot + 1;
-                let src = layer
-                    .src
-                    .unwrap_or(Rect::sized(buffer.width, buffer.height));
+                let src = match layer.src {
+                    Some(src) if !copied_scaled => src,
+                    _ => Rect::sized(buffer.width, buffer.height),
+                };
                 if src.w == 0
                     || src.h == 0
                     || src.x + src.w > buffer.width
@@ -178,7 +243,6 @@ impl Engine {
                         buffer.height
                     )));
                 }
-                let dst = layer.dst.unwrap_or(Rect::sized(mw, mh));
                 (
                     output.planes[slot],
                     buffer.format,
@@ -265,4 +329,51 @@ impl Engine {
         }
         Ok(PresentResult::Committed)
     }
+}
+
+/// How a layer's buffer reaches its plane: as it is, through a converted copy, or through a
+/// copy the CPU also scales to the destination's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CopyMode {
+    Direct,
+    Convert,
+    ConvertScaled,
+}
+
+/// The CPU scaling a layer needs, if its source and destination differ in size or the
+/// destination is not the whole mode: the source rectangle, the destination clipped to the
+/// mode, and the mode's size. None for a turned layer (the plane must turn it).
+fn layer_scale(
+    src: Rect<u32>,
+    dst: Rect,
+    rotation: u32,
+    mode: (u32, u32),
+) -> super::copy::CopyScale {
+    if rotation != 0 || dst.x < 0 || dst.y < 0 {
+        return None;
+    }
+    let (x, y) = (dst.x as u32, dst.y as u32);
+    let (w, h) = (
+        dst.w.min(mode.0.saturating_sub(x)),
+        dst.h.min(mode.1.saturating_sub(y)),
+    );
+    let whole = (x, y, w, h) == (0, 0, mode.0, mode.1);
+    (w > 0 && h > 0 && ((src.w, src.h) != (w, h) || !whole)).then_some((
+        src,
+        Rect { x, y, w, h },
+        mode.0,
+        mode.1,
+    ))
+}
+
+/// Whether a layer of the scene is scaled by its plane (a source and destination that differ).
+fn scene_scales(scene: &[SceneOutput]) -> bool {
+    scene
+        .iter()
+        .flat_map(|s| &s.layers)
+        .any(|l| match (l.src, l.dst) {
+            (_, None) => true,
+            (None, Some(_)) => true,
+            (Some(src), Some(dst)) => src.w != dst.w || src.h != dst.h || dst.x != 0 || dst.y != 0,
+        })
 }
