@@ -75,7 +75,7 @@ test('outputs accept "auto" or a connector list, from file or environment (JSON)
   const outputs = [
     { connector: 'HDMI-A-1', mode: 'preferred' },
     { connector: 'HDMI-A-2', mode: '1920x1080@60', enabled: false },
-    { connector: 'DP-1', mode: '3840x2160' },
+    { connector: 'DP-1', mode: '3840x2160', rotation: 90 },
   ];
   t.deepEqual(load(t, { env: { MULTIHEAD_OUTPUTS: JSON.stringify(outputs) } }).config.outputs, outputs);
   t.is(load(t, { env: { MULTIHEAD_OUTPUTS: 'auto' } }).config.outputs, 'auto');
@@ -184,6 +184,12 @@ const invalid: Array<{
     file: { outputs: [{ connector: 'DP-1', mode: 'preferred', rotate: 90 }] },
     key: 'outputs',
     rule: /unknown field "rotate"/,
+  },
+  {
+    name: 'output rotation',
+    file: { outputs: [{ connector: 'DP-1', mode: 'preferred', rotation: 45 }] },
+    key: 'outputs',
+    rule: /entry 0 \(DP-1\) "rotation" must be 0, 90, 180 or 270/,
   },
   {
     name: 'output twice',

@@ -175,3 +175,30 @@ test('layout preview: a 4:3 picture on a 16:9 virtual output shows red bars left
     );
   }
 });
+
+test('layout: the rotation from the outputs setting applies unless the content gives its own (0 included)', async (t) => {
+  const addon = loadAddon();
+  const decode = new addon.DecodeManager({});
+  const outputs = [
+    { name: 'Virtual-1', width: 320, height: 180, refresh: 30 },
+    { name: 'Virtual-2', width: 320, height: 180, refresh: 30 },
+  ];
+  const display = new addon.VirtualDisplay(outputs);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  const screens = virtualScreens(display, outputs, (o) => (o === 'Virtual-1' || o === 'Virtual-2' ? 90 : 0));
+  decode.acquire('grey', { source: 'lavfi:color=c=0xc0c0c0:size=160x90:rate=30' });
+  const deadline = Date.now() + 20_000;
+  while (!decode.status().decoders.some((d) => d.consumers.includes('grey') && d.width > 0)) {
+    if (Date.now() > deadline) throw new Error('the lavfi source did not open within 20 s');
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  screens.play(decode, 'grey', [{ output: 'Virtual-1' }, { output: 'Virtual-2', rotation: 0 }]);
+  const turned = screens.placed?.('Virtual-1');
+  t.is(turned?.rotation, 90);
+  // 16:9 on a panel turned to portrait (viewer 180x320): 180x101 in the middle, sideways on the panel.
+  t.deepEqual(turned?.dst, r(109, 0, 101, 180));
+  t.is(screens.placed?.('Virtual-2')?.rotation, 0, 'the content’s 0 wins over the setting');
+});

@@ -86,12 +86,14 @@ export interface OutputSetting {
   connector: string;
   mode: string;
   enabled?: boolean;
+  /** Degrees the picture is turned clockwise on this screen (portrait mounting); content may override. */
+  rotation?: 0 | 90 | 180 | 270;
 }
 
 /** `auto` drives every connected connector at its preferred mode; a list pins connectors and modes. */
 export const outputs: Format = {
   name: 'outputs',
-  rule: 'must be "auto" or a list of {"connector": "HDMI-A-1", "mode": "preferred" | "WxH" | "WxH@Hz", "enabled": true|false}',
+  rule: 'must be "auto" or a list of {"connector": "HDMI-A-1", "mode": "preferred" | "WxH" | "WxH@Hz", "enabled": true|false, "rotation": 0|90|180|270}',
   coerce: (raw) => (raw.trim() === 'auto' ? 'auto' : parseJsonOr(raw)),
   validate(value) {
     if (value === 'auto') return;
@@ -101,7 +103,7 @@ export const outputs: Format = {
     for (const [i, item] of value.entries()) {
       if (typeof item !== 'object' || item === null || Array.isArray(item))
         fail(`${rule}; entry ${i} is not an object`);
-      const { connector, mode, enabled, ...rest } = item as Record<string, unknown>;
+      const { connector, mode, enabled, rotation, ...rest } = item as Record<string, unknown>;
       const extra = Object.keys(rest);
       if (extra.length > 0) fail(`${rule}; entry ${i} has unknown field "${extra[0]}"`);
       if (typeof connector !== 'string' || !CONNECTOR.test(connector)) {
@@ -112,6 +114,8 @@ export const outputs: Format = {
       }
       if (enabled !== undefined && typeof enabled !== 'boolean')
         fail(`${rule}; entry ${i} (${connector}) "enabled" must be true or false`);
+      if (rotation !== undefined && ![0, 90, 180, 270].includes(rotation as number))
+        fail(`${rule}; entry ${i} (${connector}) "rotation" must be 0, 90, 180 or 270`);
       if (seen.has(connector)) fail(`${rule}; connector ${connector} is listed twice`);
       seen.add(connector);
     }

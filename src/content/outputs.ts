@@ -169,7 +169,7 @@ export class ContentOutputs {
           output,
           ...(crop ? { crop } : {}),
           ...(layout ? { layout } : {}),
-          ...(a.rotation ? { rotation: a.rotation } : {}),
+          ...(a.rotation !== undefined ? { rotation: a.rotation } : {}),
         };
       }),
       resolve: this.#deps.resolve,

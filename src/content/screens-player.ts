@@ -68,7 +68,7 @@ export class ScreensPlayer implements Player {
         output: t.output,
         ...(t.crop ? { crop: t.crop } : {}),
         ...(t.layout ? { layout: t.layout } : {}),
-        ...(t.rotation ? { rotation: t.rotation } : {}),
+        ...(t.rotation !== undefined ? { rotation: t.rotation } : {}),
       })),
     );
     const replaced = new Set<string>();

@@ -66,3 +66,9 @@ export function virtualOutputs(setting: 'auto' | readonly OutputSetting[]): Virt
       };
     });
 }
+
+/** The rotation the `outputs` setting gives each connector (0 where it says nothing). */
+export function rotationsOf(setting: 'auto' | readonly OutputSetting[]): (output: string) => 0 | 90 | 180 | 270 {
+  const given = new Map(setting === 'auto' ? [] : setting.map((o) => [o.connector, o.rotation ?? 0] as const));
+  return (output) => given.get(output) ?? 0;
+}

@@ -90,7 +90,7 @@ function showingTrack(): {
  * Each output's geometry, computed once per `play` from the decoder's picture size and kept
  * for previews, which compose the same view the plane shows.
  */
-function placedTrack(): {
+function placedTrack(rotationOf: (output: string) => Rotation): {
   place: (
     decode: DecodeManager,
     consumer: string,
@@ -115,7 +115,8 @@ function placedTrack(): {
           output,
           {
             ...(p.crop ? { crop: p.crop } : {}),
-            ...(p.rotation ? { rotation: p.rotation } : {}),
+            // The content's rotation, else the screen's from the `outputs` setting.
+            rotation: p.rotation ?? rotationOf(p.output),
             ...(p.layout ? { layout: p.layout } : {}),
           },
         );
@@ -161,9 +162,13 @@ function snapshotView(p: Placed): SnapshotView {
   };
 }
 
-export function virtualScreens(display: VirtualDisplay, outputs: readonly ScreenOutput[]): Screens {
+export function virtualScreens(
+  display: VirtualDisplay,
+  outputs: readonly ScreenOutput[],
+  rotationOf: (output: string) => Rotation = () => 0,
+): Screens {
   const showing = showingTrack();
-  const placed = placedTrack();
+  const placed = placedTrack(rotationOf);
   return {
     kind: 'virtual',
     outputs: () => [...outputs],
@@ -190,9 +195,13 @@ export function virtualScreens(display: VirtualDisplay, outputs: readonly Screen
   };
 }
 
-export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo[]): Screens {
+export function kmsScreens(
+  device: KmsDevice,
+  current: () => readonly OutputInfo[],
+  rotationOf: (output: string) => Rotation = () => 0,
+): Screens {
   const showing = showingTrack();
-  const placed = placedTrack();
+  const placed = placedTrack(rotationOf);
   const outputs = (): ScreenOutput[] =>
     current().map((o) => ({
       name: o.connector,
@@ -212,6 +221,8 @@ export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo
         consumer,
         placements.map((p) => {
           const at = now.get(p.output);
+          // Before the decoder knows its size (none yet), the whole picture on the whole mode.
+          const rotation = at?.rotation ?? p.rotation ?? rotationOf(p.output);
           return {
             connector: p.output,
             ...(at
@@ -220,11 +231,9 @@ export function kmsScreens(device: KmsDevice, current: () => readonly OutputInfo
                   // changes size (an HLS variant) stays whole rather than cut or refused.
                   ...(wholePicture(at, decode, consumer) ? {} : { src: at.src }),
                   dst: at.dst,
-                  ...(at.rotation ? { rotation: at.rotation } : {}),
                 }
-              : p.rotation
-                ? { rotation: p.rotation }
-                : {}),
+              : {}),
+            ...(rotation ? { rotation } : {}),
           };
         }),
       );

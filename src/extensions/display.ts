@@ -1,6 +1,6 @@
 import { fdStoreName, listenFds } from '../display/fd-store.ts';
 import { MonitorWatch, monitorName } from '../display/monitors.ts';
-import { kmsErrorCode, outputsPlan, virtualOutputs } from '../display/outputs.ts';
+import { kmsErrorCode, outputsPlan, rotationsOf, virtualOutputs } from '../display/outputs.ts';
 import { kmsScreens, virtualScreens } from '../display/screens.ts';
 import { VideoEvents } from '../display/video-events.ts';
 import type {
@@ -168,6 +168,7 @@ export function displayCreate(context: ExtensionContext): Extension {
     const screens = virtualScreens(
       virtual,
       wanted.map((o) => ({ name: o.name, width: o.width, height: o.height, refresh: o.refresh ?? 60 })),
+      rotationsOf(config.outputs),
     );
     bus.emit('display.ready', { mode: 'virtual', reason, screens, display: virtual });
   };
@@ -217,7 +218,11 @@ export function displayCreate(context: ExtensionContext): Extension {
           `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until this one's first; the ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left are freed as they leave the screen`,
         );
       }
-      bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: kmsScreens(device, () => outputs) });
+      bus.emit('display.ready', {
+        mode: 'kms',
+        device: chosen.device,
+        screens: kmsScreens(device, () => outputs, rotationsOf(config.outputs)),
+      });
     },
     stop() {
       clearTimeout(hotplugTimer);

@@ -40,11 +40,12 @@ pub struct CopyCounters {
 
 impl Engine {
     pub(super) fn scene_has_yuv(&self, scene: &[SceneOutput]) -> bool {
-        scene.iter().flat_map(|s| &s.layers).any(|l| {
-            self.buffers
-                .get(l.buffer)
-                .is_ok_and(|b| b.format == NV12 && !b.fb.is_none())
-        })
+        // With or without a framebuffer of its own: one without is already a converted copy,
+        // which a plane that cannot scale may still refuse.
+        scene
+            .iter()
+            .flat_map(|s| &s.layers)
+            .any(|l| self.buffers.get(l.buffer).is_ok_and(|b| b.format == NV12))
     }
 
     /// An XR24 copy of `source` holding its current frame, converted at most once per commit
