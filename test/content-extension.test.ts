@@ -583,3 +583,106 @@ test.serial(
     t.is(await index(), 1);
   },
 );
+
+test.serial(
+  'interrupt: media or a message over the schedule at once, by priority, until it ends or is cleared; it survives a restart',
+  async (t) => {
+    const s = await serve(t);
+    const dataDir = scratchDir(t);
+    const content = {
+      version: 1,
+      media: media(s),
+      playlists: [
+        { id: 'bright', items: [{ media: 'high' }] },
+        { id: 'dim', items: [{ media: 'low' }] },
+      ],
+      outputs: [
+        { output: 'Virtual-1', playlist: 'bright' },
+        { output: 'Virtual-2', playlist: 'dim' },
+      ],
+    };
+    const r = rig(t, dataDir);
+    await r.extension.start();
+    const ask = async (command: string, args: Record<string, unknown>) =>
+      await r.commands.invoke(command, args, { transport: 'internal' });
+    t.true((await ask('playlist.set', { content })).ok);
+    // What each output is bound to, from the display itself: interrupts are consumers named after their id.
+    const playing = (d: VirtualDisplay, output: string): string =>
+      d.stats().find((o) => o.name === output)?.playing ?? '';
+    await until('both outputs on their schedule', () => r.luma('Virtual-1') >= 150 && r.luma('Virtual-2') >= 60);
+
+    // Bad requests change nothing and say what was wrong.
+    const refusals: Array<[Record<string, unknown>, string, RegExp]> = [
+      [{ media: 'nope' }, 'ERR_MEDIA_UNKNOWN', /media "nope" is not in the content's media/],
+      [{ media: 'low', text: 'x' }, 'ERR_BAD_ARGUMENT', /either "media" .* or "text"/],
+      [{ text: 'x', outputs: ['HDMI-A-9'] }, 'ERR_BAD_ARGUMENT', /HDMI-A-9 not driven/],
+      [{ text: 'x', durationS: -1 }, 'ERR_BAD_ARGUMENT', /durationS must be/],
+      [{ text: 'x', until: '2000-01-01T00:00:00Z' }, 'ERR_BAD_ARGUMENT', /has passed/],
+    ];
+    for (const [args, code, message] of refusals) {
+      const reply = await ask('interrupt', args);
+      t.false(reply.ok, JSON.stringify(args));
+      if (!reply.ok) {
+        t.is(reply.error.code, code, JSON.stringify(args));
+        t.regex(reply.error.message, message);
+      }
+    }
+    t.false(existsSync(join(dataDir, 'interrupts.json')), 'nothing saved by refused requests');
+
+    // A media interrupt on one output for 1.5 s: the dim clip over the bright one, then back.
+    const short = await ask('interrupt', { media: 'low', outputs: ['Virtual-1'], durationS: 1.5, id: 'promo' });
+    t.true(short.ok, JSON.stringify(short));
+    if (short.ok) t.deepEqual((short.result as { outputs: string[] }).outputs, ['Virtual-1']);
+    await until('the interrupt on Virtual-1', () => playing(r.display, 'Virtual-1').endsWith('interrupt:promo'));
+    await until('its picture', () => r.luma('Virtual-1') >= 60 && r.luma('Virtual-1') < 130);
+    t.false(playing(r.display, 'Virtual-2').includes('interrupt'), 'the other output stays on its schedule');
+    t.is((await status(r)).interrupts.length, 1);
+    await until('the schedule back after 1.5 s', () => r.luma('Virtual-1') >= 150, 10_000);
+    t.false(playing(r.display, 'Virtual-1').includes('interrupt'));
+    t.deepEqual((await status(r)).interrupts, []);
+
+    // A message on every output at priority 10, until cleared; a lower one is refused.
+    const fire = await ask('interrupt', { text: 'Please leave the building', priority: 10, id: 'fire' });
+    t.true(fire.ok, JSON.stringify(fire));
+    await until('the message on both outputs', () =>
+      ['Virtual-1', 'Virtual-2'].every((o) => playing(r.display, o).endsWith('interrupt:fire')),
+    );
+    const lower = await ask('interrupt', { media: 'high', outputs: ['Virtual-2'], priority: 1 });
+    t.false(lower.ok);
+    if (!lower.ok) {
+      t.is(lower.error.code, 'ERR_INTERRUPT_PRIORITY');
+      t.regex(lower.error.message, /interrupt fire \(priority 10\) covers Virtual-2/);
+    }
+    const saved = JSON.parse(readFileSync(join(dataDir, 'interrupts.json'), 'utf8')) as {
+      interrupts: Array<{ id: string }>;
+    };
+    t.deepEqual(
+      saved.interrupts.map((i) => i.id),
+      ['fire'],
+    );
+
+    // Stopped and started again on the same data: the message is back without being asked.
+    await r.extension.stop();
+    const again = rig(t, dataDir);
+    await again.extension.start();
+    await until('the message after a restart', () =>
+      ['Virtual-1', 'Virtual-2'].every((o) => playing(again.display, o).endsWith('interrupt:fire')),
+    );
+    const cleared = await again.commands.invoke('interrupt.clear', { id: 'fire' }, { transport: 'internal' });
+    t.true(cleared.ok);
+    if (cleared.ok) t.deepEqual(cleared.result, { cleared: ['fire'] });
+    await until(
+      'both schedules back after clear',
+      () => again.luma('Virtual-1') >= 150 && again.luma('Virtual-2') >= 60,
+    );
+    t.false(playing(again.display, 'Virtual-2').includes('interrupt'));
+    const unknown = await again.commands.invoke('interrupt.clear', { id: 'fire' }, { transport: 'internal' });
+    t.false(unknown.ok);
+    if (!unknown.ok) t.is(unknown.error.code, 'ERR_INTERRUPT_UNKNOWN');
+    t.is(
+      again.display.stats().find((o) => o.name === 'Virtual-1')?.blank,
+      0,
+      'every switch at a vblank with a picture',
+    );
+  },
+);

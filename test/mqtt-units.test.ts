@@ -29,6 +29,8 @@ test('contract: the command table comes from the AsyncAPI document', (t) => {
     'firmware.status',
     'firmware.update',
     'identify',
+    'interrupt',
+    'interrupt.clear',
     'logs.get',
     'ping',
     'play',

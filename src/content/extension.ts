@@ -8,6 +8,8 @@ import type { CacheStatus, RetryPolicy } from './cache.ts';
 import { type ClockChange, ClockWatch, type ClockWatchDeps, type TimeSyncState } from './clock-watch.ts';
 import type { Fetch } from './download.ts';
 import type { FileSystem } from './fs.ts';
+import { InterruptController } from './interrupt-controller.ts';
+import type { Interrupt } from './interrupts.ts';
 import { MediaSync } from './media-sync.ts';
 import { type Content, ContentError, contentParse, contentValidate } from './model.ts';
 import { ContentOutputs } from './outputs.ts';
@@ -30,6 +32,8 @@ export interface ContentStatus {
   readonly outputs: Record<string, Placement & { state: RunnerState }>;
   readonly cache: CacheStatus | null;
   readonly time: TimeSyncState | null;
+  /** Live interrupts (`interrupt`), over the schedule on their outputs. */
+  readonly interrupts: readonly Interrupt[];
   readonly problem?: string;
 }
 
@@ -69,6 +73,7 @@ export class ContentExtension implements Extension {
   readonly #deps: ContentExtensionDeps;
   readonly #media: MediaSync;
   readonly #outputs: ContentOutputs;
+  readonly #interrupts: InterruptController;
   readonly #withdraw: Array<() => void> = [];
   #content: Content | undefined;
   #result: ScheduleResult | undefined;
@@ -84,6 +89,15 @@ export class ContentExtension implements Extension {
     this.#outputs = new ContentOutputs({
       logger,
       playerCreate: deps.playerCreate,
+      resolve: (m) => this.#media.path(m),
+    });
+    this.#interrupts = new InterruptController({
+      dataDir: deps.dataDir,
+      fs: deps.fs,
+      clock: deps.clock,
+      logger,
+      player: () => this.#outputs.playerEnsure(),
+      media: (id) => this.#content?.media.find((m) => m.id === id),
       resolve: (m) => this.#media.path(m),
     });
     this.#media = new MediaSync({
@@ -105,11 +119,13 @@ export class ContentExtension implements Extension {
     this.#watchStart();
     this.#commandsRegister();
     await this.#load();
+    await this.#interrupts.start();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#watch?.stop();
+    this.#interrupts.stop();
     for (const w of this.#withdraw.splice(0)) w();
     this.#timersClear();
     this.#outputs.close();
@@ -132,6 +148,7 @@ export class ContentExtension implements Extension {
       outputs,
       cache: this.#media.status(),
       time: this.#watch?.state ?? null,
+      interrupts: this.#interrupts.list(),
       ...(this.#problem ? { problem: this.#problem } : {}),
     };
   }
@@ -158,11 +175,33 @@ export class ContentExtension implements Extension {
         handler: (args) => this.#skip(args, -1),
       }),
       commands.register({
+        name: 'interrupt',
+        description:
+          'Show a media item or a message over the schedule now, on some or all outputs, until it ends or is cleared; survives restarts. Args: {"media": id | "text": "...", "outputs"?, "priority"?, "durationS"? | "until"?, "id"?, "colour"?}',
+        handler: (args) => this.#interruptCall(() => this.#interrupts.add(args)),
+      }),
+      commands.register({
+        name: 'interrupt.clear',
+        description: 'End interrupts: by "id", those on "outputs", or all; the schedule shows again at once.',
+        handler: (args) => this.#interruptCall(() => this.#interrupts.clear(args)),
+      }),
+      commands.register({
         name: 'content.status',
         description: 'What each output plays and why, the next schedule change, and media cache progress.',
         handler: () => this.status(),
       }),
     );
+  }
+
+  /** Interrupt errors reach the caller with their code. */
+  async #interruptCall(work: () => Promise<object>): Promise<object> {
+    try {
+      return await work();
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code?.startsWith('ERR_')) throw new CommandError(code, (error as Error).message);
+      throw error;
+    }
   }
 
   /** `playlist.next` / `playlist.previous`: an output content does not drive is refused by name. */

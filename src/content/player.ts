@@ -42,6 +42,19 @@ export interface Player {
   /** Releases a prepared item that will not be shown. */
   discard(prepared: PreparedItem): void;
   /**
+   * Shows an interrupt over the runners' items on `targets` from the next vblank; the runners
+   * go on underneath (their items change off screen). Absent: the player cannot interrupt.
+   */
+  cover?(prepared: PreparedItem, targets: readonly PlayerTarget[]): void;
+  /** Ends the interrupt on `outputs`: each shows its runner's item now, at the next vblank. */
+  uncover?(outputs: readonly string[]): void;
+  /** A still of `text` on `colour` (RRGGBB) at `output`'s size; undefined when it is not driven. */
+  prepareStill?(
+    output: string,
+    text: string,
+    options: { colour: string; label: string; scale?: number },
+  ): Promise<PreparedItem | undefined>;
+  /**
    * Why a prepared or shown item's decoder stopped (an ERR_ code and the reason), if it did: its
    * outputs keep the last frame until the runner gives them something else.
    */

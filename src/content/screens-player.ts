@@ -26,7 +26,12 @@ const PREROLL_TIMEOUT_MS = 5000;
  */
 export class ScreensPlayer implements Player {
   readonly #deps: ScreensPlayerDeps;
+  /** What the runners show on each output (under an interrupt: what they would show). */
   readonly #onOutput = new Map<string, string>();
+  /** Each output's last target (crop, layout, rotation), to put the runner's item back. */
+  readonly #targetOf = new Map<string, PlayerTarget>();
+  /** Interrupts on screen over the runners' items, by output. */
+  readonly #cover = new Map<string, string>();
   readonly #held = new Set<string>();
   #serial = 0;
 
@@ -60,31 +65,82 @@ export class ScreensPlayer implements Player {
     const shown = targets.filter((t) => driven.includes(t.output));
     const outputs = shown.map((t) => t.output);
     if (outputs.length === 0) return;
-    this.#deps.claim?.(outputs);
-    this.#deps.screens.play(
-      this.#deps.decode,
-      prepared.handle,
-      shown.map((t) => ({
-        output: t.output,
-        ...(t.crop ? { crop: t.crop } : {}),
-        ...(t.layout ? { layout: t.layout } : {}),
-        ...(t.rotation !== undefined ? { rotation: t.rotation } : {}),
-      })),
-    );
+    for (const t of shown) this.#targetOf.set(t.output, t);
+    // Under an interrupt the runner goes on (its timeline, its releases), off screen.
+    const visible = shown.filter((t) => !this.#cover.has(t.output));
+    this.#screensPlay(prepared.handle, visible);
     const replaced = new Set<string>();
     for (const o of outputs) {
       const before = this.#onOutput.get(o);
       if (before !== undefined && before !== prepared.handle) replaced.add(before);
       this.#onOutput.set(o, prepared.handle);
     }
-    const stillShown = new Set(this.#onOutput.values());
-    for (const handle of replaced) {
-      if (!stillShown.has(handle)) this.#release(handle);
+    this.#releaseUnused(replaced);
+  }
+
+  /**
+   * Shows an interrupt over whatever the runners show on `targets`, from the next vblank; the
+   * runners go on underneath. A previous interrupt on those outputs is released.
+   */
+  cover(prepared: PreparedItem, targets: readonly PlayerTarget[]): void {
+    const driven = this.outputs;
+    const shown = targets.filter((t) => driven.includes(t.output));
+    const replaced = new Set<string>();
+    for (const t of shown) {
+      const before = this.#cover.get(t.output);
+      if (before !== undefined && before !== prepared.handle) replaced.add(before);
+      this.#cover.set(t.output, prepared.handle);
     }
+    this.#screensPlay(prepared.handle, shown);
+    this.#releaseUnused(replaced);
+  }
+
+  /** Ends the interrupt on `outputs`: each shows what its runner shows now, at the next vblank. */
+  uncover(outputs: readonly string[]): void {
+    const ended = new Set<string>();
+    const back = new Map<string, PlayerTarget[]>();
+    for (const o of outputs) {
+      const cover = this.#cover.get(o);
+      if (cover === undefined) continue;
+      this.#cover.delete(o);
+      ended.add(cover);
+      const under = this.#onOutput.get(o);
+      if (under !== undefined) back.set(under, [...(back.get(under) ?? []), this.#targetOf.get(o) ?? { output: o }]);
+    }
+    for (const [handle, targets] of back) this.#screensPlay(handle, targets);
+    this.#releaseUnused(ended);
+  }
+
+  /** Outputs an interrupt covers now. */
+  covered(): string[] {
+    return [...this.#cover.keys()];
   }
 
   discard(prepared: PreparedItem): void {
-    if (![...this.#onOutput.values()].includes(prepared.handle)) this.#release(prepared.handle);
+    if (!this.#inUse(prepared.handle)) this.#release(prepared.handle);
+  }
+
+  #screensPlay(handle: string, targets: readonly PlayerTarget[]): void {
+    if (targets.length === 0) return;
+    this.#deps.claim?.(targets.map((t) => t.output));
+    this.#deps.screens.play(
+      this.#deps.decode,
+      handle,
+      targets.map((t) => ({
+        output: t.output,
+        ...(t.crop ? { crop: t.crop } : {}),
+        ...(t.layout ? { layout: t.layout } : {}),
+        ...(t.rotation !== undefined ? { rotation: t.rotation } : {}),
+      })),
+    );
+  }
+
+  #inUse(handle: string): boolean {
+    return [...this.#onOutput.values()].includes(handle) || [...this.#cover.values()].includes(handle);
+  }
+
+  #releaseUnused(handles: Iterable<string>): void {
+    for (const handle of handles) if (!this.#inUse(handle)) this.#release(handle);
   }
 
   failure(prepared: PreparedItem): { code: string; message: string } | undefined {
@@ -103,18 +159,33 @@ export class ScreensPlayer implements Player {
 
   async slate(outputs: readonly string[], reason: string, wanted: () => boolean = () => true): Promise<void> {
     for (const name of outputs) {
-      const config = this.#deps.screens.outputs().find((o) => o.name === name);
-      if (!config) continue;
-      const text = slateText(`${this.#deps.deviceName} - ${name}`, reason);
-      const size = `${config.width}x${config.height}`;
-      const font = Math.max(12, Math.round(config.height / 30));
-      // Drawn by the addon (native/src/decode/pattern.rs), one frame a second.
-      const source = `pattern:slate?size=${size}&rate=1&colour=${SLATE_COLOUR}&fontsize=${font}&text=${encodeURIComponent(text)}`;
-      const prepared = await this.prepare({ path: source, type: 'image', label: 'slate' });
+      const prepared = await this.prepareStill(name, slateText(`${this.#deps.deviceName} - ${name}`, reason), {
+        colour: SLATE_COLOUR,
+        label: 'slate',
+      });
+      if (!prepared) continue;
       // Content may have started while the slate was being made: then it must not cover it.
       if (wanted()) this.show(prepared, [{ output: name }]);
       else this.discard(prepared);
     }
+  }
+
+  /**
+   * A still of `text` on `colour`, drawn for `output`'s size by the addon (native/src/decode/
+   * pattern.rs, one frame a second); undefined when the output is not driven. `scale`: the
+   * font's size against the output's height (1: a slate's small print).
+   */
+  async prepareStill(
+    output: string,
+    text: string,
+    options: { colour: string; label: string; scale?: number },
+  ): Promise<PreparedItem | undefined> {
+    const config = this.#deps.screens.outputs().find((o) => o.name === output);
+    if (!config) return undefined;
+    const size = `${config.width}x${config.height}`;
+    const font = Math.max(12, Math.round((config.height / 30) * (options.scale ?? 1)));
+    const source = `pattern:slate?size=${size}&rate=1&colour=${options.colour}&fontsize=${font}&text=${encodeURIComponent(text)}`;
+    return await this.prepare({ path: source, type: 'image', label: options.label });
   }
 
   #release(handle: string): void {
@@ -129,6 +200,7 @@ export class ScreensPlayer implements Player {
   close(): void {
     for (const handle of [...this.#held]) this.#release(handle);
     this.#onOutput.clear();
+    this.#cover.clear();
   }
 }
 
@@ -137,6 +209,10 @@ export class ScreensPlayer implements Player {
  * a reader needs), each part at most 160 characters.
  */
 export function slateText(title: string, reason: string): string {
-  const clean = (s: string): string => s.replace(/[^A-Za-z0-9 .,()#/_+:-]/g, ' ').slice(0, 160);
-  return `${clean(title)} -- ${clean(reason)}`;
+  return `${stillText(title)} -- ${stillText(reason)}`;
+}
+
+/** Text for a still: what the built-in font draws (letters, digits, plain punctuation), 160 characters at most. */
+export function stillText(text: string): string {
+  return text.replace(/[^A-Za-z0-9 .,()#/_+:!?-]/g, ' ').slice(0, 160);
 }
