@@ -101,6 +101,12 @@ export declare class KmsDevice {
   videoCounters(): VideoCounters
   stats(): Array<OutputStats>
   /**
+   * Display power (DPMS): `on` false makes the output's CRTC inactive, so the monitor
+   * sleeps; true wakes it on its last frame. Other outputs are not touched. Throws
+   * ERR_KMS_BUSY while a flip is in flight on it (ask again a frame later).
+   */
+  setPower(connector: string, on: boolean): void
+  /**
    * A JPEG of what an output's primary plane shows now (previews, the screenshot command),
    * or null when it shows nothing or a GPU buffer the CPU cannot read. The packed copy is
    * made here; the encode runs on a worker thread.
@@ -617,6 +623,8 @@ export interface OutputStats {
   maxCommitDelayUs: number
   /** Next-frame commits the engine issued more than one refresh period after the flip. */
   lateCommits: number
+  /** Display power: false while the CRTC is inactive (`setPower`), the monitor asleep. */
+  powered: boolean
 }
 
 /**

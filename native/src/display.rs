@@ -220,6 +220,8 @@ pub struct OutputStats {
     pub max_commit_delay_us: f64,
     /// Next-frame commits the engine issued more than one refresh period after the flip.
     pub late_commits: f64,
+    /// Display power: false while the CRTC is inactive (`setPower`), the monitor asleep.
+    pub powered: bool,
 }
 
 /// CPU work done because planes could not take buffers directly: 0 on the zero-copy path.
@@ -944,8 +946,20 @@ impl KmsDevice {
                     converted: o.stats.converted as f64,
                     max_commit_delay_us: o.stats.max_commit_delay_ns as f64 / 1000.0,
                     late_commits: o.stats.late_commits as f64,
+                    powered: !o.asleep,
                 })
                 .collect())
+        })
+    }
+
+    /// Display power (DPMS): `on` false makes the output's CRTC inactive, so the monitor
+    /// sleeps; true wakes it on its last frame. Other outputs are not touched. Throws
+    /// ERR_KMS_BUSY while a flip is in flight on it (ask again a frame later).
+    #[napi(catch_unwind)]
+    pub fn set_power(&self, connector: String, on: bool) -> napi::Result<()> {
+        self.with_engine(|e| {
+            let index = e.output_index(&connector)?;
+            e.output_power(index, on)
         })
     }
 

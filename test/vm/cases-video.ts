@@ -239,7 +239,7 @@ export const videoCases: VmCase[] = [
       const outputs = await outputsOn(ctx, card, '640x480');
       assert.equal(outputs.length, 3, `three outputs on ${card}`);
       const [a, b, c] = outputs.map((o) => o.connector) as [string, string, string];
-      // Video at its own size in the corner: vkms does not scale (which the refused binding uses).
+      // Video at its own size in the corner: vkms does not scale (which the refused binding uses, turned).
       const [width, height] = [320, 240];
       const at = { x: 0, y: 0, width, height };
 
@@ -274,8 +274,9 @@ export const videoCases: VmCase[] = [
         const stallLines = [a, b].map((o) => everyVblank(o, withStall[o]));
         assert.equal(allocations, 0, `${allocations} allocations on the frame path while flipping`);
 
-        // A binding the kernel refuses (vkms cannot scale) on the stalled output: its own
-        // source, so the refusal comes at its first frame, on the presentation thread.
+        // A binding the kernel refuses on the stalled output: scaled and turned (vkms cannot
+        // scale, and the engine's CPU-scaled copy does not turn). Its own source, so the
+        // refusal comes at its first frame, on the presentation thread.
         const errorsBefore = (await kms.call<{ errors: number }>('vCounters')).errors;
         const refusedClip = path.join(vm.scratch, 'groups-refused.mp4');
         counterClip(refusedClip, width, height, 60);
@@ -286,7 +287,7 @@ export const videoCases: VmCase[] = [
           await kms.call('vPlay', {
             consumer: 'refused',
             source: refusedClip,
-            outputs: [{ connector: c, dst: { x: 0, y: 0, width: width / 2, height: height / 2 } }],
+            outputs: [{ connector: c, dst: { x: 0, y: 0, width: height / 2, height: width / 2 }, rotation: 90 }],
           });
         } catch (e) {
           // The decoder had its first frame before the binding: refused at once, answered to
@@ -391,6 +392,90 @@ export const videoCases: VmCase[] = [
         const counters = await kms.call<{ errors: number; lastError?: string }>('vCounters');
         assert.equal(counters.errors, 0, `video errors: ${counters.lastError}`);
         return lines.join('; ');
+      } finally {
+        await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'display-power-dpms',
+    title:
+      'display power: one output of a playing group made inactive (DPMS off) and woken; the other flips on, the kernel says ACTIVE',
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const mounted = await vm.exec([
+        'sh',
+        '-c',
+        'mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; ls /sys/kernel/debug/dri',
+      ]);
+      assert.equal(mounted.code, 0, `debugfs: ${mounted.stderr}`);
+      const card = await vkmsConfigfsDevice(vm, 'vpower', 2);
+      const minor = /card(\d+)$/.exec(card)?.[1];
+      const outputs = await outputsOn(ctx, card, '640x480');
+      assert.equal(outputs.length, 2, `two outputs on ${card}`);
+      const [a, b] = outputs as [OutputInfo, OutputInfo];
+      // The kernel's atomic state: each CRTC's ACTIVE, by CRTC id.
+      const active = async (): Promise<Map<number, boolean>> => {
+        const r = await vm.exec(['cat', `/sys/kernel/debug/dri/${minor}/state`]);
+        assert.equal(r.code, 0, r.stderr);
+        const found = new Map<number, boolean>();
+        for (const m of r.stdout.matchAll(/^crtc\[(\d+)\]:[^\n]*\n(?:\t[^\n]*\n)*?\tactive=(\d)/gm)) {
+          found.set(Number(m[1]), m[2] === '1');
+        }
+        return found;
+      };
+      const power = async (connector: string, on: boolean): Promise<void> => {
+        await until(`${connector} power ${on ? 'on' : 'off'}`, 10000, async () => {
+          try {
+            return await kms.call<boolean>('vPower', { connector, on });
+          } catch (e) {
+            if (e instanceof KmsCallError && e.code === 'ERR_KMS_BUSY') return undefined;
+            throw e;
+          }
+        });
+      };
+      const clip = path.join(vm.scratch, 'power-counter.mp4');
+      counterClip(clip, 320, 240, 60);
+      const at = { x: 0, y: 0, width: 320, height: 240 };
+      try {
+        await kms.call('vPlay', {
+          consumer: 'main',
+          source: clip,
+          outputs: [
+            { connector: a.connector, dst: at },
+            { connector: b.connector, dst: at },
+          ],
+        });
+        await flipsMeasured(ctx, [a.connector, b.connector], 10);
+        assert.deepEqual(
+          [...(await active()).entries()].sort(),
+          [
+            [a.crtc, true],
+            [b.crtc, true],
+          ].sort(),
+        );
+
+        await power(b.connector, false);
+        const asleep = await active();
+        assert.equal(
+          asleep.get(b.crtc),
+          false,
+          `${b.connector}'s CRTC ${b.crtc} inactive: ${JSON.stringify([...asleep])}`,
+        );
+        assert.equal(asleep.get(a.crtc), true, `${a.connector}'s CRTC ${a.crtc} still active`);
+        // While it sleeps the group goes on: A flips, B takes none.
+        const during = await flipsMeasured(ctx, [a.connector], 30);
+        const stats = await kms.call<OutputStats[]>('vStats');
+        assert.equal(during[b.connector]?.count ?? 0, 0, `${b.connector} took no flip while asleep`);
+        assert.equal(stats.find((s) => s.connector === b.connector)?.powered, false);
+        const aLine = everyVblank(a.connector, during[a.connector]);
+
+        await power(b.connector, true);
+        assert.equal((await active()).get(b.crtc), true, `${b.connector}'s CRTC active again`);
+        await flipsMeasured(ctx, [a.connector, b.connector], 10);
+        const counters = await kms.call<{ errors: number; lastError?: string }>('vCounters');
+        assert.equal(counters.errors, 0, `video errors: ${counters.lastError}`);
+        return `${b.connector} (CRTC ${b.crtc}) ACTIVE 1 -> 0 -> 1 in the kernel's state; asleep: 0 flips on it, ${aLine}; flips again on both after waking`;
       } finally {
         await kms.call('vClose').catch(() => {});
       }

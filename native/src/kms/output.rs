@@ -51,6 +51,8 @@ pub struct Output {
     pub tested_layout: u64,
     /// CLOCK_MONOTONIC time of the newest commit that included this output.
     pub last_commit_ns: u64,
+    /// Its CRTC is inactive (display power off): scenes leave it out until it wakes.
+    pub asleep: bool,
 }
 
 impl Output {

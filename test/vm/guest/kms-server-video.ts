@@ -72,6 +72,11 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
       need().playVideo(decode, consumer, p.outputs as VideoOutput[]);
       return true;
     },
+    /** Display power of one output (DPMS: its CRTC inactive or active again). */
+    vPower: (p) => {
+      need().setPower(String(p.connector), Boolean(p.on));
+      return true;
+    },
     /** Ends `consumer`'s claim on its decoder (stop the outputs first: vStop). */
     vRelease: (p) => {
       decode?.release(String(p.consumer));

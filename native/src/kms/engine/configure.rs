@@ -140,6 +140,7 @@ impl Engine {
                     stats: Default::default(),
                     tested_layout: 0,
                     last_commit_ns: 0,
+                    asleep: false,
                 });
                 fresh.push(true);
             }

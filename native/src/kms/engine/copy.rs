@@ -69,6 +69,11 @@ impl Engine {
             }
         };
         let generation = self.buffers.get(source)?.generation;
+        // Said once per source, whether its copies are scaled or not.
+        let told = self
+            .conversions
+            .iter()
+            .any(|((s, _), c)| *s == source && c.reported);
         let conversion = self.conversions.entry(key).or_insert(Conversion {
             copies: Vec::with_capacity(COPIES_MAX),
             reported: false,
@@ -95,7 +100,7 @@ impl Engine {
             // Every copy is on screen or in flight: overwrite the oldest rather than stall.
             None => conversion.copies[0],
         };
-        let first_time = !conversion.reported;
+        let first_time = !told;
         conversion.reported = true;
         conversion.latest = Some((generation, copy));
         let bytes =

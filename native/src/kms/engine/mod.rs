@@ -9,6 +9,7 @@ mod configure;
 mod copy;
 mod flip;
 mod planes;
+mod power;
 mod scene;
 
 use std::collections::HashMap;

@@ -157,7 +157,14 @@ impl Engine {
     ) -> KmsResult<PresentResult> {
         let mut layout = DefaultHasher::new();
         self.converted_now.clear();
+        // Sleeping outputs (display power off) keep their last frame and take no flips.
+        if scene.iter().all(|s| self.outputs[s.output].asleep) {
+            return Ok(PresentResult::Committed);
+        }
         for s in scene {
+            if self.outputs[s.output].asleep {
+                continue;
+            }
             let (mw, mh) = self.outputs[s.output].size();
             self.outputs[s.output].staged.fill(BufferId::NONE);
             let mut next_plane = 0;
@@ -277,12 +284,13 @@ impl Engine {
             self.request.set(obj, prop, value);
         }
         let layout = layout.finish();
-        let untested = scene
-            .iter()
-            .any(|s| self.outputs[s.output].tested_layout != layout);
+        let untested = scene.iter().any(|s| {
+            !self.outputs[s.output].asleep && self.outputs[s.output].tested_layout != layout
+        });
         let names = || {
             scene
                 .iter()
+                .filter(|s| !self.outputs[s.output].asleep)
                 .map(|s| self.outputs[s.output].connector.clone())
                 .collect::<Vec<_>>()
         };
@@ -314,6 +322,9 @@ impl Engine {
         }
         let now = monotonic_ns();
         for s in scene {
+            if self.outputs[s.output].asleep {
+                continue;
+            }
             let output = &mut self.outputs[s.output];
             output.incoming.copy_from_slice(&output.staged);
             output.pending = true;

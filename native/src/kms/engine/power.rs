@@ -1,0 +1,46 @@
+//! Display power (DPMS): an output's CRTC made inactive so its monitor sleeps, and active again.
+//! The output keeps its mode, planes and last frame; while it sleeps, scenes leave it out
+//! (a flip on an inactive CRTC is refused), so the outputs awake go on unaffected.
+
+use super::super::commit::{commit_error, FLAG_ALLOW_MODESET};
+use super::super::error::{KmsError, KmsResult};
+use super::super::props::Prop;
+use super::Engine;
+
+impl Engine {
+    /// Puts `output`'s CRTC to sleep (`on` false) or wakes it, with a blocking commit of its
+    /// ACTIVE property. A flip in flight on it answers `Busy`: ask again once it landed.
+    pub fn output_power(&mut self, output: usize, on: bool) -> KmsResult<()> {
+        let o = self
+            .outputs
+            .get(output)
+            .ok_or_else(|| KmsError::OutputNotConfigured(format!("#{output}")))?;
+        if o.asleep != on {
+            return Ok(());
+        }
+        if o.pending {
+            return Err(KmsError::Busy(format!("output {} power", o.connector)));
+        }
+        let crtc_id = o.crtc_id;
+        let connector = o.connector.clone();
+        let active = self
+            .res
+            .crtcs
+            .iter()
+            .find(|c| u32::from(c.handle) == crtc_id)
+            .ok_or_else(|| KmsError::OutputNotConfigured(connector.clone()))?
+            .props
+            .require(Prop::Active, "crtc")?;
+        self.request.clear();
+        self.request.set(crtc_id, active, u64::from(on));
+        if let Err(e) = self.request.commit(&self.card, FLAG_ALLOW_MODESET) {
+            let described = self.request.describe(|id| self.prop_label(id));
+            return Err(commit_error(vec![connector], described, e));
+        }
+        let o = &mut self.outputs[output];
+        o.asleep = !on;
+        // Awake again: the first frame after waking is tested afresh (the CRTC was reset).
+        o.tested_layout = 0;
+        Ok(())
+    }
+}
