@@ -4,6 +4,7 @@
 import test from 'ava';
 import { layoutPlace } from '../src/display/layout.ts';
 import { MonitorWatch, monitorName } from '../src/display/monitors.ts';
+import { displayPowerCommand } from '../src/display/power.ts';
 import type { Screens } from '../src/display/screens.ts';
 import { LogRing } from '../src/log/ring.ts';
 import { contractLoad } from '../src/mqtt/contract.ts';
@@ -105,4 +106,62 @@ test('status: each output carries its monitor, power, rotation and the layout in
   ]);
   const checked = contractLoad().validate('Status', doc);
   t.true(checked.ok, JSON.stringify(checked));
+});
+
+test('display.power: checks its arguments, waits out a flip in flight, and names outputs not driven', async (t) => {
+  const calls: string[] = [];
+  let busy = 2;
+  const screens = {
+    kind: 'kms' as const,
+    outputs: () => [
+      { name: 'HDMI-A-1', width: 1920, height: 1080, refresh: 60 },
+      { name: 'HDMI-A-2', width: 1920, height: 1080, refresh: 60 },
+    ],
+    power(output: string, on: boolean) {
+      // The engine's answer while a flip is in flight on the output: twice, then idle.
+      if (output === 'HDMI-A-2' && busy-- > 0)
+        throw new Error('ERR_KMS_BUSY: output HDMI-A-2 power: flips are in flight');
+      calls.push(`${output} ${on}`);
+    },
+  };
+  t.deepEqual(await displayPowerCommand(screens, { on: false }), { outputs: { 'HDMI-A-1': 'off', 'HDMI-A-2': 'off' } });
+  t.deepEqual(calls, ['HDMI-A-1 false', 'HDMI-A-2 false']);
+  t.deepEqual(await displayPowerCommand(screens, { on: true, outputs: ['HDMI-A-2'] }), {
+    outputs: { 'HDMI-A-2': 'on' },
+  });
+  const refused: Array<[Record<string, unknown>, string, RegExp]> = [
+    [{}, 'ERR_BAD_ARGUMENT', /"on" must be true or false/],
+    [{ on: 'yes' }, 'ERR_BAD_ARGUMENT', /"on" must be true or false/],
+    [{ on: true, outputs: ['HDMI-A-1', 'DP-9'] }, 'ERR_BAD_ARGUMENT', /DP-9 not driven \(driven: HDMI-A-1, HDMI-A-2\)/],
+    [{ on: true, screen: 1 }, 'ERR_BAD_ARGUMENT', /unknown field "screen"/],
+  ];
+  for (const [args, code, message] of refused) {
+    const e = await t.throwsAsync(displayPowerCommand(screens, args));
+    t.is((e as { code?: string }).code, code);
+    t.regex(e?.message ?? '', message);
+  }
+  t.is(calls.length, 3, 'refused requests changed nothing');
+  const virtual = await t.throwsAsync(
+    displayPowerCommand({ kind: 'virtual', outputs: screens.outputs }, { on: false }),
+  );
+  t.is((virtual as { code?: string }).code, 'ERR_NOT_AVAILABLE');
+});
+
+test('status: an output whose display is off says so', (t) => {
+  const bus = new EventBus(() => {});
+  const screens: Screens = {
+    kind: 'kms',
+    outputs: () => [{ name: 'HDMI-A-1', width: 1920, height: 1080, refresh: 60 }],
+    play() {},
+    snapshotJpeg: async () => undefined,
+    stats: () => [],
+    powered: () => false,
+  };
+  bus.emit('display.ready', { mode: 'kms', device: { path: '/dev/dri/card0', driver: 'vkms' } as never, screens });
+  bus.emit('display.outputs', { outputs: [output('HDMI-A-1')], monitors: { 'HDMI-A-1': null } });
+  const config = configLoadWithDesired({ env: {}, defaultPath: '/nonexistent.json', hostname: 'h' }).config;
+  const tracker = new StatusTracker({ bus, config, versions: { app: '1', addon: '2', node: 'v24' }, startedAt: 0 });
+  t.teardown(() => tracker.close());
+  t.like(tracker.document().outputs[0], { name: 'HDMI-A-1', power: 'off' });
+  t.true(contractLoad().validate('Status', tracker.document()).ok);
 });

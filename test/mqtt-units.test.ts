@@ -26,6 +26,7 @@ test('contract: the command table comes from the AsyncAPI document', (t) => {
     'decode.maxDecoders',
     'decode.shared',
     'decode.status',
+    'display.power',
     'firmware.status',
     'firmware.update',
     'identify',

@@ -946,7 +946,7 @@ impl KmsDevice {
                     converted: o.stats.converted as f64,
                     max_commit_delay_us: o.stats.max_commit_delay_ns as f64 / 1000.0,
                     late_commits: o.stats.late_commits as f64,
-                    powered: !o.asleep,
+                    powered: !o.inactive,
                 })
                 .collect())
         })

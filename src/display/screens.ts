@@ -65,6 +65,10 @@ export interface Screens {
   showing?(output: string): string | undefined;
   /** The geometry in force on the output (source crop, destination, rotation, bars), once playing. */
   placed?(output: string): Placed | undefined;
+  /** Display power (DPMS) of a KMS output; throws ERR_KMS_BUSY while a flip is in flight. */
+  power?(output: string, on: boolean): void;
+  /** Whether the output's display is on (KMS), as the engine last committed it. */
+  powered?(output: string): boolean | undefined;
 }
 
 /** The consumer an output shows; without `showing`, the demo's convention (named after the output). */
@@ -246,6 +250,8 @@ export function kmsScreens(
     placed: placed.get,
     snapshotJpeg: async (output, width, quality) =>
       (await device.snapshotJpeg(output, jpegOptions(width, quality, placed.get(output)))) ?? undefined,
+    power: (output, on) => device.setPower(output, on),
+    powered: (output) => device.stats().find((o) => o.connector === output)?.powered,
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
   };

@@ -27,6 +27,8 @@ declare module '../supervisor/bus.ts' {
      * driven connector's monitor from its EDID (null: none readable).
      */
     'display.outputs': { outputs: OutputInfo[]; monitors?: Record<string, MonitorInfo | null> };
+    /** Outputs whose display power `display.power` changed (DPMS). */
+    'display.power': { outputs: Record<string, 'on' | 'off'> };
     /** A different monitor (EDID name, serial or product) on a connector that had one. */
     'display.monitor.changed': { output: string; before: MonitorInfo; after: MonitorInfo | null };
     /**

@@ -1,7 +1,8 @@
 import { fdStoreName, listenFds } from '../display/fd-store.ts';
 import { MonitorWatch, monitorName } from '../display/monitors.ts';
 import { kmsErrorCode, outputsPlan, rotationsOf, virtualOutputs } from '../display/outputs.ts';
-import { kmsScreens, virtualScreens } from '../display/screens.ts';
+import { displayPowerCommand } from '../display/power.ts';
+import { kmsScreens, type Screens, virtualScreens } from '../display/screens.ts';
 import { VideoEvents } from '../display/video-events.ts';
 import type {
   ConnectorInfo,
@@ -170,12 +171,32 @@ export function displayCreate(context: ExtensionContext): Extension {
       wanted.map((o) => ({ name: o.name, width: o.width, height: o.height, refresh: o.refresh ?? 60 })),
       rotationsOf(config.outputs),
     );
+    screensNow = screens;
     bus.emit('display.ready', { mode: 'virtual', reason, screens, display: virtual });
   };
+
+  let screensNow: Screens | undefined;
+  let withdraw: (() => void) | undefined;
 
   return {
     name: 'display',
     start() {
+      withdraw = context.commands.register({
+        name: 'display.power',
+        description:
+          'Display power (DPMS): {"on": false} puts the outputs\' monitors to sleep (their last frame kept), {"on": true} wakes them. Args: {"on", "outputs"?}.',
+        handler: async (args) => {
+          const result = await displayPowerCommand(screensNow, args);
+          logger.info(
+            { outputs: result.outputs },
+            `display power: ${Object.entries(result.outputs)
+              .map(([o, p]) => `${o} ${p}`)
+              .join(', ')}`,
+          );
+          bus.emit('display.power', result);
+          return result;
+        },
+      });
       const devices = addon.listDrmDevices();
       for (const d of devices) {
         if (d.error) logger.warn({ device: d.path }, `${d.error}`);
@@ -218,13 +239,13 @@ export function displayCreate(context: ExtensionContext): Extension {
           `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until this one's first; the ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left are freed as they leave the screen`,
         );
       }
-      bus.emit('display.ready', {
-        mode: 'kms',
-        device: chosen.device,
-        screens: kmsScreens(device, () => outputs, rotationsOf(config.outputs)),
-      });
+      screensNow = kmsScreens(device, () => outputs, rotationsOf(config.outputs));
+      bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: screensNow });
     },
     stop() {
+      withdraw?.();
+      withdraw = undefined;
+      screensNow = undefined;
       clearTimeout(hotplugTimer);
       const path = device?.path;
       device?.close();

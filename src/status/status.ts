@@ -23,8 +23,8 @@ export interface StatusDocument {
     video?: { state: 'ok' | 'error'; code?: string; message?: string };
     /** The monitor on the connector, from its EDID (KMS outputs; null: none readable). */
     monitor?: { manufacturer: string; productCode: number; name?: string; serial?: string } | null;
-    /** Whether the screen is lit: on (a KMS output driven). Absent on virtual outputs. */
-    power?: 'on' | 'unknown';
+    /** Whether the screen is lit: on, or off (DPMS, `display.power`). Absent on virtual outputs. */
+    power?: 'on' | 'off';
     /** Degrees the picture is turned clockwise, and how it is sized (once something plays). */
     rotation?: number;
     layout?: { fit: string; anchor: string; background: string };
@@ -109,6 +109,8 @@ export class StatusTracker {
         }),
       ),
       bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
+      // Read from the screens when the document is made; this says when to look again.
+      bus.on('display.power', () => this.#update(() => {})),
       bus.on('config.applied', ({ version }) => this.#update(() => (this.#configVersion = version))),
       bus.on('time.sync', (time) => this.#update(() => (this.#time = time))),
       this.#health.onChange(() => this.#update(() => {})),
@@ -178,8 +180,8 @@ export class StatusTracker {
           name,
           ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
           ...(monitor !== undefined ? { monitor: monitorFacts(monitor) } : {}),
-          // Driven means lit until power schedules exist; a virtual output has no screen to ask.
-          ...(screens?.kind === 'kms' && mode ? { power: 'on' as const } : {}),
+          // A virtual output has no screen to ask.
+          ...(screens?.kind === 'kms' && mode ? { power: screens.powered?.(name) === false ? 'off' : 'on' } : {}),
           ...(placed ? { rotation: placed.rotation, layout: { ...placed.layout } } : {}),
           // Health follows playback.changed at once; the decoder status only every minute.
           source: judged ? judged.source : (playing?.source ?? null),

@@ -51,8 +51,10 @@ pub struct Output {
     pub tested_layout: u64,
     /// CLOCK_MONOTONIC time of the newest commit that included this output.
     pub last_commit_ns: u64,
-    /// Its CRTC is inactive (display power off): scenes leave it out until it wakes.
+    /// Display power off asked: scenes leave it out until it wakes.
     pub asleep: bool,
+    /// Its CRTC's ACTIVE is 0 (committed; `asleep` comes first, while a flip lands).
+    pub inactive: bool,
 }
 
 impl Output {

@@ -141,6 +141,7 @@ impl Engine {
                     tested_layout: 0,
                     last_commit_ns: 0,
                     asleep: false,
+                    inactive: false,
                 });
                 fresh.push(true);
             }

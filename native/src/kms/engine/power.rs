@@ -9,13 +9,18 @@ use super::Engine;
 
 impl Engine {
     /// Puts `output`'s CRTC to sleep (`on` false) or wakes it, with a blocking commit of its
-    /// ACTIVE property. A flip in flight on it answers `Busy`: ask again once it landed.
+    /// ACTIVE property. Going to sleep, a flip in flight answers `Busy`: no commit takes the
+    /// output any more, so asking again a frame later finds it idle.
     pub fn output_power(&mut self, output: usize, on: bool) -> KmsResult<()> {
         let o = self
             .outputs
-            .get(output)
+            .get_mut(output)
             .ok_or_else(|| KmsError::OutputNotConfigured(format!("#{output}")))?;
-        if o.asleep != on {
+        if !on {
+            o.asleep = true;
+        }
+        if o.inactive != on {
+            o.asleep = !on;
             return Ok(());
         }
         if o.pending {
@@ -38,8 +43,9 @@ impl Engine {
             return Err(commit_error(vec![connector], described, e));
         }
         let o = &mut self.outputs[output];
+        o.inactive = !on;
         o.asleep = !on;
-        // Awake again: the first frame after waking is tested afresh (the CRTC was reset).
+        // Awake again: its next layout is tested afresh (the CRTC was reset).
         o.tested_layout = 0;
         Ok(())
     }

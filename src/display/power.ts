@@ -1,0 +1,64 @@
+import { CommandError } from '../supervisor/commands.ts';
+import type { Screens } from './screens.ts';
+
+/** How long a power change waits for a flip in flight on the output to land. */
+const BUSY_WAIT_MS = 1000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `display.power {outputs?, on}`: each output's CRTC inactive (DPMS off: the monitor sleeps,
+ * its last frame kept) or active again. Unknown outputs are refused by name and nothing
+ * changes; virtual outputs have no screen to power.
+ */
+export async function displayPowerCommand(
+  screens: Pick<Screens, 'kind' | 'outputs' | 'power'> | undefined,
+  args: Record<string, unknown>,
+): Promise<{ outputs: Record<string, 'on' | 'off'> }> {
+  const unknownField = Object.keys(args).find((k) => k !== 'outputs' && k !== 'on');
+  if (unknownField) throw new CommandError('ERR_BAD_ARGUMENT', `unknown field "${unknownField}" (known: outputs, on)`);
+  if (typeof args.on !== 'boolean') throw new CommandError('ERR_BAD_ARGUMENT', '"on" must be true or false');
+  const on = args.on;
+  const power = screens?.power;
+  if (!screens || !power) {
+    throw new CommandError(
+      'ERR_NOT_AVAILABLE',
+      screens ? 'virtual outputs have no display to power' : 'the display is not ready',
+    );
+  }
+  const driven = screens.outputs().map((o) => o.name);
+  const asked = args.outputs;
+  if (asked !== undefined && !(Array.isArray(asked) && asked.length > 0 && asked.every((o) => typeof o === 'string'))) {
+    throw new CommandError('ERR_BAD_ARGUMENT', '"outputs" must be a list of output names');
+  }
+  const chosen = (asked as string[] | undefined) ?? driven;
+  const unknown = chosen.filter((o) => !driven.includes(o));
+  if (unknown.length > 0) {
+    throw new CommandError(
+      'ERR_BAD_ARGUMENT',
+      `outputs: ${unknown.join(', ')} not driven (driven: ${driven.join(', ')})`,
+    );
+  }
+  const result: Record<string, 'on' | 'off'> = {};
+  for (const output of chosen) {
+    const deadline = Date.now() + BUSY_WAIT_MS;
+    for (;;) {
+      try {
+        power.call(screens, output, on);
+        break;
+      } catch (error) {
+        // A flip in flight: it lands within a frame.
+        const busy = /ERR_KMS_BUSY/.test((error as Error).message);
+        if (!busy || Date.now() > deadline) {
+          throw new CommandError(
+            busy ? 'ERR_KMS_BUSY' : 'ERR_KMS_COMMIT_REFUSED',
+            `${output}: ${(error as Error).message}`,
+          );
+        }
+        await sleep(5);
+      }
+    }
+    result[output] = on ? 'on' : 'off';
+  }
+  return { outputs: result };
+}
