@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { configLoad } from '../src/config/load.ts';
 import { ScreensPlayer } from '../src/content/screens-player.ts';
-import { virtualScreens } from '../src/display/screens.ts';
+import { type Screens, virtualScreens } from '../src/display/screens.ts';
 import { type ContentDeps, type ContentStatus, contentCreateWith } from '../src/extensions/content.ts';
 import { loggingCreate } from '../src/log/logger.ts';
 import { loadAddon, type VirtualDisplay } from '../src/native/addon.ts';
@@ -35,7 +35,12 @@ interface Rig {
 }
 
 /** The content extension on two 64x64 virtual outputs, with its data under `dataDir`. */
-function rig(t: ExecutionContext, dataDir: string, deps: ContentDeps = {}): Rig {
+function rig(
+  t: ExecutionContext,
+  dataDir: string,
+  deps: ContentDeps = {},
+  wrap: (screens: Screens) => Screens = (screens) => screens,
+): Rig {
   const outputs = [
     { connector: 'Virtual-1', mode: `${SIZE}x${SIZE}@60` },
     { connector: 'Virtual-2', mode: `${SIZE}x${SIZE}@60` },
@@ -55,9 +60,11 @@ function rig(t: ExecutionContext, dataDir: string, deps: ContentDeps = {}): Rig 
       playerCreate: () =>
         new ScreensPlayer({
           decode,
-          screens: virtualScreens(
-            display,
-            outputs.map((o) => ({ name: o.connector, width: SIZE, height: SIZE, refresh: 60 })),
+          screens: wrap(
+            virtualScreens(
+              display,
+              outputs.map((o) => ({ name: o.connector, width: SIZE, height: SIZE, refresh: 60 })),
+            ),
           ),
           deviceName: 'lobby',
         }),
@@ -683,6 +690,72 @@ test.serial(
       again.display.stats().find((o) => o.name === 'Virtual-1')?.blank,
       0,
       'every switch at a vblank with a picture',
+    );
+  },
+);
+
+test.serial(
+  'display-off window: the displays sleep and the runner lets its decoders go; an interrupt wakes them',
+  async (t) => {
+    const s = await serve(t);
+    // The display power the engine would be asked for: virtual outputs have none, so it is recorded here.
+    const powered = new Map<string, boolean>();
+    const calls: string[] = [];
+    const r = rig(t, scratchDir(t), {}, (screens) => ({
+      ...screens,
+      power: (output, on) => {
+        calls.push(`${output} ${on ? 'on' : 'off'}`);
+        powered.set(output, on);
+      },
+      powered: (output) => powered.get(output) ?? true,
+    }));
+    await r.extension.start();
+    const set = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: media(s),
+          playlists: [{ id: 'day', items: [{ media: 'high' }] }],
+          schedules: [
+            {
+              id: 'shop',
+              timezone: 'UTC',
+              default: 'day',
+              windows: [{ id: 'closed', display: 'off', start: '00:00', end: '24:00' }],
+            },
+          ],
+          outputs: [
+            { output: 'Virtual-1', schedule: 'shop' },
+            { output: 'Virtual-2', playlist: 'day' },
+          ],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(set.ok, JSON.stringify(set));
+    await until('Virtual-1 asleep', () => powered.get('Virtual-1') === false);
+    const st = await status(r);
+    t.like(st.outputs['Virtual-1'], { playlist: null, display: 'off', window: 'closed' });
+    t.like(st.outputs['Virtual-1']?.state, { kind: 'slate' });
+    t.not(powered.get('Virtual-2'), false, 'the other output stays on');
+    // Its decoders were let go: nothing of the clip plays on it.
+    await until('only the slate on Virtual-1', () =>
+      (r.display.stats().find((o) => o.name === 'Virtual-1')?.playing ?? '').endsWith(':slate'),
+    );
+
+    const announce = await r.commands.invoke(
+      'interrupt',
+      { text: 'Opening soon', outputs: ['Virtual-1'], id: 'news' },
+      { transport: 'internal' },
+    );
+    t.true(announce.ok, JSON.stringify(announce));
+    await until('awake for the interrupt', () => powered.get('Virtual-1') === true);
+    await r.commands.invoke('interrupt.clear', {}, { transport: 'internal' });
+    await until('asleep again when it ends', () => powered.get('Virtual-1') === false);
+    t.deepEqual(
+      calls.filter((c) => c.startsWith('Virtual-1')),
+      ['Virtual-1 off', 'Virtual-1 on', 'Virtual-1 off'],
     );
   },
 );

@@ -317,3 +317,46 @@ test('13 the addon reads the kernel clock state (adjtimex, read-only)', (t) => {
   // STA_UNSYNC (0x40) is the bit `synchronized` reflects.
   t.is(state.synchronized, (state.status & 0x40) === 0);
 });
+
+test('display-off windows: the displays sleep overnight, across both DST changes, and wake on the wall-clock time', (t) => {
+  // Europe/Berlin: off from 23:00 to 06:00 every night; 2024-03-31 loses 02:00-03:00, 2024-10-27 repeats it.
+  const c = content('Europe/Berlin', [{ id: 'night', display: 'off', start: '23:00', end: '06:00' }], { default: 'a' });
+  const at = (iso: string) => scheduleAt(utc(iso), c);
+  const night = at('2024-03-30T23:00:00').perOutput['HDMI-A-1'];
+  t.like(night, { playlist: null, display: 'off', source: 'window', window: 'night' });
+  t.regex(night?.reason ?? '', /^display off: window night of schedule main \(23:00-06:00 Europe\/Berlin/);
+  // Spring forward: 23:00 CET (22:00 UTC) to 06:00 CEST (04:00 UTC): six real hours.
+  t.is(iso(at('2024-03-30T22:00:00').nextChangeAt), '2024-03-31T04:00:00.000Z');
+  t.like(at('2024-03-30T22:00:00').next?.['HDMI-A-1'], { playlist: 'a', source: 'default' });
+  t.false('display' in (at('2024-03-31T04:00:00').perOutput['HDMI-A-1'] ?? {}), 'awake at 06:00 CEST');
+  // Fall back: 23:00 CEST (21:00 UTC) to 06:00 CET (05:00 UTC): eight real hours, off all through.
+  t.is(at('2024-10-26T21:00:00').perOutput['HDMI-A-1']?.display, 'off');
+  t.is(at('2024-10-27T01:30:00').perOutput['HDMI-A-1']?.display, 'off', 'the repeated hour');
+  t.is(iso(at('2024-10-26T21:00:00').nextChangeAt), '2024-10-27T05:00:00.000Z');
+  t.is(at('2024-10-27T05:00:00').perOutput['HDMI-A-1']?.playlist, 'a');
+  // A higher-priority window inside the night plays (the displays are on for it).
+  const late = content(
+    'UTC',
+    [
+      { id: 'night', display: 'off', start: '23:00', end: '06:00' },
+      { id: 'gala', playlist: 'b', start: '23:30', end: '01:00', priority: 5 },
+    ],
+    { default: 'a' },
+  );
+  t.like(scheduleAt(utc('2024-06-07T23:45:00'), late).perOutput['HDMI-A-1'], { playlist: 'b', window: 'gala' });
+  t.is(scheduleAt(utc('2024-06-08T01:00:00'), late).perOutput['HDMI-A-1']?.display, 'off');
+});
+
+test('display-off windows: a window needs a playlist or "display": "off", not both', (t) => {
+  const e = t.throws(() =>
+    content('UTC', [
+      { playlist: 'a', display: 'off', start: '01:00', end: '02:00' },
+      { start: '03:00', end: '04:00' },
+    ]),
+  );
+  t.regex(
+    e?.message ?? '',
+    /\$\.schedules\[0\]\.windows\[0\]: give either "playlist" or "display": "off", not both or neither/,
+  );
+  t.regex(e?.message ?? '', /\$\.schedules\[0\]\.windows\[1\]: give either/);
+});

@@ -99,6 +99,10 @@ export class ContentExtension implements Extension {
       player: () => this.#outputs.playerEnsure(),
       media: (id) => this.#content?.media.find((m) => m.id === id),
       resolve: (m) => this.#media.path(m),
+      onEnded: () => {
+        if (this.#content && this.#result && !this.#stopped)
+          this.#outputs.follow(this.#content, this.#result.perOutput);
+      },
     });
     this.#media = new MediaSync({
       dataDir: deps.dataDir,

@@ -31,6 +31,8 @@ export interface InterruptControllerDeps {
   readonly media: (id: string) => MediaItem | undefined;
   /** A verified cached file for the media, or null when it is not cached. */
   readonly resolve: (media: MediaItem) => Promise<string | null>;
+  /** Interrupts ended on some outputs: the schedule decides their display power again. */
+  readonly onEnded?: () => void;
 }
 
 /**
@@ -205,6 +207,7 @@ export class InterruptController {
     if (ended.length > 0) {
       player.uncover(ended);
       for (const o of ended) this.#shown.delete(o);
+      this.#deps.onEnded?.();
     }
     for (const [id, outputs] of wanted) {
       const interrupt = live.find((i) => i.id === id) as Interrupt;
@@ -221,6 +224,8 @@ export class InterruptController {
 
   async #show(player: Player, interrupt: Interrupt, outputs: string[]): Promise<void> {
     const cover = player.cover as NonNullable<Player['cover']>;
+    // An announcement wakes a display a display-off window put to sleep.
+    await player.power?.(outputs, true);
     if (interrupt.media !== undefined) {
       const item = this.#deps.media(interrupt.media);
       const path = item ? await this.#deps.resolve(item) : null;

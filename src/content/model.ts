@@ -39,7 +39,10 @@ export interface Playlist {
 
 export interface ScheduleWindow {
   readonly id?: string;
-  readonly playlist: string;
+  /** What plays during the window; absent for a display-off window. */
+  readonly playlist?: string;
+  /** "off": the displays sleep during the window (DPMS), instead of a playlist. */
+  readonly display?: 'off';
   /** Days the window starts on; all days when absent. */
   readonly days?: readonly Day[];
   /** Local wall time HH:MM[:SS]. */
@@ -297,6 +300,9 @@ function crossCheck(content: Content): ContentProblem[] {
     for (const [w, window] of schedule.windows.entries()) {
       const path = `${base}.windows[${w}]`;
       playlistRef(`${path}.playlist`, window.playlist);
+      if ((window.playlist === undefined) === (window.display === undefined)) {
+        problems.push({ path, message: 'give either "playlist" or "display": "off", not both or neither' });
+      }
       if (secondsOfDay(window.start) === 86400) {
         problems.push({ path: `${path}.start`, message: '"24:00" can only be an end; start at "00:00"' });
       }

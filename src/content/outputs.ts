@@ -86,6 +86,14 @@ export class ContentOutputs {
       const runner = this.#runners.get(key);
       const placement = perOutput[assignmentOutputs(a)[0] ?? ''];
       if (!runner || !placement) continue;
+      // A display-off window: the runner shows a slate (its decoders released) and the
+      // displays sleep; an output an interrupt covers stays awake to show it.
+      const covered = new Set(this.#player?.covered?.() ?? []);
+      const off = placement.display === 'off';
+      void this.#player?.power?.(
+        runner.outputs.filter((o) => !(off && covered.has(o))),
+        !off,
+      );
       if (placement.playlist === null) {
         const state = runner.state;
         if (state.kind !== 'slate' || state.reason !== placement.reason) void runner.slate(placement.reason);

@@ -46,8 +46,15 @@ export interface Player {
    * go on underneath (their items change off screen). Absent: the player cannot interrupt.
    */
   cover?(prepared: PreparedItem, targets: readonly PlayerTarget[]): void;
+  /** Outputs an interrupt covers now. */
+  covered?(): string[];
   /** Ends the interrupt on `outputs`: each shows its runner's item now, at the next vblank. */
   uncover?(outputs: readonly string[]): void;
+  /**
+   * Display power of `outputs` (DPMS where the outputs are real; virtual ones have no display
+   * and only show what the runner shows). Resolves when done; failures are logged, not thrown.
+   */
+  power?(outputs: readonly string[], on: boolean): Promise<void>;
   /** A still of `text` on `colour` (RRGGBB) at `output`'s size; undefined when it is not driven. */
   prepareStill?(
     output: string,

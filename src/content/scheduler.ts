@@ -31,6 +31,8 @@ export interface Placement {
   readonly window?: string;
   /** For a video-wall tile: the part of the picture this output shows. */
   readonly crop?: Crop;
+  /** "off": a display-off window; the displays sleep (playlist is null). */
+  readonly display?: 'off';
 }
 
 export interface ScheduleResult {
@@ -57,6 +59,7 @@ interface ScheduleState {
   readonly playlist: string | null;
   readonly source: 'window' | 'default' | 'none';
   readonly window?: string;
+  readonly display?: 'off';
   readonly reason: string;
 }
 
@@ -108,11 +111,21 @@ class ScheduleClock {
     if (best) {
       const w = best.window;
       const name = windowName(w, best.index);
+      const when = `(${w.start}-${w.end} ${this.schedule.timezone}, priority ${w.priority ?? 0})`;
+      if (w.display === 'off') {
+        return {
+          playlist: null,
+          source: 'window',
+          window: name,
+          display: 'off',
+          reason: `display off: window ${name} of schedule ${id} ${when}`,
+        };
+      }
       return {
-        playlist: w.playlist,
+        playlist: w.playlist ?? null,
         source: 'window',
         window: name,
-        reason: `window ${name} of schedule ${id} (${w.start}-${w.end} ${this.schedule.timezone}, priority ${w.priority ?? 0})`,
+        reason: `window ${name} of schedule ${id} ${when}`,
       };
     }
     if (this.schedule.default !== undefined) {
@@ -195,6 +208,7 @@ function placementOf(assignment: Assignment, clocks: ReadonlyMap<string, Schedul
     assignment: key,
     schedule: clock.schedule.id,
     ...(state.window !== undefined ? { window: state.window } : {}),
+    ...(state.display ? { display: state.display } : {}),
   };
 }
 

@@ -1,3 +1,4 @@
+import { outputPowerSet } from '../display/power.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeManager, DecoderInfo } from '../native/addon.ts';
 import { acquireFirstPicture } from '../playback/first-picture.ts';
@@ -9,6 +10,8 @@ export interface ScreensPlayerDeps {
   readonly screens: Screens;
   /** Shown on slates next to the reason. */
   readonly deviceName: string;
+  /** Told when a display power change fails (logged by the caller). */
+  readonly onPowerFailed?: (output: string, error: Error) => void;
   /** Told before content takes outputs over, so whatever played there (the demo) lets go. */
   readonly claim?: (outputs: readonly string[]) => void;
 }
@@ -109,6 +112,19 @@ export class ScreensPlayer implements Player {
     }
     for (const [handle, targets] of back) this.#screensPlay(handle, targets);
     this.#releaseUnused(ended);
+  }
+
+  async power(outputs: readonly string[], on: boolean): Promise<void> {
+    const screens = this.#deps.screens;
+    if (!screens.power) return;
+    for (const o of outputs) {
+      if (screens.powered?.(o) === on) continue;
+      try {
+        await outputPowerSet(screens, o, on);
+      } catch (error) {
+        this.#deps.onPowerFailed?.(o, error as Error);
+      }
+    }
   }
 
   /** Outputs an interrupt covers now. */

@@ -41,24 +41,34 @@ export async function displayPowerCommand(
   }
   const result: Record<string, 'on' | 'off'> = {};
   for (const output of chosen) {
-    const deadline = Date.now() + BUSY_WAIT_MS;
-    for (;;) {
-      try {
-        power.call(screens, output, on);
-        break;
-      } catch (error) {
-        // A flip in flight: it lands within a frame.
-        const busy = /ERR_KMS_BUSY/.test((error as Error).message);
-        if (!busy || Date.now() > deadline) {
-          throw new CommandError(
-            busy ? 'ERR_KMS_BUSY' : 'ERR_KMS_COMMIT_REFUSED',
-            `${output}: ${(error as Error).message}`,
-          );
-        }
-        await sleep(5);
-      }
-    }
+    await outputPowerSet(screens, output, on);
     result[output] = on ? 'on' : 'off';
   }
   return { outputs: result };
+}
+
+/**
+ * One output's display power, waiting out a flip in flight (it lands within a frame); a
+ * coded CommandError when it cannot be done. The one way content schedules and the command
+ * change display power.
+ */
+export async function outputPowerSet(screens: Pick<Screens, 'power'>, output: string, on: boolean): Promise<void> {
+  const power = screens.power;
+  if (!power) throw new CommandError('ERR_NOT_AVAILABLE', 'virtual outputs have no display to power');
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  for (;;) {
+    try {
+      power.call(screens, output, on);
+      return;
+    } catch (error) {
+      const busy = /ERR_KMS_BUSY/.test((error as Error).message);
+      if (!busy || Date.now() > deadline) {
+        throw new CommandError(
+          busy ? 'ERR_KMS_BUSY' : 'ERR_KMS_COMMIT_REFUSED',
+          `${output}: ${(error as Error).message}`,
+        );
+      }
+      await sleep(5);
+    }
+  }
 }

@@ -66,7 +66,7 @@ export function contentCreateWith(context: ExtensionContext, deps: ContentDeps):
 
 /** Content shows on playback's outputs, through the supervisor's one decode manager; none until playback is ready. */
 function defaultPlayer(context: ExtensionContext): Player | undefined {
-  const { bus, config } = context;
+  const { bus, config, logger } = context;
   const ready = bus.latest('playback.ready');
   if (!ready) return undefined;
   return new ScreensPlayer({
@@ -74,6 +74,8 @@ function defaultPlayer(context: ExtensionContext): Player | undefined {
     screens: ready.screens,
     claim: ready.claim,
     deviceName: config.device.name || hostname(),
+    onPowerFailed: (output, error) =>
+      logger.error({ output, code: (error as { code?: string }).code }, `display power of ${output}: ${error.message}`),
   });
 }
 
