@@ -2,10 +2,10 @@
 // previews take it, and a virtual output's preview composed by the addon from it: a pillarboxed
 // picture with bars in the asked colour, read back by node-av's own JPEG decoder.
 import test from 'ava';
-import { Decoder, Demuxer } from 'node-av/api';
 import { layoutPlace, layoutProblem, type Rotation } from '../src/display/layout.ts';
 import { virtualScreens } from '../src/display/screens.ts';
 import { loadAddon } from '../src/native/addon.ts';
+import { jpegDecode } from './helpers/jpeg.ts';
 
 const r = (x: number, y: number, width: number, height: number) => ({ x, y, width, height });
 const hd = { width: 1280, height: 720 };
@@ -97,32 +97,6 @@ test('layout: a bad layout is refused naming the field', (t) => {
   t.regex(layoutProblem('fit') ?? '', /is not an object/);
 });
 
-/** The JPEG decoded by node-av: its size and luma and chroma planes at one pixel. */
-async function jpegPixels(
-  jpeg: Buffer,
-): Promise<{ width: number; height: number; at: (x: number, y: number) => [number, number, number] }> {
-  await using input = await Demuxer.open(jpeg);
-  const stream = input.video();
-  if (!stream) throw new Error('node-av found no picture in the JPEG');
-  using decoder = await Decoder.create(stream);
-  for await (const frame of decoder.frames(input.packets())) {
-    if (!frame) continue;
-    try {
-      const planes = [0, 1, 2].map((p) => Buffer.from(frame.data?.[p] ?? Buffer.alloc(0)));
-      const strides = [0, 1, 2].map((p) => frame.linesize[p] ?? 0);
-      const at = (x: number, y: number): [number, number, number] => [
-        planes[0]?.[y * (strides[0] ?? 0) + x] ?? -1,
-        planes[1]?.[(y >> 1) * (strides[1] ?? 0) + (x >> 1)] ?? -1,
-        planes[2]?.[(y >> 1) * (strides[2] ?? 0) + (x >> 1)] ?? -1,
-      ];
-      return { width: frame.width, height: frame.height, at };
-    } finally {
-      frame.free();
-    }
-  }
-  throw new Error('node-av decoded no frame from the JPEG');
-}
-
 test('layout preview: a 4:3 picture on a 16:9 virtual output shows red bars left and right, the picture between', async (t) => {
   const addon = loadAddon();
   const decode = new addon.DecodeManager({});
@@ -153,7 +127,7 @@ test('layout preview: a 4:3 picture on a 16:9 virtual output shows red bars left
     { width: 320, height: 180 },
     'the output’s size, not the picture’s',
   );
-  const p = await jpegPixels(shot.jpeg);
+  const p = await jpegDecode(shot.jpeg);
   // Red in full-range BT.601: Y 76, Cb 85, Cr 255; grey 0xc0: Y 192, Cb = Cr = 128.
   for (const [x, y] of [
     [10, 90],

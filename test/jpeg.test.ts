@@ -2,28 +2,13 @@
 // FFmpeg build, in process): what a browser or dashboard sees, checked by a decoder that is not
 // the code under test.
 import test from 'ava';
-import { Decoder, Demuxer } from 'node-av/api';
 import { loadAddon } from '../src/native/addon.ts';
+import { jpegDecode } from './helpers/jpeg.ts';
 
 /** The JPEG decoded: its size and its luma plane, rows packed (full range, as JPEG stores it). */
 async function jpegLuma(jpeg: Buffer): Promise<{ width: number; height: number; luma: Buffer }> {
-  await using input = await Demuxer.open(jpeg);
-  const stream = input.video();
-  if (!stream) throw new Error('node-av found no picture in the JPEG');
-  using decoder = await Decoder.create(stream);
-  for await (const frame of decoder.frames(input.packets())) {
-    if (!frame) continue;
-    try {
-      const [plane, stride] = [frame.data?.[0], frame.linesize[0] ?? 0];
-      if (!plane) throw new Error('the decoded frame has no luma plane');
-      const luma = Buffer.alloc(frame.width * frame.height);
-      for (let y = 0; y < frame.height; y++) plane.copy(luma, y * frame.width, y * stride, y * stride + frame.width);
-      return { width: frame.width, height: frame.height, luma };
-    } finally {
-      frame.free();
-    }
-  }
-  throw new Error('node-av decoded no frame from the JPEG');
+  const d = await jpegDecode(jpeg);
+  return { width: d.width, height: d.height, luma: d.planes[0] };
 }
 
 const mean = (b: Buffer, from = 0, to = b.length): number => {

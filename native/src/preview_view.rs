@@ -46,29 +46,28 @@ fn even_down(v: u32) -> u32 {
     v & !1
 }
 
+/// Whether `r` is not empty and lies within `width` x `height`.
+fn rect_inside(r: &ViewRect, width: u32, height: u32) -> bool {
+    r.width > 0
+        && r.height > 0
+        && u64::from(r.x) + u64::from(r.width) <= u64::from(width)
+        && u64::from(r.y) + u64::from(r.height) <= u64::from(height)
+}
+
 /// Checks `view` against a frame of `width` x `height`; the message names what is wrong.
 pub fn view_check(view: &SnapshotView, width: u32, height: u32) -> Result<View, String> {
     let (ow, oh) = (view.output_width, view.output_height);
     if !(2..=8192).contains(&ow) || !(2..=8192).contains(&oh) {
         return Err(format!("view output {ow}x{oh} is outside 2x2..8192x8192"));
     }
-    let s = &view.src;
-    if s.width == 0
-        || s.height == 0
-        || u64::from(s.x) + u64::from(s.width) > u64::from(width)
-        || u64::from(s.y) + u64::from(s.height) > u64::from(height)
-    {
+    let (s, d) = (&view.src, &view.dst);
+    if !rect_inside(s, width, height) {
         return Err(format!(
             "view src ({}, {}, {}x{}) is outside the {width}x{height} frame",
             s.x, s.y, s.width, s.height
         ));
     }
-    let d = &view.dst;
-    if d.width == 0
-        || d.height == 0
-        || u64::from(d.x) + u64::from(d.width) > u64::from(ow)
-        || u64::from(d.y) + u64::from(d.height) > u64::from(oh)
-    {
+    if !rect_inside(d, ow, oh) {
         return Err(format!(
             "view dst ({}, {}, {}x{}) is outside the {ow}x{oh} output",
             d.x, d.y, d.width, d.height

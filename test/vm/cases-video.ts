@@ -66,6 +66,19 @@ async function outputsOn(ctx: CaseContext, card: string, mode: string, extra: ob
  * its CPUs starves the JavaScript thread that answers the host.
  */
 function counterClip(file: string, width: number, height: number, seconds: number, format = 'mp4'): void {
+  lumaClip(file, { width, height, seconds, lum: '16+N-200*floor(N/200)' }, [
+    '-g',
+    '10',
+    ...(format === 'ts' ? ['-f', 'mpegts'] : []),
+  ]);
+}
+
+/** An H.264 clip at 10 fps whose luma is the `geq` expression `lum`, chroma neutral. */
+function lumaClip(
+  file: string,
+  c: { width: number; height: number; seconds: number; lum: string },
+  extra: string[],
+): void {
   execFileSync('ffmpeg', [
     '-v',
     'error',
@@ -73,16 +86,14 @@ function counterClip(file: string, width: number, height: number, seconds: numbe
     '-f',
     'lavfi',
     '-i',
-    `color=c=black:size=${width}x${height}:rate=10:duration=${seconds},geq=lum='16+N-200*floor(N/200)':cb=128:cr=128`,
+    `color=c=black:size=${c.width}x${c.height}:rate=10:duration=${c.seconds},geq=lum='${c.lum}':cb=128:cr=128`,
     '-c:v',
     'libx264',
     '-preset',
     'ultrafast',
-    '-g',
-    '10',
     '-pix_fmt',
     'yuv420p',
-    ...(format === 'ts' ? ['-f', 'mpegts'] : []),
+    ...extra,
     file,
   ]);
 }
@@ -158,6 +169,16 @@ function everyVblank(connector: string, s: Sequences | undefined): string {
 /** The decoders' I/O timeout (native/src/decode/io.rs RW_TIMEOUT). */
 const RW_TIMEOUT_MS = 5000;
 
+/** The guest's debugfs, where the kernel lists framebuffers and atomic state per card. */
+async function debugfsMount(vm: CaseContext['vm']): Promise<void> {
+  const mounted = await vm.exec([
+    'sh',
+    '-c',
+    'mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; ls /sys/kernel/debug/dri',
+  ]);
+  assert.equal(mounted.code, 0, `debugfs: ${mounted.stderr}`);
+}
+
 const videoEvents = async (ctx: CaseContext): Promise<DisplayEvent[]> => await ctx.kms.call<DisplayEvent[]>('vEvents');
 
 /**
@@ -166,24 +187,8 @@ const videoEvents = async (ctx: CaseContext): Promise<DisplayEvent[]> => await c
  * a few pixels reads as a different level.
  */
 function rampClip(file: string, width: number, height: number): void {
-  execFileSync('ffmpeg', [
-    '-v',
-    'error',
-    '-y',
-    '-f',
-    'lavfi',
-    '-i',
-    `color=c=black:size=${width}x${height}:rate=10:duration=3,geq=lum='16+100*X/W+100*Y/H':cb=128:cr=128`,
-    '-c:v',
-    'libx264',
-    '-preset',
-    'ultrafast',
-    '-qp',
-    '0',
-    '-pix_fmt',
-    'yuv420p',
-    file,
-  ]);
+  // Lossless: a level off by one is a placement off by a few pixels, not compression.
+  lumaClip(file, { width, height, seconds: 3, lum: '16+100*X/W+100*Y/H' }, ['-qp', '0']);
 }
 
 /**
@@ -403,12 +408,7 @@ export const videoCases: VmCase[] = [
       'display power: one output of a playing group made inactive (DPMS off) and woken; the other flips on, the kernel says ACTIVE',
     async run(ctx) {
       const { kms, vm } = ctx;
-      const mounted = await vm.exec([
-        'sh',
-        '-c',
-        'mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; ls /sys/kernel/debug/dri',
-      ]);
-      assert.equal(mounted.code, 0, `debugfs: ${mounted.stderr}`);
+      await debugfsMount(vm);
       const card = await vkmsConfigfsDevice(vm, 'vpower', 2);
       const minor = /card(\d+)$/.exec(card)?.[1];
       const outputs = await outputsOn(ctx, card, '640x480');
@@ -539,12 +539,7 @@ export const videoCases: VmCase[] = [
     title: "a resolution change mid-stream: the old surface pool's framebuffers leave the kernel",
     async run(ctx) {
       const { kms, vm } = ctx;
-      const mounted = await vm.exec([
-        'sh',
-        '-c',
-        'mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; ls /sys/kernel/debug/dri',
-      ]);
-      assert.equal(mounted.code, 0, `debugfs: ${mounted.stderr}`);
+      await debugfsMount(vm);
       const card = await vkmsConfigfsDevice(vm, 'vpool', 1);
       const outputs = await outputsOn(ctx, card, '640x480');
       const o = outputs[0] as OutputInfo;

@@ -29,6 +29,44 @@ fn coefficients(color: YuvColor) -> (i32, i32, i32, i32, i32, i32) {
     )
 }
 
+/// The fixed-point matrix of one colour encoding, applied per pixel.
+#[derive(Clone, Copy)]
+struct Matrix {
+    ky: i32,
+    vr: i32,
+    ug: i32,
+    vg: i32,
+    ub: i32,
+    y_offset: i32,
+}
+
+impl Matrix {
+    fn of(color: YuvColor) -> Matrix {
+        let (ky, vr, ug, vg, ub, y_offset) = coefficients(color);
+        Matrix {
+            ky,
+            vr,
+            ug,
+            vg,
+            ub,
+            y_offset,
+        }
+    }
+
+    /// One pixel: luma `y`, chroma `u`, `v`, written as B, G, R, X into `out`.
+    #[inline(always)]
+    fn pixel(self, y: u8, u: u8, v: u8, out: &mut [u8]) {
+        let c = self.ky * (i32::from(y) - self.y_offset);
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
+        out[0] = clamp(c + self.ub * d);
+        out[1] = clamp(c - self.ug * d - self.vg * e);
+        out[2] = clamp(c + self.vr * e);
+        out[3] = 0xff;
+    }
+}
+
 /// Where one frame's planes are in memory.
 pub struct Nv12Src<'a> {
     pub y: &'a [u8],
@@ -47,21 +85,19 @@ pub fn nv12_to_xr24(
     dst: &mut [u8],
     dst_pitch: usize,
 ) -> usize {
-    let (ky, vr, ug, vg, ub, y_offset) = coefficients(color);
+    let m = Matrix::of(color);
     for row in 0..height {
         let y_row = &src.y[row * src.y_pitch..row * src.y_pitch + width];
         let uv_at = (row / 2) * src.uv_pitch;
         let uv_row = &src.uv[uv_at..uv_at + width.div_ceil(2) * 2];
         let out = &mut dst[row * dst_pitch..row * dst_pitch + width * 4];
         for x in 0..width {
-            let c = ky * (i32::from(y_row[x]) - y_offset);
-            let d = i32::from(uv_row[x & !1]) - 128;
-            let e = i32::from(uv_row[(x & !1) + 1]) - 128;
-            let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
-            out[x * 4] = clamp(c + ub * d);
-            out[x * 4 + 1] = clamp(c - ug * d - vg * e);
-            out[x * 4 + 2] = clamp(c + vr * e);
-            out[x * 4 + 3] = 0xff;
+            m.pixel(
+                y_row[x],
+                uv_row[x & !1],
+                uv_row[(x & !1) + 1],
+                &mut out[x * 4..x * 4 + 4],
+            );
         }
     }
     width * height * 4
@@ -82,7 +118,7 @@ pub fn nv12_to_xr24_scaled(
     dst: &mut [u8],
     dst_pitch: usize,
 ) -> usize {
-    let (ky, vr, ug, vg, ub, y_offset) = coefficients(color);
+    let m = Matrix::of(color);
     let (x0, y0, w, h) = src_rect;
     let (px, py, pw, ph) = place;
     for row in 0..out_h {
@@ -98,15 +134,13 @@ pub fn nv12_to_xr24_scaled(
         let uv_row = &src.uv[(sy / 2) * src.uv_pitch..];
         for x in 0..pw {
             let sx = x0 + x * w / pw;
-            let c = ky * (i32::from(y_row[sx]) - y_offset);
-            let d = i32::from(uv_row[sx & !1]) - 128;
-            let e = i32::from(uv_row[(sx & !1) + 1]) - 128;
-            let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
             let at = (px + x) * 4;
-            out[at] = clamp(c + ub * d);
-            out[at + 1] = clamp(c - ug * d - vg * e);
-            out[at + 2] = clamp(c + vr * e);
-            out[at + 3] = 0xff;
+            m.pixel(
+                y_row[sx],
+                uv_row[sx & !1],
+                uv_row[(sx & !1) + 1],
+                &mut out[at..at + 4],
+            );
         }
     }
     out_w * out_h * 4
