@@ -56,6 +56,13 @@ test.serial('a running box: healthz, status, outputs, previews, metrics', async 
   }, 'previews of both outputs');
   t.like(outputs.body.outputs[0], { name: 'Virtual-1', playing: true, preview: { width: 320, height: 180 } });
   t.is(outputs.body.outputs[0].source, 'pattern:testcard?size=1280x720&rate=30');
+  // Screen facts: the layout in force (the default) and no display power on a virtual output.
+  t.like(outputs.body.outputs[0], {
+    rotation: 0,
+    layout: { fit: 'fit', anchor: 'centre', background: '000000' },
+    power: null,
+    monitor: null,
+  });
 
   const jpeg = await fetch(`${box.url}/outputs/Virtual-2/preview.jpg?at=1`);
   t.is(jpeg.status, 200);

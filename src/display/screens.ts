@@ -91,45 +91,62 @@ function showingTrack(): {
 }
 
 /**
- * Each output's geometry, computed once per `play` from the decoder's picture size and kept
- * for previews, which compose the same view the plane shows.
+ * Each output's geometry, computed at `play` from the decoder's picture size and kept for
+ * previews, which compose the same view the plane shows. A decoder not open yet at `play`
+ * (the demo starts its outputs at once) is placed on the first look after it opened.
  */
-function placedTrack(rotationOf: (output: string) => Rotation): {
-  place: (
-    decode: DecodeManager,
-    consumer: string,
-    placements: readonly ScreenPlacement[],
-    outputs: readonly ScreenOutput[],
-  ) => Map<string, Placed>;
+function placedTrack(
+  rotationOf: (output: string) => Rotation,
+  outputsNow: () => readonly ScreenOutput[],
+): {
+  place: (decode: DecodeManager, consumer: string, placements: readonly ScreenPlacement[]) => Map<string, Placed>;
   get: (o: string) => Placed | undefined;
 } {
   const placed = new Map<string, Placed>();
+  /** Outputs played on before their decoder knew its size, to place on a later look. */
+  const later = new Map<string, { decode: DecodeManager; consumer: string; placement: ScreenPlacement }>();
+  const compute = (decode: DecodeManager, consumer: string, p: ScreenPlacement): Placed | undefined => {
+    const source: DecoderInfo | undefined = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+    const output = outputsNow().find((o) => o.name === p.output);
+    if (!source || !output || source.width === 0 || source.height === 0) return undefined;
+    return layoutPlace(
+      { width: source.width, height: source.height, sarNum: source.sarNum ?? 0, sarDen: source.sarDen ?? 1 },
+      output,
+      {
+        ...(p.crop ? { crop: p.crop } : {}),
+        // The content's rotation, else the screen's from the `outputs` setting.
+        rotation: p.rotation ?? rotationOf(p.output),
+        ...(p.layout ? { layout: p.layout } : {}),
+      },
+    );
+  };
   return {
-    place(decode, consumer, placements, outputs) {
-      const source: DecoderInfo | undefined = decode.status().decoders.find((d) => d.consumers.includes(consumer));
+    place(decode, consumer, placements) {
       const now = new Map<string, Placed>();
       for (const p of placements) {
-        const output = outputs.find((o) => o.name === p.output);
-        if (!source || !output || source.width === 0 || source.height === 0) {
+        const at = compute(decode, consumer, p);
+        if (at) {
+          placed.set(p.output, at);
+          now.set(p.output, at);
+          later.delete(p.output);
+        } else {
           placed.delete(p.output);
-          continue;
+          later.set(p.output, { decode, consumer, placement: p });
         }
-        const at = layoutPlace(
-          { width: source.width, height: source.height, sarNum: source.sarNum ?? 0, sarDen: source.sarDen ?? 1 },
-          output,
-          {
-            ...(p.crop ? { crop: p.crop } : {}),
-            // The content's rotation, else the screen's from the `outputs` setting.
-            rotation: p.rotation ?? rotationOf(p.output),
-            ...(p.layout ? { layout: p.layout } : {}),
-          },
-        );
-        placed.set(p.output, at);
-        now.set(p.output, at);
       }
       return now;
     },
-    get: (o) => placed.get(o),
+    get(o) {
+      const pending = later.get(o);
+      if (pending) {
+        const at = compute(pending.decode, pending.consumer, pending.placement);
+        if (at) {
+          placed.set(o, at);
+          later.delete(o);
+        }
+      }
+      return placed.get(o);
+    },
   };
 }
 
@@ -172,14 +189,14 @@ export function virtualScreens(
   rotationOf: (output: string) => Rotation = () => 0,
 ): Screens {
   const showing = showingTrack();
-  const placed = placedTrack(rotationOf);
+  const placed = placedTrack(rotationOf, () => outputs);
   return {
     kind: 'virtual',
     outputs: () => [...outputs],
     play(decode, consumer, placements) {
       // Virtual outputs scan out the whole decoded frame; their previews compose the layout
       // (crop, rotation, bars) the way a plane would show it.
-      placed.place(decode, consumer, placements, outputs);
+      placed.place(decode, consumer, placements);
       display.play(
         decode,
         consumer,
@@ -205,7 +222,6 @@ export function kmsScreens(
   rotationOf: (output: string) => Rotation = () => 0,
 ): Screens {
   const showing = showingTrack();
-  const placed = placedTrack(rotationOf);
   const outputs = (): ScreenOutput[] =>
     current().map((o) => ({
       name: o.connector,
@@ -213,13 +229,14 @@ export function kmsScreens(
       height: o.mode.height,
       refresh: o.mode.refresh,
     }));
+  const placed = placedTrack(rotationOf, outputs);
   return {
     kind: 'kms',
     outputs,
     play(decode, consumer, placements) {
       // The plane crops, scales and turns: source pixels from the decoder's picture size
       // (known once it opened), destination in the mode's pixels.
-      const now = placed.place(decode, consumer, placements, outputs());
+      const now = placed.place(decode, consumer, placements);
       device.playVideo(
         decode,
         consumer,

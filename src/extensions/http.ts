@@ -117,6 +117,10 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
                 dropped: o.dropped,
                 problem: o.problem ?? null,
                 preview: p ? { at: p.at, width: p.width, height: p.height } : null,
+                monitor: row?.monitor ?? null,
+                power: row?.power ?? null,
+                rotation: row?.rotation ?? null,
+                layout: row?.layout ?? null,
               };
             });
           },

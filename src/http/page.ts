@@ -124,6 +124,9 @@ function render(status, health, outputs, logs) {
       ['State', o.problem ? o.problem.code + ': ' + o.problem.message : o.playing ? 'playing' : d && d.failure ? 'decoder failed: ' + d.failure : 'not playing', o.playing && !o.problem ? '' : 'failed'],
       ['Decoder', o.decoder === null ? '–' : o.decoder + shared],
       ['Mode', o.mode || '–'],
+      ['Screen', o.monitor ? (o.monitor.name || o.monitor.manufacturer + ' ' + o.monitor.productCode) + (o.monitor.serial ? ' (serial ' + o.monitor.serial + ')' : '') : '–'],
+      ['Power', o.power || '–', o.power === 'off' ? 'failed' : ''],
+      ['Layout', o.layout ? o.layout.fit + (o.rotation ? ', turned ' + o.rotation + '°' : '') : '–'],
       ['Frames', o.frames === null ? '–' : o.frames + ' shown, ' + o.dropped + ' dropped'],
     ]);
   }
