@@ -274,6 +274,11 @@ export interface DecoderInfo {
   /** Sample (pixel) aspect ratio: `sarNum:sarDen`; 0:1 when the stream says nothing (square). */
   sarNum: number
   sarDen: number
+  /**
+   * Degrees the picture is turned clockwise to stand upright (the stream's display matrix:
+   * a phone's portrait video); layouts turn it so.
+   */
+  rotation: number
   /** The stream's nominal frame rate. */
   frameRate: number
   /** Frames per second actually produced, smoothed. */

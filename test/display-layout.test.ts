@@ -1,6 +1,10 @@
 // Layout geometry (fit, fill, stretch, none; rotation; non-square pixels) as the planes and the
 // previews take it, and a virtual output's preview composed by the addon from it: a pillarboxed
 // picture with bars in the asked colour, read back by node-av's own JPEG decoder.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { layoutPlace, layoutProblem, type Rotation } from '../src/display/layout.ts';
 import { virtualScreens } from '../src/display/screens.ts';
@@ -175,4 +179,84 @@ test('layout: the rotation from the outputs setting applies unless the content g
   // 16:9 on a panel turned to portrait (viewer 180x320): 180x101 in the middle, sideways on the panel.
   t.deepEqual(turned?.dst, r(109, 0, 101, 180));
   t.is(screens.placed?.('Virtual-2')?.rotation, 0, 'the content’s 0 wins over the setting');
+});
+
+test('layout: a phone video stored sideways is turned upright, then fitted or filled as the viewer sees it', (t) => {
+  // Stored 1920x1080, to be turned 90 degrees clockwise: a portrait 1080x1920 picture.
+  const phone = { width: 1920, height: 1080, rotation: 90 };
+  const fit = layoutPlace(phone, { width: 1920, height: 1080 });
+  t.is(fit.rotation, 90);
+  t.deepEqual(fit.src, r(0, 0, 1920, 1080));
+  t.deepEqual(fit.dst, r(656, 0, 608, 1080), 'a portrait picture pillarboxed on a landscape screen');
+  // Filled, top kept: the upright picture's top is the stored frame's left edge.
+  const top = layoutPlace(phone, { width: 1920, height: 1080 }, { layout: { fit: 'fill', anchor: 'top' } });
+  t.deepEqual(top.src, r(0, 0, 608, 1080));
+  t.deepEqual(top.dst, r(0, 0, 1920, 1080));
+  const bottom = layoutPlace(phone, { width: 1920, height: 1080 }, { layout: { fit: 'fill', anchor: 'bottom' } });
+  t.deepEqual(bottom.src, r(1920 - 608, 0, 608, 1080));
+  // On a portrait screen (turned 90 itself) the portrait picture fills it exactly: turns add up.
+  const both = layoutPlace(phone, { width: 1920, height: 1080 }, { rotation: 270 });
+  t.is(both.rotation, 0);
+  t.deepEqual(both.dst, r(0, 0, 1920, 1080));
+});
+
+test('layout: the decoder reads a stream’s display matrix (a portrait phone clip) and the preview turns it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'multihead-rotate-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const clip = join(dir, 'phone.mp4');
+  // A 64x36 clip whose left half is white, to be shown turned 90 degrees clockwise.
+  execFileSync('ffmpeg', [
+    '-v',
+    'error',
+    '-f',
+    'lavfi',
+    '-i',
+    "color=c=black:size=64x36:rate=10:duration=2,geq=lum='if(lt(X,32),235,16)':cb=128:cr=128",
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-pix_fmt',
+    'yuv420p',
+    clip,
+  ]);
+  // The track header's matrix made a phone's portrait one, as a camera writes it (FFmpeg 5.1's
+  // muxer has no option for it): the last identity matrix in the file is the video track's.
+  const identity = Buffer.from('000100000000000000000000000000000001000000000000000000000000000040000000', 'hex');
+  const turned = Buffer.from('0000000000010000000000000000ffff0000000000000000000000000000000040000000', 'hex');
+  const bytes = readFileSync(clip);
+  const at = bytes.lastIndexOf(identity);
+  if (at < 0) throw new Error('no track matrix found in the clip');
+  turned.copy(bytes, at);
+  writeFileSync(clip, bytes);
+  const addon = loadAddon();
+  const decode = new addon.DecodeManager({});
+  const outputs = [{ name: 'Virtual-1', width: 64, height: 64, refresh: 30 }];
+  const display = new addon.VirtualDisplay(outputs);
+  t.teardown(() => {
+    display.close();
+    decode.close();
+  });
+  decode.acquire('phone', { source: clip });
+  const deadline = Date.now() + 20_000;
+  while (!decode.status().decoders.some((d) => d.consumers.includes('phone') && d.width > 0 && d.frames > 0)) {
+    if (Date.now() > deadline) throw new Error('the clip did not open within 20 s');
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  t.is(decode.status().decoders.find((d) => d.consumers.includes('phone'))?.rotation, 90);
+  const screens = virtualScreens(display, outputs);
+  screens.play(decode, 'phone', [{ output: 'Virtual-1' }]);
+  // Upright it is 36x64: fitted to the 64x64 output, 36 wide in the middle.
+  t.deepEqual(screens.placed?.('Virtual-1')?.dst, r(14, 0, 36, 64));
+  let shot = await screens.snapshotJpeg('Virtual-1');
+  while (!shot) {
+    if (Date.now() > deadline) throw new Error('no preview within 20 s');
+    await new Promise((res) => setTimeout(res, 20));
+    shot = await screens.snapshotJpeg('Virtual-1');
+  }
+  const p = await jpegDecode(shot.jpeg);
+  // The stored left half (white) is the upright picture's top.
+  t.true(p.at(32, 8)[0] > 200, `top ${p.at(32, 8)[0]}`);
+  t.true(p.at(32, 56)[0] < 50, `bottom ${p.at(32, 56)[0]}`);
+  t.true(p.at(4, 32)[0] < 30, `bar ${p.at(4, 32)[0]}`);
 });

@@ -82,6 +82,9 @@ pub struct DecoderInfo {
     /// Sample (pixel) aspect ratio: `sarNum:sarDen`; 0:1 when the stream says nothing (square).
     pub sar_num: u32,
     pub sar_den: u32,
+    /// Degrees the picture is turned clockwise to stand upright (the stream's display matrix:
+    /// a phone's portrait video); layouts turn it so.
+    pub rotation: u32,
     /// The stream's nominal frame rate.
     pub frame_rate: f64,
     /// Frames per second actually produced, smoothed.
@@ -344,6 +347,7 @@ impl DecodeManager {
                         height: s.height,
                         sar_num: s.sar.0,
                         sar_den: s.sar.1,
+                        rotation: s.rotation,
                         frame_rate: s.frame_rate,
                         fps: s.fps,
                         frames: s.frames as f64,

@@ -62,6 +62,8 @@ export interface LayoutSource {
   /** Sample (pixel) aspect ratio; 0 or absent: square pixels. */
   readonly sarNum?: number;
   readonly sarDen?: number;
+  /** Degrees the decoded picture is turned clockwise to stand upright (a phone's portrait video). */
+  readonly rotation?: number;
 }
 
 /** A normalised part of the picture (a video-wall tile), in 0..1. */
@@ -134,15 +136,23 @@ export function layoutPlace(
   output: { width: number; height: number },
   options: { crop?: LayoutCrop; rotation?: Rotation; layout?: Layout } = {},
 ): Placed {
-  const rotation = options.rotation ?? 0;
+  const screenTurn = options.rotation ?? 0;
+  // The stream's own turn (display matrix) and the screen's add up on the plane.
+  const streamTurn = ROTATIONS.includes(source.rotation as Rotation) ? (source.rotation as Rotation) : 0;
+  const rotation = ((screenTurn + streamTurn) % 360) as Rotation;
   const layout = { ...LAYOUT_DEFAULT, ...options.layout };
-  const sideways = rotation === 90 || rotation === 270;
+  const sideways = screenTurn === 90 || screenTurn === 270;
   const view = sideways ? { width: output.height, height: output.width } : output;
   const crop = cropPixels(source, options.crop);
-  const sar = source.sarNum && source.sarDen ? source.sarNum / source.sarDen : 1;
+  const uprightSideways = streamTurn === 90 || streamTurn === 270;
+  const sarRaw = source.sarNum && source.sarDen ? source.sarNum / source.sarDen : 1;
+  // The crop as it stands upright: its size and pixel aspect (turned with it).
+  const cw = uprightSideways ? crop.height : crop.width;
+  const ch = uprightSideways ? crop.width : crop.height;
+  const sar = uprightSideways ? 1 / sarRaw : sarRaw;
   // The crop's size in square display pixels.
-  const aw = crop.width * sar;
-  const ah = crop.height;
+  const aw = cw * sar;
+  const ah = ch;
   const inForce: Required<Layout> = {
     fit: layout.fit,
     anchor: layout.anchor ?? 'centre',
@@ -150,7 +160,7 @@ export function layoutPlace(
   };
   const base = { rotation, background: inForce.background, output: { ...output }, layout: inForce };
   if (layout.fit === 'stretch') {
-    return { ...base, src: crop, dst: viewToPanel({ x: 0, y: 0, ...view }, output, rotation) };
+    return { ...base, src: crop, dst: viewToPanel({ x: 0, y: 0, ...view }, output, screenTurn) };
   }
   const scale =
     layout.fit === 'fit'
@@ -163,22 +173,23 @@ export function layoutPlace(
   const shownH = ah * scale;
   const dw = Math.max(1, Math.min(view.width, Math.round(shownW)));
   const dh = Math.max(1, Math.min(view.height, Math.round(shownH)));
-  const sw = Math.max(1, Math.min(crop.width, Math.round((crop.width * dw) / shownW)));
-  const sh = Math.max(1, Math.min(crop.height, Math.round((crop.height * dh) / shownH)));
+  const sw = Math.max(1, Math.min(cw, Math.round((cw * dw) / shownW)));
+  const sh = Math.max(1, Math.min(ch, Math.round((ch * dh) / shownH)));
   const [ax, ay] = anchorShares(layout.anchor ?? 'centre');
-  const src = {
-    x: crop.x + Math.round((crop.width - sw) * ax),
-    y: crop.y + Math.round((crop.height - sh) * ay),
-    width: sw,
-    height: sh,
-  };
+  // The part kept, in the upright crop, then back in the decoded picture's own axes.
+  const kept = viewToPanel(
+    { x: Math.round((cw - sw) * ax), y: Math.round((ch - sh) * ay), width: sw, height: sh },
+    { width: crop.width, height: crop.height },
+    ((360 - streamTurn) % 360) as Rotation,
+  );
+  const src = { ...kept, x: crop.x + kept.x, y: crop.y + kept.y };
   const dstView = {
     x: Math.round((view.width - dw) * ax),
     y: Math.round((view.height - dh) * ay),
     width: dw,
     height: dh,
   };
-  return { ...base, src, dst: viewToPanel(dstView, output, rotation) };
+  return { ...base, src, dst: viewToPanel(dstView, output, screenTurn) };
 }
 
 /** Why a layout given by a user is refused, or undefined when it is fine. */

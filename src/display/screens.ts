@@ -110,7 +110,13 @@ function placedTrack(
     const output = outputsNow().find((o) => o.name === p.output);
     if (!source || !output || source.width === 0 || source.height === 0) return undefined;
     return layoutPlace(
-      { width: source.width, height: source.height, sarNum: source.sarNum ?? 0, sarDen: source.sarDen ?? 1 },
+      {
+        width: source.width,
+        height: source.height,
+        sarNum: source.sarNum ?? 0,
+        sarDen: source.sarDen ?? 1,
+        rotation: source.rotation ?? 0,
+      },
       output,
       {
         ...(p.crop ? { crop: p.crop } : {}),

@@ -16,12 +16,14 @@ export type DecodeRequest = Native.DecodeRequest;
  * come with the native side of issue 12; declared here, optional, so the supervisor reads them
  * whether or not the generated native/index.d.ts has them yet.
  */
-export type DecoderInfo = Omit<Native.DecoderInfo, 'sarNum' | 'sarDen'> & {
+export type DecoderInfo = Omit<Native.DecoderInfo, 'sarNum' | 'sarDen' | 'rotation'> & {
   failureCode?: string;
   forcedShared?: boolean;
   /** The stream's sample aspect ratio (0:1 unknown, square); optional for hand-made status objects. */
   sarNum?: number;
   sarDen?: number;
+  /** Degrees the stream's picture is turned clockwise to stand upright (its display matrix). */
+  rotation?: number;
 };
 export type DecodeStatus = Omit<Native.DecodeStatus, 'decoders'> & { decoders: DecoderInfo[] };
 export type VirtualDisplay = Native.VirtualDisplay;

@@ -59,6 +59,8 @@ pub struct StreamInfo {
     pub frame_rate: f64,
     /// Sample (pixel) aspect ratio, numerator and denominator; (0, 1) when unknown (square).
     pub sar: (u32, u32),
+    /// Degrees the picture is turned clockwise to stand upright (display matrix); 0, 90, 180, 270.
+    pub rotation: u32,
 }
 
 /// Counters read by status calls; written only by the decoder thread.

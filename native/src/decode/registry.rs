@@ -71,6 +71,7 @@ pub struct DecoderStatus {
     pub width: u32,
     pub height: u32,
     pub sar: (u32, u32),
+    pub rotation: u32,
     pub frame_rate: f64,
     pub fps: f64,
     pub frames: u64,
@@ -513,6 +514,7 @@ impl Registry {
                     width: d.info.width,
                     height: d.info.height,
                     sar: d.info.sar,
+                    rotation: d.info.rotation,
                     frame_rate: d.info.frame_rate,
                     fps: if interval > 0 {
                         1_000_000.0 / interval as f64

@@ -154,6 +154,7 @@ impl Session {
                 })?,
         };
         let stream_index = stream.index();
+        let rotation = stream_rotation(&stream);
         let tb = stream.time_base();
         let time_base = f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
         let rate = stream.avg_frame_rate();
@@ -206,6 +207,7 @@ impl Session {
             height: decoder.height(),
             frame_rate,
             sar: sample_aspect(decoder.aspect_ratio()),
+            rotation,
         };
         let start_us = (key.start_ms * 1000) as i64;
         let index = KeyframeIndex::load(&key.source, stream_index as u32);
@@ -265,6 +267,27 @@ impl Session {
         // SAFETY: see the field.
         unsafe { &*self.guard }
     }
+}
+
+/// Degrees the picture must be turned clockwise to stand upright (a phone's portrait video),
+/// from the stream's display matrix, to the nearest quarter turn; 0 without one.
+fn stream_rotation(stream: &ffmpeg::format::stream::Stream) -> u32 {
+    use ffmpeg::codec::packet::side_data::Type;
+    for side in stream.side_data() {
+        let data = side.data();
+        if side.kind() != Type::DisplayMatrix || data.len() < 36 {
+            continue;
+        }
+        // SAFETY: a display matrix is nine int32s; `data` holds at least 36 bytes in a buffer
+        // FFmpeg allocated (aligned). The angle it gives is counter-clockwise.
+        let ccw = unsafe { ffmpeg::ffi::av_display_rotation_get(data.as_ptr().cast::<i32>()) };
+        if !ccw.is_finite() {
+            return 0;
+        }
+        let quarter = (-ccw / 90.0).round() as i64;
+        return (quarter.rem_euclid(4) * 90) as u32;
+    }
+    0
 }
 
 /// A stream's sample aspect ratio as layouts read it: (0, 1) for unknown or nonsense values,
