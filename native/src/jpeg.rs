@@ -171,7 +171,8 @@ fn jpeg_encode_run(job: &JpegJob, data: &[u8]) -> Result<Vec<u8>, String> {
     ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
     let mut source = frame_fill(job, data);
     if let Some(view) = &job.view {
-        source = view_compose(&source, view).map_err(|e| failed("compose", e))?;
+        let small = view.scaled_to(job.out_width, job.out_height);
+        source = view_compose(&source, &small).map_err(|e| failed("compose", e))?;
     }
     let mut scaled = ffmpeg::frame::Video::new(Pixel::YUVJ420P, job.out_width, job.out_height);
     ffmpeg::software::scaling::Context::get(

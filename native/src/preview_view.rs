@@ -109,6 +109,30 @@ pub fn view_check(view: &SnapshotView, width: u32, height: u32) -> Result<View, 
     })
 }
 
+impl View {
+    /// The same view on an output of `width` x `height` (the preview's size): composing
+    /// there, not at the output's own size, keeps a preview's cost to its pixels.
+    pub fn scaled_to(&self, width: u32, height: u32) -> View {
+        let (ow, oh) = self.output;
+        let (w, h) = (even_down(width).max(2), even_down(height).max(2));
+        let sx = |v: u32| (u64::from(v) * u64::from(w) / u64::from(ow)) as u32;
+        let sy = |v: u32| (u64::from(v) * u64::from(h) / u64::from(oh)) as u32;
+        let (x, y) = (even_down(sx(self.dst.0)), even_down(sy(self.dst.1)));
+        View {
+            output: (w, h),
+            src: self.src,
+            dst: (
+                x,
+                y,
+                even_down(sx(self.dst.2)).max(2).min(w - x),
+                even_down(sy(self.dst.3)).max(2).min(h - y),
+            ),
+            rotation: self.rotation,
+            background: self.background,
+        }
+    }
+}
+
 /// The part of `frame` inside `src`, as its own frame (chroma rows start on even pixels).
 fn frame_crop(frame: &ffmpeg::frame::Video, src: (u32, u32, u32, u32)) -> ffmpeg::frame::Video {
     let format = frame.format();
@@ -241,6 +265,14 @@ mod tests {
         let ok = view_check(&view(rect(0, 0, 8, 8), rect(0, 0, 8, 8), 0), 32, 32).unwrap();
         // Pure red in full-range BT.601.
         assert_eq!(ok.background, [76, 85, 255]);
+    }
+
+    #[test]
+    fn a_view_scaled_to_the_preview_keeps_its_proportions() {
+        let v = view_check(&view(rect(0, 0, 8, 8), rect(8, 0, 48, 36), 0), 32, 32).unwrap();
+        let small = v.scaled_to(32, 18);
+        assert_eq!(small.output, (32, 18));
+        assert_eq!(small.dst, (4, 0, 24, 18));
     }
 
     /// A 4x2 XR24 frame whose left half is white and right half black, composed sideways.

@@ -236,6 +236,7 @@ export function kmsScreens(
       refresh: o.mode.refresh,
     }));
   const placed = placedTrack(rotationOf, outputs);
+  const powerState = new Map<string, boolean>();
   return {
     kind: 'kms',
     outputs,
@@ -273,8 +274,13 @@ export function kmsScreens(
     placed: placed.get,
     snapshotJpeg: async (output, width, quality) =>
       (await device.snapshotJpeg(output, jpegOptions(width, quality, placed.get(output)))) ?? undefined,
-    power: (output, on) => device.setPower(output, on),
-    powered: (output) => device.stats().find((o) => o.connector === output)?.powered,
+    power: (output, on) => {
+      device.setPower(output, on);
+      powerState.set(output, on);
+    },
+    // Kept here, not asked of the engine: status reads it on every change, and the engine's
+    // lock is the presentation thread's (its stats say the same: test/vm display-power-dpms).
+    powered: (output) => powerState.get(output) ?? true,
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
   };
