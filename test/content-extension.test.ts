@@ -655,6 +655,14 @@ test.serial(
     await until('the message on both outputs', () =>
       ['Virtual-1', 'Virtual-2'].every((o) => playing(r.display, o).endsWith('interrupt:fire')),
     );
+    // The same id sent again replaces it on screen (a corrected message).
+    const before = playing(r.display, 'Virtual-1');
+    const corrected = await ask('interrupt', { text: 'Please leave the building now', priority: 10, id: 'fire' });
+    t.true(corrected.ok, JSON.stringify(corrected));
+    await until('the corrected message', () => {
+      const now = playing(r.display, 'Virtual-1');
+      return now !== before && now.endsWith('interrupt:fire');
+    });
     const lower = await ask('interrupt', { media: 'high', outputs: ['Virtual-2'], priority: 1 });
     t.false(lower.ok);
     if (!lower.ok) {

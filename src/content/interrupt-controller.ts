@@ -43,8 +43,8 @@ export interface InterruptControllerDeps {
 export class InterruptController {
   readonly #deps: InterruptControllerDeps;
   #list: Interrupt[] = [];
-  /** On screen: per output, the interrupt id and its prepared item. */
-  readonly #shown = new Map<string, { id: string; prepared: PreparedItem }>();
+  /** On screen: per output, which interrupt (id and start: a re-sent id is a new one) and its item. */
+  readonly #shown = new Map<string, { key: string; prepared: PreparedItem }>();
   #timer: NodeJS.Timeout | undefined;
   /** Requests and expiries run one after another: a screen change is never half done. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -202,7 +202,7 @@ export class InterruptController {
         if (shown) ended.push(o);
         continue;
       }
-      if (shown?.id !== top.id) wanted.set(top.id, [...(wanted.get(top.id) ?? []), o]);
+      if (shown?.key !== interruptKey(top)) wanted.set(top.id, [...(wanted.get(top.id) ?? []), o]);
     }
     if (ended.length > 0) {
       player.uncover(ended);
@@ -237,19 +237,28 @@ export class InterruptController {
         prepared,
         outputs.map((output) => ({ output })),
       );
-      for (const o of outputs) this.#shown.set(o, { id: interrupt.id, prepared });
+      for (const o of outputs) this.#shown.set(o, { key: interruptKey(interrupt), prepared });
       return;
     }
-    // Text: a still per output, drawn at its size.
+    // Text: a still drawn at the outputs' size, one for all outputs of a size (one decoder each).
+    const bySize = new Map<string, string[]>();
     for (const output of outputs) {
-      const prepared = await player.prepareStill?.(output, stillText(interrupt.text ?? ''), {
+      const size = player.outputSize?.(output) ?? output;
+      bySize.set(size, [...(bySize.get(size) ?? []), output]);
+    }
+    for (const same of bySize.values()) {
+      const prepared = await player.prepareStill?.(same[0] as string, stillText(interrupt.text ?? ''), {
         colour: interrupt.colour ?? TEXT_COLOUR,
         label: `interrupt:${interrupt.id}`,
         scale: 2,
       });
       if (!prepared) continue;
-      cover.call(player, prepared, [{ output }]);
-      this.#shown.set(output, { id: interrupt.id, prepared });
+      cover.call(
+        player,
+        prepared,
+        same.map((output) => ({ output })),
+      );
+      for (const output of same) this.#shown.set(output, { key: interruptKey(interrupt), prepared });
     }
   }
 
@@ -262,4 +271,9 @@ export class InterruptController {
     this.#timer = setTimeout(() => void this.#serial(() => this.#refresh()), delay);
     this.#timer.unref();
   }
+}
+
+/** One interrupt as shown: the same id sent again (a new text, say) is shown afresh. */
+function interruptKey(i: Interrupt): string {
+  return `${i.id}@${i.startedAt}`;
 }

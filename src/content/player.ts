@@ -55,6 +55,8 @@ export interface Player {
    * and only show what the runner shows). Resolves when done; failures are logged, not thrown.
    */
   power?(outputs: readonly string[], on: boolean): Promise<void>;
+  /** `output`'s size as `WxH`, so outputs of one size share one still; undefined when not driven. */
+  outputSize?(output: string): string | undefined;
   /** A still of `text` on `colour` (RRGGBB) at `output`'s size; undefined when it is not driven. */
   prepareStill?(
     output: string,

@@ -127,6 +127,11 @@ export class ScreensPlayer implements Player {
     }
   }
 
+  outputSize(output: string): string | undefined {
+    const o = this.#deps.screens.outputs().find((x) => x.name === output);
+    return o ? `${o.width}x${o.height}` : undefined;
+  }
+
   /** Outputs an interrupt covers now. */
   covered(): string[] {
     return [...this.#cover.keys()];
