@@ -249,10 +249,10 @@ test.serial(
   'schedule switch at a window boundary: the next playlist takes over at the boundary with no blank vblank',
   async (t) => {
     const s = await serve(t);
-    // A clock running in real time, 4 s before a window starts at 12:00:00 UTC: the first
-    // clip needs most of that to appear when other suites load the machine.
+    // A clock running in real time, 8 s before a window starts at 12:00:00 UTC: the first
+    // clip took over 3.5 s to appear while the other suites loaded the 2-core machine.
     const boundary = Date.parse('2024-06-03T12:00:00Z');
-    const offset = boundary - 4000 - Date.now();
+    const offset = boundary - 8000 - Date.now();
     const r = rig(t, scratchDir(t), { clock: { now: () => Date.now() + offset }, prerollMs: 1500 });
     await r.extension.start();
     const reply = await r.commands.invoke(
@@ -284,7 +284,7 @@ test.serial(
     t.true(reply.ok, JSON.stringify(reply));
     t.is((reply as { result: { nextChangeAt: string } }).result.nextChangeAt, '2024-06-03T12:00:00.000Z');
     const morning = (o: string): boolean => r.luma(o) >= 60 && r.luma(o) < 130;
-    await until('the morning clip', () => morning('Virtual-1') && morning('Virtual-2'), 3500);
+    await until('the morning clip', () => morning('Virtual-1') && morning('Virtual-2'), 7500);
     const blankBefore = r.display.stats().map((o) => o.blank);
 
     // Sample what the outputs scan out until just past the boundary.
