@@ -67,6 +67,9 @@ function rig(
             ),
           ),
           deviceName: 'lobby',
+          // Items here are not expected to fail their first frame: under a loaded CI machine
+          // two decoders opening at once took longer than a box's 5 s.
+          prerollTimeoutMs: 20_000,
         }),
       retry: { attempts: 2, baseMs: 5, maxMs: 10 },
       ...deps,
@@ -111,7 +114,8 @@ function media(s: MediaServer) {
   ];
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+/** Waits for an event; the long default is for a machine the other suites (and image builds) load. */
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

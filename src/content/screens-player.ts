@@ -10,6 +10,8 @@ export interface ScreensPlayerDeps {
   readonly screens: Screens;
   /** Shown on slates next to the reason. */
   readonly deviceName: string;
+  /** Longest wait for an item's first frame before it is given up on (default 5 s). */
+  readonly prerollTimeoutMs?: number;
   /** Told when a display power change fails (logged by the caller). */
   readonly onPowerFailed?: (output: string, error: Error) => void;
   /** Told before content takes outputs over, so whatever played there (the demo) lets go. */
@@ -57,7 +59,7 @@ export class ScreensPlayer implements Player {
       this.#deps.decode,
       handle,
       { source: item.path, fresh: true },
-      { timeoutMs: PREROLL_TIMEOUT_MS },
+      { timeoutMs: this.#deps.prerollTimeoutMs ?? PREROLL_TIMEOUT_MS },
     );
     this.#held.add(handle);
     return { handle, item };
