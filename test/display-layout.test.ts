@@ -1,7 +1,6 @@
 // Layout geometry (fit, fill, stretch, none; rotation; non-square pixels) as the planes and the
 // previews take it, and a virtual output's preview composed by the addon from it: a pillarboxed
 // picture with bars in the asked colour, read back by node-av's own JPEG decoder.
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import test from 'ava';
 import { layoutPlace, layoutProblem, type Rotation } from '../src/display/layout.ts';
 import { virtualScreens } from '../src/display/screens.ts';
 import { loadAddon } from '../src/native/addon.ts';
+import { counterClip } from './helpers/clips.ts';
 import { jpegDecode } from './helpers/jpeg.ts';
 
 const r = (x: number, y: number, width: number, height: number) => ({ x, y, width, height });
@@ -203,23 +203,8 @@ test('layout: a phone video stored sideways is turned upright, then fitted or fi
 test('layout: the decoder reads a stream’s display matrix (a portrait phone clip) and the preview turns it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'multihead-rotate-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const clip = join(dir, 'phone.mp4');
   // A 64x36 clip whose left half is white, to be shown turned 90 degrees clockwise.
-  execFileSync('ffmpeg', [
-    '-v',
-    'error',
-    '-f',
-    'lavfi',
-    '-i',
-    "color=c=black:size=64x36:rate=10:duration=2,geq=lum='if(lt(X,32),235,16)':cb=128:cr=128",
-    '-c:v',
-    'libx264',
-    '-preset',
-    'ultrafast',
-    '-pix_fmt',
-    'yuv420p',
-    clip,
-  ]);
+  const clip = counterClip(dir, 'phone.mp4', '64x36', 'if(lt(X,32),235,16)');
   // The track header's matrix made a phone's portrait one, as a camera writes it (FFmpeg 5.1's
   // muxer has no option for it): the last identity matrix in the file is the video track's.
   const identity = Buffer.from('000100000000000000000000000000000001000000000000000000000000000040000000', 'hex');
