@@ -96,6 +96,12 @@ export declare class KmsDevice {
    * at every vblank.
    */
   playVideo(manager: DecodeManager, consumer: string, outputs: Array<VideoOutput>): void
+  /**
+   * Proof of play: each output's records of which consumer's frames were on show from
+   * which flip to which, with the kernel's vblank timestamps (closed records handed over
+   * once, the open one each time). See play_record.rs.
+   */
+  playRecords(): Array<PlayRecord>
   /** Stops video on every output; each keeps its last frame. */
   stopVideo(): void
   videoCounters(): VideoCounters
@@ -137,6 +143,11 @@ export declare class VirtualDisplay {
   /** Stops showing video on these outputs (all when empty); they keep their last frame. */
   stopVideo(outputs?: Array<string> | undefined | null): void
   stats(): Array<VirtualOutputStats>
+  /**
+   * Proof of play: each output's records of what it showed from which vblank to which
+   * (closed ones handed over once, the open one each time). See play_record.rs.
+   */
+  playRecords(): Array<PlayRecord>
   /**
    * A JPEG of what the output scans out now (previews, the screenshot command), or null
    * before its first frame. The scanout is held, not copied: the vblank thread writes the
@@ -651,6 +662,36 @@ export interface PlaneInfo {
   rotations: Array<number>
   reflectX: boolean
   reflectY: boolean
+}
+
+/** One stretch of one consumer's frames on one output. */
+export interface PlayRecord {
+  output: string
+  consumer: string
+  /** Pass of the file (0 first, +1 per loop of a looping item). */
+  pass: number
+  /** Decoder sequence numbers of the first and last frame shown. */
+  firstSequence: number
+  lastSequence: number
+  /**
+   * CLOCK_MONOTONIC µs of the vblank that first showed it, and of the newest vblank it
+   * was still on show at.
+   */
+  firstUs: number
+  lastUs: number
+  /** Distinct frames shown, and vblanks it was on show. */
+  frames: number
+  vblanks: number
+  /**
+   * "open" (still on show), "loop" (the next pass began), "replaced" (another consumer's
+   * frame, or anything else, took the output) or "stopped".
+   */
+  end: string
+  /**
+   * Records this output dropped because nobody drained them in time (all outputs' total
+   * is in every record of the drain).
+   */
+  lost: number
 }
 
 export interface Rect {

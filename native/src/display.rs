@@ -21,6 +21,7 @@ use crate::kms::output::OutputRequest;
 use crate::kms::present::{Notice, Presenter};
 use crate::kms::resources::{mode_is_preferred, Resources};
 use crate::kms::video::VideoPlacement;
+use crate::play_record::PlayRecord;
 
 /// napi-rs functions throw with a fixed status, so the stable code leads the message
 /// ("ERR_KMS_MODE_NOT_FOUND: connector ..."); src/display/kms.ts lifts it into `error.code`.
@@ -884,6 +885,7 @@ impl KmsDevice {
     ) -> napi::Result<()> {
         // Where decode meets kms: the engine reads the decoder's frames through `FrameFeed`.
         let source: Arc<dyn FrameFeed> = Arc::new(manager.source_of(&consumer)?);
+        let consumer: Arc<str> = Arc::from(consumer);
         self.with_engine(|e| {
             let mut placements = Vec::with_capacity(outputs.len());
             for o in &outputs {
@@ -899,7 +901,21 @@ impl KmsDevice {
                     color: yuv_color(o.color_encoding.as_deref(), o.color_range.as_deref(), 1080)?,
                 });
             }
-            e.video_play(source, placements)
+            e.video_play(consumer, source, placements)
+        })
+    }
+
+    /// Proof of play: each output's records of which consumer's frames were on show from
+    /// which flip to which, with the kernel's vblank timestamps (closed records handed over
+    /// once, the open one each time). See play_record.rs.
+    #[napi(catch_unwind)]
+    pub fn play_records(&self) -> napi::Result<Vec<PlayRecord>> {
+        self.with_engine(|e| {
+            let mut records = Vec::new();
+            for o in &mut e.outputs {
+                o.record.play_drain(&o.connector, &mut records);
+            }
+            Ok(records)
         })
     }
 

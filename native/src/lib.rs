@@ -16,6 +16,7 @@ pub mod fd_guard;
 pub mod heartbeat;
 pub mod jpeg;
 pub mod panic_guard;
+pub mod play_record;
 pub mod playback;
 pub mod preview_view;
 pub mod realtime;

@@ -14,6 +14,8 @@ use napi_derive::napi;
 
 use crate::decode::buffer_writable;
 use crate::decode::decoder::FrameSource;
+use crate::dmabuf::FrameFeed;
+use crate::play_record::{PlayMark, PlayRecord, PlayRecorder};
 
 #[napi(object)]
 pub struct VirtualOutputConfig {
@@ -65,7 +67,10 @@ struct Output {
     width: u32,
     height: u32,
     refresh: u32,
-    source: Option<(String, FrameSource)>,
+    /// The consumer's name (shared with its play records, so a vblank never allocates) and frames.
+    source: Option<(Arc<str>, FrameSource)>,
+    /// What was on show from which vblank to which: proof of play.
+    record: PlayRecorder,
     /// The memory this output scans out: the decoder's ring slot, held (the decoder writes
     /// elsewhere while it is), or for dma-buf frames this output's own copy. Shared, so a
     /// snapshot reads it outside the lock; a copy then goes into `spare` instead.
@@ -135,6 +140,7 @@ impl VirtualDisplay {
                 height: o.height,
                 refresh,
                 source: None,
+                record: PlayRecorder::default(),
                 scanout: Arc::default(),
                 spare: Arc::default(),
                 frame_size: (0, 0),
@@ -178,6 +184,7 @@ impl VirtualDisplay {
         outputs: Vec<String>,
     ) -> napi::Result<()> {
         let source = manager.source_of(&consumer)?;
+        let consumer: Arc<str> = Arc::from(consumer);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for name in &outputs {
             if !state.outputs.iter().any(|o| &o.name == name) {
@@ -189,7 +196,7 @@ impl VirtualDisplay {
             .iter_mut()
             .filter(|o| outputs.contains(&o.name))
         {
-            o.source = Some((consumer.clone(), source.clone()));
+            o.source = Some((Arc::clone(&consumer), source.clone()));
             // A new source numbers its frames from 1.
             o.sequence = 0;
         }
@@ -203,6 +210,7 @@ impl VirtualDisplay {
         for o in &mut state.outputs {
             if outputs.as_ref().is_none_or(|names| names.contains(&o.name)) {
                 o.source = None;
+                o.record.play_stopped();
             }
         }
     }
@@ -226,9 +234,21 @@ impl VirtualDisplay {
                 late_ticks: o.late_ticks as f64,
                 sequence: o.sequence as f64,
                 max_lock_wait_us: state.max_lock_wait.as_micros() as f64,
-                playing: o.source.as_ref().map(|(c, _)| c.clone()),
+                playing: o.source.as_ref().map(|(c, _)| c.to_string()),
             })
             .collect()
+    }
+
+    /// Proof of play: each output's records of what it showed from which vblank to which
+    /// (closed ones handed over once, the open one each time). See play_record.rs.
+    #[napi(catch_unwind)]
+    pub fn play_records(&self) -> Vec<PlayRecord> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = Vec::new();
+        for o in &mut state.outputs {
+            o.record.play_drain(&o.name, &mut records);
+        }
+        records
     }
 
     /// A JPEG of what the output scans out now (previews, the screenshot command), or null
@@ -303,6 +323,9 @@ const STALL: Duration = Duration::from_millis(4);
 
 fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     let start = Instant::now();
+    // Instant is CLOCK_MONOTONIC too: a vblank's timestamp is this plus its due time, as a
+    // KMS flip event's is the kernel's vblank time.
+    let start_ns = crate::kms::engine::monotonic_ns();
     let mut ticks: Vec<u64> = Vec::new();
     let heartbeat = crate::heartbeat::Heartbeat::register("vblank");
     while !stop.load(Ordering::Relaxed) {
@@ -322,8 +345,9 @@ fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
                     if now - due(*tick) > STALL {
                         o.late_ticks += 1;
                     }
+                    let at_ns = start_ns + due(*tick).as_nanos() as u64;
                     *tick += 1;
-                    vblank(o);
+                    vblank(o, at_ns);
                 }
                 next = next.min(due(*tick).saturating_sub(now));
             }
@@ -333,9 +357,9 @@ fn vblank_run(state: &Mutex<State>, stop: &AtomicBool) {
     }
 }
 
-fn vblank(o: &mut Output) {
+fn vblank(o: &mut Output, at_ns: u64) {
     o.vblanks += 1;
-    let Some((_, source)) = &o.source else {
+    let Some((consumer, source)) = &o.source else {
         return;
     };
     let taken = source.take_newest_shared(|buffer, data, width, height, sequence, _| {
@@ -360,6 +384,16 @@ fn vblank(o: &mut Output) {
         o.frame_size = (width, height);
         true
     });
+    if taken == Some(true) {
+        let mark = PlayMark {
+            consumer: Arc::clone(consumer),
+            sequence: o.sequence,
+            pass: source.pass_of(o.sequence),
+        };
+        o.record.play_shown(&mark, at_ns);
+    } else if o.sequence > 0 {
+        o.record.play_repeat(at_ns);
+    }
     match taken {
         Some(true) => o.frames += 1,
         // Bound to a source that has nothing yet and nothing shown before: a blank vblank.

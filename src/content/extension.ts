@@ -16,6 +16,8 @@ import { ContentOutputs } from './outputs.ts';
 import type { Player } from './player.ts';
 import type { RunnerState } from './playlist-runner.ts';
 import { scheduledMedia } from './playlists.ts';
+import { type PlayProof, ProofLog } from './proof-log.ts';
+import { ProofOfPlay } from './proof-of-play.ts';
 import { type Placement, type ScheduleResult, scheduleAt } from './scheduler.ts';
 
 /** Re-evaluated at least this often (the horizon moves on); clock steps reschedule at once. */
@@ -44,8 +46,12 @@ export interface ContentExtensionDeps {
   readonly dataDir: string;
   readonly cacheLimits: { readonly maxBytes: number; readonly reserveBytes: number; readonly concurrency: number };
   readonly logger: Logger;
-  /** `content.sync` and `time.sync` go here. */
+  /** `content.sync`, `time.sync` and `proofOfPlay.appended` go here. */
   readonly bus: Pick<EventBus, 'emit'>;
+  /** Wall-clock epoch ms of a CLOCK_MONOTONIC time in µs (the outputs' vblank timestamps). */
+  readonly wallOfMonotonicUs?: (us: number) => number;
+  /** How often the outputs' play records are read (default 500 ms). */
+  readonly proofPollMs?: number;
   readonly commands: Pick<CommandRegistry, 'register'>;
   readonly clock: { now(): number };
   readonly fs: FileSystem;
@@ -82,6 +88,8 @@ export class ContentExtension implements Extension {
   #timers: NodeJS.Timeout[] = [];
   #watch: ClockWatch | undefined;
   #stopped = false;
+  #proofLog: ProofLog | undefined;
+  #proof: ProofOfPlay | undefined;
 
   constructor(deps: ContentExtensionDeps) {
     this.#deps = deps;
@@ -121,15 +129,40 @@ export class ContentExtension implements Extension {
 
   async start(): Promise<void> {
     this.#watchStart();
+    this.#proofStart();
     this.#commandsRegister();
     await this.#load();
     await this.#interrupts.start();
+  }
+
+  /** Proof of play: a box whose data directory cannot hold the log still plays, and says so. */
+  #proofStart(): void {
+    const { dataDir, logger, bus } = this.#deps;
+    try {
+      this.#proofLog = new ProofLog(dataDir);
+    } catch (error) {
+      logger.error(
+        { code: 'ERR_PROOF_OF_PLAY', dataDir },
+        `proof of play is off: cannot open its log under ${dataDir}: ${(error as Error).message}`,
+      );
+      return;
+    }
+    this.#proof = new ProofOfPlay({
+      player: { playRecords: () => this.#outputs.player?.playRecords?.() ?? [] },
+      log: this.#proofLog,
+      logger,
+      wallOfMonotonicUs: this.#deps.wallOfMonotonicUs ?? wallOfMonotonicUs,
+      onAppended: (plays) => bus.emit('proofOfPlay.appended', { seq: plays.at(-1)?.seq ?? 0 }),
+      ...(this.#deps.proofPollMs !== undefined ? { pollMs: this.#deps.proofPollMs } : {}),
+    });
+    this.#proof.start();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#watch?.stop();
     this.#interrupts.stop();
+    this.#proof?.stop();
     for (const w of this.#withdraw.splice(0)) w();
     this.#timersClear();
     this.#outputs.close();
@@ -190,11 +223,37 @@ export class ContentExtension implements Extension {
         handler: (args) => this.#interruptCall(() => this.#interrupts.clear(args)),
       }),
       commands.register({
+        name: 'proofOfPlay.get',
+        description:
+          'Proof-of-play records, oldest first: those that started in [from, to) (ISO times), or those after sequence number "afterSeq". Args: {"from", "to"} | {"afterSeq"}, "limit"? (1-1000, default 500).',
+        handler: (args) => this.#proofGet(args),
+      }),
+      commands.register({
         name: 'content.status',
         description: 'What each output plays and why, the next schedule change, and media cache progress.',
         handler: () => this.status(),
       }),
     );
+  }
+
+  #proofGet(args: Record<string, unknown>): {
+    plays: PlayProof[];
+    more: boolean;
+    seq: number;
+    oldestSeq: number | null;
+  } {
+    const log = this.#proofLog;
+    if (!log)
+      throw new CommandError('ERR_NOT_AVAILABLE', 'proof of play is off (its log could not be opened; see the log)');
+    const { limit, range } = proofQuery(args);
+    const found =
+      'afterSeq' in range
+        ? (() => {
+            const plays = log.after(range.afterSeq, limit + 1);
+            return { plays: plays.slice(0, limit), more: plays.length > limit };
+          })()
+        : log.between(range.from, range.to, limit);
+    return { ...found, seq: log.seq, oldestSeq: log.oldestSeq ?? null };
   }
 
   /** Interrupt errors reach the caller with their code. */
@@ -376,4 +435,45 @@ export class ContentExtension implements Extension {
     this.#deps.logger.info({ time: state, change }, `${why}: schedules re-evaluated`);
     this.#reschedule();
   }
+}
+
+/** The newest records asked for at once: a reply stays well under a broker's message limit. */
+const PROOF_GET_MAX = 1000;
+
+/** `proofOfPlay.get`'s arguments, or a coded error naming the one that is wrong. */
+function proofQuery(args: Record<string, unknown>): {
+  limit: number;
+  range: { afterSeq: number } | { from: number; to: number };
+} {
+  const bad = (message: string): never => {
+    throw new CommandError('ERR_BAD_ARGUMENT', message);
+  };
+  const limit = args.limit ?? 500;
+  if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > PROOF_GET_MAX)
+    bad(`limit: ${JSON.stringify(limit)} is not a whole number from 1 to ${PROOF_GET_MAX}`);
+  for (const key of Object.keys(args))
+    if (!['from', 'to', 'afterSeq', 'limit'].includes(key))
+      bad(`unknown argument "${key}" (known: from, to, afterSeq, limit)`);
+  if (args.afterSeq !== undefined) {
+    if (args.from !== undefined || args.to !== undefined) bad('give either afterSeq or from/to, not both');
+    if (!Number.isSafeInteger(args.afterSeq) || (args.afterSeq as number) < 0)
+      bad(`afterSeq: ${JSON.stringify(args.afterSeq)} is not a whole number >= 0`);
+    return { limit: limit as number, range: { afterSeq: args.afterSeq as number } };
+  }
+  const time = (key: 'from' | 'to', fallback: number): number => {
+    const v = args[key];
+    if (v === undefined) return fallback;
+    const t = typeof v === 'string' && v.length <= 40 ? Date.parse(v) : Number.NaN;
+    return Number.isNaN(t) ? bad(`${key}: ${JSON.stringify(v).slice(0, 60)} is not an ISO 8601 time`) : t;
+  };
+  const from = time('from', 0);
+  const to = time('to', Number.MAX_SAFE_INTEGER);
+  if (to <= from) bad('to must be later than from');
+  return { limit: limit as number, range: { from, to } };
+}
+
+/** CLOCK_MONOTONIC (Node's hrtime on Linux) µs to wall-clock epoch ms, as of now. */
+function wallOfMonotonicUs(us: number): number {
+  const nowUs = Number(process.hrtime.bigint() / 1000n);
+  return Date.now() - (nowUs - us) / 1000;
 }

@@ -14,7 +14,7 @@ import {
   interruptsLive,
 } from './interrupts.ts';
 import type { MediaItem } from './model.ts';
-import type { Player, PreparedItem } from './player.ts';
+import type { Player, PreparedItem, ProofMeta } from './player.ts';
 import { stillText } from './screens-player.ts';
 
 /** Dark red: an announcement is not a fault slate. */
@@ -231,7 +231,12 @@ export class InterruptController {
       const path = item ? await this.#deps.resolve(item) : null;
       if (!item || path === null)
         throw new InterruptError('ERR_MEDIA_NOT_CACHED', `media ${interrupt.media} is not cached`);
-      const prepared = await player.prepare({ path, type: item.type, label: `interrupt:${interrupt.id}` });
+      const prepared = await player.prepare({
+        path,
+        type: item.type,
+        label: `interrupt:${interrupt.id}`,
+        proof: interruptProof(interrupt, { media: item.id, digest: item.sha256 }),
+      });
       cover.call(
         player,
         prepared,
@@ -251,6 +256,7 @@ export class InterruptController {
         colour: interrupt.colour ?? TEXT_COLOUR,
         label: `interrupt:${interrupt.id}`,
         scale: 2,
+        proof: interruptProof(interrupt, { media: 'text' }),
       });
       if (!prepared) continue;
       cover.call(
@@ -276,4 +282,13 @@ export class InterruptController {
 /** One interrupt as shown: the same id sent again (a new text, say) is shown afresh. */
 function interruptKey(i: Interrupt): string {
   return `${i.id}@${i.startedAt}`;
+}
+
+/** What proof of play says of an interrupt: its id, and how long it was meant to show when it has an end. */
+function interruptProof(interrupt: Interrupt, what: { media: string; digest?: string }): ProofMeta {
+  return {
+    ...what,
+    interrupt: interrupt.id,
+    ...(interrupt.until !== null ? { expectedMs: interrupt.until - interrupt.startedAt } : {}),
+  };
 }

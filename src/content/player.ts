@@ -13,6 +13,35 @@ export interface PlayerItem {
   readonly type: MediaType;
   /** For logs and status: the media id. */
   readonly label: string;
+  /** What proof of play records about it; items without (slates) are not recorded. */
+  readonly proof?: ProofMeta;
+}
+
+/** What a proof-of-play record says about the item shown (src/content/proof-of-play.ts). */
+export interface ProofMeta {
+  readonly media: string;
+  readonly digest?: string;
+  readonly playlist?: string;
+  readonly interrupt?: string;
+  /** How long it is meant to show; absent for a video that plays to its end. */
+  readonly expectedMs?: number;
+}
+
+/** One output's record of one item from the outputs' own vblanks, with what it was. */
+export interface PlayerPlayRecord {
+  readonly output: string;
+  /** Pass of the file (a looping video's loops), and the loops its decoder had counted by the end. */
+  readonly pass: number;
+  readonly loops: number;
+  readonly firstUs: number;
+  readonly lastUs: number;
+  readonly frames: number;
+  readonly end: string;
+  /** The output's refresh rate: a record lasts one refresh past its last vblank. */
+  readonly refresh: number;
+  readonly proof: ProofMeta;
+  /** Identifies the play across drains (an open record comes again until it closes). */
+  readonly key: string;
 }
 
 export interface PlayerTarget {
@@ -61,7 +90,7 @@ export interface Player {
   prepareStill?(
     output: string,
     text: string,
-    options: { colour: string; label: string; scale?: number },
+    options: { colour: string; label: string; scale?: number; proof?: ProofMeta },
   ): Promise<PreparedItem | undefined>;
   /**
    * Why a prepared or shown item's decoder stopped (an ERR_ code and the reason), if it did: its
@@ -75,6 +104,11 @@ export interface Player {
    * `wanted` is asked right before it goes up: false (something newer started) drops it.
    */
   slate(outputs: readonly string[], reason: string, wanted?: () => boolean): Promise<void>;
+  /**
+   * Proof of play: what the outputs showed of recorded items, from their own vblanks (closed
+   * records once, open ones at every call). Absent: the player cannot tell.
+   */
+  playRecords?(): PlayerPlayRecord[];
   /** Output statistics by name, for tests and status (vblanks with no picture, etc.). */
   stats?(): Array<{ name: string; blank: number; playing?: string }>;
   close(): void;

@@ -242,7 +242,18 @@ export class PlaylistRunner {
       if (!entry) continue;
       const path = await this.#deps.resolve(entry.media);
       if (!path) continue;
-      const item: PlayerItem = { path, type: entry.media.type, label: entry.media.id };
+      const expectedMs = itemDurationMs(entry);
+      const item: PlayerItem = {
+        path,
+        type: entry.media.type,
+        label: entry.media.id,
+        proof: {
+          media: entry.media.id,
+          digest: entry.media.sha256,
+          playlist: playlist.id,
+          ...(expectedMs !== undefined ? { expectedMs } : {}),
+        },
+      };
       try {
         return { index, media: entry.media, prepared: await this.#deps.player.prepare(item) };
       } catch (error) {
@@ -308,8 +319,7 @@ export class PlaylistRunner {
         else this.#timer = setTimeout(advance, 1000);
       });
     };
-    const durationMs =
-      entry?.durationMs ?? (entry?.media.duration !== undefined ? entry.media.duration * 1000 : undefined);
+    const durationMs = entry ? itemDurationMs(entry) : undefined;
     if (durationMs !== undefined) {
       this.#timer = setTimeout(advance, durationMs);
       return;
@@ -367,4 +377,9 @@ export class PlaylistRunner {
     }
     await this.slate(`${item.media.id} failed: ${code}`);
   }
+}
+
+/** How long an item shows: its own duration, else its media's (an image); undefined: a video to its end. */
+function itemDurationMs(entry: RunnablePlaylist['items'][number]): number | undefined {
+  return entry.durationMs ?? (entry.media.duration !== undefined ? entry.media.duration * 1000 : undefined);
 }

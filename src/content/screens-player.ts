@@ -2,7 +2,7 @@ import { outputPowerSet } from '../display/power.ts';
 import type { Screens } from '../display/screens.ts';
 import type { DecodeManager, DecoderInfo } from '../native/addon.ts';
 import { acquireFirstPicture } from '../playback/first-picture.ts';
-import type { Player, PlayerItem, PlayerTarget, PreparedItem } from './player.ts';
+import type { Player, PlayerItem, PlayerPlayRecord, PlayerTarget, PreparedItem, ProofMeta } from './player.ts';
 
 export interface ScreensPlayerDeps {
   /** The supervisor's one decode manager: content shares decoders with everything else. */
@@ -20,6 +20,8 @@ export interface ScreensPlayerDeps {
 
 /** Dark grey, the display extension's slate colour: "driven, nothing to play" is not "no signal". */
 const SLATE_COLOUR = '181c20';
+/** Recorded items remembered after release, for their outputs' last records (drained every half second). */
+const PROOFS_KEPT = 256;
 /** Longest wait for an item's first decoded frame before it is given up on (skipped). */
 const PREROLL_TIMEOUT_MS = 5000;
 
@@ -38,6 +40,11 @@ export class ScreensPlayer implements Player {
   /** Interrupts on screen over the runners' items, by output. */
   readonly #cover = new Map<string, string>();
   readonly #held = new Set<string>();
+  /**
+   * Recorded items by consumer, with the decoder's loop count when it left the screens: kept
+   * a while after release, since the outputs' records of it are drained later.
+   */
+  readonly #proofs = new Map<string, { meta: ProofMeta; loops?: number }>();
   #serial = 0;
 
   constructor(deps: ScreensPlayerDeps) {
@@ -62,7 +69,45 @@ export class ScreensPlayer implements Player {
       { timeoutMs: this.#deps.prerollTimeoutMs ?? PREROLL_TIMEOUT_MS },
     );
     this.#held.add(handle);
+    if (item.proof) this.#proofRemember(handle, item.proof);
     return { handle, item };
+  }
+
+  #proofRemember(handle: string, meta: ProofMeta): void {
+    this.#proofs.set(handle, { meta });
+    for (const old of this.#proofs.keys()) {
+      if (this.#proofs.size <= PROOFS_KEPT) break;
+      this.#proofs.delete(old);
+    }
+  }
+
+  playRecords(): PlayerPlayRecord[] {
+    const screens = this.#deps.screens;
+    const records = screens.playRecords?.() ?? [];
+    if (records.length === 0) return [];
+    const refresh = new Map(screens.outputs().map((o) => [o.name, o.refresh]));
+    const out: PlayerPlayRecord[] = [];
+    for (const r of records) {
+      const proof = this.#proofs.get(r.consumer);
+      if (!proof) continue;
+      out.push({
+        output: r.output,
+        pass: r.pass,
+        loops: proof.loops ?? this.#loopsOf(r.consumer),
+        firstUs: r.firstUs,
+        lastUs: r.lastUs,
+        frames: r.frames,
+        end: r.end,
+        refresh: refresh.get(r.output) ?? 60,
+        proof: proof.meta,
+        key: `${r.output}|${r.consumer}|${r.pass}|${r.firstUs}`,
+      });
+    }
+    return out;
+  }
+
+  #loopsOf(handle: string): number {
+    return this.#decoderOf(handle)?.loops ?? 0;
   }
 
   show(prepared: PreparedItem, targets: readonly PlayerTarget[]): void {
@@ -201,18 +246,26 @@ export class ScreensPlayer implements Player {
   async prepareStill(
     output: string,
     text: string,
-    options: { colour: string; label: string; scale?: number },
+    options: { colour: string; label: string; scale?: number; proof?: ProofMeta },
   ): Promise<PreparedItem | undefined> {
     const config = this.#deps.screens.outputs().find((o) => o.name === output);
     if (!config) return undefined;
     const size = `${config.width}x${config.height}`;
     const font = Math.max(12, Math.round((config.height / 30) * (options.scale ?? 1)));
     const source = `pattern:slate?size=${size}&rate=1&colour=${options.colour}&fontsize=${font}&text=${encodeURIComponent(text)}`;
-    return await this.prepare({ path: source, type: 'image', label: options.label });
+    return await this.prepare({
+      path: source,
+      type: 'image',
+      label: options.label,
+      ...(options.proof ? { proof: options.proof } : {}),
+    });
   }
 
   #release(handle: string): void {
     if (!this.#held.delete(handle)) return;
+    // Whether it reached its end, as it left: its outputs' last record is judged by it.
+    const proof = this.#proofs.get(handle);
+    if (proof) proof.loops = this.#loopsOf(handle);
     try {
       this.#deps.decode.release(handle);
     } catch {

@@ -1,4 +1,4 @@
-import type { DecodeManager, DecoderInfo, KmsDevice, OutputInfo, VirtualDisplay } from '../native/addon.ts';
+import type { DecodeManager, DecoderInfo, KmsDevice, OutputInfo, PlayRecord, VirtualDisplay } from '../native/addon.ts';
 import { type Layout, layoutPlace, type Placed, type Rotation } from './layout.ts';
 
 /** One output as playback sees it, whichever backend drives it. */
@@ -69,6 +69,8 @@ export interface Screens {
   power?(output: string, on: boolean): void;
   /** Whether the output's display is on (KMS), as the engine last committed it. */
   powered?(output: string): boolean | undefined;
+  /** Proof of play: the outputs' own records of which consumer was on show from which vblank to which. */
+  playRecords?(): PlayRecord[];
 }
 
 /** The consumer an output shows; without `showing`, the demo's convention (named after the output). */
@@ -219,6 +221,7 @@ export function virtualScreens(
       (await display.snapshotJpeg(output, jpegOptions(width, quality, placed.get(output)))) ?? undefined,
     stats: () =>
       display.stats().map((o) => ({ name: o.name, vblanks: o.vblanks, frames: o.frames, dropped: o.dropped })),
+    playRecords: () => display.playRecords(),
   };
 }
 
@@ -283,6 +286,7 @@ export function kmsScreens(
     powered: (output) => powerState.get(output) ?? true,
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
+    playRecords: () => device.playRecords(),
   };
 }
 

@@ -197,6 +197,18 @@ export class MqttConnection {
     return true;
   }
 
+  /** Publishes at QoS 1 and resolves true once the broker acknowledged it; false when not connected or refused. */
+  publishAcked(topic: string, payload: string): Promise<boolean> {
+    const client = this.#client;
+    if (!client || !this.#connected) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      client.publish(topic, redactText(payload), { qos: 1 }, (error) => {
+        if (error) this.#deps.logger.warn({ topic }, `MQTT publish to ${topic} failed: ${error.message}`);
+        resolve(!error);
+      });
+    });
+  }
+
   /**
    * Leaves cleanly: publishes `farewell` (the retained offline state) if connected, then a
    * normal DISCONNECT, which tells the broker not to send the last will.

@@ -17,6 +17,7 @@ import type { Contract } from './contract.ts';
 import { DesiredConfig, DesiredQueue, type ReportedConfig, reportEvent } from './desired-config.ts';
 import { type DeviceEvent, eventSourcesAttach } from './events.ts';
 import { OfflineBuffers } from './offline-buffers.ts';
+import { ProofPublisher, proofCursorFile } from './proof-of-play-publish.ts';
 import { replyEncode, replyOptions } from './reply-send.ts';
 import { sessionNext } from './session-counter.ts';
 import { TelemetrySampler } from './telemetry.ts';
@@ -96,6 +97,7 @@ export class MqttExtension implements Extension {
   #eventsDropped = 0;
   #telemetryTimer: NodeJS.Timeout | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
+  readonly #proof: ProofPublisher;
 
   constructor(deps: MqttExtensionDeps) {
     this.#deps = deps;
@@ -105,6 +107,12 @@ export class MqttExtension implements Extension {
     this.#desired = this.#desiredCreate();
     this.#sampler = this.#samplerCreate();
     this.#router = this.#routerCreate();
+    this.#proof = new ProofPublisher({
+      commands: deps.commands,
+      publish: (text) => this.#connection?.publishAcked(this.#topics.proofOfPlay, text) ?? Promise.resolve(false),
+      cursorFile: proofCursorFile(config.dataDir),
+      logger: deps.logger,
+    });
     // Bounded: of the messages waiting, only the newest is handled.
     this.#desiredQueue = new DesiredQueue((payload) => this.#desiredApply(payload), deps.logger);
   }
@@ -192,6 +200,7 @@ export class MqttExtension implements Extension {
     this.#statusPublish();
     this.#reportedPublish(this.#desired.report);
     this.#offlineFlush();
+    this.#proof.kick();
     if (this.#eventsDropped > 0) {
       logger.warn({ dropped: this.#eventsDropped }, `${this.#eventsDropped} event(s) dropped by the events rate limit`);
       this.#eventsDropped = 0;
@@ -245,6 +254,7 @@ export class MqttExtension implements Extension {
       eventSourcesAttach({ bus, logRing, emit: (event) => this.#eventSend(event) }),
       bus.on('content.sync', (doc) => this.#jobSend(doc)),
       bus.on('firmware.update', (doc) => this.#jobSend(doc)),
+      bus.on('proofOfPlay.appended', () => this.#proof.kick()),
     );
   }
 

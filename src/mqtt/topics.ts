@@ -7,6 +7,8 @@ export interface DeviceTopics {
   readonly events: string;
   readonly desired: string;
   readonly reported: string;
+  /** Proof-of-play batches (QoS 1, in sequence order). */
+  readonly proofOfPlay: string;
   /** Job documents (content sync): `<root>/jobs/<jobId>`. */
   readonly job: (jobId: string) => string;
   /** What the device subscribes to. */
@@ -34,6 +36,7 @@ export function deviceTopics(prefix: string, deviceId: string, groups: readonly 
     events: `${root}/events`,
     desired: `${root}/config/desired`,
     reported: `${root}/config/reported`,
+    proofOfPlay: `${root}/proofOfPlay`,
     job: (jobId) => `${root}/jobs/${jobId}`,
     subscriptions: [
       command(`${root}/cmd/+`),

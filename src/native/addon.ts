@@ -27,6 +27,7 @@ export type DecoderInfo = Omit<Native.DecoderInfo, 'sarNum' | 'sarDen' | 'rotati
 };
 export type DecodeStatus = Omit<Native.DecodeStatus, 'decoders'> & { decoders: DecoderInfo[] };
 export type VirtualDisplay = Native.VirtualDisplay;
+export type PlayRecord = Native.PlayRecord;
 export type VirtualOutputConfig = Native.VirtualOutputConfig;
 
 const addonPath = new URL('../../native/multihead.node', import.meta.url);

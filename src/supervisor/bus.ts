@@ -40,6 +40,8 @@ export interface BusEvents {
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
   /** The local status endpoint listens (the URL names the bound address and port). */
   'http.listening': { url: string };
+  /** Proof-of-play records up to `seq` are durable (MQTT publishes what it has not yet). */
+  'proofOfPlay.appended': { seq: number };
 }
 
 export type BusListener<K extends keyof BusEvents> = (payload: BusEvents[K]) => void;

@@ -116,7 +116,7 @@ impl Session {
         let copied = nv12_fill(&mut self.scaler, &self.source, frame, buffer)?;
         ring.prime[slot] = None;
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
-        ring.publish(slot, seq, pts_us, width, height);
+        ring.publish(slot, seq, pts_us, pass_now(shared), (width, height));
         drop(ring);
         shared
             .counters
@@ -142,7 +142,7 @@ impl Session {
         // Drops the claim of the frame that was here; an output may still hold its own.
         ring.prime[slot] = Some(prime);
         let seq = shared.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
-        ring.publish(slot, seq, pts_us, width, height);
+        ring.publish(slot, seq, pts_us, pass_now(shared), (width, height));
         drop(ring);
         shared.counters.exported.fetch_add(1, Ordering::Relaxed);
         shared
@@ -151,4 +151,10 @@ impl Session {
             .store(copied, Ordering::Relaxed);
         self.picture_told();
     }
+}
+
+/// The pass a frame published now belongs to: the loops counted so far (a loop is counted
+/// right after its pass's last frame is published, frame_pace.rs).
+fn pass_now(shared: &Shared) -> u32 {
+    u32::try_from(shared.counters.loops.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
 }

@@ -28,6 +28,9 @@ pub struct FrameRing {
     pub prime: [Option<Arc<PrimeFrame>>; RING],
     /// (sequence number, pts in µs on the looped timeline) per slot.
     pub meta: [(u64, i64); RING],
+    /// Per slot: the pass of the file the frame belongs to (0 for the first, +1 per loop), so
+    /// an output's play record can tell one pass of a looping item from the next.
+    pub pass: [u32; RING],
     /// Slot holding the newest complete frame.
     pub newest: Option<usize>,
     pub width: u32,
@@ -42,6 +45,7 @@ impl FrameRing {
             spare: Arc::default(),
             prime: Default::default(),
             meta: [(0, 0); RING],
+            pass: [0; RING],
             newest: None,
             width: 0,
             height: 0,
@@ -63,9 +67,11 @@ impl FrameRing {
         buffer
     }
 
-    /// Makes the frame just written to `slot` the newest, numbered `seq`.
-    pub fn publish(&mut self, slot: usize, seq: u64, pts_us: i64, width: u32, height: u32) {
+    /// Makes the frame just written to `slot` the newest, numbered `seq`, of pass `pass`.
+    pub fn publish(&mut self, slot: usize, seq: u64, pts_us: i64, pass: u32, size: (u32, u32)) {
+        let (width, height) = size;
         self.meta[slot] = (seq, pts_us);
+        self.pass[slot] = pass;
         self.newest = Some(slot);
         self.width = width;
         self.height = height;
@@ -154,6 +160,14 @@ impl Shared {
         ring.prime[slot].clone().map(|p| (p, ring.meta[slot].0))
     }
 
+    /// The pass of frame `sequence` while it is still in the ring (0 when it left it).
+    fn pass_of(&self, sequence: u64) -> u32 {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        (0..RING)
+            .find(|&slot| ring.meta[slot].0 == sequence)
+            .map_or(0, |slot| ring.pass[slot])
+    }
+
     fn hold_release(&self) {
         if self.hold.load(Ordering::Relaxed) {
             self.hold.store(false, Ordering::Relaxed);
@@ -226,6 +240,10 @@ impl FrameFeed for FrameSource {
         FrameSource::with_newest(self, |data, w, h, seq, pts| f(data, w, h, seq, pts)).is_some()
     }
 
+    fn pass_of(&self, sequence: u64) -> u32 {
+        self.0.pass_of(sequence)
+    }
+
     /// `yuvj*` frames are full range.
     fn color(&self) -> Option<YuvColor> {
         self.0.color.get()
@@ -254,7 +272,7 @@ mod tests {
     fn write(ring: &mut FrameRing, seq: u64, byte: u8) -> usize {
         let slot = ring.slot_next();
         ring.slot_writable(slot, 16).fill(byte);
-        ring.publish(slot, seq, 0, 4, 4);
+        ring.publish(slot, seq, 0, 0, (4, 4));
         slot
     }
 

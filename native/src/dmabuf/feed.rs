@@ -23,6 +23,10 @@ pub trait FrameFeed: Send + Sync {
     /// Like `take_newest`, without starting anything: to look at the newest frame.
     fn with_newest(&self, f: CpuFrameFn<'_>) -> bool;
 
+    /// Which pass of the file frame `sequence` belongs to (0 first, +1 per loop), while the
+    /// frame is among the newest few; 0 otherwise.
+    fn pass_of(&self, sequence: u64) -> u32;
+
     /// The colour encoding of the newest frame as the stream tags it (matrix and range).
     /// None until a frame is there, or when the stream tags neither: the consumer's guess
     /// from the size is then all there is.

@@ -55,6 +55,10 @@ pub struct Output {
     pub asleep: bool,
     /// Its CRTC's ACTIVE is 0 (committed; `asleep` comes first, while a flip lands).
     pub inactive: bool,
+    /// Which consumer's frame the commit in flight shows (None: no video), for `record`.
+    pub play_incoming: Option<crate::play_record::PlayShow>,
+    /// Proof of play: what was on show from which flip to which.
+    pub record: crate::play_record::PlayRecorder,
 }
 
 impl Output {

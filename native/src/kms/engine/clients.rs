@@ -22,10 +22,11 @@ impl Engine {
     /// outputs keep what they show. Other outputs are untouched.
     pub fn video_play(
         &mut self,
+        consumer: Arc<str>,
         source: Arc<dyn FrameFeed>,
         placements: Vec<VideoPlacement>,
     ) -> KmsResult<()> {
-        self.video_turn(|video, engine| video.video_play(engine, source, placements))
+        self.video_turn(|video, engine| video.video_play(engine, consumer, source, placements))
     }
 
     /// Stops all video; the outputs keep their last frame.

@@ -142,6 +142,8 @@ impl Engine {
                     last_commit_ns: 0,
                     asleep: false,
                     inactive: false,
+                    play_incoming: None,
+                    record: Default::default(),
                 });
                 fresh.push(true);
             }

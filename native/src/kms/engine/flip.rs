@@ -90,6 +90,8 @@ impl Engine {
         stats.flips += 1;
         stats.last_sequence = sequence;
         stats.last_timestamp_ns = timestamp_ns;
+        let show = output.play_incoming.take();
+        output.record.play_flipped(show, timestamp_ns);
         // What was shown leaves the screen; what was in flight is shown. Swapped in place.
         std::mem::swap(&mut output.shown, &mut output.incoming);
         for i in 0..self.outputs[index].incoming.len() {

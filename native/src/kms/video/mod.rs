@@ -42,6 +42,8 @@ pub struct VideoPlacement {
 }
 /// One group: a source and the outputs showing it.
 pub struct VideoBinding {
+    /// The decode manager's consumer name, for the outputs' play records.
+    consumer: Arc<str>,
     /// The source's frames (a decoder's handle, handed over by the napi glue).
     source: Arc<dyn FrameFeed>,
     placements: Vec<VideoPlacement>,
@@ -133,6 +135,7 @@ impl Video {
     pub fn video_play(
         &mut self,
         engine: &mut Engine,
+        consumer: Arc<str>,
         source: Arc<dyn FrameFeed>,
         placements: Vec<VideoPlacement>,
     ) -> KmsResult<()> {
@@ -149,6 +152,7 @@ impl Video {
         engine.flip_loop = None;
         let now = monotonic_ns();
         let mut binding = VideoBinding {
+            consumer,
             source,
             reported: vec![None; placements.len()],
             placements,
@@ -262,7 +266,12 @@ impl Video {
     /// Stops all video; the outputs keep their last frame.
     pub fn video_stop(&mut self, engine: &mut Engine) {
         for binding in &mut self.groups {
-            binding.placements.clear();
+            for p in binding.placements.drain(..) {
+                if let Some(output) = engine.outputs.get_mut(p.output) {
+                    output.play_incoming = None;
+                    output.record.play_stopped();
+                }
+            }
         }
         self.video_release_empty(engine);
     }

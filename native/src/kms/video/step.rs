@@ -5,6 +5,8 @@ use super::super::engine::{Engine, EngineEvent, PresentResult};
 use super::super::error::KmsError;
 use super::super::video_health::{report, Transition, VideoCause, FIRST_FRAME_NS, STALL_NS};
 use super::{placements_retain, scene_build, StepError, Video};
+use crate::play_record::{PlayMark, PlayShow};
+use std::sync::Arc;
 
 impl Video {
     /// One vblank of group `b`, its outputs idle: take the newest frame and commit it on all
@@ -49,6 +51,7 @@ impl Video {
                 } else {
                     engine.video_counters.repeats += 1;
                 }
+                self.video_play_mark(engine, b, new);
                 let binding = &mut self.groups[b];
                 binding.backoff.succeeded();
                 if !binding.live {
@@ -68,6 +71,26 @@ impl Video {
                     _ => VideoCause::CommitRefused,
                 };
                 Err(self.video_failed_as(engine, b, now, cause, e))
+            }
+        }
+    }
+
+    /// Notes on each output of group `b` what its commit in flight shows, for the play
+    /// record its flip completes (a new frame's pass asked of the source once, not per output).
+    fn video_play_mark(&self, engine: &mut Engine, b: usize, new: bool) {
+        let binding = &self.groups[b];
+        let show = if new {
+            PlayShow::New(PlayMark {
+                consumer: Arc::clone(&binding.consumer),
+                sequence: binding.shown_sequence,
+                pass: binding.source.pass_of(binding.shown_sequence),
+            })
+        } else {
+            PlayShow::Repeat
+        };
+        for p in &binding.placements {
+            if let Some(output) = engine.outputs.get_mut(p.output) {
+                output.play_incoming = Some(show.clone());
             }
         }
     }

@@ -1,0 +1,166 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { configLoad } from '../src/config/load.ts';
+import type { PlayProof } from '../src/content/proof-log.ts';
+import { ScreensPlayer } from '../src/content/screens-player.ts';
+import { virtualScreens } from '../src/display/screens.ts';
+import { contentCreateWith } from '../src/extensions/content.ts';
+import { loggingCreate } from '../src/log/logger.ts';
+import { loadAddon } from '../src/native/addon.ts';
+import { EventBus } from '../src/supervisor/bus.ts';
+import { CommandRegistry } from '../src/supervisor/commands.ts';
+import { clipMake, counterClip } from './helpers/clips.ts';
+import { mediaServerStart } from './helpers/media-server.ts';
+import { scratchDir } from './helpers/tmp.ts';
+
+const addon = loadAddon();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const SIZE = 64;
+const FRAME_MS = 1000 / 60;
+
+const clipDir = mkdtempSync(join(tmpdir(), 'multihead-proof-clips-'));
+test.after.always(() => rmSync(clipDir, { recursive: true, force: true }));
+// 30 frames at 30 fps: one second.
+const clip = readFileSync(counterClip(clipDir, 'clip.mp4', `${SIZE}x${SIZE}`, '64+2*N'));
+const still = readFileSync(
+  clipMake(clipDir, 'still.png', ['-f', 'lavfi', '-i', `color=c=gray:size=${SIZE}x${SIZE}`, '-frames:v', '1']),
+);
+
+/** The content extension on one 64x64 virtual output at 60 Hz, its data under a scratch directory. */
+function rig(t: ExecutionContext) {
+  const dataDir = scratchDir(t);
+  const outputs = [{ connector: 'Virtual-1', mode: `${SIZE}x${SIZE}@60` }];
+  const config = configLoad({
+    env: { MULTIHEAD_DATA_DIR: dataDir, MULTIHEAD_OUTPUTS: JSON.stringify(outputs) },
+    defaultPath: '/nonexistent/config.json',
+  }).config;
+  const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: () => {} } });
+  const commands = new CommandRegistry();
+  const decode = new addon.DecodeManager({});
+  const display = new addon.VirtualDisplay([{ name: 'Virtual-1', width: SIZE, height: SIZE }]);
+  const extension = contentCreateWith(
+    { config, logger: logging.logger, bus: new EventBus(() => {}), commands, addon, logRing: logging.ring },
+    {
+      playerCreate: () =>
+        new ScreensPlayer({
+          decode,
+          screens: virtualScreens(display, [{ name: 'Virtual-1', width: SIZE, height: SIZE, refresh: 60 }]),
+          deviceName: 'lobby',
+          prerollTimeoutMs: 20_000,
+        }),
+    },
+  );
+  t.teardown(async () => {
+    await extension.stop();
+    display.close();
+    decode.close();
+  });
+  const get = async (args: Record<string, unknown>) => {
+    const reply = await commands.invoke('proofOfPlay.get', args, { transport: 'internal' });
+    if (!reply.ok) throw new Error(`${reply.error.code}: ${reply.error.message}`);
+    return reply.result as { plays: PlayProof[]; more: boolean; seq: number };
+  };
+  return { extension, commands, get, dataDir };
+}
+
+async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = await check();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+test.serial(
+  'a looping playlist of an image and a video: every pass of each item is recorded from its own vblanks, for its full length',
+  async (t) => {
+    const server = await mediaServerStart();
+    t.teardown(() => server.close());
+    const v = server.add('/clip.mp4', clip);
+    const s = server.add('/still.png', still);
+    const r = rig(t);
+    await r.extension.start();
+    const reply = await r.commands.invoke(
+      'playlist.set',
+      {
+        content: {
+          version: 1,
+          media: [
+            { id: 'clip', url: server.url('/clip.mp4'), sha256: v.sha256, size: v.size, type: 'video' },
+            {
+              id: 'still',
+              url: server.url('/still.png'),
+              sha256: s.sha256,
+              size: s.size,
+              type: 'image',
+              duration: 0.5,
+            },
+          ],
+          playlists: [{ id: 'loop', items: [{ media: 'still' }, { media: 'clip' }] }],
+          outputs: [{ output: 'Virtual-1', playlist: 'loop' }],
+        },
+      },
+      { transport: 'internal' },
+    );
+    t.true(reply.ok, JSON.stringify(reply));
+    // Four passes of each (the first record may be the first item, cut by nothing).
+    const { plays } = await until('8 records', async () => {
+      const got = await r.get({});
+      return got.plays.length >= 8 ? got : undefined;
+    });
+    t.deepEqual(
+      plays.map((p) => p.seq),
+      plays.map((_, i) => i + 1),
+      'numbered 1, 2, 3, ... with no gap',
+    );
+    for (const [i, p] of plays.entries()) {
+      const what = `record ${p.seq} (${p.media}, ${p.durationMs} ms, ${p.frames} frames, ${p.end})`;
+      t.is(p.output, 'Virtual-1');
+      t.is(p.playlist, 'loop');
+      t.is(p.media, i % 2 === 0 ? 'still' : 'clip', `${what}: items alternate`);
+      t.true(p.complete, `${what} ran to its end`);
+      t.is(p.end, 'replaced', what);
+      t.true(Date.parse(p.endedAt) >= Date.parse(p.startedAt), what);
+      if (p.media === 'still') {
+        t.is(p.digest, s.sha256);
+        t.true(Math.abs(p.durationMs - 500) <= FRAME_MS + 0.1, `${what}: 500 ms ± one frame`);
+      } else {
+        t.is(p.digest, v.sha256);
+        // ± one frame, as its length: a vblank thread held up by this machine skips one.
+        t.true(p.frames >= 29 && p.frames <= 30, `${what}: the clip's 30 frames, ± one`);
+        t.true(Math.abs(p.durationMs - 1000) <= FRAME_MS + 0.1, `${what}: 1000 ms ± one frame`);
+      }
+      const next = plays[i + 1];
+      if (next) {
+        // Gapless: the next item's first vblank is the one after this one's last.
+        const gap = Date.parse(next.startedAt) - Date.parse(p.endedAt);
+        t.true(Math.abs(gap - FRAME_MS) <= 2, `${what}: next starts ${gap} ms after its last vblank`);
+      }
+    }
+  },
+);
+
+test('proofOfPlay.get names a bad argument', async (t) => {
+  const r = rig(t);
+  await r.extension.start();
+  for (const [args, pattern] of [
+    [{ from: 'yesterday' }, /from: "yesterday" is not an ISO 8601 time/],
+    [{ afterSeq: -1 }, /afterSeq: -1 is not a whole number/],
+    [{ limit: 5000 }, /limit: 5000 is not a whole number from 1 to 1000/],
+    [{ afterSeq: 1, from: '2026-01-01T00:00:00Z' }, /either afterSeq or from\/to/],
+    [{ to: '2026-01-01T00:00:00Z', from: '2026-02-01T00:00:00Z' }, /to must be later than from/],
+    [{ path: '/etc' }, /unknown argument "path"/],
+  ] as const) {
+    const reply = await r.commands.invoke('proofOfPlay.get', { ...args }, { transport: 'internal' });
+    t.false(reply.ok, JSON.stringify(args));
+    if (!reply.ok) {
+      t.is(reply.error.code, 'ERR_BAD_ARGUMENT');
+      t.regex(reply.error.message, pattern);
+    }
+  }
+  t.deepEqual(await r.get({}), { plays: [], more: false, seq: 0, oldestSeq: null } as never);
+});
