@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -13,7 +14,11 @@ import { EventBus } from '../src/supervisor/bus.ts';
 import { CommandRegistry } from '../src/supervisor/commands.ts';
 import { clipMake, counterClip } from './helpers/clips.ts';
 import { mediaServerStart } from './helpers/media-server.ts';
-import { scratchDir } from './helpers/tmp.ts';
+import { FleetClient, mosquittoStart } from './helpers/mosquitto.ts';
+import { tcpProxyStart } from './helpers/tcp-proxy.ts';
+import { scratchDir, writeJson } from './helpers/tmp.ts';
+
+const BIN = new URL('../bin/multihead', import.meta.url).pathname;
 
 const addon = loadAddon();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -164,3 +169,116 @@ test('proofOfPlay.get names a bad argument', async (t) => {
   }
   t.deepEqual(await r.get({}), { plays: [], more: false, seq: 0, oldestSeq: null } as never);
 });
+
+/**
+ * The real supervisor process against a real broker behind a proxy: the network goes away,
+ * the process is killed with SIGKILL while it has records the fleet never got, and it starts
+ * again with the network back. The fleet must get every record, in order, once its `seq` is
+ * taken into account.
+ */
+test.serial(
+  'proof of play across a broker outage and kill -9: every played item reaches the fleet, in order, none lost',
+  async (t) => {
+    const broker = await mosquittoStart(t);
+    const proxy = await tcpProxyStart(t, broker.port);
+    const server = await mediaServerStart();
+    t.teardown(() => server.close());
+    const v = server.add('/clip.mp4', clip);
+    const s = server.add('/still.png', still);
+    const dataDir = scratchDir(t);
+    writeJson(dataDir, 'content.json', {
+      version: 1,
+      media: [
+        { id: 'clip', url: server.url('/clip.mp4'), sha256: v.sha256, size: v.size, type: 'video' },
+        { id: 'still', url: server.url('/still.png'), sha256: s.sha256, size: s.size, type: 'image', duration: 0.4 },
+      ],
+      playlists: [{ id: 'loop', items: [{ media: 'still' }, { media: 'clip' }] }],
+      outputs: [{ output: 'Virtual-1', playlist: 'loop' }],
+    });
+    const env = {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MULTIHEAD_'))),
+      MULTIHEAD_CONFIG: writeJson(dataDir, 'config.json', {}),
+      MULTIHEAD_DATA_DIR: dataDir,
+      MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99',
+      MULTIHEAD_DEVICE_ID: 'pop-box',
+      MULTIHEAD_MQTT_URL: proxy.url,
+    };
+    const fleet = await FleetClient.connect(t, broker.url);
+    await fleet.subscribe('multihead/pop-box/proofOfPlay');
+    const received = (): PlayProof[] =>
+      fleet.received.flatMap((m) => (m.json as { plays: PlayProof[] } | undefined)?.plays ?? []);
+    const newest = (): number => Math.max(0, ...received().map((p) => p.seq));
+    const logFile = join(dataDir, 'proof-of-play', 'log.jsonl');
+    const onDisk = (): PlayProof[] =>
+      existsSync(logFile)
+        ? readFileSync(logFile, 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+            .map((l) => JSON.parse(l) as PlayProof)
+        : [];
+
+    const spawnBox = () => {
+      const child = spawn(BIN, [], { env, stdio: 'ignore' });
+      t.teardown(() => child.kill('SIGKILL'));
+      return child;
+    };
+    const first = spawnBox();
+    await until('4 records at the fleet', async () => (newest() >= 4 ? true : undefined));
+
+    proxy.cut();
+    const cutAt = onDisk().length;
+    await until('4 more records on the box while the broker is away', async () =>
+      onDisk().length >= cutAt + 4 ? true : undefined,
+    );
+    t.true(newest() < onDisk().length, 'records the fleet has not got are waiting on the box');
+    const killed = new Promise((resolve) => first.once('exit', resolve));
+    first.kill('SIGKILL');
+    await killed;
+    const atKill = onDisk().length;
+
+    proxy.restore();
+    const second = spawnBox();
+    await until(`the fleet to get records past ${atKill + 3}`, async () => (newest() >= atKill + 3 ? true : undefined));
+    const stopped = new Promise((resolve) => second.once('exit', resolve));
+    second.kill('SIGTERM');
+    t.is(await stopped, 0);
+
+    const fleetPlays = received();
+    const bySeq = new Map<number, PlayProof>();
+    for (const p of fleetPlays) {
+      const seen = bySeq.get(p.seq);
+      if (seen) t.deepEqual(p, seen, `seq ${p.seq} sent twice must be the same record`);
+      bySeq.set(p.seq, p);
+    }
+    const seqs = [...bySeq.keys()].sort((a, b) => a - b);
+    t.deepEqual(
+      seqs,
+      seqs.map((_, i) => i + 1),
+      'every seq from 1 on, no gap',
+    );
+    // Everything the box recorded up to the fleet's newest reached it.
+    const disk = onDisk().filter((p) => p.seq <= (seqs.at(-1) ?? 0));
+    t.deepEqual(
+      disk.map((p) => bySeq.get(p.seq)),
+      disk,
+    );
+    // In order: each play started after the one before it on the output.
+    const ordered = seqs.map((q) => bySeq.get(q) as PlayProof);
+    for (const [i, p] of ordered.entries()) {
+      const before = ordered[i - 1];
+      if (before)
+        t.true(Date.parse(p.startedAt) >= Date.parse(before.startedAt), `seq ${p.seq} after seq ${before.seq}`);
+    }
+    // What was on screen at the kill is there, ended by the restart, not complete.
+    const cut = ordered.filter((p) => p.end === 'restart');
+    t.is(cut.length, 1, JSON.stringify(cut));
+    t.false(cut[0]?.complete);
+    t.true(
+      ordered.filter((p) => p.end === 'replaced').every((p) => p.complete),
+      'every other play ran to its end',
+    );
+    t.log(
+      `records ${seqs.length}, sent twice ${fleetPlays.length - bySeq.size}, recorded during the outage ${atKill - cutAt}`,
+    );
+  },
+);
