@@ -38,6 +38,7 @@ test('contract: the command table comes from the AsyncAPI document', (t) => {
     'playlist.next',
     'playlist.previous',
     'playlist.set',
+    'proofOfPlay.get',
     'reboot',
     'restart',
     'screenshot',
