@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ConnectorInfo, DisplayEvent, OutputInfo, OutputStats } from '../../native/index.d.ts';
+import type { ConnectorInfo, DisplayEvent, OutputInfo, OutputStats, PlayRecord } from '../../native/index.d.ts';
 import { type Layout, layoutPlace } from '../../src/display/layout.ts';
 import { type CaseContext, type VmCase, vkmsConfigfsDevice } from './cases.ts';
 import { KmsCallError } from './kms-client.ts';
@@ -476,6 +476,93 @@ export const videoCases: VmCase[] = [
         const counters = await kms.call<{ errors: number; lastError?: string }>('vCounters');
         assert.equal(counters.errors, 0, `video errors: ${counters.lastError}`);
         return `${b.connector} (CRTC ${b.crtc}) ACTIVE 1 -> 0 -> 1 in the kernel's state; asleep: 0 flips on it, ${aLine}; flips again on both after waking`;
+      } finally {
+        await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'proof-of-play-flips',
+    title:
+      "proof of play on KMS: each pass of a looping clip, then its replacement, recorded from the kernel's own flip timestamps",
+    async run(ctx) {
+      const { kms, vm } = ctx;
+      const card = await vkmsConfigfsDevice(vm, 'vproof', 1);
+      const [out] = await outputsOn(ctx, card, '640x480');
+      assert.ok(out, `an output on ${card}`);
+      const c = out.connector;
+      const at = { x: 0, y: 0, width: 320, height: 240 };
+      // 2 s at 10 fps: 20 frames a pass.
+      const loop = path.join(vm.scratch, 'proof-loop.mp4');
+      counterClip(loop, 320, 240, 2);
+      const other = path.join(vm.scratch, 'proof-other.mp4');
+      counterClip(other, 320, 240, 60);
+      try {
+        await kms.call('vPlay', { consumer: 'loop', source: loop, outputs: [{ connector: c, dst: at }] });
+        const records = async (): Promise<PlayRecord[]> => await kms.call<PlayRecord[]>('vPlayRecords');
+        await until('three passes of the looping clip', 120000, async () => {
+          const r = await records();
+          return r.filter((x) => x.consumer === 'loop' && x.end === 'loop').length >= 3 ? r : undefined;
+        });
+        await kms.call('vPlay', { consumer: 'other', source: other, outputs: [{ connector: c, dst: at }] });
+        await until('the other clip on screen', 60000, async () =>
+          (await records()).find((x) => x.consumer === 'other'),
+        );
+        await kms.call('vStop');
+        const all = await until('the records closed', 10000, async () => {
+          const r = await records();
+          return r.some((x) => x.end === 'open') ? undefined : r;
+        });
+        const flips = new Set((await kms.call<number[]>('vFlipTimes', { connector: c })).map((t) => Math.floor(t)));
+        const passes = all.filter((x) => x.consumer === 'loop');
+        const last = passes.at(-1);
+        assert.ok(
+          last && last.end === 'replaced',
+          `the looping clip's last record ends replaced: ${JSON.stringify(last)}`,
+        );
+        assert.equal(all.at(-1)?.consumer, 'other');
+        assert.equal(all.at(-1)?.end, 'stopped');
+        for (const [i, r] of all.entries()) {
+          assert.equal(r.output, c);
+          // Times are the kernel's: each record starts and ends on a flip's vblank timestamp.
+          for (const t of [r.firstUs, r.lastUs]) {
+            assert.ok(
+              flips.has(t) || flips.has(t - 1),
+              `record ${i} (${r.consumer} pass ${r.pass}): ${t} µs is a flip's timestamp`,
+            );
+          }
+          assert.ok(r.lastUs >= r.firstUs);
+          const next = all[i + 1];
+          if (next && next.consumer === r.consumer) {
+            assert.equal(next.pass, r.pass + 1, `passes count up: ${JSON.stringify([r, next])}`);
+            assert.ok(
+              next.firstSequence > r.lastSequence,
+              `pass ${next.pass} starts after pass ${r.pass}'s last frame`,
+            );
+          }
+          if (r.consumer === 'loop') {
+            // The decoder numbers its frames on across loops, 20 a pass: each record holds
+            // frames of its own pass only (a pass told apart from the next at the right frame).
+            const passOf = (sequence: number): number => Math.floor((sequence - 1) / 20);
+            assert.equal(
+              passOf(r.firstSequence),
+              r.pass,
+              `record ${i}: first frame ${r.firstSequence} is of pass ${r.pass}`,
+            );
+            assert.equal(
+              passOf(r.lastSequence),
+              r.pass,
+              `record ${i}: last frame ${r.lastSequence} is of pass ${r.pass}`,
+            );
+          }
+        }
+        const whole = passes.filter((x) => x.end === 'loop' && x.pass > 0);
+        assert.ok(whole.length >= 2, `${whole.length} whole passes after the first`);
+        const shown = whole.map(
+          (r) =>
+            `frames ${r.firstSequence}-${r.lastSequence} (${r.frames} shown) in ${((r.lastUs - r.firstUs) / 1000 + 1000 / 60).toFixed(0)} ms`,
+        );
+        return `${all.length} records on ${c}, each from and to a kernel flip timestamp: ${passes.length} of the looping clip (whole passes: ${shown.join(', ')}), then the other clip until stopped`;
       } finally {
         await kms.call('vClose').catch(() => {});
       }

@@ -2,7 +2,14 @@
 // their own device and decode manager, so the events they need (every flip's kernel vblank
 // sequence per connector, videoError/videoRecovered, fallback) are recorded here as they come.
 import fs from 'node:fs';
-import type { DecodeManager, DisplayEvent, KmsDevice, OutputConfig, VideoOutput } from '../../../native/index.d.ts';
+import type {
+  DecodeManager,
+  DisplayEvent,
+  KmsDevice,
+  OutputConfig,
+  PlayRecord,
+  VideoOutput,
+} from '../../../native/index.d.ts';
 import type { loadAddon } from '../../../src/native/addon.ts';
 
 type Addon = ReturnType<typeof loadAddon>;
@@ -21,6 +28,10 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
   let decode: DecodeManager | undefined;
   let sequences = new Map<string, Sequences>();
   let videoEvents: DisplayEvent[] = [];
+  /** Kernel vblank timestamps (µs) of each connector's newest flips, to check play records against. */
+  let flipTimes = new Map<string, number[]>();
+  /** Closed play records drained so far (the engine hands each over once). */
+  let playClosed: PlayRecord[] = [];
 
   const onEvent = (event: DisplayEvent): void => {
     if (event.kind === 'flip' && event.connector !== undefined && event.sequence !== undefined) {
@@ -32,6 +43,12 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
       r.count++;
       r.last = event.sequence;
       sequences.set(event.connector, r);
+      if (event.timestampUs !== undefined) {
+        const times = flipTimes.get(event.connector) ?? [];
+        times.push(event.timestampUs);
+        if (times.length > 4000) times.shift();
+        flipTimes.set(event.connector, times);
+      }
     } else if (event.kind === 'videoError' || event.kind === 'videoRecovered' || event.kind === 'fallback') {
       videoEvents.push({ ...event, timestampUs: performance.now() * 1000 });
     }
@@ -53,6 +70,8 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
       close();
       sequences = new Map();
       videoEvents = [];
+      flipTimes = new Map();
+      playClosed = [];
       if (p.faultModifier !== undefined) process.env.MULTIHEAD_FAULT_DMABUF_MODIFIER = String(p.faultModifier);
       try {
         device = addon.KmsDevice.open(String(p.path));
@@ -93,6 +112,13 @@ export function videoMethods(addon: Addon): Record<string, (p: Params) => unknow
     },
     vSequences: () => Object.fromEntries(sequences),
     vEvents: () => videoEvents,
+    vFlipTimes: (p) => flipTimes.get(String(p.connector)) ?? [],
+    /** Every closed play record so far and the open ones now. */
+    vPlayRecords: () => {
+      const now = need().playRecords();
+      playClosed.push(...now.filter((r) => r.end !== 'open'));
+      return [...playClosed, ...now.filter((r) => r.end === 'open')];
+    },
     vCounters: () => need().videoCounters(),
     vStats: () => need().stats(),
     vDecodeStatus: () => decode?.status() ?? null,
