@@ -49,7 +49,7 @@ const LIT = 8;
 
 const { values } = parseArgs({
   options: {
-    'power-cuts': { type: 'string', default: '10' },
+    'power-cuts': { type: 'string', default: '5' },
     verbose: { type: 'boolean', default: false },
     ota: { type: 'boolean', default: true },
     'ota-only': { type: 'boolean', default: false },
