@@ -279,8 +279,9 @@ export const videoCases: VmCase[] = [
         const stallLines = [a, b].map((o) => everyVblank(o, withStall[o]));
         assert.equal(allocations, 0, `${allocations} allocations on the frame path while flipping`);
 
-        // A binding the kernel refuses on the stalled output: scaled and turned (vkms cannot
-        // scale, and the engine's CPU-scaled copy does not turn). Its own source, so the
+        // A binding the kernel refuses on the stalled output: scaled, turned and partly off the
+        // screen (vkms cannot scale, and the engine's CPU-scaled copy only fills a destination
+        // inside the mode). Its own source, so the
         // refusal comes at its first frame, on the presentation thread.
         const errorsBefore = (await kms.call<{ errors: number }>('vCounters')).errors;
         const refusedClip = path.join(vm.scratch, 'groups-refused.mp4');
@@ -292,7 +293,7 @@ export const videoCases: VmCase[] = [
           await kms.call('vPlay', {
             consumer: 'refused',
             source: refusedClip,
-            outputs: [{ connector: c, dst: { x: 0, y: 0, width: height / 2, height: width / 2 }, rotation: 90 }],
+            outputs: [{ connector: c, dst: { x: -8, y: 0, width: height / 2, height: width / 2 }, rotation: 90 }],
           });
         } catch (e) {
           // The decoder had its first frame before the binding: refused at once, answered to

@@ -385,7 +385,29 @@ export const virtioCases: VmCase[] = [
       await flipsAwait(kms, [o.connector]);
       const again = await kms.call<{ conversions: number; scaled: number }>('copyCounters');
       assert.equal(again.conversions - after.conversions, 0, 'the unchanged frame is not converted again');
-      return `16:9 ${w}x${h} fitted to ${o.mode.width}x${o.mode.height}: ${line}; ${after.scaled - before.scaled} scaled conversion`;
+
+      // A portrait screen: the same picture turned 90° clockwise and fitted, which the plane
+      // cannot turn either: the scaled copy turns it. Output pixel (u, v) of the destination
+      // shows source pixel (v * w / H, (W - 1 - u) * h / W): the source's top-left corner lands
+      // at the destination's top-right.
+      const turned = layoutPlace({ width: w, height: h }, o.mode, { layout: { fit: 'fit' }, rotation: 90 });
+      const td = turned.dst;
+      assert.equal(turned.rotation, 90);
+      assert.deepEqual(td, { x: 296, y: 0, width: 432, height: 768 }, 'the geometry of a turned 16:9 fit on 1024x768');
+      await kms.call('flipsReset');
+      const turnedLayer = { ...layer, src: turned.src, dst: td, rotation: 90 };
+      assert.equal(
+        await kms.call('present', { scene: [{ connector: o.connector, layers: [turnedLayer] }] }),
+        'committed',
+      );
+      await flipsAwait(kms, [o.connector]);
+      const wantTurned = (x: number, y: number): Rgb => {
+        if (x < td.x || x >= td.x + td.width) return [0, 0, 0];
+        const [u, v] = [x - td.x, y - td.y];
+        return patternRgb(pattern, Math.floor((v * w) / td.height), Math.floor(((td.width - 1 - u) * h) / td.width));
+      };
+      const turnedLine = await screendumpCheck(ctx, 'turned', o.connector, wantTurned, 6);
+      return `16:9 ${w}x${h} fitted to ${o.mode.width}x${o.mode.height}: ${line}; ${after.scaled - before.scaled} scaled conversion; turned 90°: ${turnedLine}`;
     },
   },
   {

@@ -104,15 +104,16 @@ pub fn nv12_to_xr24(
 }
 
 /// Draws the `src_rect` part of a frame (x, y, width, height) scaled into `place` (x, y,
-/// width, height) of an `out_w` x `out_h` XR24 buffer, nearest neighbour, with black around
-/// it: the whole scanout for a plane that can neither scale nor be positioned (virtio-gpu's
+/// width, height) of an `out_w` x `out_h` XR24 buffer, nearest neighbour, turned `rotation`
+/// degrees clockwise (as the layouts and vkms's planes turn), with black around it: the whole
+/// scanout for a plane that can neither scale, be positioned nor turn (virtio-gpu's
 /// primaries). Returns the bytes written. No allocation: source columns are recomputed.
 #[allow(clippy::too_many_arguments)]
 pub fn nv12_to_xr24_scaled(
     src: &Nv12Src<'_>,
     color: YuvColor,
     src_rect: (usize, usize, usize, usize),
-    place: (usize, usize, usize, usize),
+    (place, rotation): ((usize, usize, usize, usize), u32),
     out_w: usize,
     out_h: usize,
     dst: &mut [u8],
@@ -121,6 +122,17 @@ pub fn nv12_to_xr24_scaled(
     let m = Matrix::of(color);
     let (x0, y0, w, h) = src_rect;
     let (px, py, pw, ph) = place;
+    if rotation != 0 {
+        return nv12_to_xr24_turned(
+            src,
+            &m,
+            src_rect,
+            (place, rotation),
+            (out_w, out_h),
+            dst,
+            dst_pitch,
+        );
+    }
     for row in 0..out_h {
         let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
         if row < py || row >= py + ph {
@@ -139,6 +151,47 @@ pub fn nv12_to_xr24_scaled(
                 y_row[sx],
                 uv_row[sx & !1],
                 uv_row[(sx & !1) + 1],
+                &mut out[at..at + 4],
+            );
+        }
+    }
+    out_w * out_h * 4
+}
+
+/// `nv12_to_xr24_scaled` for a turned picture: output pixel (u, v) of `place` shows the
+/// source pixel that turning the source clockwise puts there, so rows of the output walk
+/// columns of the source (slower than the straight case; only planes that cannot turn need it).
+fn nv12_to_xr24_turned(
+    src: &Nv12Src<'_>,
+    m: &Matrix,
+    (x0, y0, w, h): (usize, usize, usize, usize),
+    ((px, py, pw, ph), rotation): ((usize, usize, usize, usize), u32),
+    (out_w, out_h): (usize, usize),
+    dst: &mut [u8],
+    dst_pitch: usize,
+) -> usize {
+    for row in 0..out_h {
+        let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
+        if row < py || row >= py + ph {
+            out.fill(0);
+            continue;
+        }
+        out[..px * 4].fill(0);
+        out[(px + pw) * 4..].fill(0);
+        let v = row - py;
+        for u in 0..pw {
+            let (sx, sy) = match rotation {
+                90 => (v * w / ph, (pw - 1 - u) * h / pw),
+                180 => ((pw - 1 - u) * w / pw, (ph - 1 - v) * h / ph),
+                _ => ((ph - 1 - v) * w / ph, u * h / pw),
+            };
+            let (sx, sy) = (x0 + sx, y0 + sy);
+            let uv = (sy / 2) * src.uv_pitch + (sx & !1);
+            let at = (px + u) * 4;
+            m.pixel(
+                src.y[sy * src.y_pitch + sx],
+                src.uv[uv],
+                src.uv[uv + 1],
                 &mut out[at..at + 4],
             );
         }
@@ -234,7 +287,16 @@ mod tests {
         };
         // Columns 1..3 (80, 160) doubled into 4x1 at (1, 1) of a 6x3 scanout, black around.
         let mut out = [0x55u8; 6 * 3 * 4];
-        let n = nv12_to_xr24_scaled(&src, BT601, (1, 0, 2, 2), (1, 1, 4, 1), 6, 3, &mut out, 24);
+        let n = nv12_to_xr24_scaled(
+            &src,
+            BT601,
+            (1, 0, 2, 2),
+            ((1, 1, 4, 1), 0),
+            6,
+            3,
+            &mut out,
+            24,
+        );
         assert_eq!(n, 72);
         let greens: Vec<u8> = out.chunks(4).map(|p| p[1]).collect();
         let g80 = convert_one(80, 128, 128)[1];
@@ -242,5 +304,36 @@ mod tests {
         assert_eq!(greens[..6], [0; 6]);
         assert_eq!(greens[6..12], [0, g80, g80, g160, g160, 0]);
         assert_eq!(greens[12..], [0; 6]);
+    }
+
+    #[test]
+    fn scaled_turns_the_picture_clockwise() {
+        // 2x2 luma: 16 80 / 160 235. Turned 90° clockwise into a 2x2 place: 160 16 / 235 80.
+        let y = [16u8, 80, 160, 235];
+        let uv = [128u8; 2];
+        let src = Nv12Src {
+            y: &y,
+            y_pitch: 2,
+            uv: &uv,
+            uv_pitch: 2,
+        };
+        let g = |l: u8| convert_one(l, 128, 128)[1];
+        let turned = |rotation: u32| {
+            let mut out = [0u8; 2 * 2 * 4];
+            nv12_to_xr24_scaled(
+                &src,
+                BT601,
+                (0, 0, 2, 2),
+                ((0, 0, 2, 2), rotation),
+                2,
+                2,
+                &mut out,
+                8,
+            );
+            out.chunks(4).map(|p| p[1]).collect::<Vec<u8>>()
+        };
+        assert_eq!(turned(90), [g(160), g(16), g(235), g(80)]);
+        assert_eq!(turned(180), [g(235), g(160), g(80), g(16)]);
+        assert_eq!(turned(270), [g(80), g(235), g(16), g(160)]);
     }
 }

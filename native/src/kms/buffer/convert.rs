@@ -17,7 +17,7 @@ impl BufferStore {
         src: BufferId,
         dst: BufferId,
         color: YuvColor,
-        scale: Option<(Rect<u32>, Rect<u32>)>,
+        scale: Option<(Rect<u32>, Rect<u32>, u32)>,
     ) -> KmsResult<usize> {
         let source = self.get(src)?;
         if source.format != NV12 {
@@ -30,7 +30,7 @@ impl BufferStore {
         let (pitches, offsets) = (source.pitches, source.offsets);
         let target = self.get(dst)?;
         let (out_w, out_h) = (target.width as usize, target.height as usize);
-        let inside = scale.is_none_or(|(r, p)| {
+        let inside = scale.is_none_or(|(r, p, _)| {
             r.w > 0
                 && r.h > 0
                 && (r.x + r.w) as usize <= width
@@ -102,11 +102,14 @@ impl BufferStore {
         };
         Ok(match scale {
             None => nv12_to_xr24(&planes, color, width, height, dst_bytes, dst_pitch),
-            Some((r, p)) => nv12_to_xr24_scaled(
+            Some((r, p, rotation)) => nv12_to_xr24_scaled(
                 &planes,
                 color,
                 (r.x as usize, r.y as usize, r.w as usize, r.h as usize),
-                (p.x as usize, p.y as usize, p.w as usize, p.h as usize),
+                (
+                    (p.x as usize, p.y as usize, p.w as usize, p.h as usize),
+                    rotation,
+                ),
                 out_w,
                 out_h,
                 dst_bytes,

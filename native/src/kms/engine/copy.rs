@@ -22,9 +22,10 @@ pub(super) struct Conversion {
 /// Most copies kept per source: one on screen, one in flight, one being written.
 const COPIES_MAX: usize = 3;
 
-/// A copy scaled by the CPU: the source rectangle, where it lands in the copy, and the copy's
-/// width and height (the output's mode). None: a copy of the whole buffer at its own size.
-pub(in crate::kms) type CopyScale = Option<(Rect<u32>, Rect<u32>, u32, u32)>;
+/// A copy scaled by the CPU: the source rectangle, where it lands in the copy, the copy's
+/// width and height (the output's mode) and the degrees the picture is turned clockwise.
+/// None: a copy of the whole buffer at its own size.
+pub(in crate::kms) type CopyScale = Option<(Rect<u32>, Rect<u32>, u32, u32, u32)>;
 
 /// Which copies a source has: one set per scale (outputs of different sizes differ).
 pub(in crate::kms) type ConversionKey = (BufferId, CopyScale);
@@ -64,7 +65,7 @@ impl Engine {
         let (width, height, format) = {
             let b = self.buffers.get(source)?;
             match scale {
-                Some((_, _, w, h)) => (w, h, b.format),
+                Some((_, _, w, h, _)) => (w, h, b.format),
                 None => (b.width, b.height, b.format),
             }
         };
@@ -103,9 +104,12 @@ impl Engine {
         let first_time = !told;
         conversion.reported = true;
         conversion.latest = Some((generation, copy));
-        let bytes =
-            self.buffers
-                .convert_into(source, copy, color, scale.map(|(r, p, _, _)| (r, p)))?;
+        let bytes = self.buffers.convert_into(
+            source,
+            copy,
+            color,
+            scale.map(|(r, p, _, _, turn)| (r, p, turn)),
+        )?;
         self.copies.conversions += 1;
         self.copies.bytes += bytes as u64;
         if scale.is_some() {

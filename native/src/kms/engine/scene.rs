@@ -88,15 +88,21 @@ impl Engine {
             .find(|(s, _)| *s == shape)
             .map_or(CopyMode::Direct, |&(_, m)| m);
         let mut mode = start;
+        // A turn no plane offers is the scaled copy's to do: a plane's refusal either way.
+        let turns = scene_turns(scene);
+        let refused = |e: &KmsError| {
+            matches!(e, KmsError::CommitRefused { .. })
+                || (turns && matches!(e, KmsError::NoPlane { .. }))
+        };
         loop {
             match self.present_build(scene, mode, quiet) {
-                Err(KmsError::CommitRefused { .. })
-                    if mode == CopyMode::Direct && self.scene_has_yuv(scene) =>
-                {
+                Err(e) if refused(&e) && mode == CopyMode::Direct && self.scene_has_yuv(scene) => {
                     mode = CopyMode::Convert;
                 }
-                Err(KmsError::CommitRefused { .. })
-                    if mode == CopyMode::Convert && scene_scales(scene) =>
+                Err(e)
+                    if refused(&e)
+                        && mode == CopyMode::Convert
+                        && (scene_scales(scene) || turns) =>
                 {
                     mode = CopyMode::ConvertScaled;
                 }
@@ -169,7 +175,7 @@ impl Engine {
             self.outputs[s.output].staged.fill(BufferId::NONE);
             let mut next_plane = 0;
             for layer in &s.layers {
-                let rotation = rotation_bit(layer.rotation).ok_or_else(|| {
+                let mut rotation = rotation_bit(layer.rotation).ok_or_else(|| {
                     KmsError::BadBuffer(format!(
                         "rotation {} is not 0, 90, 180 or 270",
                         layer.rotation
@@ -203,7 +209,9 @@ impl Engine {
                 }
                 let copied_scaled = scale.is_some() && shown_id != layer.buffer;
                 if copied_scaled {
+                    // The copy is the whole scanout, already turned.
                     dst = Rect::sized(mw, mh);
+                    rotation = ROTATE_0;
                 }
                 let output = &self.outputs[s.output];
                 let buffer = self.buffers.get(shown_id)?;
@@ -351,16 +359,16 @@ pub(super) enum CopyMode {
     ConvertScaled,
 }
 
-/// The CPU scaling a layer needs, if its source and destination differ in size or the
-/// destination is not the whole mode: the source rectangle, the destination clipped to the
-/// mode, and the mode's size. None for a turned layer (the plane must turn it).
+/// The CPU scaling a layer needs, if its source and destination differ in size, the
+/// destination is not the whole mode or the picture is turned: the source rectangle, the
+/// destination clipped to the mode, the mode's size and the rotation.
 fn layer_scale(
     src: Rect<u32>,
     dst: Rect,
     rotation: u32,
     mode: (u32, u32),
 ) -> super::copy::CopyScale {
-    if rotation != 0 || dst.x < 0 || dst.y < 0 {
+    if dst.x < 0 || dst.y < 0 {
         return None;
     }
     let (x, y) = (dst.x as u32, dst.y as u32);
@@ -369,12 +377,21 @@ fn layer_scale(
         dst.h.min(mode.1.saturating_sub(y)),
     );
     let whole = (x, y, w, h) == (0, 0, mode.0, mode.1);
-    (w > 0 && h > 0 && ((src.w, src.h) != (w, h) || !whole)).then_some((
+    (w > 0 && h > 0 && ((src.w, src.h) != (w, h) || !whole || rotation != 0)).then_some((
         src,
         Rect { x, y, w, h },
         mode.0,
         mode.1,
+        rotation,
     ))
+}
+
+/// Whether a layer of the scene is turned.
+fn scene_turns(scene: &[SceneOutput]) -> bool {
+    scene
+        .iter()
+        .flat_map(|s| &s.layers)
+        .any(|l| l.rotation != 0)
 }
 
 /// Whether a layer of the scene is scaled by its plane (a source and destination that differ).
