@@ -187,7 +187,10 @@ test('run logs secrets from the environment only in redacted form', async (t) =>
 });
 
 test('without a KMS device the run command plays the built-in demo on 2 virtual outputs from one decoder', async (t) => {
-  const { child, result, entries } = await startSupervisor(t, { MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99' });
+  const { child, result, entries } = await startSupervisor(t, {
+    MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99',
+    MULTIHEAD_PLAYBACK_DEMO: '1',
+  });
   const playing = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('playing the built-in demo'));
   t.deepEqual(playing?.outputs, ['Virtual-1', 'Virtual-2']);
   t.is(playing?.component, 'playback');

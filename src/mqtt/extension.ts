@@ -149,6 +149,7 @@ export class MqttExtension implements Extension {
       beforeConnect: () => this.#lastWill(),
       onConnect: () => this.#birth(),
       onDisconnect: (reason) => bus.emit('mqtt.connection', { connected: false, session: this.#session, reason }),
+      onState: (state) => bus.emit('mqtt.broker', state),
       onMessage: (topic, payload, packet) => this.#message(topic, payload, packet),
     });
     if (this.#connection.start()) return true;
