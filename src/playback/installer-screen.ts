@@ -16,6 +16,8 @@ const ADDRESSES_EVERY_MS = 10_000;
 const COLOUR = '1c2a3a';
 /** Longer lines would run under the QR code (the addon cuts them there anyway). */
 const LINE_MAX = 64;
+/** The addon's limit for an info screen's text (MAX_INFO_TEXT): many outputs lose their last lines, not the screen. */
+const TEXT_MAX = 1200;
 
 /** What the installer on the ladder reads. */
 export interface InstallerFacts {
@@ -87,11 +89,12 @@ export function installerText(f: InstallerFacts, secrets: readonly string[] = []
   const masked = (line: string): string => secrets.reduce((l, secret) => l.replaceAll(secret, '[redacted]'), line);
   return lines
     .map((l) =>
-      masked(scrubText(l))
+      scrubText(masked(l))
         .replace(/[^\x20-\x7e]/g, '?')
         .slice(0, LINE_MAX),
     )
-    .join('\n');
+    .join('\n')
+    .slice(0, TEXT_MAX);
 }
 
 /** The still for one output size: the text, and a QR code of the status page when there is one. */
@@ -108,8 +111,6 @@ export interface InstallerScreenDeps {
   readonly bus: Pick<EventBus, 'on' | 'emit' | 'latest'>;
   readonly config: Pick<Config, 'device' | 'http' | 'mqtt' | 'decode'>;
   readonly version: string;
-  /** Tests: the LAN addresses (default: the machine's). */
-  readonly addresses?: () => string[];
 }
 
 /**
@@ -166,8 +167,9 @@ export class InstallerScreen {
     const outputs = screens.outputs();
     const { mqtt, http } = this.#deps.config;
     const secrets = [mqtt.password, http.token].filter((s) => s !== '');
-    const text = installerText(this.#facts(outputs), secrets);
-    const url = statusPageUrl(this.#addresses(), this.#httpPort());
+    const facts = this.#facts(outputs);
+    const text = installerText(facts, secrets);
+    const url = statusPageUrl(facts.addresses, facts.httpPort);
     const shown: string[] = [];
     for (const o of outputs) {
       if (this.#claimed.has(o.name)) continue;
@@ -208,16 +210,12 @@ export class InstallerScreen {
       name: config.device.name || hostname(),
       id: config.device.id,
       version,
-      addresses: this.#addresses(),
+      addresses: lanAddresses(),
       broker: config.mqtt.url === '' ? { state: 'off' } : (this.#deps.bus.latest('mqtt.broker') ?? connecting(config)),
       outputs,
       httpPort: this.#httpPort(),
       httpLocalOnly: /^(127\.|::1$|localhost$)/.test(this.#deps.config.http.bind),
     };
-  }
-
-  #addresses(): string[] {
-    return (this.#deps.addresses ?? lanAddresses)();
   }
 
   /** The port the status page listens on (config says 0: the kernel's pick), once it does. */
