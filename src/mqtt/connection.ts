@@ -3,6 +3,7 @@ import { connect, type IClientOptions, type IPublishPacket, type ISubscriptionMa
 import type { Logger } from '../log/logger.ts';
 import { redactText } from '../log/redact.ts';
 import type { BrokerState } from '../supervisor/bus.ts';
+import { brokerName } from './broker-name.ts';
 import { PAYLOAD_LIMITS } from './payload.ts';
 import type { Subscription } from './topics.ts';
 
@@ -48,16 +49,6 @@ export interface PublishOptions {
   readonly retain?: boolean;
   readonly qos?: 0 | 1;
   readonly properties?: IPublishPacket['properties'];
-}
-
-/** The broker's address without credentials, for logs. */
-export function brokerName(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.host}`;
-  } catch {
-    return '(invalid URL)';
-  }
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.ts';
 import type { ScreenOutput, Screens } from '../display/screens.ts';
 import type { Logger } from '../log/logger.ts';
 import { scrubText } from '../log/redact.ts';
-import { brokerName } from '../mqtt/connection.ts';
+import { brokerName } from '../mqtt/broker-name.ts';
 import type { DecodeManager } from '../native/addon.ts';
 import type { BrokerState, BusEvents, EventBus } from '../supervisor/bus.ts';
 import { releaseQuietly } from './first-picture.ts';
