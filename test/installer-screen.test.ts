@@ -11,7 +11,7 @@ import {
   lanAddresses,
   statusPageUrl,
 } from '../src/playback/installer-screen.ts';
-import { type Box, boxStart } from './helpers/box.ts';
+import { type Box, boxStart, getJson } from './helpers/box.ts';
 import { counterClip } from './helpers/clips.ts';
 import { jpegDecode } from './helpers/jpeg.ts';
 import { mosquittoStart } from './helpers/mosquitto.ts';
@@ -172,6 +172,12 @@ test.serial(
     await until(() => previews.length >= 4, 'two rounds of previews');
     off();
     t.is(stills()[0]?.frames, 1, 'one frame decoded, however long it shows');
+    // Nothing to play is not a failure: a still that never moves is not content that stopped.
+    const health = await until(async () => {
+      const { body } = await getJson(`${box.url}/healthz`);
+      return body.state === 'booting' ? undefined : body;
+    }, 'a health judgement');
+    t.like(health, { state: 'degraded', reasons: ['nothing to play: no content assigned'] });
 
     await broker.start();
     const after = await until(() => {
