@@ -211,6 +211,26 @@ test.serial(
   },
 );
 
+test.serial(
+  'a broker that refuses the credentials: the screen says refused with its reason, never the password',
+  async (t) => {
+    const broker = await mosquittoStart(t, { auth: { username: 'kiosk', password: 'right-one' } });
+    const password = 'wrong-Pa55word';
+    const box = await boxStart(
+      t,
+      { playback: { demo: false }, mqtt: { url: broker.url, username: 'kiosk', password } },
+      [{ name: 'mqtt', create: (c) => mqttCreate(c, { backoff: { initialMs: 200, maxMs: 400 }, restart: () => {} }) }],
+    );
+    const screen = await until(() => {
+      const s = box.controller.bus.latest('installer.screen');
+      return s?.text.includes('broker: refused (') ? s : undefined;
+    }, 'the installer screen with the broker refusing');
+    t.regex(screen.text, /broker: refused \(Not authorized\)\n {2}mqtt:\/\/127\.0\.0\.1:\d+\n/);
+    t.false(screen.text.includes(password));
+    t.false(screen.text.includes('kiosk'), 'not even the user name');
+  },
+);
+
 /** How many pixels differ by more than a JPEG's noise. */
 function changed(a: Buffer, b: Buffer): number {
   let n = 0;

@@ -165,6 +165,7 @@ export class InstallerScreen {
     this.#screens = screens;
     if (!screens) return;
     const outputs = screens.outputs();
+    this.#forgetGone(outputs);
     const { mqtt, http } = this.#deps.config;
     const secrets = [mqtt.password, http.token].filter((s) => s !== '');
     const facts = this.#facts(outputs);
@@ -180,6 +181,15 @@ export class InstallerScreen {
     if (shown.length === 0) return;
     this.#deps.logger.info({ outputs: shown, url }, `installer screen on ${shown.join(', ')}`);
     this.#deps.bus.emit('installer.screen', { outputs: shown, text, url: url ?? null });
+  }
+
+  /** Unplugged outputs' stills are let go (a replugged one is drawn afresh, maybe at another mode). */
+  #forgetGone(outputs: readonly ScreenOutput[]): void {
+    for (const [name, on] of this.#on) {
+      if (outputs.some((o) => o.name === name)) continue;
+      this.#on.delete(name);
+      releaseQuietly(this.#deps.decode, on.consumer);
+    }
   }
 
   #show(screens: Screens, output: string, source: string): boolean {
