@@ -151,6 +151,10 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.is(noKms[0]?.component, 'display');
     t.is(noKms[0]?.reason, '/dev/dri/card99 does not exist');
 
+    // Nothing to play and the demo off by default: the installer screen on both outputs.
+    const installer = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('installer screen on'));
+    t.deepEqual(installer?.outputs, ['Virtual-1', 'Virtual-2']);
+
     // Still up a moment later: nothing to play is not a reason to exit.
     await new Promise((resolve) => setTimeout(resolve, 300));
     t.is(child.exitCode, null);
