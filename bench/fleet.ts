@@ -241,6 +241,7 @@ async function outputBench(root: string): Promise<{ ms: number[]; replyMs: numbe
       MULTIHEAD_DECODE_HARDWARE: 'software',
       MULTIHEAD_PREVIEW_INTERVAL_S: '0',
       MULTIHEAD_DISPLAY_DEVICE: 'auto',
+      MULTIHEAD_PLAYBACK_DEMO: '1',
     },
     defaultPath: '/nonexistent/config.json',
     hostname: 'bench-player',

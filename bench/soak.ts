@@ -104,6 +104,7 @@ const config = {
   http: { port: httpPort },
   preview: { intervalS: Number(values['preview-s']) },
   decode: { hardware: 'software' },
+  playback: { demo: true },
   log: { level: 'info' },
 };
 fs.mkdirSync(config.dataDir);

@@ -151,6 +151,10 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.is(noKms[0]?.component, 'display');
     t.is(noKms[0]?.reason, '/dev/dri/card99 does not exist');
 
+    // Nothing to play and the demo off by default: the installer screen on both outputs.
+    const installer = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('installer screen on'));
+    t.deepEqual(installer?.outputs, ['Virtual-1', 'Virtual-2']);
+
     // Still up a moment later: nothing to play is not a reason to exit.
     await new Promise((resolve) => setTimeout(resolve, 300));
     t.is(child.exitCode, null);
@@ -187,7 +191,10 @@ test('run logs secrets from the environment only in redacted form', async (t) =>
 });
 
 test('without a KMS device the run command plays the built-in demo on 2 virtual outputs from one decoder', async (t) => {
-  const { child, result, entries } = await startSupervisor(t, { MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99' });
+  const { child, result, entries } = await startSupervisor(t, {
+    MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99',
+    MULTIHEAD_PLAYBACK_DEMO: '1',
+  });
   const playing = entries.find((e) => typeof e.msg === 'string' && e.msg.startsWith('playing the built-in demo'));
   t.deepEqual(playing?.outputs, ['Virtual-1', 'Virtual-2']);
   t.is(playing?.component, 'playback');

@@ -142,7 +142,12 @@ test('LED extension with real playback on virtual outputs: booting, then steady 
       { name: 'playback', create: playbackCreate },
       { name: 'display', create: displayCreate },
     ],
-    { led: { names: ['led0'], sysfsPath: root }, decode: { hardware: 'software' }, preview: { intervalS: 0 } },
+    {
+      led: { names: ['led0'], sysfsPath: root },
+      decode: { hardware: 'software' },
+      preview: { intervalS: 0 },
+      playback: { demo: true },
+    },
   );
   t.like(ledRead(root, 'led0'), { trigger: 'timer', delay_on: '500' }, 'booting until the first output stats');
   // Playback reports output counters every 5 s.

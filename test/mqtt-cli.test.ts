@@ -21,6 +21,7 @@ test('the running supervisor: birth and status with what plays, SIGKILL leaves t
     MULTIHEAD_DATA_DIR: dataDir,
     MULTIHEAD_DISPLAY_DEVICE: '/dev/dri/card99',
     MULTIHEAD_DEVICE_ID: 'kiosk-cli',
+    MULTIHEAD_PLAYBACK_DEMO: '1',
     MULTIHEAD_MQTT_URL: broker.url,
   };
   const fleet = await FleetClient.connect(t, broker.url);

@@ -183,7 +183,7 @@ test('play and stop commands: a source on one output, errors named, the demo com
   mkdirSync(media);
   const inMedia = counterClip(media, 'counter.mp4', '128x72', '4*N');
   const config = configLoad({
-    env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0', MULTIHEAD_DATA_DIR: dataDir },
+    env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0', MULTIHEAD_DATA_DIR: dataDir, MULTIHEAD_PLAYBACK_DEMO: '1' },
     defaultPath: '/nonexistent/config.json',
   }).config;
   const logging = loggingCreate({ level: 'info', ringSize: 100, sink: { write: () => {} } });

@@ -30,7 +30,7 @@ test.serial(
         { name: 'display', create: displayCreate },
         { name: 'systemd', create: (c) => systemdCreate(c) },
       ],
-      { decode: { hardware: 'software' }, preview: { intervalS: 0 } },
+      { decode: { hardware: 'software' }, preview: { intervalS: 0 }, playback: { demo: true } },
     );
     const texts = () => listener.messages.map((m) => m.text);
     const ready = await until(() => listener.messages.find((m) => m.text.startsWith('READY=1')), 'READY=1', 12_000);
@@ -153,7 +153,7 @@ test.serial('health hears of the first frame at once, not at the next 5 s counte
       { name: 'playback', create: playbackCreate },
       { name: 'display', create: displayCreate },
     ],
-    { decode: { hardware: 'software' }, preview: { intervalS: 0 } },
+    { decode: { hardware: 'software' }, preview: { intervalS: 0 }, playback: { demo: true } },
     { start: false },
   );
   const rounds: number[][] = [];

@@ -141,7 +141,7 @@ function fakeScreens(names: readonly string[]): Screens & { shown: Map<string, s
 }
 
 const config = configLoad({
-  env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0' },
+  env: { MULTIHEAD_PREVIEW_INTERVAL_S: '0', MULTIHEAD_PLAYBACK_DEMO: '1' },
   defaultPath: '/nonexistent/config.json',
 }).config;
 const logger = loggingCreate({ level: 'fatal', ringSize: 10, sink: { write: () => {} } }).logger;

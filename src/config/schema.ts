@@ -193,9 +193,9 @@ export const schema = {
   },
   playback: {
     demo: {
-      doc: 'Play the built-in generated demo on every output while no content is assigned (a slate shows otherwise).',
+      doc: 'Play the built-in moving test card on every output while no content is assigned (for checking outputs). Off: those outputs show the installer screen (device, addresses, broker, firmware, modes, a QR code of the status page).',
       format: f.flag,
-      default: true,
+      default: false,
       env: 'MULTIHEAD_PLAYBACK_DEMO',
     },
   },

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { connect, type IClientOptions, type IPublishPacket, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import type { Logger } from '../log/logger.ts';
 import { redactText } from '../log/redact.ts';
+import type { BrokerState } from '../supervisor/bus.ts';
+import { brokerName } from './broker-name.ts';
 import { PAYLOAD_LIMITS } from './payload.ts';
 import type { Subscription } from './topics.ts';
 
@@ -38,6 +40,8 @@ export interface ConnectionDeps {
   readonly beforeConnect: () => LastWill;
   readonly onConnect: (sessionPresent: boolean) => void;
   readonly onDisconnect: (reason: string) => void;
+  /** The connection's state when it changes, from the first attempt on (the installer screen). */
+  readonly onState?: (state: BrokerState) => void;
   readonly onMessage: (topic: string, payload: Buffer, packet: IPublishPacket) => void;
 }
 
@@ -45,16 +49,6 @@ export interface PublishOptions {
   readonly retain?: boolean;
   readonly qos?: 0 | 1;
   readonly properties?: IPublishPacket['properties'];
-}
-
-/** The broker's address without credentials, for logs. */
-export function brokerName(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.host}`;
-  } catch {
-    return '(invalid URL)';
-  }
 }
 
 /**
@@ -71,6 +65,10 @@ export class MqttConnection {
   #stopping = false;
   #connected = false;
   #lastError: string | undefined;
+  /** The last state told, to tell only changes (a retry failing the same way is not one). */
+  #stateTold = '';
+  /** The failure of the attempt under way, once its socket or the broker said one. */
+  #attemptFailed = false;
 
   constructor(deps: ConnectionDeps) {
     this.#deps = deps;
@@ -122,10 +120,12 @@ export class MqttConnection {
       { broker: brokerName(broker.url), clientId: this.#deps.clientId, tls: Object.keys(tls) },
       `connecting to MQTT broker ${brokerName(broker.url)}`,
     );
+    this.#stateTell({ state: 'connecting', broker: brokerName(broker.url) });
     const client = connect(broker.url, options);
     this.#client = client;
     client.on('connect', (connack) => {
       this.#connected = true;
+      this.#stateTell({ state: 'connected', broker: brokerName(broker.url) });
       this.#failures = 0;
       this.#lastError = undefined;
       logger.info(
@@ -147,6 +147,8 @@ export class MqttConnection {
     client.on('error', (error) => {
       // The same failure on every retry is logged once, so an unreachable broker does not fill the journal.
       const text = errorText(error);
+      this.#attemptFailed = true;
+      this.#stateTell(failureState(error, brokerName(broker.url)));
       if (text !== this.#lastError) {
         logger.warn({ broker: brokerName(broker.url), code: (error as { code?: unknown }).code }, `MQTT: ${text}`);
         this.#lastError = text;
@@ -155,10 +157,22 @@ export class MqttConnection {
     client.on('close', () => {
       const wasConnected = this.#connected;
       this.#connected = false;
+      if (!this.#attemptFailed) {
+        const detail = wasConnected ? 'connection lost' : 'closed before CONNACK';
+        this.#stateTell({ state: 'unreachable', broker: brokerName(broker.url), detail });
+      }
+      this.#attemptFailed = false;
       if (wasConnected) this.#deps.onDisconnect(this.#lastError ?? 'connection closed');
       this.#retrySchedule();
     });
     return true;
+  }
+
+  #stateTell(state: BrokerState): void {
+    const key = JSON.stringify(state);
+    if (key === this.#stateTold || this.#stopping) return;
+    this.#stateTold = key;
+    this.#deps.onState?.(state);
   }
 
   #retrySchedule(): void {
@@ -262,6 +276,18 @@ function readPem(path: string, key: string): Buffer {
     const why = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : String(code);
     throw new Error(`cannot read ${key} ${path}: ${why}`);
   }
+}
+
+/**
+ * A failed attempt as the installer screen says it: a CONNACK's reason code is the broker
+ * refusing (credentials, a banned client id); anything else never reached a broker that answered.
+ */
+export function failureState(error: Error, broker: string): BrokerState {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'number') {
+    return { state: 'refused', broker, detail: error.message.replace(/^Connection refused: /i, '') };
+  }
+  return { state: 'unreachable', broker, detail: error.message.replace(/^connect /, '') };
 }
 
 function errorText(error: Error): string {

@@ -1,6 +1,6 @@
 import type { Logger } from '../log/logger.ts';
 import type { EventBus } from '../supervisor/bus.ts';
-import { brokerName } from './connection.ts';
+import { brokerName } from './broker-name.ts';
 import { type TrialAtBoot, trialPromote, trialRollBack } from './desired-store.ts';
 
 export interface TrialWatchDeps {

@@ -10,9 +10,10 @@ import type { EventBus } from '../supervisor/bus.ts';
 import type { CommandRegistry } from '../supervisor/commands.ts';
 import type { Extension } from '../supervisor/extension.ts';
 import type { FirmwareUpdate } from '../update/job.ts';
+import { brokerName } from './broker-name.ts';
 import { builtinCommandsRegister } from './builtin-commands.ts';
 import { CommandRouter, type ReplyPayload, type ReplyTarget } from './command-router.ts';
-import { type Backoff, brokerName, type LastWill, MqttConnection, type PublishOptions } from './connection.ts';
+import { type Backoff, type LastWill, MqttConnection, type PublishOptions } from './connection.ts';
 import type { Contract } from './contract.ts';
 import { DesiredConfig, DesiredQueue, type ReportedConfig, reportEvent } from './desired-config.ts';
 import { type DeviceEvent, eventSourcesAttach } from './events.ts';
@@ -157,6 +158,7 @@ export class MqttExtension implements Extension {
       beforeConnect: () => this.#lastWill(),
       onConnect: () => this.#birth(),
       onDisconnect: (reason) => bus.emit('mqtt.connection', { connected: false, session: this.#session, reason }),
+      onState: (state) => bus.emit('mqtt.broker', state),
       onMessage: (topic, payload, packet) => this.#message(topic, payload, packet),
     });
     if (this.#connection.start()) return true;

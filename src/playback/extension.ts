@@ -6,9 +6,11 @@ import type { DecodeManager } from '../native/addon.ts';
 import type { BusEvents, EventBus } from '../supervisor/bus.ts';
 import { CommandError, type CommandRegistry } from '../supervisor/commands.ts';
 import type { Extension } from '../supervisor/extension.ts';
+import { appVersion } from '../version.ts';
 import { DecoderWatch } from './decoder-watch.ts';
 import { Demo } from './demo.ts';
 import { acquireFirstPicture, type FirstPictureError, releaseQuietly } from './first-picture.ts';
+import { InstallerScreen } from './installer-screen.ts';
 import { maxDecodersArg, outputsArg, playOptions, sharedArg } from './play-args.ts';
 import { Previews } from './previews.ts';
 import { screenshotCommand } from './screenshot.ts';
@@ -35,9 +37,9 @@ const FIRST_FRAME_POLLS = 300;
 export const FAILED_HOLD_MS = 5000;
 
 export interface PlaybackExtensionDeps {
-  readonly config: Pick<Config, 'dataDir' | 'decode' | 'playback' | 'preview'>;
+  readonly config: Pick<Config, 'dataDir' | 'decode' | 'playback' | 'preview' | 'device' | 'http' | 'mqtt'>;
   readonly logger: Logger;
-  readonly bus: Pick<EventBus, 'on' | 'emit'>;
+  readonly bus: Pick<EventBus, 'on' | 'emit' | 'latest'>;
   readonly commands: Pick<CommandRegistry, 'register'>;
   /** One decoder per source, shared by every output that shows it; closed at stop. */
   readonly decode: DecodeManager;
@@ -49,16 +51,20 @@ export interface PlaybackExtensionDeps {
   readonly failureCheckMs?: number;
 }
 
+/** What outputs nobody has claimed show: the demo, or else the installer screen. */
+type Idle = Pick<Demo, 'claim' | 'unclaim' | 'fill'>;
+
 /**
- * What plays. Owns the decode manager. Until content and schedules arrive it plays the built-in
- * demo on every output, KMS or virtual. Offers `play`, `stop`, `decode.status`, `decode.shared`,
+ * What plays. Owns the decode manager. Until content and schedules arrive every output, KMS or
+ * virtual, shows the installer screen, or the built-in demo when `playback.demo` is on. Offers `play`, `stop`, `decode.status`, `decode.shared`,
  * `decode.maxDecoders` and `screenshot`; reports each decoder's failure and fallback to software
  * once, and keeps JPEG previews.
  */
 export class PlaybackExtension implements Extension {
   readonly name = 'playback';
   readonly #deps: PlaybackExtensionDeps;
-  readonly #demo: Demo;
+  readonly #demo: Idle;
+  readonly #installer: InstallerScreen | undefined;
   readonly #watch: DecoderWatch;
   readonly #withdraw: Array<() => void> = [];
   #screens: Screens | undefined;
@@ -73,7 +79,12 @@ export class PlaybackExtension implements Extension {
   constructor(deps: PlaybackExtensionDeps) {
     this.#deps = deps;
     const { config, logger, bus, decode } = deps;
-    this.#demo = new Demo({ decode, logger, bus, enabled: config.playback.demo, hw: config.decode.hardware });
+    if (config.playback.demo) {
+      this.#demo = new Demo({ decode, logger, bus, enabled: true, hw: config.decode.hardware });
+    } else {
+      this.#installer = new InstallerScreen({ decode, logger, bus: deps.bus, config, version: appVersion });
+      this.#demo = this.#installer;
+    }
     this.#watch = new DecoderWatch({ logger, bus, outputsOf: (consumers) => this.#outputsShowing(consumers) });
   }
 
@@ -88,6 +99,7 @@ export class PlaybackExtension implements Extension {
   }
 
   start(): void {
+    this.#installer?.start();
     this.#displayFollow();
     this.#decodeCommandsRegister();
     this.#withdraw.push(this.#deps.commands.register(screenshotCommand({ screens: () => this.#screens })));
@@ -96,6 +108,7 @@ export class PlaybackExtension implements Extension {
   }
 
   stop(): void {
+    this.#installer?.stop();
     for (const w of this.#withdraw.splice(0)) w();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers = [];

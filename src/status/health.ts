@@ -1,6 +1,7 @@
 import type { Config } from '../config/schema.ts';
 import { consumerOn, type Screens } from '../display/screens.ts';
 import type { DecodeStatus } from '../native/addon.ts';
+import { INSTALLER_SOURCE_PREFIX } from '../playback/installer-screen.ts';
 import type { BusEvents, EventBus, SupervisorState } from '../supervisor/bus.ts';
 import { type FrameLoopHealth, frameLoopsCheck } from './frame-loops.ts';
 
@@ -223,7 +224,9 @@ export class HealthTracker {
     const outputs: OutputHealth[] = screens.outputs().map(({ name }) => {
       // The consumer it was given, else one named after it (the demo's, or a status that says so).
       const decoder = decoderOf.get(consumerOn(screens, name)) ?? decoderOf.get(name);
-      const source = this.#sources.get(name) ?? decoder?.source ?? null;
+      const told = this.#sources.get(name) ?? decoder?.source ?? null;
+      // The installer screen says "nothing to play" in pictures: it is not content.
+      const source = told?.startsWith(INSTALLER_SOURCE_PREFIX) ? null : told;
       const now = latest.get(name);
       const then = before.get(name);
       const moving = now !== undefined && (then ? now.frames > then.frames : now.frames > 0);

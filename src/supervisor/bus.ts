@@ -1,5 +1,13 @@
 export type SupervisorState = 'starting' | 'running' | 'stopping' | 'stopped';
 
+/**
+ * How the fleet broker connection stands, from the first attempt on: `broker` is scheme://host:port
+ * (never credentials); `detail` is the CONNACK reason (refused) or the socket's error (unreachable).
+ */
+export type BrokerState =
+  | { readonly state: 'connecting' | 'connected'; readonly broker: string }
+  | { readonly state: 'refused' | 'unreachable'; readonly broker: string; readonly detail: string };
+
 export type TimeSource = 'adjtimex' | 'timesyncd' | 'none';
 
 /** The wall clock as the content extension's clock watch sees it (status `time`). */
@@ -38,6 +46,10 @@ export interface BusEvents {
   'time.sync': TimeSyncState;
   /** The fleet broker connection came up or went down (session: the birth's counter). */
   'mqtt.connection': { connected: boolean; session: number; reason?: string };
+  /** The broker connection's state changed (a retry that fails the same way is not a change). */
+  'mqtt.broker': BrokerState;
+  /** The installer screen was drawn anew on these outputs (no content, no demo). */
+  'installer.screen': { outputs: string[]; text: string; url: string | null };
   /** The local status endpoint listens (the URL names the bound address and port). */
   'http.listening': { url: string };
   /** Proof-of-play records up to `seq` are durable (MQTT publishes what it has not yet). */

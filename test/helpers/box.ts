@@ -11,7 +11,8 @@ export interface Box extends Supervisor {
 }
 
 /**
- * A real supervisor as on a box without a GPU: playback plays the built-in demo on two virtual
+ * A real supervisor as on a box without a GPU: playback plays the built-in demo (asked for:
+ * `file.playback` replaces it, `{ demo: false }` gives the installer screen) on two virtual
  * outputs (software decoding, previews every second) and the status endpoint listens on a free
  * loopback port. `extra` extensions start after the display (test-only fault injection).
  */
@@ -32,6 +33,7 @@ export async function boxStart(
     {
       decode: { hardware: 'software' },
       preview: { intervalS: 1, width: 320 },
+      playback: { demo: true },
       ...file,
       http: { port: 0, ...(file.http as object) },
     },

@@ -49,6 +49,7 @@ export class HostileBox {
     this.id = options.id ?? 'kiosk-h';
     this.dataDir = options.dataDir ?? scratchDir(t);
     this.configPath = writeJson(scratchDir(t), 'config.json', {
+      playback: { demo: true },
       ...options.file,
       device: { id: this.id, groups: options.groups ?? ['lobby'], ...(options.file?.device as object) },
       mqtt: { url: broker.url, ...(options.file?.mqtt as object) },

@@ -1293,8 +1293,9 @@ export const vkmsCases: VmCase[] = [
             MULTIHEAD_DATA_DIR: '/tmp/multihead-data',
             // Only the display path, and no demo: under TCG a software-generated 1024x768 demo
             // takes the guest's CPU, and loading the MQTT, content and HTTP modules over 9p takes
-            // minutes; hotplug events would wait behind both. (The demo on KMS heads is the
-            // appliance image test's part.)
+            // minutes; hotplug events would wait behind both. The outputs show the installer
+            // screen instead (one frame, drawn again only when its text changes: the replugged
+            // output's mode). (The demo on KMS heads is the appliance image test's part.)
             MULTIHEAD_EXTENSIONS: 'led,playback,display',
             MULTIHEAD_PLAYBACK_DEMO: '0',
           },

@@ -6,8 +6,11 @@
 //! FFmpeg's `rawvideo` demuxer from a custom I/O context, so they take the same decode, pacing
 //! and publishing path as any file (opened by `io::input_open`).
 //!
-//! Grammar: `pattern:testcard?size=1920x1080&rate=30` and
-//! `pattern:slate?size=1920x1080&rate=1&colour=181c20&fontsize=36&text=kiosk%20-%20HDMI-A-1`;
+//! Grammar: `pattern:testcard?size=1920x1080&rate=30`,
+//! `pattern:slate?size=1920x1080&rate=1&colour=181c20&fontsize=36&text=kiosk%20-%20HDMI-A-1` and
+//! `pattern:info?size=1920x1080&fontsize=24&text=line%0Aline&qr=http%3A%2F%2F10.0.0.5%3A8080%2F`
+//! (the installer screen: lines of text and a QR code, one frame and then the end of the stream,
+//! so the decoder holds it as a still image instead of making a frame a second);
 //! values are percent-encoded, every key is optional except `size`, unknown keys are refused.
 
 use ffmpeg_next as ffmpeg;
@@ -21,6 +24,8 @@ pub enum PatternKind {
     TestCard,
     /// One colour with a line of white text.
     Slate,
+    /// Lines of white text and a QR code on one colour, one frame only: a still.
+    Info,
 }
 
 /// A parsed `pattern:` source.
@@ -35,9 +40,15 @@ pub struct Pattern {
     pub text: String,
     /// Glyph height in pixels (a multiple of the font's 8 rows).
     pub font_size: u32,
+    /// What the QR code of an info screen says (empty: no code).
+    pub qr: String,
 }
 
 const MAX_TEXT: usize = 400;
+/// An info screen has a dozen lines of up to ~80 characters.
+const MAX_INFO_TEXT: usize = 1200;
+/// A URL with an IPv6 address and a port fits; a QR code of more would need small modules.
+const MAX_QR: usize = 120;
 
 impl Pattern {
     /// Parses `pattern:<kind>?<key>=<value>&…`, or says what is wrong with it.
@@ -49,16 +60,22 @@ impl Pattern {
         let kind = match name {
             "testcard" => PatternKind::TestCard,
             "slate" => PatternKind::Slate,
-            other => return Err(format!("unknown pattern \"{other}\" (testcard or slate)")),
+            "info" => PatternKind::Info,
+            other => {
+                return Err(format!(
+                    "unknown pattern \"{other}\" (testcard, slate or info)"
+                ))
+            }
         };
         let mut pattern = Pattern {
             kind,
             width: 0,
             height: 0,
-            rate: if kind == PatternKind::Slate { 1 } else { 30 },
+            rate: if kind == PatternKind::TestCard { 30 } else { 1 },
             colour: [0x18, 0x1c, 0x20],
             text: String::new(),
             font_size: 0,
+            qr: String::new(),
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, raw) = pair
@@ -90,20 +107,33 @@ impl Pattern {
                 }
                 "fontsize" => pattern.font_size = number_in(key, &value, 8..=400)?,
                 "text" => {
-                    if value.chars().count() > MAX_TEXT {
-                        return Err(format!("text longer than {MAX_TEXT} characters"));
+                    let max = if kind == PatternKind::Info {
+                        MAX_INFO_TEXT
+                    } else {
+                        MAX_TEXT
+                    };
+                    if value.chars().count() > max {
+                        return Err(format!("text longer than {max} characters"));
                     }
-                    // The font has printable ASCII; anything else shows as '?'.
+                    // The font has printable ASCII; anything else shows as '?'. An info
+                    // screen's lines are split at newlines.
                     pattern.text = value
                         .chars()
                         .map(|c| {
-                            if c == ' ' || c.is_ascii_graphic() {
+                            let line_break = c == '\n' && kind == PatternKind::Info;
+                            if c == ' ' || c.is_ascii_graphic() || line_break {
                                 c
                             } else {
                                 '?'
                             }
                         })
                         .collect();
+                }
+                "qr" if kind == PatternKind::Info => {
+                    if value.len() > MAX_QR {
+                        return Err(format!("qr longer than {MAX_QR} bytes"));
+                    }
+                    pattern.qr = value;
                 }
                 other => return Err(format!("unknown key \"{other}\" in a pattern source")),
             }
@@ -196,13 +226,18 @@ impl Canvas<'_> {
 
     /// `text` in white, glyph cells of `scale` x `scale` pixels, from (x, y); clipped.
     fn text(&mut self, x: usize, y: usize, scale: usize, text: &str) {
+        self.text_within(x, y, scale, text, self.width);
+    }
+
+    /// `text` as `text` draws it, only the glyphs that end before `max_x` (a whole glyph or none).
+    fn text_within(&mut self, x: usize, y: usize, scale: usize, text: &str, max_x: usize) {
         for (i, c) in text.chars().enumerate() {
             let glyph = font8x8::legacy::BASIC_LEGACY
                 .get(c as usize)
                 .copied()
                 .unwrap_or(font8x8::legacy::BASIC_LEGACY[usize::from(b'?')]);
             let gx = x + i * 8 * scale;
-            if gx >= self.width {
+            if gx >= self.width || gx + 8 * scale > max_x {
                 break;
             }
             for (row, bits) in glyph.iter().enumerate() {
@@ -255,7 +290,7 @@ impl PatternFrames {
     fn draw(&mut self, index: u64) {
         self.index = index;
         self.pos = 0;
-        if self.pattern.kind == PatternKind::Slate {
+        if self.pattern.kind != PatternKind::TestCard {
             return; // nothing moves: `frame` is `base`
         }
         self.frame.copy_from_slice(&self.base);
@@ -286,6 +321,9 @@ impl PatternFrames {
     /// then the next one.
     fn read(&mut self, out: &mut [u8]) -> usize {
         if self.pos == self.frame.len() {
+            if self.pattern.kind == PatternKind::Info {
+                return 0; // the end of a one-frame stream: the decoder holds it as a still
+            }
             self.draw(self.index + 1);
         }
         let n = out.len().min(self.frame.len() - self.pos);
@@ -303,6 +341,14 @@ fn draw_base(p: &Pattern, buf: &mut [u8]) {
             c.fill(0, 0, w, h, p.colour);
             let scale = (p.font_size as usize / 8).max(1);
             c.text(p.font_size as usize, p.font_size as usize, scale, &p.text);
+        }
+        PatternKind::Info => {
+            c.fill(0, 0, w, h, p.colour);
+            let text_end = match qr_draw(&mut c, p) {
+                Some(qr_x) => qr_x,
+                None => w,
+            };
+            info_text_draw(&mut c, p, text_end);
         }
         PatternKind::TestCard => {
             // 75 % bars, then a grey ramp, then a dark band for the counter.
@@ -332,6 +378,54 @@ fn draw_base(p: &Pattern, buf: &mut [u8]) {
     }
 }
 
+/// Modules of white around a QR code that readers need to find it (the standard's quiet zone).
+const QR_QUIET: usize = 4;
+
+/// An info screen's QR code: on the right, vertically centred, dark modules on white with the
+/// quiet zone, each module a square of whole pixels as large as 38 % of the width and all the
+/// height allow (13 pixels at 1280x720 for a LAN URL), so a phone reads it from a ladder. The left edge of the white square,
+/// or None when there is no code (or it cannot be encoded: the text still shows).
+fn qr_draw(c: &mut Canvas, p: &Pattern) -> Option<usize> {
+    if p.qr.is_empty() {
+        return None;
+    }
+    let code = qrcode::QrCode::with_error_correction_level(&p.qr, qrcode::EcLevel::M).ok()?;
+    let (w, h) = (c.width, c.height);
+    let margin = p.font_size as usize;
+    let modules = code.width() + 2 * QR_QUIET;
+    let room = (h.saturating_sub(2 * margin)).min(w * 38 / 100);
+    let px = (room / modules).max(2);
+    let side = modules * px;
+    let (x0, y0) = (w.saturating_sub(margin + side), h.saturating_sub(side) / 2);
+    c.fill(x0, y0, side, side, [255; 3]);
+    for my in 0..code.width() {
+        for mx in 0..code.width() {
+            if code[(mx, my)] == qrcode::Color::Dark {
+                let (x, y) = (x0 + (QR_QUIET + mx) * px, y0 + (QR_QUIET + my) * px);
+                c.fill(x, y, px, px, [0; 3]);
+            }
+        }
+    }
+    Some(x0)
+}
+
+/// An info screen's lines from the top left, the first at twice the size (the device's name);
+/// glyphs that would reach `end` (the QR code) or lines below the bottom margin are left out.
+fn info_text_draw(c: &mut Canvas, p: &Pattern, end: usize) {
+    let margin = p.font_size as usize;
+    let scale = (margin / 8).max(1);
+    let max_x = end.saturating_sub(margin);
+    let mut y = margin;
+    for (i, line) in p.text.split('\n').enumerate() {
+        let s = if i == 0 { scale * 2 } else { scale };
+        if y + 8 * s > c.height.saturating_sub(margin) {
+            break;
+        }
+        c.text_within(margin, y, s, line, max_x);
+        y += 8 * s + 8 * s / 2;
+    }
+}
+
 /// FFmpeg's read callback: `opaque` is the `PatternFrames` owned by the `PatternIo` that owns
 /// this AVIOContext.
 unsafe extern "C" fn pattern_read(
@@ -344,7 +438,10 @@ unsafe extern "C" fn pattern_read(
     }
     let frames = unsafe { &mut *(opaque as *mut PatternFrames) };
     let out = unsafe { std::slice::from_raw_parts_mut(buf, size as usize) };
-    frames.read(out) as libc::c_int
+    match frames.read(out) {
+        0 => ffi::AVERROR_EOF,
+        n => n as libc::c_int,
+    }
 }
 
 /// The custom I/O context of a pattern source and the renderer behind it. FFmpeg does not free
@@ -511,6 +608,83 @@ mod tests {
             .flat_map(|y| (16..32).map(move |x| (x, y)))
             .filter(|&(x, y)| luma_at(&slate, x, y) == white);
         assert!(lit.count() > 20);
+    }
+
+    #[test]
+    fn an_info_screen_is_one_frame_of_lines_and_a_qr_code_with_its_quiet_zone() {
+        let source = "pattern:info?size=1280x720&colour=181c20&fontsize=16\
+            &text=kiosk%0Aid%3A%20k1&qr=http%3A%2F%2F192.168.1.20%3A8080%2F";
+        let p = Pattern::parse(source).unwrap();
+        assert_eq!((p.kind, p.rate), (PatternKind::Info, 1));
+        assert_eq!(
+            p.text, "kiosk\nid: k1",
+            "newlines split an info screen's lines"
+        );
+        assert_eq!(p.qr, "http://192.168.1.20:8080/");
+        let e = Pattern::parse("pattern:slate?size=64x48&qr=x").unwrap_err();
+        assert!(e.contains("unknown key"), "{e}");
+        let mut info = PatternFrames::new(p);
+        let len = info.frame.len();
+        let mut out = vec![0; len];
+        let mut got = 0;
+        while got < len {
+            got += info.read(&mut out[got..]);
+        }
+        assert_eq!(info.read(&mut out), 0, "one frame, then the end");
+
+        let code = qrcode::QrCode::with_error_correction_level(
+            "http://192.168.1.20:8080/",
+            qrcode::EcLevel::M,
+        )
+        .unwrap();
+        let modules = code.width() + 2 * QR_QUIET;
+        // 38 % of the width is less than the height between the margins at 1280x720.
+        let px = 1280 * 38 / 100 / modules;
+        assert!(px >= 8, "modules of {px} pixels at 720 lines");
+        let (x0, y0) = (1280 - 16 - modules * px, (720 - modules * px) / 2);
+        let (white, black) = (yuv([255; 3], true)[0], yuv([0; 3], true)[0]);
+        // Every module's centre as the code says, the quiet zone's included.
+        for my in 0..modules {
+            for mx in 0..modules {
+                let inner = (QR_QUIET..QR_QUIET + code.width()).contains(&mx)
+                    && (QR_QUIET..QR_QUIET + code.width()).contains(&my);
+                let dark = inner && code[(mx - QR_QUIET, my - QR_QUIET)] == qrcode::Color::Dark;
+                let at = luma_at(&info, x0 + mx * px + px / 2, y0 + my * px + px / 2);
+                assert_eq!(at, if dark { black } else { white }, "module {mx},{my}");
+            }
+        }
+        // The device name, twice the size, at the top left: some of its cells are white.
+        let lit = (16..48)
+            .flat_map(|y| (16..300).map(move |x| (x, y)))
+            .filter(|&(x, y)| luma_at(&info, x, y) == white);
+        assert!(lit.count() > 100);
+    }
+
+    #[test]
+    fn an_info_screen_decodes_to_one_frame_then_the_end() {
+        ffmpeg::init().unwrap();
+        let source = "pattern:info?size=64x48&fontsize=8&text=a&qr=b";
+        let guard = crate::decode::io::IoGuard::default();
+        let (mut input, io) =
+            unsafe { crate::decode::io::input_open(source, SourceKind::Pattern, &guard) }.unwrap();
+        let stream = input.streams().best(ffmpeg::media::Type::Video).unwrap();
+        let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).unwrap();
+        let mut decoder = ctx.decoder().video().unwrap();
+        let mut frame = ffmpeg::frame::Video::empty();
+        let mut decoded = 0;
+        for (_, packet) in input.packets().take(10) {
+            decoder.send_packet(&packet).unwrap();
+            while decoder.receive_frame(&mut frame).is_ok() {
+                decoded += 1;
+            }
+        }
+        let _ = decoder.send_eof();
+        while decoder.receive_frame(&mut frame).is_ok() {
+            decoded += 1;
+        }
+        assert_eq!(decoded, 1);
+        drop(input);
+        drop(io);
     }
 
     #[test]
