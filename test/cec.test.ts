@@ -3,7 +3,7 @@
 // captured in the test VM (kernel 7.3.4, vivid's adapters, cec-follower as the TV).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import test from 'ava';
-import { CecOutputs, type CecRunner } from '../src/display/cec.ts';
+import { CecError, CecOutputs, type CecRunner, cecCtl } from '../src/display/cec.ts';
 import { cecAssign, cecInfoParse, cecTxProblem, powerShown, tvPowerParse } from '../src/display/cec-parse.ts';
 import { displayPowerCommand } from '../src/display/power.ts';
 import { scratchDir } from './helpers/tmp.ts';
@@ -203,3 +203,20 @@ function makeDev(t: Parameters<typeof scratchDir>[0], names: string[]): string {
   for (const n of names) writeFileSync(`${dir}/${n}`, '');
   return dir;
 }
+
+test.serial('cec-ctl itself: an adapter that is not there and a missing tool are named', async (t) => {
+  // The host's cec-ctl (v4l-utils, scripts/setup.sh): an absent adapter is its own error.
+  const gone = await t.throwsAsync(cecCtl(['-d', '/dev/cec99', '-s', '-t', '0', '--standby']), {
+    instanceOf: CecError,
+  });
+  t.is((gone as CecError).code, 'ERR_CEC_ADAPTER', gone?.message);
+  t.regex(gone?.message ?? '', /^cec-ctl on \/dev\/cec99: Failed to open \/dev\/cec99/);
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  t.teardown(() => {
+    process.env.PATH = path;
+  });
+  const missing = await t.throwsAsync(cecCtl(['-d', '/dev/cec0']), { instanceOf: CecError });
+  process.env.PATH = path;
+  t.is((missing as CecError).code, 'ERR_CEC_NO_TOOL');
+});
