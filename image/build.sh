@@ -204,13 +204,14 @@ esac
 # Updates: systemd-sysupdate (systemd-container), systemd-bless-boot (systemd-boot) and bootctl
 # (systemd-boot-tools); gpgv checks SHA256SUMS.gpg (the supervisor, and root before it installs),
 # gpg is what systemd-sysupdate itself runs when used by hand against a URL source.
+# v4l-utils: cec-ctl, which the supervisor runs for HDMI-CEC display power (docs/kms.md).
 # No apt, no shell login, no SSH server, no Plymouth.
 base_pkgs="systemd systemd-sysv udev systemd-timesyncd systemd-resolved systemd-repart systemd-boot-efi \
 systemd-boot systemd-boot-tools systemd-container gpgv gpg \
 $kernel_pkg initramfs-tools zstd kmod e2fsprogs ca-certificates tzdata \
 firmware-intel-graphics firmware-amd-graphics \
 intel-media-va-driver-non-free mesa-va-drivers libva2 libva-drm2 vainfo \
-libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libgbm1 libdrm2"
+libavcodec61 libavformat61 libavutil59 libswscale8 libswresample5 libgbm1 libdrm2 v4l-utils"
 baseroot_key=$(echo "$BASEROOT_REVISION $SUITE $MIRROR $base_pkgs ${sources_extra[*]:-}" | cat - "$here/initramfs.conf" "$here/initramfs-modules" | sha256sum | cut -c1-16)
 baseroot=$cache/baseroot-$baseroot_key
 stage3() {

@@ -43,6 +43,9 @@ command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 # The appliance image (image/build.sh, test/image, test/provision.test.ts): partitions built as
 # files, UEFI firmware for QEMU, and a broker the booted image reports to.
 [ "$mode" = test ] && pkgs="$pkgs squashfs-tools dosfstools mtools fdisk e2fsprogs ovmf mosquitto mosquitto-clients"
+# HDMI-CEC: the VM case display-power-cec runs cec-ctl, cec-follower and v4l2-ctl in the guest
+# (which sees this machine's root); the supervisor runs cec-ctl on the box.
+[ "$mode" = test ] && pkgs="$pkgs v4l-utils"
 # The decode tests make their clips with the ffmpeg command.
 [ "$mode" = test ] && pkgs="$pkgs ffmpeg"
 # The MQTT tests start their own mosquitto broker on loopback.

@@ -192,6 +192,23 @@ const invalid: Array<{
     rule: /entry 0 \(DP-1\) "rotation" must be 0, 90, 180 or 270/,
   },
   {
+    name: 'output cec',
+    file: { outputs: [{ connector: 'HDMI-A-1', mode: 'preferred', cec: '/dev/video0' }] },
+    key: 'outputs',
+    rule: /entry 0 \(HDMI-A-1\) "cec" must be "auto", "off" or a CEC adapter such as "\/dev\/cec0"/,
+  },
+  {
+    name: 'output cec taken twice',
+    file: {
+      outputs: [
+        { connector: 'HDMI-A-1', mode: 'preferred', cec: '/dev/cec0' },
+        { connector: 'HDMI-A-2', mode: 'preferred', cec: '/dev/cec0' },
+      ],
+    },
+    key: 'outputs',
+    rule: /entry 1 \(HDMI-A-2\) "cec": \/dev\/cec0 is already HDMI-A-1's/,
+  },
+  {
     name: 'output twice',
     file: {
       outputs: [

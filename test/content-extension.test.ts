@@ -721,6 +721,11 @@ test.serial(
         powered.set(output, on);
       },
       powered: (output) => powered.get(output) ?? true,
+      // The window's power goes the way display.power does, CEC included (docs/kms.md).
+      cecPower: async (output, on) => {
+        calls.push(`${output} cec ${on ? 'on' : 'standby'}`);
+        return { tv: on ? 'on' : 'standby' };
+      },
     }));
     await r.extension.start();
     const set = await r.commands.invoke(
@@ -768,7 +773,14 @@ test.serial(
     await until('asleep again when it ends', () => powered.get('Virtual-1') === false);
     t.deepEqual(
       calls.filter((c) => c.startsWith('Virtual-1')),
-      ['Virtual-1 off', 'Virtual-1 on', 'Virtual-1 off'],
+      [
+        'Virtual-1 off',
+        'Virtual-1 cec standby',
+        'Virtual-1 on',
+        'Virtual-1 cec on',
+        'Virtual-1 off',
+        'Virtual-1 cec standby',
+      ],
     );
   },
 );

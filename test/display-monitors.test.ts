@@ -2,6 +2,7 @@
 // once as an event, and the status document carrying monitor, power, rotation and layout, valid
 // against the AsyncAPI contract.
 import test from 'ava';
+import type { CecState } from '../src/display/cec.ts';
 import { layoutPlace } from '../src/display/layout.ts';
 import { MonitorWatch, monitorName } from '../src/display/monitors.ts';
 import { displayPowerCommand } from '../src/display/power.ts';
@@ -163,5 +164,32 @@ test('status: an output whose display is off says so', (t) => {
   const tracker = new StatusTracker({ bus, config, versions: { app: '1', addon: '2', node: 'v24' }, startedAt: 0 });
   t.teardown(() => tracker.close());
   t.like(tracker.document().outputs[0], { name: 'HDMI-A-1', power: 'off' });
+  t.true(contractLoad().validate('Status', tracker.document()).ok);
+});
+
+test('status: a TV in CEC standby says standby, with its adapter; a silent one is unknown', (t) => {
+  const bus = new EventBus(() => {});
+  let cec: CecState = { adapter: '/dev/cec0', tv: 'standby' };
+  let on = false;
+  const screens: Screens = {
+    kind: 'kms',
+    outputs: () => [{ name: 'HDMI-A-1', width: 1920, height: 1080, refresh: 60 }],
+    play() {},
+    snapshotJpeg: async () => undefined,
+    stats: () => [],
+    powered: () => on,
+    cecState: () => cec,
+  };
+  bus.emit('display.ready', { mode: 'kms', device: { path: '/dev/dri/card0', driver: 'vkms' } as never, screens });
+  bus.emit('display.outputs', { outputs: [output('HDMI-A-1')], monitors: { 'HDMI-A-1': null } });
+  const config = configLoadWithDesired({ env: {}, defaultPath: '/nonexistent.json', hostname: 'h' }).config;
+  const tracker = new StatusTracker({ bus, config, versions: { app: '1', addon: '2', node: 'v24' }, startedAt: 0 });
+  t.teardown(() => tracker.close());
+  t.like(tracker.document().outputs[0], { power: 'standby', cec: { adapter: '/dev/cec0', tv: 'standby' } });
+  t.true(contractLoad().validate('Status', tracker.document()).ok);
+  on = true;
+  cec = { adapter: '/dev/cec0', tv: 'unknown', error: 'power status: Give Device Power Status: the TV did not reply' };
+  bus.emit('display.cec', {});
+  t.like(tracker.document().outputs[0], { power: 'unknown', cec: { tv: 'unknown' } });
   t.true(contractLoad().validate('Status', tracker.document()).ok);
 });

@@ -88,22 +88,28 @@ export interface OutputSetting {
   enabled?: boolean;
   /** Degrees the picture is turned clockwise on this screen (portrait mounting); content may override. */
   rotation?: 0 | 90 | 180 | 270;
+  /** The HDMI-CEC adapter that reaches this screen's TV: "auto" (default), "off" or a /dev/cecN path. */
+  cec?: string;
 }
+
+/** `outputs[].cec`: "auto", "off" or a kernel CEC adapter node. */
+export const CEC_SETTING = /^(auto|off|\/dev\/cec\d+)$/;
 
 /** `auto` drives every connected connector at its preferred mode; a list pins connectors and modes. */
 export const outputs: Format = {
   name: 'outputs',
-  rule: 'must be "auto" or a list of {"connector": "HDMI-A-1", "mode": "preferred" | "WxH" | "WxH@Hz", "enabled": true|false, "rotation": 0|90|180|270}',
+  rule: 'must be "auto" or a list of {"connector": "HDMI-A-1", "mode": "preferred" | "WxH" | "WxH@Hz", "enabled": true|false, "rotation": 0|90|180|270, "cec": "auto"|"off"|"/dev/cecN"}',
   coerce: (raw) => (raw.trim() === 'auto' ? 'auto' : parseJsonOr(raw)),
   validate(value) {
     if (value === 'auto') return;
     const rule = outputs.rule;
     if (!Array.isArray(value) || value.length === 0) fail(rule);
     const seen = new Set<string>();
+    const cecTaken = new Map<string, string>();
     for (const [i, item] of value.entries()) {
       if (typeof item !== 'object' || item === null || Array.isArray(item))
         fail(`${rule}; entry ${i} is not an object`);
-      const { connector, mode, enabled, rotation, ...rest } = item as Record<string, unknown>;
+      const { connector, mode, enabled, rotation, cec, ...rest } = item as Record<string, unknown>;
       const extra = Object.keys(rest);
       if (extra.length > 0) fail(`${rule}; entry ${i} has unknown field "${extra[0]}"`);
       if (typeof connector !== 'string' || !CONNECTOR.test(connector)) {
@@ -116,6 +122,13 @@ export const outputs: Format = {
         fail(`${rule}; entry ${i} (${connector}) "enabled" must be true or false`);
       if (rotation !== undefined && ![0, 90, 180, 270].includes(rotation as number))
         fail(`${rule}; entry ${i} (${connector}) "rotation" must be 0, 90, 180 or 270`);
+      if (cec !== undefined && (typeof cec !== 'string' || !CEC_SETTING.test(cec)))
+        fail(`${rule}; entry ${i} (${connector}) "cec" must be "auto", "off" or a CEC adapter such as "/dev/cec0"`);
+      if (typeof cec === 'string' && cec.startsWith('/dev/')) {
+        const other = cecTaken.get(cec);
+        if (other !== undefined) fail(`${rule}; entry ${i} (${connector}) "cec": ${cec} is already ${other}'s`);
+        cecTaken.set(cec, connector);
+      }
       if (seen.has(connector)) fail(`${rule}; connector ${connector} is listed twice`);
       seen.add(connector);
     }

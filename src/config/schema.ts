@@ -54,7 +54,7 @@ export const schema = {
     },
   },
   outputs: {
-    doc: 'Which connectors to drive. "auto": every connected connector at its preferred mode. Or a list such as [{"connector": "HDMI-A-1", "mode": "1920x1080@60", "rotation": 90}] (JSON in the environment). "rotation": degrees the picture is turned clockwise on a screen mounted portrait or upside down (0 default; content may set its own, docs/content.md).',
+    doc: 'Which connectors to drive. "auto": every connected connector at its preferred mode. Or a list such as [{"connector": "HDMI-A-1", "mode": "1920x1080@60", "rotation": 90}] (JSON in the environment). "rotation": degrees the picture is turned clockwise on a screen mounted portrait or upside down (0 default; content may set its own, docs/content.md). "cec": the HDMI-CEC adapter that reaches this screen\'s TV for display power (docs/kms.md): "auto" (default: the adapter whose connector info names this connector, else the only adapter when one output is left to take it), "off", or a path such as "/dev/cec0".',
     format: f.outputs,
     default: 'auto' as 'auto' | f.OutputSetting[],
     env: 'MULTIHEAD_OUTPUTS',

@@ -1,4 +1,5 @@
 import type { DecodeManager, DecoderInfo, KmsDevice, OutputInfo, PlayRecord, VirtualDisplay } from '../native/addon.ts';
+import type { CecOutcome, CecOutputs, CecState } from './cec.ts';
 import { type Layout, layoutPlace, type Placed, type Rotation } from './layout.ts';
 
 /** One output as playback sees it, whichever backend drives it. */
@@ -71,6 +72,13 @@ export interface Screens {
   powered?(output: string): boolean | undefined;
   /** Proof of play: the outputs' own records of which consumer was on show from which vblank to which. */
   playRecords?(): PlayRecord[];
+  /**
+   * The TV behind the output to CEC standby or awake, its power read back; undefined where the
+   * output has no CEC adapter. Never throws: a CEC problem is the outcome's error.
+   */
+  cecPower?(output: string, on: boolean): Promise<CecOutcome | undefined>;
+  /** The output's CEC adapter and the TV's power as last read back; undefined without one. */
+  cecState?(output: string): CecState | undefined;
 }
 
 /** The consumer an output shows; without `showing`, the demo's convention (named after the output). */
@@ -229,6 +237,7 @@ export function kmsScreens(
   device: KmsDevice,
   current: () => readonly OutputInfo[],
   rotationOf: (output: string) => Rotation = () => 0,
+  cec?: Pick<CecOutputs, 'power' | 'state'>,
 ): Screens {
   const showing = showingTrack();
   const outputs = (): ScreenOutput[] =>
@@ -284,6 +293,12 @@ export function kmsScreens(
     // Kept here, not asked of the engine: status reads it on every change, and the engine's
     // lock is the presentation thread's (its stats say the same: test/vm display-power-dpms).
     powered: (output) => powerState.get(output) ?? true,
+    ...(cec
+      ? {
+          cecPower: (output: string, on: boolean) => cec.power(output, on),
+          cecState: (output: string) => cec.state(output),
+        }
+      : {}),
     stats: () =>
       device.stats().map((o) => ({ name: o.connector, vblanks: o.flips, frames: o.commits, dropped: o.dropped })),
     playRecords: () => device.playRecords(),

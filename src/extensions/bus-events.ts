@@ -3,6 +3,7 @@
 // here. Types only: nothing imports this file at run time, `tsc` reads it with the rest of src/.
 import type { Config } from '../config/schema.ts';
 import type { ContentSync } from '../content/sync-job.ts';
+import type { DisplayPowerResult } from '../display/power.ts';
 import type { Screens } from '../display/screens.ts';
 import type {
   DecodeManager,
@@ -27,8 +28,10 @@ declare module '../supervisor/bus.ts' {
      * driven connector's monitor from its EDID (null: none readable).
      */
     'display.outputs': { outputs: OutputInfo[]; monitors?: Record<string, MonitorInfo | null> };
-    /** Outputs whose display power `display.power` changed (DPMS). */
-    'display.power': { outputs: Record<string, 'on' | 'off'> };
+    /** Outputs whose display power `display.power` changed (DPMS), and what CEC did on them. */
+    'display.power': DisplayPowerResult;
+    /** An output's HDMI-CEC state changed (adapter set up, TV power read back, an error). */
+    'display.cec': Record<string, never>;
     /** A different monitor (EDID name, serial or product) on a connector that had one. */
     'display.monitor.changed': { output: string; before: MonitorInfo; after: MonitorInfo | null };
     /**

@@ -1,3 +1,5 @@
+import type { Config } from '../config/schema.ts';
+import { CecOutputs } from '../display/cec.ts';
 import { fdStoreName, listenFds } from '../display/fd-store.ts';
 import { MonitorWatch, monitorName } from '../display/monitors.ts';
 import { kmsErrorCode, outputsPlan, rotationsOf, virtualOutputs } from '../display/outputs.ts';
@@ -188,9 +190,9 @@ export function displayCreate(context: ExtensionContext): Extension {
         handler: async (args) => {
           const result = await displayPowerCommand(screensNow, args);
           logger.info(
-            { outputs: result.outputs },
+            { outputs: result.outputs, ...(result.cec ? { cec: result.cec } : {}) },
             `display power: ${Object.entries(result.outputs)
-              .map(([o, p]) => `${o} ${p}`)
+              .map(([o, p]) => `${o} ${p}${cecSaid(result.cec?.[o])}`)
               .join(', ')}`,
           );
           bus.emit('display.power', result);
@@ -239,7 +241,19 @@ export function displayCreate(context: ExtensionContext): Extension {
           `took ${path} over from the previous instance: its last frame stayed on ${takeover.kept} of ${outputs.length} output(s) until this one's first; the ${takeover.framebuffers} framebuffer(s) and ${takeover.handlesClosed} buffer handle(s) it left are freed as they leave the screen`,
         );
       }
-      screensNow = kmsScreens(device, () => outputs, rotationsOf(config.outputs));
+      const cec = new CecOutputs({ logger, onChange: () => bus.emit('display.cec', {}) });
+      const card = Number(/(\d+)$/.exec(path)?.[1] ?? -1);
+      const connectorIds = new Map(device.connectors().map((c) => [c.name, c.id]));
+      // In the background: the first frame does not wait for the TV.
+      void cec.setup(
+        outputs.map((o) => ({
+          output: o.connector,
+          setting: cecSettingOf(config.outputs, o.connector),
+          card,
+          connectorId: connectorIds.get(o.connector) ?? -1,
+        })),
+      );
+      screensNow = kmsScreens(device, () => outputs, rotationsOf(config.outputs), cec);
       bus.emit('display.ready', { mode: 'kms', device: chosen.device, screens: screensNow });
     },
     stop() {
@@ -264,6 +278,17 @@ export function displayCreate(context: ExtensionContext): Extension {
       slates.clear();
     },
   };
+}
+
+/** `outputs[].cec` for a connector: "auto" unless the list says otherwise. */
+function cecSettingOf(setting: Config['outputs'], connector: string): string {
+  return setting === 'auto' ? 'auto' : (setting.find((o) => o.connector === connector)?.cec ?? 'auto');
+}
+
+/** A log line's account of one output's CEC outcome. */
+function cecSaid(outcome: { tv: string; error?: string } | undefined): string {
+  if (!outcome) return '';
+  return outcome.error ? ` (CEC: ${outcome.error})` : ` (TV ${outcome.tv})`;
 }
 
 /** The configured card, or with `auto` the first KMS card with something plugged in, else the first KMS card. */

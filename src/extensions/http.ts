@@ -119,6 +119,7 @@ export function httpCreate(context: ExtensionContext, overrides: Partial<HttpDep
                 preview: p ? { at: p.at, width: p.width, height: p.height } : null,
                 monitor: row?.monitor ?? null,
                 power: row?.power ?? null,
+                cec: row?.cec ?? null,
                 rotation: row?.rotation ?? null,
                 layout: row?.layout ?? null,
               };

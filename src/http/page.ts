@@ -125,7 +125,7 @@ function render(status, health, outputs, logs) {
       ['Decoder', o.decoder === null ? '–' : o.decoder + shared],
       ['Mode', o.mode || '–'],
       ['Screen', o.monitor ? (o.monitor.name || o.monitor.manufacturer + ' ' + o.monitor.productCode) + (o.monitor.serial ? ' (serial ' + o.monitor.serial + ')' : '') : '–'],
-      ['Power', o.power || '–', o.power === 'off' ? 'failed' : ''],
+      ['Power', (o.power || '–') + (o.cec && o.cec.error ? ' (CEC: ' + o.cec.error + ')' : ''), o.power && o.power !== 'on' ? 'failed' : ''],
       ['Layout', o.layout ? o.layout.fit + (o.rotation ? ', turned ' + o.rotation + '°' : '') : '–'],
       ['Frames', o.frames === null ? '–' : o.frames + ' shown, ' + o.dropped + ' dropped'],
     ]);

@@ -1,4 +1,6 @@
 import type { Config } from '../config/schema.ts';
+import type { CecState } from '../display/cec.ts';
+import { type PowerShown, powerShown } from '../display/cec-parse.ts';
 import { redactValue } from '../log/redact.ts';
 import type { DecodeStatus, MonitorInfo } from '../native/addon.ts';
 import type { BusEvents, EventBus, SupervisorState, TimeSyncState } from '../supervisor/bus.ts';
@@ -23,8 +25,14 @@ export interface StatusDocument {
     video?: { state: 'ok' | 'error'; code?: string; message?: string };
     /** The monitor on the connector, from its EDID (KMS outputs; null: none readable). */
     monitor?: { manufacturer: string; productCode: number; name?: string; serial?: string } | null;
-    /** Whether the screen is lit: on, or off (DPMS, `display.power`). Absent on virtual outputs. */
-    power?: 'on' | 'off';
+    /**
+     * Whether the screen is lit (absent on virtual outputs): on; off (DPMS, `display.power`);
+     * standby (the TV said so over HDMI-CEC); unknown (DPMS on, the TV behind its CEC adapter
+     * did not say).
+     */
+    power?: PowerShown;
+    /** Outputs with an HDMI-CEC adapter: which, the TV's power as last read back, the last problem. */
+    cec?: CecState;
     /** Degrees the picture is turned clockwise, and how it is sized (once something plays). */
     rotation?: number;
     layout?: { fit: string; anchor: string; background: string };
@@ -111,6 +119,7 @@ export class StatusTracker {
       bus.on('decode.status', ({ status }) => this.#update(() => (this.#decode = status))),
       // Read from the screens when the document is made; this says when to look again.
       bus.on('display.power', () => this.#update(() => {})),
+      bus.on('display.cec', () => this.#update(() => {})),
       bus.on('config.applied', ({ version }) => this.#update(() => (this.#configVersion = version))),
       bus.on('time.sync', (time) => this.#update(() => (this.#time = time))),
       this.#health.onChange(() => this.#update(() => {})),
@@ -176,12 +185,15 @@ export class StatusTracker {
         const video = videoState(judged);
         const placed = screens?.placed?.(name);
         const monitor = this.#monitors[name];
+        const cec = screens?.cecState?.(name);
         return {
           name,
           ...(mode ? { mode: `${mode.width}x${mode.height}@${mode.refresh}` } : {}),
           ...(monitor !== undefined ? { monitor: monitorFacts(monitor) } : {}),
           // A virtual output has no screen to ask.
-          ...(screens?.kind === 'kms' && mode ? { power: screens.powered?.(name) === false ? 'off' : 'on' } : {}),
+          ...(screens?.kind === 'kms' && mode
+            ? { power: powerOf(screens.powered?.(name) !== false, cec), ...(cec ? { cec } : {}) }
+            : {}),
           ...(placed ? { rotation: placed.rotation, layout: { ...placed.layout } } : {}),
           // Health follows playback.changed at once; the decoder status only every minute.
           source: judged ? judged.source : (playing?.source ?? null),
@@ -258,4 +270,9 @@ function monitorFacts(m: MonitorInfo | null): NonNullable<StatusDocument['output
     ...(m.name ? { name: m.name } : {}),
     ...(m.serial ? { serial: m.serial } : {}),
   };
+}
+
+/** DPMS, and with a CEC adapter the TV's own report of its power. */
+function powerOf(dpmsOn: boolean, cec: CecState | undefined): PowerShown {
+  return powerShown(dpmsOn, cec && cec.tv !== 'unknown' ? cec.tv : undefined, cec !== undefined);
 }

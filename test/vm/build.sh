@@ -49,6 +49,12 @@ COMMON_MODULES="9p:CONFIG_9P_FS 9pnet_virtio:CONFIG_NET_9P_VIRTIO configfs:CONFI
 udmabuf:CONFIG_UDMABUF virtio_console:CONFIG_VIRTIO_CONSOLE virtio_pci:CONFIG_VIRTIO_PCI"
 VIRTIO_MODULES="virtio_gpu:CONFIG_DRM_VIRTIO_GPU"
 VKMS_MODULES="vkms:out-of-tree"
+# vivid's emulated HDMI CEC adapters (CONFIG_VIDEO_VIVID_CEC=y): one HDMI input (the TV's
+# side, physical address 0.0.0.0) and two HDMI outputs (sources) on one emulated CEC bus, for
+# display-power-cec. Only the video capture and output nodes (node_types 0x101), no error
+# injection controls. Loaded in the vkms guest.
+VIVID_MODULES="vivid:CONFIG_VIDEO_VIVID"
+VIVID_PARAMS="n_devs=1 num_inputs=1 input_types=0x03 num_outputs=1 output_types=0x01 node_types=0x101 no_error_inj=1"
 # Parameters for the out-of-tree vkms, applied only where its modinfo lists them.
 VKMS_WANTED_PARAMS="enable_overlay=1 enable_writeback=1 enable_cursor=1"
 
@@ -199,6 +205,7 @@ list() {
       esac
       args=
       [ "\$file" = vkms.ko ] && args=\$params
+      [ "\$file" = vivid.ko ] && args=" $VIVID_PARAMS"
       echo "\$file\$args" >>/out/modules/\$name.list
     done </out/deps
   done
@@ -208,6 +215,7 @@ list() {
 list common $COMMON_MODULES
 list virtio $VIRTIO_MODULES
 list vkms $VKMS_MODULES
+list vivid $VIVID_MODULES
 rm -f /out/seen /out/common /out/deps
 EOF
 # shellcheck disable=SC2016 # $1 is expanded by the inner shell
@@ -217,10 +225,11 @@ unshare -m --propagation private sh -c '
   mount --rbind /dev "$1/dev"
   chroot "$1" /bin/sh /build/stage2.sh
 ' stage2 "$chroot_dir" >&2
-for l in common virtio vkms; do
+for l in common virtio vkms vivid; do
   log "$l.list: $(tr '\n' ' ' <"$chroot_dir/out/modules/$l.list")"
 done
 grep -q vkms.ko "$chroot_dir/out/modules/vkms.list" || die "vkms.ko missing from vkms.list"
+grep -q vivid.ko "$chroot_dir/out/modules/vivid.list" || die "vivid.ko missing from vivid.list"
 
 cp -a "$chroot_dir/out/modules" "$tmp/modules"
 cp "$chroot_dir/out/vkms.modinfo" "$tmp/vkms.modinfo"

@@ -170,6 +170,34 @@ function everyVblank(connector: string, s: Sequences | undefined): string {
 const RW_TIMEOUT_MS = 5000;
 
 /** The guest's debugfs, where the kernel lists framebuffers and atomic state per card. */
+/** vivid's HDMI input (the TV: its CEC adapter and capture node) and HDMI output (the source). */
+async function vividCecAdapters(
+  vm: CaseContext['vm'],
+): Promise<{ tv: { cec: string; video: string }; source: { cec: string } }> {
+  const r = await vm.exec([
+    'sh',
+    '-c',
+    'for d in /dev/cec*; do echo "== $d"; cec-ctl -d $d; done; grep -H . /sys/class/video4linux/*/name',
+  ]);
+  assert.equal(
+    r.code,
+    0,
+    `no CEC adapters (vivid with CONFIG_VIDEO_VIVID_CEC, and cec-ctl from v4l-utils): ${r.stderr}`,
+  );
+  const adapters = r.stdout
+    .split('== ')
+    .slice(1)
+    .map((block) => ({
+      cec: block.split('\n')[0]?.trim() ?? '',
+      name: /Adapter Name\s*:\s*(\S+)/.exec(block)?.[1] ?? '',
+    }));
+  const tvCec = adapters.find((a) => a.name === 'vivid-000-vid-cap0')?.cec;
+  const sourceCec = adapters.find((a) => a.name === 'vivid-000-vid-out0')?.cec;
+  const video = /\/sys\/class\/video4linux\/(video\d+)\/name:vivid-000-vid-cap/.exec(r.stdout)?.[1];
+  assert.ok(tvCec && sourceCec && video, `vivid's HDMI input and output: ${r.stdout}`);
+  return { tv: { cec: tvCec, video: `/dev/${video}` }, source: { cec: sourceCec } };
+}
+
 async function debugfsMount(vm: CaseContext['vm']): Promise<void> {
   const mounted = await vm.exec([
     'sh',
@@ -566,6 +594,126 @@ export const videoCases: VmCase[] = [
         return `${all.length} records on ${c}, each from and to a kernel flip timestamp: ${passes.length} of the looping clip (whole passes: ${shown.join(', ')}), then the other clip until stopped`;
       } finally {
         await kms.call('vClose').catch(() => {});
+      }
+    },
+  },
+  {
+    id: 'display-power-cec',
+    title:
+      'display power over HDMI-CEC (vivid adapters, cec-follower as the TV): display.power off puts the TV in standby and the CRTC inactive, on wakes both; the TV itself is asked',
+    async run(ctx) {
+      const { vm, repo } = ctx;
+      await debugfsMount(vm);
+      const card = await vkmsConfigfsDevice(vm, 'vcec', 1);
+      const minor = /card(\d+)$/.exec(card)?.[1];
+      const sysfs = await vm.exec(['ls', '/sys/class/drm']);
+      const connector = sysfs.stdout
+        .split(/\s+/)
+        .find((n) => n.startsWith(`${path.basename(card)}-Virtual-`))
+        ?.slice(path.basename(card).length + 1);
+      assert.ok(connector, `a connector on ${card}: ${sysfs.stdout}`);
+      const { tv, source } = await vividCecAdapters(vm);
+      const sh = async (script: string): Promise<string> => {
+        const r = await vm.exec(['sh', '-c', script]);
+        assert.equal(r.code, 0, `${script}: ${r.stderr}${r.stdout}`);
+        return r.stdout;
+      };
+      // The emulated HDMI cable: vivid's output 0 into its input 0, which gives the source its
+      // physical address from the input's EDID. The input's adapter plays the TV.
+      await sh(`v4l2-ctl -d ${tv.video} -c hdmi_000_0_is_connected_to=2 && cec-ctl -d ${tv.cec} --tv -o TV >/dev/null`);
+      const follower = vm.spawn(['cec-follower', '-d', tv.cec, '-v']);
+      const supervisor = vm.spawn([guestNode, `${repo}/test/vm/guest/power-supervisor.ts`], {
+        cwd: repo,
+        env: {
+          MULTIHEAD_DISPLAY_DEVICE: card,
+          MULTIHEAD_DATA_DIR: '/tmp/multihead-cec-data',
+          MULTIHEAD_OUTPUTS: JSON.stringify([{ connector, mode: 'preferred', cec: source.cec }]),
+        },
+      });
+      let id = 0;
+      const ask = async <T>(request: Record<string, unknown>, key: string): Promise<T> => {
+        id += 1;
+        supervisor.write(`${JSON.stringify({ id, ...request })}\n`);
+        const line = await supervisor.waitForLine(new RegExp(`^\\{"id":${id},`), 60000);
+        return (JSON.parse(line) as Record<string, T>)[key] as T;
+      };
+      const crtcActive = async (): Promise<boolean | undefined> => {
+        const state = await sh(`cat /sys/kernel/debug/dri/${minor}/state`);
+        const m = /^crtc\[\d+\]:[^\n]*\n(?:\t[^\n]*\n)*?\tactive=(\d)/m.exec(state);
+        return m ? m[1] === '1' : undefined;
+      };
+      // The TV's own answer (cec-follower's Report Power Status), asked by the test.
+      const tvSays = async (): Promise<string | undefined> => {
+        const out = await sh(`cec-ctl -d ${source.cec} -s -t 0 --give-device-power-status`);
+        return /pwr-state: (\S+)/.exec(out)?.[1];
+      };
+      const tvReaches = (want: string): Promise<string> =>
+        until(`the TV reports ${want}`, 30000, async () => ((await tvSays()) === want ? want : undefined));
+      const failWith = (e: unknown): never => {
+        const tail = (t: string): string => t.trim().split('\n').slice(-8).join(' | ');
+        throw new Error(
+          `${(e as Error).message}; supervisor: ${tail(supervisor.stderr())} ${tail(supervisor.stdout())}; TV: ${tail(follower.stdout())}`,
+        );
+      };
+      try {
+        const started = Date.now();
+        await supervisor.waitForLine(/"ready":true/, 120000);
+        await until('the supervisor to set up CEC', 30000, async () =>
+          /HDMI-CEC on /.test(supervisor.stderr()) ? true : undefined,
+        );
+        const setupS = ((Date.now() - started) / 1000).toFixed(1);
+        const physical = /Physical Address\s*:\s*(\S+)/.exec(await sh(`cec-ctl -d ${source.cec}`))?.[1] ?? '?';
+        await tvReaches('on');
+        assert.equal(await crtcActive(), true, 'CRTC active at start');
+
+        let t = Date.now();
+        const off = await ask<{
+          ok: boolean;
+          result: { outputs: Record<string, string>; cec?: Record<string, { tv: string; error?: string }> };
+        }>({ command: 'display.power', args: { on: false } }, 'reply');
+        assert.ok(off.ok, JSON.stringify(off));
+        assert.equal(off.result.outputs[connector], 'off');
+        assert.equal(await crtcActive(), false, `${connector}'s CRTC inactive after display.power off`);
+        await tvReaches('standby');
+        const offS = ((Date.now() - t) / 1000).toFixed(1);
+        assert.match(follower.stdout(), /STANDBY \(0x36\)/, 'the TV received Standby');
+        assert.equal(
+          off.result.cec?.[connector]?.tv,
+          'standby',
+          `the reply's read-back: ${JSON.stringify(off.result.cec)}`,
+        );
+        const asleep = await until('status power standby', 15000, async () => {
+          const outputs = await ask<Array<{ name: string; power?: string; cec?: { adapter: string } }>>(
+            { status: true },
+            'outputs',
+          );
+          const o = outputs.find((x) => x.name === connector);
+          return o?.power === 'standby' ? o : undefined;
+        });
+        assert.equal(asleep.cec?.adapter, source.cec);
+
+        t = Date.now();
+        const on = await ask<{
+          ok: boolean;
+          result: { outputs: Record<string, string>; cec?: Record<string, { tv: string }> };
+        }>({ command: 'display.power', args: { on: true } }, 'reply');
+        assert.ok(on.ok, JSON.stringify(on));
+        assert.equal(await crtcActive(), true, `${connector}'s CRTC active after display.power on`);
+        await tvReaches('on');
+        const onS = ((Date.now() - t) / 1000).toFixed(1);
+        assert.match(follower.stdout(), /IMAGE_VIEW_ON \(0x04\)/, 'the TV received Image View On');
+        assert.match(follower.stdout(), new RegExp(`New active source: ${physical.replace(/\./g, '\\.')}`));
+        const awake = await until('status power on', 15000, async () => {
+          const outputs = await ask<Array<{ name: string; power?: string }>>({ status: true }, 'outputs');
+          return outputs.find((x) => x.name === connector && x.power === 'on');
+        });
+        return `${connector} + ${source.cec} (${physical}) -> TV ${tv.cec}: CEC set up ${setupS} s after start; off: ACTIVE 0, TV standby (asked by the test) in ${offS} s; on: ACTIVE 1, TV on + active source in ${onS} s; status power ${asleep.power} -> ${awake.power}`;
+      } catch (e) {
+        return failWith(e);
+      } finally {
+        supervisor.kill('SIGKILL');
+        follower.kill('SIGKILL');
+        await Promise.all([supervisor.exited.catch(() => {}), follower.exited.catch(() => {})]);
       }
     },
   },

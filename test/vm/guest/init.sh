@@ -52,7 +52,11 @@ load_list() {
 load_list common
 case "$gpu" in
 virtio) load_list virtio ;;
-vkms) load_list vkms ;;
+vkms)
+  load_list vkms
+  # vivid's emulated HDMI CEC adapters (display-power-cec): a TV and two sources on one bus.
+  load_list vivid
+  ;;
 none) ;;
 *) die "unknown multihead.gpu=$gpu" ;;
 esac
