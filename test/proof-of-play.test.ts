@@ -70,7 +70,7 @@ function rig(t: ExecutionContext) {
   return { extension, commands, get, dataDir };
 }
 
-async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 45_000): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const found = await check();
@@ -177,7 +177,7 @@ test('proofOfPlay.get names a bad argument', async (t) => {
  * taken into account.
  */
 test.serial(
-  'proof of play across a broker outage and kill -9: every played item reaches the fleet, in order, none lost',
+  'proof of play across a broker outage and kill -9: every played item reaches the fleet, in order, none lost; an interrupt survives the kill',
   async (t) => {
     const broker = await mosquittoStart(t);
     const proxy = await tcpProxyStart(t, broker.port);
@@ -204,7 +204,7 @@ test.serial(
       MULTIHEAD_MQTT_URL: proxy.url,
     };
     const fleet = await FleetClient.connect(t, broker.url);
-    await fleet.subscribe('multihead/pop-box/proofOfPlay');
+    await fleet.subscribe('multihead/pop-box/proofOfPlay', 'multihead/replies/test/#');
     const received = (): PlayProof[] =>
       fleet.received.flatMap((m) => (m.json as { plays: PlayProof[] } | undefined)?.plays ?? []);
     const newest = (): number => Math.max(0, ...received().map((p) => p.seq));
@@ -224,6 +224,22 @@ test.serial(
     };
     const first = spawnBox();
     await until('4 records at the fleet', async () => (newest() >= 4 ? true : undefined));
+    // A message on the output the content does not use, for ten minutes: it must outlive the kill.
+    await fleet.publish(
+      'multihead/pop-box/cmd/interrupt',
+      JSON.stringify({
+        id: 'i1',
+        replyTo: 'multihead/replies/test/1',
+        args: { text: 'Evacuate', outputs: ['Virtual-2'], id: 'fire', durationS: 600 },
+      }),
+    );
+    const answer = await fleet.next((m) => m.topic === 'multihead/replies/test/1/pop-box', 30_000, 'the reply');
+    t.true((answer.json as { ok: boolean }).ok, answer.text);
+    await until('the interrupt on screen, saved as on screen', async () =>
+      readFileSync(join(dataDir, 'proof-of-play', 'open.json'), 'utf8').includes('"interrupt":"fire"')
+        ? true
+        : undefined,
+    );
 
     proxy.cut();
     const cutAt = onDisk().length;
@@ -239,9 +255,24 @@ test.serial(
     proxy.restore();
     const second = spawnBox();
     await until(`the fleet to get records past ${atKill + 3}`, async () => (newest() >= atKill + 3 ? true : undefined));
+    // The interrupt is back after the kill, shown again from the box's own records.
+    await until('the interrupt on screen again', async () =>
+      readFileSync(join(dataDir, 'proof-of-play', 'open.json'), 'utf8').includes('"interrupt":"fire"')
+        ? true
+        : undefined,
+    );
     const stopped = new Promise((resolve) => second.once('exit', resolve));
     second.kill('SIGTERM');
     t.is(await stopped, 0);
+    const fire = onDisk().filter((p) => p.interrupt === 'fire');
+    t.deepEqual(
+      fire.map((p) => [p.output, p.media, p.end]),
+      [
+        ['Virtual-2', 'text', 'restart'],
+        ['Virtual-2', 'text', 'stopped'],
+      ],
+      'the interrupt: cut by the kill, shown again until the stop',
+    );
 
     const fleetPlays = received();
     const bySeq = new Map<number, PlayProof>();
@@ -262,20 +293,27 @@ test.serial(
       disk.map((p) => bySeq.get(p.seq)),
       disk,
     );
-    // In order: each play started after the one before it on the output.
     const ordered = seqs.map((q) => bySeq.get(q) as PlayProof);
-    for (const [i, p] of ordered.entries()) {
-      const before = ordered[i - 1];
-      if (before)
-        t.true(Date.parse(p.startedAt) >= Date.parse(before.startedAt), `seq ${p.seq} after seq ${before.seq}`);
+    // In order: on each output, each play started after the one before it ended.
+    for (const output of ['Virtual-1', 'Virtual-2']) {
+      const on = ordered.filter((p) => p.output === output);
+      for (const [i, p] of on.entries()) {
+        const before = on[i - 1];
+        if (before)
+          t.true(
+            Date.parse(p.startedAt) >= Date.parse(before.endedAt),
+            `${output}: seq ${p.seq} started after seq ${before.seq} ended`,
+          );
+      }
     }
-    // What was on screen at the kill is there, ended by the restart, not complete.
+    // What was on screen at the kill is there, ended by the restart, not complete: an item of
+    // the playlist and the interrupt.
     const cut = ordered.filter((p) => p.end === 'restart');
-    t.is(cut.length, 1, JSON.stringify(cut));
-    t.false(cut[0]?.complete);
+    t.deepEqual(cut.map((p) => p.output).sort(), ['Virtual-1', 'Virtual-2'], JSON.stringify(cut));
+    t.true(cut.every((p) => !p.complete));
     t.true(
-      ordered.filter((p) => p.end === 'replaced').every((p) => p.complete),
-      'every other play ran to its end',
+      ordered.filter((p) => p.end === 'replaced' && p.output === 'Virtual-1').every((p) => p.complete),
+      'every other play of the playlist ran to its end',
     );
     t.log(
       `records ${seqs.length}, sent twice ${fleetPlays.length - bySeq.size}, recorded during the outage ${atKill - cutAt}`,
