@@ -132,7 +132,12 @@ test.serial(
       t.true(Date.parse(p.endedAt) >= Date.parse(p.startedAt), what);
       if (p.media === 'still') {
         t.is(p.digest, s.sha256);
-        t.true(Math.abs(p.durationMs - 500) <= FRAME_MS + 0.1, `${what}: 500 ms ± one frame`);
+        // Never short; the switch after it is a JavaScript timer, which a loaded machine can
+        // run a vblank late: up to two frames long.
+        t.true(
+          p.durationMs >= 500 - FRAME_MS - 0.1 && p.durationMs <= 500 + 2 * FRAME_MS + 0.1,
+          `${what}: 500 ms, one frame short to two long`,
+        );
       } else {
         t.is(p.digest, v.sha256);
         // ± one frame, as its length: a vblank thread held up by this machine skips one.
