@@ -142,7 +142,12 @@ test.serial(
         t.is(p.digest, v.sha256);
         // ± one frame, as its length: a vblank thread held up by this machine skips one.
         t.true(p.frames >= 29 && p.frames <= 30, `${what}: the clip's 30 frames, ± one`);
-        t.true(Math.abs(p.durationMs - 1000) <= FRAME_MS + 0.1, `${what}: 1000 ms ± one frame`);
+        // Never short; its last frame may stay until the runner's next look at the decoder's
+        // loop count (every 40 ms) and the vblank after: up to three frames long.
+        t.true(
+          p.durationMs >= 1000 - FRAME_MS - 0.1 && p.durationMs <= 1000 + 3 * FRAME_MS + 0.1,
+          `${what}: 1000 ms, one frame short to three long`,
+        );
       }
       const next = plays[i + 1];
       if (next) {
