@@ -256,6 +256,13 @@ export interface DecodeRequest {
    * file). Default false: join the running decoder of the source (the demo, play).
    */
   fresh?: boolean
+  /**
+   * At the end of the file keep its last frame instead of starting over (a playlist item
+   * played to its end: the next item takes over from that frame, never after a first frame
+   * of the same file shown again). Its end is counted in `loops` once. Only with `fresh`
+   * and `preroll`; default false.
+   */
+  holdAtEnd?: boolean
 }
 
 export interface DecoderInfo {

@@ -360,3 +360,35 @@ test('HLS over HTTP plays its http segments; a segment or list that switches to 
     [['A']],
   );
 });
+
+test('holdAtEnd: a prerolled item keeps its last frame at the end of the file and counts the end once, instead of starting over', async (t) => {
+  const m = manager(t);
+  const display = new addon.VirtualDisplay([{ name: 'V', width: 64, height: 64 }]);
+  t.teardown(() => display.close());
+  await m.acquireAsync('item', { source: counter, fresh: true, preroll: true, holdAtEnd: true });
+  display.play(m, 'item', ['V']);
+  const status = () => m.status().decoders.find((d) => d.consumers.includes('item'));
+  const deadline = Date.now() + 20_000;
+  while ((status()?.loops ?? 0) < 1) {
+    if (Date.now() > deadline) throw new Error(`no end counted: ${JSON.stringify(status())}`);
+    await sleep(10);
+  }
+  // The clip has 30 frames. A looping decoder would go on to frame 31 within 33 ms; give it
+  // ten times that, then look at what was decoded and what the output shows.
+  await sleep(400);
+  const d = status();
+  t.is(d?.frames, 30, 'no frame decoded after the last');
+  t.is(d?.loops, 1, 'the end counted once');
+  t.is(display.stats()[0]?.sequence, 30, 'the output shows the last frame');
+  const records = display.playRecords();
+  t.deepEqual(
+    records.map((r) => [r.pass, r.end]),
+    [[0, 'open']],
+    'one pass, still on show: no first frame shown again',
+  );
+
+  // Only for a decoder of its own, prerolled.
+  t.throws(() => m.acquire('other', { source: counter, holdAtEnd: true }), {
+    message: /holdAtEnd needs fresh and preroll/,
+  });
+});

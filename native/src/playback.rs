@@ -46,6 +46,11 @@ pub struct DecodeRequest {
     /// item plays from its first frame to its last, whatever other outputs show of the same
     /// file). Default false: join the running decoder of the source (the demo, play).
     pub fresh: Option<bool>,
+    /// At the end of the file keep its last frame instead of starting over (a playlist item
+    /// played to its end: the next item takes over from that frame, never after a first frame
+    /// of the same file shown again). Its end is counted in `loops` once. Only with `fresh`
+    /// and `preroll`; default false.
+    pub hold_at_end: Option<bool>,
 }
 
 #[napi(object)]
@@ -179,6 +184,8 @@ fn acquire_unlocked(
         Plan::Done(acquired) => Ok(acquired),
         Plan::Start { key, id } => {
             let decoder = Decoder::start(id, key.clone(), request.preroll)?;
+            // Prerolled: the thread waits at its first frame, so this lands before any end.
+            decoder.hold_at_end_set(request.hold_at_end);
             locked(registry, |r| {
                 r.acquire_finish(consumer, request.clone(), key, decoder)
             })
@@ -222,6 +229,12 @@ fn request_parse(request: DecodeRequest) -> Result<Request, DecodeError> {
             "hw {hw_text:?} is not \"auto\", \"software\" or \"dmabuf\""
         ))
     })?;
+    let hold_at_end = request.hold_at_end.unwrap_or(false);
+    if hold_at_end && !(request.fresh == Some(true) && request.preroll == Some(true)) {
+        return Err(DecodeError::BadRequest(
+            "holdAtEnd needs fresh and preroll (a decoder of its own, from its first frame)".into(),
+        ));
+    }
     let start = request.start_seconds.unwrap_or(0.0);
     if !start.is_finite() || start < 0.0 {
         return Err(DecodeError::BadRequest(format!(
@@ -235,6 +248,7 @@ fn request_parse(request: DecodeRequest) -> Result<Request, DecodeError> {
         stream: request.stream,
         preroll: request.preroll.unwrap_or(false),
         fresh: request.fresh.unwrap_or(false),
+        hold_at_end,
     })
 }
 

@@ -15,6 +15,11 @@ export interface PlayerItem {
   readonly label: string;
   /** What proof of play records about it; items without (slates) are not recorded. */
   readonly proof?: ProofMeta;
+  /**
+   * A video played to its end keeps its last frame there instead of starting over, so the next
+   * item takes over from it (never after the file's first frame shown again).
+   */
+  readonly holdAtEnd?: boolean;
 }
 
 /** What a proof-of-play record says about the item shown (src/content/proof-of-play.ts). */

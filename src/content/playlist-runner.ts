@@ -243,10 +243,14 @@ export class PlaylistRunner {
       const path = await this.#deps.resolve(entry.media);
       if (!path) continue;
       const expectedMs = itemDurationMs(entry);
+      // Played to its end and followed by another item (or by nothing: a list that stops):
+      // it holds its last frame. Alone in a looping list, it loops by itself.
+      const alone = playlist.loop && playlist.items.length === 1;
       const item: PlayerItem = {
         path,
         type: entry.media.type,
         label: entry.media.id,
+        ...(entry.media.type === 'video' && expectedMs === undefined && !alone ? { holdAtEnd: true } : {}),
         proof: {
           media: entry.media.id,
           digest: entry.media.sha256,

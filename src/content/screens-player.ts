@@ -65,7 +65,7 @@ export class ScreensPlayer implements Player {
     await acquireFirstPicture(
       this.#deps.decode,
       handle,
-      { source: item.path, fresh: true },
+      { source: item.path, fresh: true, ...(item.holdAtEnd ? { holdAtEnd: true } : {}) },
       { timeoutMs: this.#deps.prerollTimeoutMs ?? PREROLL_TIMEOUT_MS },
     );
     this.#held.add(handle);

@@ -166,6 +166,12 @@ impl Decoder {
         }
     }
 
+    /// At the end of the file, keep the last frame instead of starting over (see
+    /// `DecodeRequest::hold_at_end`).
+    pub fn hold_at_end_set(&self, on: bool) {
+        self.shared.hold_at_end.store(on, Ordering::Relaxed);
+    }
+
     pub fn counters(&self) -> &DecoderCounters {
         &self.shared.counters
     }

@@ -99,6 +99,8 @@ pub(super) struct Shared {
     /// Prerolled: the first frame is decoded and waits; the clock starts when an output
     /// first takes it (gapless switching to the next item).
     pub(super) hold: AtomicBool,
+    /// At the end of the file keep the last frame rather than loop (a playlist item).
+    pub(super) hold_at_end: AtomicBool,
     pub(super) counters: DecoderCounters,
     pub(super) ring: Mutex<FrameRing>,
     /// Set when the thread ends on an error (a stream that broke mid-way).
@@ -123,6 +125,7 @@ impl Shared {
         Shared {
             io: IoGuard::default(),
             hold: AtomicBool::new(preroll),
+            hold_at_end: AtomicBool::new(false),
             counters: DecoderCounters::default(),
             ring: Mutex::new(FrameRing::empty()),
             failure: Mutex::new(None),

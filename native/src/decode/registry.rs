@@ -20,6 +20,8 @@ pub struct Request {
     pub preroll: bool,
     /// A decoder of its own from the start (a playlist item), never a running one.
     pub fresh: bool,
+    /// Keep the last frame at the end of the file instead of looping (with fresh and preroll).
+    pub hold_at_end: bool,
 }
 
 impl Request {
@@ -134,6 +136,7 @@ impl Registry {
             Plan::Done(acquired) => Ok(acquired),
             Plan::Start { key, id } => {
                 let decoder = Decoder::start(id, key.clone(), request.preroll)?;
+                decoder.hold_at_end_set(request.hold_at_end);
                 self.acquire_finish(consumer, request, key, decoder)
             }
         }
@@ -566,6 +569,7 @@ mod tests {
             stream: None,
             preroll: false,
             fresh: false,
+            hold_at_end: false,
         }
     }
 
@@ -640,6 +644,7 @@ mod tests {
         let pre = || Request {
             preroll: true,
             fresh: true,
+            hold_at_end: false,
             ..request(A)
         };
         // Not fresh: the demo, a play command (prerolled or not, they join what runs).
@@ -682,6 +687,7 @@ mod tests {
         let pre = Request {
             preroll: true,
             fresh: true,
+            hold_at_end: false,
             ..request(A)
         };
         // Both planned before either is open: the same key for both.

@@ -163,6 +163,10 @@ impl Session {
                         }
                         continue;
                     }
+                    if shared.hold_at_end.load(Ordering::Relaxed) {
+                        self.hold_last_frame(&mut clock, shared)?;
+                        continue;
+                    }
                     // Loop: back to the start offset, with the timeline running on.
                     self.rewind()?;
                     self.decoder.flush();
@@ -188,6 +192,21 @@ impl Session {
     /// pool was sized for, decoding waits (publishing what it has at its time) instead of
     /// running the pool dry, which the driver answers with errors and the decoder with a
     /// fallback to software.
+    /// The end of a file that does not start over (`hold_at_end`): its last frames go out on
+    /// time, the end is counted once the last one is published (a playlist moves on at that
+    /// count), and that frame stays on show until the decoder is stopped. Looping here would
+    /// put the file's first frame on screen for the vblanks before the next item takes over.
+    fn hold_last_frame(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), StreamFailure> {
+        self.pace(clock, shared, 0)?;
+        self.loop_ends
+            .push_back(shared.counters.frames.load(Ordering::Relaxed));
+        self.loop_ends_count(shared);
+        while !shared.io.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     fn backpressure(&mut self, clock: &mut Clock, shared: &Shared) -> Result<(), StreamFailure> {
         if !matches!(self.hw, HwPath::Vaapi(_)) {
             return Ok(());
