@@ -313,7 +313,7 @@ export class PlaylistRunner {
         return;
       }
       // Nothing else was ready (not cached yet, or refused): look now; meanwhile the current
-      // item keeps playing (a video loops, an image stays).
+      // item keeps playing (an image stays; a video keeps its last frame, or loops when alone).
       void this.#prepareFrom(playlist, nextStart, playlist.items.length - 1).then((found) => {
         if (generation !== this.#generation) {
           if (found) this.#deps.player.discard(found.prepared);
