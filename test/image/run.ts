@@ -289,8 +289,9 @@ lineReader(sub.stdout, (line) => {
 const provision = {
   device: { name: 'Image test', id: 'image-test', groups: ['ci'] },
   timezone: 'Europe/Berlin',
-  playback: { demo: true },
   mqtt: { url: 'mqtt://10.0.2.100:1883', username: 'image-test', password: 'image-test-secret' },
+  // Supervisor settings go under `config` (provision/spec.ts refuses anything else at the top).
+  config: { playback: { demo: true } },
 };
 const provisionText = `${JSON.stringify(provision, null, 2)}\n`;
 imageWrite(disk, provisionText);
