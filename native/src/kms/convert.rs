@@ -134,19 +134,15 @@ pub fn nv12_to_xr24_scaled(
         );
     }
     for row in 0..out_h {
-        let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
-        if row < py || row >= py + ph {
-            out.fill(0);
+        let Some(out) = placed_row(dst, dst_pitch, out_w, row, (px, py, pw, ph)) else {
             continue;
-        }
-        out[..px * 4].fill(0);
-        out[(px + pw) * 4..].fill(0);
+        };
         let sy = y0 + (row - py) * h / ph;
         let y_row = &src.y[sy * src.y_pitch..];
         let uv_row = &src.uv[(sy / 2) * src.uv_pitch..];
         for x in 0..pw {
             let sx = x0 + x * w / pw;
-            let at = (px + x) * 4;
+            let at = x * 4;
             m.pixel(
                 y_row[sx],
                 uv_row[sx & !1],
@@ -156,6 +152,25 @@ pub fn nv12_to_xr24_scaled(
         }
     }
     out_w * out_h * 4
+}
+
+/// Row `row` of an `out_w`-wide XR24 scanout with black outside `place` (x, y, width,
+/// height): the part inside the place, to be drawn; None when the whole row is a bar.
+fn placed_row(
+    dst: &mut [u8],
+    dst_pitch: usize,
+    out_w: usize,
+    row: usize,
+    (px, py, pw, ph): (usize, usize, usize, usize),
+) -> Option<&mut [u8]> {
+    let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
+    if row < py || row >= py + ph {
+        out.fill(0);
+        return None;
+    }
+    out[..px * 4].fill(0);
+    out[(px + pw) * 4..].fill(0);
+    Some(&mut out[px * 4..(px + pw) * 4])
 }
 
 /// `nv12_to_xr24_scaled` for a turned picture: output pixel (u, v) of `place` shows the
@@ -171,13 +186,9 @@ fn nv12_to_xr24_turned(
     dst_pitch: usize,
 ) -> usize {
     for row in 0..out_h {
-        let out = &mut dst[row * dst_pitch..row * dst_pitch + out_w * 4];
-        if row < py || row >= py + ph {
-            out.fill(0);
+        let Some(out) = placed_row(dst, dst_pitch, out_w, row, (px, py, pw, ph)) else {
             continue;
-        }
-        out[..px * 4].fill(0);
-        out[(px + pw) * 4..].fill(0);
+        };
         let v = row - py;
         for u in 0..pw {
             let (sx, sy) = match rotation {
@@ -187,7 +198,7 @@ fn nv12_to_xr24_turned(
             };
             let (sx, sy) = (x0 + sx, y0 + sy);
             let uv = (sy / 2) * src.uv_pitch + (sx & !1);
-            let at = (px + u) * 4;
+            let at = u * 4;
             m.pixel(
                 src.y[sy * src.y_pitch + sx],
                 src.uv[uv],
