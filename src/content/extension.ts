@@ -246,14 +246,8 @@ export class ContentExtension implements Extension {
     if (!log)
       throw new CommandError('ERR_NOT_AVAILABLE', 'proof of play is off (its log could not be opened; see the log)');
     const { limit, range } = proofQuery(args);
-    const found =
-      'afterSeq' in range
-        ? (() => {
-            const plays = log.after(range.afterSeq, limit + 1);
-            return { plays: plays.slice(0, limit), more: plays.length > limit };
-          })()
-        : log.between(range.from, range.to, limit);
-    return { ...found, seq: log.seq, oldestSeq: log.oldestSeq ?? null };
+    const { plays, more, oldestSeq } = log.query(range, limit);
+    return { plays, more, seq: log.seq, oldestSeq: oldestSeq ?? null };
   }
 
   /** Interrupt errors reach the caller with their code. */

@@ -86,25 +86,22 @@ export class ProofLog {
     return written;
   }
 
-  /** Records with `seq` above `after`, oldest first, at most `limit`. */
-  after(after: number, limit: number): PlayProof[] {
-    return this.#all()
-      .filter((p) => p.seq > after)
-      .slice(0, limit);
-  }
-
-  /** Records that started in [from, to), oldest first, at most `limit`. */
-  between(fromMs: number, toMs: number, limit: number): { plays: PlayProof[]; more: boolean } {
-    const found = this.#all().filter((p) => {
+  /**
+   * Records with `seq` above `afterSeq`, or that started in [from, to), oldest first, at most
+   * `limit`; whether more matched, and the oldest record still kept (older ones went with the
+   * size cap). The files are read once per query.
+   */
+  query(
+    range: { afterSeq: number } | { from: number; to: number },
+    limit: number,
+  ): { plays: PlayProof[]; more: boolean; oldestSeq: number | undefined } {
+    const all = this.#all();
+    const found = all.filter((p) => {
+      if ('afterSeq' in range) return p.seq > range.afterSeq;
       const t = Date.parse(p.startedAt);
-      return t >= fromMs && t < toMs;
+      return t >= range.from && t < range.to;
     });
-    return { plays: found.slice(0, limit), more: found.length > limit };
-  }
-
-  /** The oldest record still kept (older ones went with the size cap). */
-  get oldestSeq(): number | undefined {
-    return this.#all()[0]?.seq;
+    return { plays: found.slice(0, limit), more: found.length > limit, oldestSeq: all[0]?.seq };
   }
 
   /** Plays on screen now, saved atomically (replacing what was saved). */
